@@ -1,0 +1,51 @@
+"""transferkit: a small folder of labelled images -> an accurate classifier, by transfer learning.
+
+    import transferkit
+    run = transferkit.fit("data/", backbone="efficientnet_lite0", strategy="auto")
+    model = transferkit.load(run.best)
+    model.predict("img.jpg")
+
+Importing this package is light: torch and friends load only when a function needs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["fit", "load", "evaluate", "list_backbones", "open_source", "from_arrays", "RunConfig", "__version__"]
+
+# name -> module that defines it; resolved on first use (PEP 562), so `import transferkit` imports no torch.
+_LAZY = {
+    "fit": "transferkit.api",
+    "load": "transferkit.api",
+    "evaluate": "transferkit.api",
+    "Run": "transferkit.api",
+    "list_backbones": "transferkit.backbones.registry",
+    "open_source": "transferkit.data.sources",
+    "from_arrays": "transferkit.data.sources",
+    "RunConfig": "transferkit.config",
+    "Predictor": "transferkit.predict",
+}
+
+if TYPE_CHECKING:
+    from .api import Run, evaluate, fit, load
+    from .backbones.registry import list_backbones
+    from .config import RunConfig
+    from .data.sources import from_arrays, open_source
+    from .predict import Predictor
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'transferkit' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

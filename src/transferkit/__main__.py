@@ -1,0 +1,3 @@
+from transferkit.cli.app import main
+
+main()

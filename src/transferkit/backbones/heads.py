@@ -1,0 +1,39 @@
+"""New heads for the pooled features: `linear` or `mlp:<hidden>` (Linear -> ReLU -> Dropout -> Linear)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import ConfigError
+
+HEADS = ("linear", "mlp:<hidden>")
+MLP_DEFAULT_DROPOUT = 0.4  # the classic transfer-learning MLP head (e.g. 460 hidden units, dropout 0.4)
+
+
+def parse_head(spec: str) -> tuple[str, int | None]:
+    """'linear' -> ('linear', None); 'mlp:460' -> ('mlp', 460). Raises ConfigError naming the option."""
+    kind, _, arg = spec.partition(":")
+    if kind == "linear" and not arg:
+        return "linear", None
+    if kind == "mlp":
+        try:
+            hidden = int(arg)
+        except ValueError:
+            hidden = 0
+        if hidden > 0:
+            return "mlp", hidden
+        raise ConfigError(f"--head '{spec}': the mlp head needs a positive hidden width, e.g. --head mlp:460.")
+    raise ConfigError(f"--head '{spec}' is not a head. Valid choices: {', '.join(HEADS)}.")
+
+
+def build_head(spec: str, in_features: int, num_outputs: int, dropout: float = 0.0) -> nn.Module:
+    kind, hidden = parse_head(spec)
+    if kind == "linear":
+        layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
+        return nn.Sequential(*layers, nn.Linear(in_features, num_outputs))
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout or MLP_DEFAULT_DROPOUT),
+        nn.Linear(hidden, num_outputs),
+    )

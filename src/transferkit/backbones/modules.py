@@ -1,0 +1,38 @@
+"""Small helpers to reach submodules by dotted name (heads and freezing go by name, never by index)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def get_submodule(net: nn.Module, path: str) -> nn.Module:
+    return net.get_submodule(path)
+
+
+def set_submodule(net: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, leaf = path.rpartition(".")
+    parent = net.get_submodule(parent_path) if parent_path else net
+    setattr(parent, leaf, module)
+
+
+def in_features(module: nn.Module) -> int:
+    """Width of the input of a classifier module (Linear or 1x1 Conv)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    if isinstance(module, nn.Conv2d):
+        return module.in_channels
+    for m in module.modules():  # a Sequential classifier: its first Linear/Conv decides
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            return in_features(m)
+    raise ValueError(f"cannot tell the input width of {type(module).__name__}")
+
+
+def child_stages(net: nn.Module, container: str | None = None, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Named children (of `container`, or of the net) that hold parameters, in forward order."""
+    root = net.get_submodule(container) if container else net
+    prefix = f"{container}." if container else ""
+    return tuple(
+        prefix + name
+        for name, child in root.named_children()
+        if name not in skip and any(True for _ in child.parameters())
+    )

@@ -1,0 +1,51 @@
+"""`timm:<name>`: any timm model, pretrained from its usual hub for users with a network."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import unknown_choice
+from .hub import offline_error
+from .modules import child_stages
+from .registry import BackboneCfg
+
+
+def _stages(net: nn.Module) -> tuple[str, ...]:
+    for container in ("blocks", "stages", "layers", "features"):
+        mod = getattr(net, container, None)
+        if isinstance(mod, (nn.Sequential, nn.ModuleList)) and len(mod) > 1:
+            return child_stages(net, container)
+    names = [f["module"] for f in getattr(net, "feature_info", [])]
+    names = [n for n in names if any(True for _ in net.get_submodule(n).parameters())]
+    return tuple(names) or child_stages(net)
+
+
+def build_timm(model_name: str, pretrained: bool) -> tuple[nn.Module, BackboneCfg]:
+    import timm
+
+    if not timm.is_model(model_name):
+        raise unknown_choice("timm model", model_name, timm.list_models(), hint="`timm.list_models()` lists them all.")
+    try:
+        net = timm.create_model(model_name, pretrained=pretrained)
+    except (OSError, RuntimeError, ValueError) as e:  # hub errors are OSError subclasses; no weights -> RuntimeError
+        raise offline_error("timm:" + model_name, e) from e
+    pc = net.pretrained_cfg
+    classifier = pc.get("classifier") or "classifier"
+    if isinstance(classifier, (list, tuple)):  # distilled models have two heads; the first is the one used
+        classifier = classifier[0]
+    cfg = BackboneCfg(
+        name="timm:" + model_name,
+        arch="timm:" + model_name,
+        input_size=int(pc.get("input_size", (3, 224, 224))[-1]),
+        crop_pct=float(pc.get("crop_pct", 0.875)),
+        interpolation=str(pc.get("interpolation", "bicubic")),
+        mean=tuple(pc.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(pc.get("std", (0.229, 0.224, 0.225))),
+        classifier=classifier,
+        num_features=int(net.num_features),
+        stages=_stages(net),
+        imagenet_top1=None,
+        offline=False,
+        extra={"timm_reset": True},
+    )
+    return net, cfg

@@ -1,0 +1,37 @@
+"""`transferkit` command line. Each command is a thin wrapper over the Python API; heavy imports happen inside them,
+so `transferkit --help` stays fast and imports no torch.
+
+    transferkit demo
+    transferkit train data/ --strategy auto --epochs 10
+    transferkit evaluate runs/data-linear/best data/ --json
+    transferkit predict runs/data-linear/best photo.jpg --top-k 3
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import TransferkitError
+from . import backbones, demo, env, evaluate, predict, train
+
+app = typer.Typer(
+    name="transferkit",
+    help="Turn a small folder of labelled images into an accurate classifier by transfer learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+for module in (demo, train, evaluate, predict, backbones, env):
+    module.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except TransferkitError as e:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]Error:[/bold red] {e}", highlight=False)
+        sys.exit(2)

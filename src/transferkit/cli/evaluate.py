@@ -1,0 +1,33 @@
+"""`transferkit evaluate BUNDLE DATA`: accuracy, loss, per-class precision/recall/F1 and the confusion matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def evaluate(
+    bundle: Path = typer.Argument(..., help="A run's best/ folder (or the run folder)."),
+    data: Path = typer.Argument(..., help="Data to evaluate on (any layout train accepts)."),
+    split: str = typer.Option("auto", help="auto (the run's test split, else test/, val/, all) | test | val | train | all."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Evaluate a saved model on DATA."""
+    from ..api import evaluate as run_evaluate
+
+    metrics = run_evaluate(bundle, data, split=split)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    from ..bundle import read_meta
+    from ..evaluation.metrics import print_metrics
+
+    print_metrics(metrics, read_meta(bundle)["classes"], title=f"{data} [{metrics['split']}]")
+    if metrics["skipped"]:
+        print(f"Skipped {len(metrics['skipped'])} unreadable file(s): " + "; ".join(s["key"] for s in metrics["skipped"][:5]))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(evaluate)

@@ -1,0 +1,1 @@
+"""Data: sources (folders, lists, HDF5, arrays), splits, decoding once, transforms from the backbone config."""

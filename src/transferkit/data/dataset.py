@@ -1,0 +1,21 @@
+"""A torch Dataset over images decoded once (uint8 HWC arrays) plus a transform."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class DecodedImages(Dataset):
+    def __init__(self, images: list[np.ndarray], labels: list[int], transform: Callable):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(self.images[i]).permute(2, 0, 1)  # HWC uint8 -> CHW, no copy
+        return self.transform(x), self.labels[i]

@@ -1,0 +1,70 @@
+"""Open any image a user has as 8-bit RGB: EXIF rotation honoured, alpha dropped, palette/CMYK/16-bit converted.
+
+JPEGs are decoded in draft mode at the size needed (libjpeg scales by 1/2, 1/4, 1/8 while decoding), which makes
+a 2592x1944 photo cost about as much as a 640x480 one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+# Files operating systems leave in folders; never data, never worth a warning.
+SYSTEM_FILES = ("thumbs.db", "desktop.ini", ".ds_store")
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+
+
+def is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB. Alpha is dropped (not composited), as most training pipelines do."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit and float greyscale: scale to 8 bits
+        a = np.asarray(img, dtype=np.float32)
+        hi = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if img.mode == "F" and a.max() <= 1.0:
+            hi = 1.0
+        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if img.mode == "P":  # palette, maybe with transparency: through RGBA so the palette's colours are kept
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        return img.convert("RGBA").convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def open_rgb(path, short_side: int | None = None, interpolation: str = "bicubic") -> Image.Image:
+    """Decode `path` to RGB, rotated per EXIF, resized so that its shorter side is `short_side` (if given)."""
+    with Image.open(path) as img:
+        if short_side and img.format == "JPEG":
+            img.draft("RGB", (short_side, short_side))  # decode at >= the size needed, not the full size
+        img = ImageOps.exif_transpose(img)  # returns a copy; honours the camera's orientation tag
+        img = to_rgb(img)
+        img.load()
+    return resize_short(img, short_side, interpolation) if short_side else img
+
+
+def resize_short(img: Image.Image, short_side: int, interpolation: str = "bicubic") -> Image.Image:
+    w, h = img.size
+    scale = short_side / min(w, h)
+    size = (max(short_side, round(w * scale)), max(short_side, round(h * scale)))
+    if size == (w, h):
+        return img
+    return img.resize(size, _RESAMPLE.get(interpolation, Image.Resampling.BICUBIC))
+
+
+def array_to_image(a: np.ndarray) -> Image.Image:
+    """An HWC / HW array (uint8, or float in [0, 1]) -> RGB image."""
+    if a.dtype != np.uint8:
+        a = np.asarray(a, dtype=np.float32)
+        a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3, 4):  # CHW -> HWC
+        a = a.transpose(1, 2, 0)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    return to_rgb(Image.fromarray(a))

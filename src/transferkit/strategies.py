@@ -1,0 +1,157 @@
+"""Transfer strategies: small named objects in one table.
+
+    s = parse_strategy("freeze:2")
+    for phase in s.phases(epochs=10, head_epochs=3):
+        apply_phase(model, phase)          # requires_grad per parameter
+        set_train_mode(model)              # frozen BatchNorm layers stay in eval mode
+        groups = param_groups(model, lr=1e-3, backbone_lr_mult=0.1)
+
+| name       | what trains                                  | seed 004's chart                 |
+|------------|----------------------------------------------|----------------------------------|
+| linear     | the head only, on cached backbone features   | small data, similar to ImageNet  |
+| freeze:K   | everything after the stem and first K stages | small data, different domain     |
+| finetune   | everything; backbone at a lower LR           | large data, similar domain       |
+| scratch    | everything, random initialisation            | large data, different domain     |
+| two-phase  | head first (cached), then everything         | fastai's fine_tune               |
+| auto       | one of the above, chosen from the data       |                                  |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .backbones.model import TransferModel
+
+ALL = "all"  # a phase's `frozen` value meaning the whole pretrained network is frozen
+STRATEGIES = ("linear", "freeze:K", "finetune", "scratch", "two-phase", "auto")
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # shown in logs and saved in checkpoints ("head", "finetune", ...)
+    epochs: int
+    frozen: int | str | None  # None: nothing frozen; K: stem + first K stages; ALL: the whole backbone
+    cached: bool = False  # the backbone is frozen and deterministic: train the head on features computed once
+    backbone_lr_mult: float | None = None  # None: the config's value
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    pretrained: bool = True
+    frozen_stages: int | None = None  # freeze:K only
+    backbone_lr_mult: float | None = None  # set by `auto` for data far from ImageNet: pretrained layers must move more
+
+    def phases(self, epochs: int, head_epochs: int = 3) -> list[Phase]:
+        if self.name == "linear":
+            return [Phase("head", epochs, ALL, cached=True)]
+        if self.name == "freeze":
+            return [Phase(f"freeze:{self.frozen_stages}", epochs, self.frozen_stages)]
+        if self.name == "finetune":
+            return [Phase("finetune", epochs, None, backbone_lr_mult=self.backbone_lr_mult)]
+        if self.name == "scratch":  # nothing is pretrained, so no reason to slow any layer down
+            return [Phase("scratch", epochs, None, backbone_lr_mult=1.0)]
+        if self.name == "two-phase":
+            head = max(1, min(head_epochs, epochs - 1))
+            return [Phase("head", head, ALL, cached=True), Phase("finetune", max(1, epochs - head), None)]
+        raise ConfigError(f"strategy '{self.name}' must be resolved before training")
+
+    @property
+    def label(self) -> str:
+        return f"freeze:{self.frozen_stages}" if self.name == "freeze" else self.name
+
+
+def parse_strategy(spec: str) -> Strategy:
+    """'freeze:2' -> Strategy('freeze', frozen_stages=2). Errors name the option and list the valid ones."""
+    spec = spec.strip().lower().replace("_", "-")
+    if spec in ("linear", "finetune", "two-phase", "auto"):
+        return Strategy(spec)
+    if spec == "scratch":
+        return Strategy("scratch", pretrained=False)
+    if spec.startswith("freeze:"):
+        try:
+            k = int(spec.split(":", 1)[1])
+        except ValueError:
+            k = -1
+        if k >= 0:
+            return Strategy("freeze", frozen_stages=k)
+        raise ConfigError(f"--strategy '{spec}': K must be a whole number of stages >= 0, e.g. freeze:2.")
+    raise ConfigError(f"--strategy '{spec}' is not a strategy. Valid choices: {', '.join(STRATEGIES)}.")
+
+
+def choose_auto(n_train: int, n_classes: int, median_side: float) -> tuple[Strategy, str]:
+    """The simple documented rule behind `auto` (the advisor replaces it with a measured one).
+
+    - Tiny images (median side < 48 px, e.g. 8x8 digits) look nothing like ImageNet photos: frozen features
+      are weak there (a linear probe on digits reaches ~89%), so fine-tune everything.
+    - Many images per class (>= 1000): enough data to move every layer: fine-tune.
+    - Few images per class (< 300) of photo-like size: frozen features plus a new head are accurate and
+      train in seconds: linear.
+    - In between: two-phase (head first, then everything at a lower LR).
+    """
+    per_class = n_train / max(1, n_classes)
+    if median_side < 48:
+        return (
+            Strategy("finetune", backbone_lr_mult=0.3),
+            f"images are tiny (median side {median_side:.0f}px), far from ImageNet photos: fine-tune every layer, "
+            "backbone at 0.3x the head's LR",
+        )
+    if per_class >= 1000:
+        return Strategy("finetune"), f"{per_class:.0f} training images per class is enough to adapt every layer"
+    if per_class < 300:
+        return Strategy("linear"), f"{per_class:.0f} training images per class of photo-like size: frozen features suffice"
+    return Strategy("two-phase"), f"{per_class:.0f} training images per class: head first, then fine-tune"
+
+
+def is_frozen(stage: int, frozen: int | str | None, n_stages: int) -> bool:
+    if frozen is None:
+        return False
+    if frozen == ALL:
+        return True
+    return stage < int(frozen)  # the stem is stage -1, so freeze:0 freezes the stem alone
+
+
+def apply_phase(model: "TransferModel", phase: Phase) -> None:
+    n = len(model.cfg.stages)
+    if isinstance(phase.frozen, int) and phase.frozen > n:
+        raise ConfigError(
+            f"--strategy freeze:{phase.frozen}: backbone '{model.cfg.name}' has only {n} stages; use 0..{n}."
+        )
+    for name, p in model.named_parameters():
+        if name.startswith("head."):
+            p.requires_grad_(True)
+        else:
+            p.requires_grad_(not is_frozen(model.stage_of(name), phase.frozen, n))
+
+
+def set_train_mode(model: "TransferModel") -> None:
+    """model.train(), except BatchNorm layers whose parameters are frozen: their running statistics stay put."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    model.train()
+    for m in model.net.modules():
+        if isinstance(m, _BatchNorm) and not any(p.requires_grad for p in m.parameters(recurse=False)):
+            m.eval()
+
+
+def param_groups(model: "TransferModel", lr: float, backbone_lr_mult: float, weight_decay: float) -> list[dict]:
+    """Head at `lr`, trainable backbone at `lr * backbone_lr_mult`; no weight decay on biases and norm weights."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (name.startswith("head."), p.ndim > 1)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (is_head, decays), params in groups.items():
+        out.append({
+            "params": params,
+            "lr": lr if is_head else lr * backbone_lr_mult,
+            "weight_decay": weight_decay if decays else 0.0,
+            "name": ("head" if is_head else "backbone") + ("" if decays else "_no_decay"),
+        })
+    return out
