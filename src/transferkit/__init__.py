@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["fit", "load", "evaluate", "list_backbones", "open_source", "from_arrays", "RunConfig", "__version__"]
+__all__ = [
+    "fit", "load", "evaluate", "rank", "advise", "compare", "list_backbones", "open_source", "from_arrays", "doctor",
+    "RunConfig", "__version__",
+]
 
 # name -> module that defines it; resolved on first use (PEP 562), so `import transferkit` imports no torch.
 _LAZY = {
@@ -25,6 +28,10 @@ _LAZY = {
     "list_backbones": "transferkit.backbones.registry",
     "open_source": "transferkit.data.sources",
     "from_arrays": "transferkit.data.sources",
+    "doctor": "transferkit.data.doctor",
+    "rank": "transferkit.selection.rank",
+    "advise": "transferkit.selection.advise",
+    "compare": "transferkit.selection.compare",
     "RunConfig": "transferkit.config",
     "Predictor": "transferkit.predict",
 }
@@ -33,8 +40,12 @@ if TYPE_CHECKING:
     from .api import Run, evaluate, fit, load
     from .backbones.registry import list_backbones
     from .config import RunConfig
+    from .data.doctor import doctor
     from .data.sources import from_arrays, open_source
     from .predict import Predictor
+    from .selection.advise import advise
+    from .selection.compare import compare
+    from .selection.rank import rank
 
 
 def __getattr__(name: str) -> Any:

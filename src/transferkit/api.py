@@ -140,6 +140,7 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
     from .bundle import load_bundle, versions
     from .data.dataset import DecodedImages
     from .data.decode import decode_samples
+    from .data.doctor import preflight
     from .data.sources import DataSource, open_source
     from .data.split import load_splits, make_splits, save_splits
     from .data.transforms import choose_image_size, eval_transform, resize_size, train_transform
@@ -147,7 +148,7 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
     from .engine.trainer import PreparedData, Trainer
     from .evaluation.metrics import classification_metrics
     from .progress import make_reporter
-    from .strategies import choose_auto, parse_strategy
+    from .strategies import parse_strategy
 
     started = time.perf_counter()
     if resume is not None:
@@ -170,20 +171,28 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
     tune_malloc()
     set_threads(cfg.runtime.threads)
 
-    src = data if isinstance(data, DataSource) else open_source(cfg.data.path, cfg.data.layout)
+    src = data if isinstance(data, DataSource) else open_source(cfg.data.path, cfg.data.layout, **cfg.data.source_options())
     if resume is not None:
         splits = load_splits(run_dir / "split.csv")
     else:
         splits = make_splits(src, cfg.data.split, cfg.train.seed)
     if not splits.get("val"):
         raise TransferkitError("The validation split is empty: add images, or give --split a larger val fraction.")
+    checked = preflight(src, splits, reporter, strict=cfg.train.strict, image_size=cfg.data.image_size, balance=cfg.data.balance)
 
     # Strategy and input size follow the data (recorded with the reason, so nothing is a mystery later).
     strategy = parse_strategy(cfg.train.strategy)
     side = median_short_side(src, splits["train"])
     reason = "chosen with --strategy"
-    if strategy.name == "auto":
-        strategy, reason = choose_auto(len(splits["train"]), len(src.classes), side)
+    if strategy.name == "auto":  # measured: images per class, shift from ImageNet, frozen-feature accuracy
+        from .selection.advise import advise_opened
+        from .selection.frozen import Data
+
+        advice = advise_opened(Data(src, splits, side, src.fingerprint()), cfg, reporter)
+        strategy, reason = advice.to_strategy(), advice.reason
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.train.seed)  # python, numpy and torch: the new head (and scratch weights) start the same every time
     net, bcfg = create_backbone(cfg.model.backbone, pretrained=strategy.pretrained, arch=cfg.model.arch)
     size = cfg.data.image_size or choose_image_size(side, bcfg.input_size)
     model = TransferModel(net, bcfg, num_outputs=len(src.classes), head=cfg.model.head, dropout=cfg.model.dropout)
@@ -203,6 +212,7 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
         "versions": versions(),
         "platform": platform.platform(),
     }, indent=2, default=str))
+    checked.save(run_dir / "doctor.json")
 
     reporter.message(
         f"Data: {src.layout} layout, {len(src.classes)} classes, "
@@ -242,13 +252,11 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
         val=DecodedImages(*decoded["val"], ev),
         test=DecodedImages(*decoded["test"], ev) if decoded.get("test", ([], []))[0] else None,
         image_size=size,
-        cache_key={"data": fingerprint, "backbone": bcfg.name, "weights": _weights_id(cfg), "size": size,
-                   "crop": bcfg.crop_pct, "keys": _keys_hash(splits), "decoded": [len(v[0]) for v in decoded.values()]},
+        cache_key=feature_cache_key(cfg, bcfg, fingerprint, size, splits, [len(v[0]) for v in decoded.values()]),
     )
     if len(prepared.train) == 0 or len(prepared.val) == 0:
         raise TransferkitError("No readable images are left in the train or val split; see skipped.csv.")
 
-    torch.manual_seed(cfg.train.seed)
     trainer = Trainer(model, strategy, cfg, prepared, run_dir, reporter)
     try:
         history = trainer.fit(resume=resume is not None)
@@ -268,8 +276,18 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
               "skipped": len(skipped), "image_size": size, "backbone": bcfg.name}
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     _add_metrics_to_bundle(run_dir / "best", eval_split, metrics)
+    from .evaluation.finish import finish_run  # calibration, plots, report.html
+
+    finish_run(run_dir, trainer, prepared, eval_split, splits[eval_split], skipped, (logits, labels), reporter)
     return Run(run_dir, cfg, src.classes, strategy.label, reason, history, metrics, eval_split,
                [(k, why) for _, k, why in skipped], time.perf_counter() - started)
+
+
+def feature_cache_key(cfg: RunConfig, bcfg, fingerprint: str, size: int, splits, decoded_counts: list[int]) -> dict:
+    """What identifies a run's decoded images in the feature cache. `rank` and `advise` build the same key, so the
+    features they extract are the ones `linear` and `two-phase` would compute, and are computed once."""
+    return {"data": fingerprint, "backbone": bcfg.name, "weights": _weights_id(cfg), "size": size,
+            "crop": bcfg.crop_pct, "keys": _keys_hash(splits), "decoded": list(decoded_counts)}
 
 
 def _weights_id(cfg: RunConfig) -> str:
@@ -310,8 +328,10 @@ def load(path: str | os.PathLike) -> "Predictor":
     return Predictor(path)
 
 
-def evaluate(bundle: str | os.PathLike, data: str | os.PathLike, split: str = "auto", batch_size: int = 64) -> dict[str, Any]:
-    """Metrics of a saved model on `data`.
+def evaluate(bundle: str | os.PathLike, data: str | os.PathLike, split: str = "auto", batch_size: int = 64,
+             tta: bool = False) -> dict[str, Any]:
+    """Metrics of a saved model on `data`. tta=True: of the average over crops and mirrors, and `metrics["tta"]`
+    says what that changed against the plain prediction.
 
     split="auto": the run's own test split when `data` is the data it was trained on (read from the run's split.csv),
     else the data's test/ part, else its val/ part, else every image.
@@ -342,9 +362,15 @@ def evaluate(bundle: str | os.PathLike, data: str | os.PathLike, split: str = "a
     # The model's class order decides the label index; the data's names are mapped onto it.
     remap = [predictor.classes.index(c) for c in src.classes]
     samples = splits[split]
-    logits, kept, skipped = predictor.logits_for(src, samples, batch_size=batch_size)
+    logits, kept, skipped = predictor.logits_for(src, samples, batch_size=batch_size, tta=tta)
     labels = [remap[s.label] for s in kept]
+    if tta:
+        from .evaluation.tta import averaged_logits, tta_summary
+
+        logits, summary = averaged_logits(logits), tta_summary(logits, labels)
     metrics = classification_metrics(logits, labels, predictor.classes)
+    if tta:
+        metrics["tta"] = summary
     metrics["split"] = split
     metrics["skipped"] = [{"key": k, "reason": why} for k, why in skipped]
     return metrics

@@ -17,6 +17,10 @@ from typing import Any
 class DataConfig:
     path: str = ""  # an image folder, a pre-split folder, a list file (.txt/.tsv/.csv) or an HDF5 file/folder
     layout: str = "auto"  # auto | folders | presplit | list | hdf5: auto looks at what is there
+    path_column: str | None = None  # list files: column with image paths (header name or 0-based index); None: path/filename/...
+    label_column: str | None = None  # list files: column with labels; None: label/class/category/...
+    h5_x: str | None = None  # HDF5: key of the images ("{split}" = train/val/test, e.g. "X_{split}"); None: found automatically
+    h5_y: str | None = None  # HDF5: key of the labels, like h5_x
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train/val/test fractions, used only where the data is not pre-split
     image_size: int | None = None  # None: follow the data (tiny images do not need 224 px), capped at the backbone's size
     flip: bool = True  # horizontal flip during training; off for data where left/right matters (digits, text)
@@ -26,6 +30,10 @@ class DataConfig:
     batch_size: int = 32  # 32 keeps BatchNorm statistics sane and fits a laptop's memory at 224 px
     workers: int = 0  # DataLoader workers; images are decoded once up front, so 0 is enough on a CPU
     balance: str = "none"  # none | weights | sampler: counter class imbalance with a weighted loss or sampler
+
+    def source_options(self) -> dict[str, str | None]:
+        """What `open_source` takes besides path and layout."""
+        return {"path_column": self.path_column, "label_column": self.label_column, "h5_x": self.h5_x, "h5_y": self.h5_y}
 
 
 @dataclass
@@ -51,7 +59,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 is common for fine-tuning)
     patience: int = 3  # early stopping: epochs without a better val loss before stopping (0 = never stop early)
     seed: int = 0  # one seed drives the split, initialisation, augmentation and batch order
-    strict: bool = False  # stop before training on any unreadable file instead of skipping it
+    strict: bool = False  # stop before training on any error or warning about a file (doctor), or any unreadable file, instead of skipping
 
 
 @dataclass

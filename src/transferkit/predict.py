@@ -24,6 +24,7 @@ from .data.images import IMAGE_EXTENSIONS, is_hidden
 from .data.sources import DataSource, Sample
 from .data.transforms import eval_transform, resize_size
 from .engine.runtime import set_threads, tune_malloc
+from .evaluation.tta import TTAViews, average_views, trained_with_flip
 
 
 def image_files(path: Path) -> list[Path]:
@@ -49,28 +50,56 @@ class Predictor:
         self.interpolation = pre["interpolation"]
         self.transform = eval_transform(pre["image_size"], pre["crop_pct"], pre["mean"], pre["std"], pre["interpolation"])
         self.batch_size = batch_size
+        # Temperature scaling fitted on the run's validation split (1.0 for bundles without one): probabilities
+        # come out honest, the top class is unchanged.
+        self.temperature = float(self.meta.get("calibration", {}).get("temperature", 1.0))
+        self.views = TTAViews(pre["image_size"], crop_pct=pre["crop_pct"], mean=pre["mean"], std=pre["std"],
+                              interpolation=pre["interpolation"], flip=trained_with_flip(self.meta["_path"]))
 
     @torch.no_grad()
-    def _forward(self, images: list[np.ndarray]) -> torch.Tensor:
-        ds = DecodedImages(images, [0] * len(images), self.transform)
+    def _forward(self, images: list[np.ndarray], tta: bool = False) -> torch.Tensor:
+        """(N, K) logits; with tta, (N, V, K): one row per view of `self.views` (view 0 = the plain centre crop)."""
+        ds = DecodedImages(images, [0] * len(images), self.views if tta else self.transform)
+        per_batch = max(1, self.batch_size // self.views.count) if tta else self.batch_size  # images x views per forward
         out = []
-        for i in range(0, len(ds), self.batch_size):
-            x = torch.stack([ds[j][0] for j in range(i, min(i + self.batch_size, len(ds)))])
+        for i in range(0, len(ds), per_batch):
+            x = torch.stack([ds[j][0] for j in range(i, min(i + per_batch, len(ds)))])
+            n = x.shape[0]
+            x = x.flatten(0, 1) if tta else x  # (n, V, C, H, W) -> (n * V, C, H, W)
             x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-            out.append(self.model(x).float().cpu())
-        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+            logits = self.model(x).float().cpu()
+            out.append(logits.view(n, -1, logits.shape[-1]) if tta else logits)
+        if out:
+            return torch.cat(out)
+        return torch.empty(0, self.views.count, len(self.classes)) if tta else torch.empty(0, len(self.classes))
 
-    def logits_for(self, src: DataSource, samples: list[Sample], batch_size: int | None = None):
-        """(logits, samples kept, skipped [(key, reason)]) for samples of a DataSource."""
+    def logits_for(self, src: DataSource, samples: list[Sample], batch_size: int | None = None, tta: bool = False):
+        """(logits, samples kept, skipped [(key, reason)]) for samples of a DataSource.
+
+        Raw logits (no temperature). With tta=True the logits are (N, views, K); `evaluation.tta` combines them.
+        """
         if batch_size:
             self.batch_size = batch_size
         images, _, skipped = decode_samples(src, samples, self.short_side, self.interpolation)
         bad = {k for k, _ in skipped}
         kept = [s for s in samples if s.key not in bad]
-        return self._forward(images), kept, skipped
+        return self._forward(images, tta), kept, skipped
 
-    def predict(self, inputs: Any, top_k: int = 5) -> dict | list[dict]:
-        """One dict for one image (path, PIL image or array); a list for a folder or a list of inputs."""
+    def probabilities(self, images: list[np.ndarray], tta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(calibrated probabilities, the plain ones when tta else None) for decoded images."""
+        logits = self._forward(images, tta)
+        if not tta:
+            return torch.softmax(logits / self.temperature, dim=1), None
+        plain = torch.softmax(logits[:, 0] / self.temperature, dim=1)
+        return torch.from_numpy(average_views(logits.numpy(), self.temperature)).float(), plain
+
+    def predict(self, inputs: Any, top_k: int = 5, tta: bool = False) -> dict | list[dict]:
+        """One dict for one image (path, PIL image or array); a list for a folder or a list of inputs.
+
+        Probabilities are calibrated (the bundle's temperature). tta=True averages 5 crops and their mirrors (10x the
+        compute; no mirrors for models trained without flips) and adds `without_tta` (the plain label and
+        probability) to each result.
+        """
         single = not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, (str, Path)) and Path(inputs).is_dir())
         items = self._items(inputs)
         from .data.images import array_to_image, resize_short, to_rgb
@@ -91,9 +120,9 @@ class Predictor:
             else:
                 img = to_rgb(x) if hasattr(x, "mode") else array_to_image(np.asarray(x))
                 names.append(None)
-                arrays.append(np.asarray(resize_short(img, self.short_side, self.interpolation)))
+                arrays.append(np.array(resize_short(img, self.short_side, self.interpolation)))
         good = [a for a in arrays if a is not None]
-        probs = torch.softmax(self._forward(good), dim=1) if good else torch.empty(0)
+        probs, plain = self.probabilities(good, tta) if good else (torch.empty(0), None)
         k = max(1, min(top_k, len(self.classes)))
         results, gi = [], 0
         for name, a in zip(names, arrays):
@@ -101,7 +130,6 @@ class Predictor:
                 results.append({"path": name, "error": errors.get(name, "unreadable")})
                 continue
             p = probs[gi]
-            gi += 1
             top = torch.topk(p, k)
             results.append({
                 "path": name,
@@ -109,6 +137,10 @@ class Predictor:
                 "probability": float(top.values[0]),
                 "top_k": [{"label": self.classes[int(i)], "probability": float(v)} for v, i in zip(top.values, top.indices)],
             })
+            if plain is not None:
+                j = int(plain[gi].argmax())
+                results[-1]["without_tta"] = {"label": self.classes[j], "probability": float(plain[gi, j])}
+            gi += 1
         return results[0] if single and len(results) == 1 else results
 
     def _items(self, inputs) -> list:

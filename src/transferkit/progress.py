@@ -1,13 +1,21 @@
-"""What the user sees while a run works: rich bars and a table row per epoch on a terminal, plain lines otherwise.
+"""What the user sees while a run works: rich bars and a table row per epoch on a terminal, plain lines otherwise,
+and a JSON-lines stream for tools.
 
-The engine only calls a `Reporter`; it never prints. `make_reporter()` picks the right one for the output.
+    reporter = make_reporter(quiet=False, log_json=True)   # bars on stderr (if a terminal) + JSON events on stdout
+    with reporter.task("Features (train)", 244) as advance: ...   # advance(n) per batch
+    reporter.end_epoch(row)
+
+The engine only calls a `Reporter`; it never prints. Nothing is written per batch except by the live bars, which
+exist only on a terminal: logs and pipes get one line per step and per epoch.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 EPOCH_COLUMNS = ("epoch", "phase", "train_loss", "val_loss", "val_acc", "seconds")
 
@@ -43,6 +51,9 @@ class Reporter:
     def end_epoch(self, row: dict) -> None:
         self.message(format_row(row))
 
+    def emit(self, event: str, **fields) -> None:
+        """A structured event for tools; only the JSON reporter writes it (people get `message`s)."""
+
 
 class QuietReporter(Reporter):
     def message(self, text: str) -> None:
@@ -56,13 +67,96 @@ class QuietReporter(Reporter):
         yield lambda n=1: None
 
 
+class JsonReporter(Reporter):
+    """One JSON object per line and per event, for tools (`--log-json`); never one per batch.
+
+        {"event": "message", "t": 0.41, "text": "Data: folders layout, 2 classes, ..."}
+        {"event": "task_start", "t": 0.52, "task": "Features (train, fp32)", "total": 244}
+        {"event": "task_end", "t": 3.90, "task": "Features (train, fp32)", "total": 244, "seconds": 3.38}
+        {"event": "epoch", "t": 4.2, "epoch": 1, "phase": "head", "train_loss": 0.21, "val_acc": 0.94, "best": true, ...}
+
+    `t` is seconds since the reporter was made. Floats that are not numbers (a nan loss) are written as null, so
+    every line is strict JSON.
+    """
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.start = time.perf_counter()
+
+    def emit(self, event: str, **fields) -> None:
+        record = {"event": event, "t": round(time.perf_counter() - self.start, 3), **fields}
+        print(json.dumps(_finite(record), default=str), file=self.stream, flush=True)
+
+    def message(self, text: str) -> None:
+        self.emit("message", text=text)
+
+    @contextmanager
+    def task(self, description: str, total: int):
+        start = time.perf_counter()
+        self.emit("task_start", task=description, total=total)
+        yield lambda n=1: None
+        self.emit("task_end", task=description, total=total, seconds=round(time.perf_counter() - start, 3))
+
+    def end_epoch(self, row: dict) -> None:
+        self.emit("epoch", **row)
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+class TeeReporter(Reporter):
+    """Several reporters at once: the human one on stderr and the JSON stream on stdout."""
+
+    def __init__(self, *reporters: Reporter):
+        self.reporters = reporters
+
+    def message(self, text: str) -> None:
+        for r in self.reporters:
+            r.message(text)
+
+    @contextmanager
+    def _all(self, kind: str, description: str, total: int):
+        with ExitStack() as stack:
+            advances = [stack.enter_context(getattr(r, kind)(description, total)) for r in self.reporters]
+
+            def advance(*args, **kwargs):
+                for a in advances:
+                    a(*args, **kwargs)
+
+            yield advance
+
+    def task(self, description: str, total: int):
+        return self._all("task", description, total)
+
+    def epoch(self, description: str, total: int):
+        return self._all("epoch", description, total)
+
+    def end_epoch(self, row: dict) -> None:
+        for r in self.reporters:
+            r.end_epoch(row)
+
+    def emit(self, event: str, **fields) -> None:
+        for r in self.reporters:
+            r.emit(event, **fields)
+
+
 class RichReporter(Reporter):
-    """A live bar per step (batches, ETA, running loss); a line per epoch that stays on screen."""
+    """A live bar per step (batches, ETA, running loss); a table row per epoch that stays on screen."""
+
+    HEADER = f"{'epoch':>7}  {'phase':<10} {'train loss':>10} {'train acc':>9} {'val loss':>9} {'val acc':>8} {'time':>8}"
 
     def __init__(self):
         from rich.console import Console
 
         self.console = Console(stderr=True)
+        self.header_shown = False
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False)
@@ -99,10 +193,19 @@ class RichReporter(Reporter):
             yield advance
 
     def end_epoch(self, row: dict) -> None:
-        self.message(format_row(row))
+        if not self.header_shown:
+            self.console.print(self.HEADER, style="bold", highlight=False)
+            self.header_shown = True
+        epoch = f"{row['epoch']}/{row.get('epochs', '?')}"
+        train_acc = "" if row.get("train_acc") is None else f"{row['train_acc']:.4f}"
+        line = (f"{epoch:>7}  {row['phase']:<10} {row['train_loss']:>10.4f} {train_acc:>9} {row['val_loss']:>9.4f} "
+                f"{row['val_acc']:>8.4f} {row['seconds']:>7.1f}s")
+        self.console.print(line + ("  [bold green]* best[/bold green]" if row.get("best") else ""), highlight=False)
 
 
-def make_reporter(quiet: bool = False) -> Reporter:
-    if quiet:
-        return QuietReporter()
-    return RichReporter() if sys.stderr.isatty() else Reporter()
+def make_reporter(quiet: bool = False, log_json: bool = False) -> Reporter:
+    """Bars on a terminal, plain lines otherwise, nothing with quiet; plus JSON lines on stdout with log_json."""
+    human = QuietReporter() if quiet else (RichReporter() if sys.stderr.isatty() else Reporter())
+    if log_json:
+        return JsonReporter() if quiet else TeeReporter(human, JsonReporter())
+    return human

@@ -13,7 +13,7 @@
 | finetune   | everything; backbone at a lower LR           | large data, similar domain       |
 | scratch    | everything, random initialisation            | large data, different domain     |
 | two-phase  | head first (cached), then everything         | fastai's fine_tune               |
-| auto       | one of the above, chosen from the data       |                                  |
+| auto       | one of the above, measured by selection.advise |                                |
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ class Strategy:
     name: str
     pretrained: bool = True
     frozen_stages: int | None = None  # freeze:K only
-    backbone_lr_mult: float | None = None  # set by `auto` for data far from ImageNet: pretrained layers must move more
+    backbone_lr_mult: float | None = None  # set by `auto` (finetune, freeze:K) for data far from ImageNet: pretrained layers must move more
 
     def phases(self, epochs: int, head_epochs: int = 3) -> list[Phase]:
         if self.name == "linear":
             return [Phase("head", epochs, ALL, cached=True)]
         if self.name == "freeze":
-            return [Phase(f"freeze:{self.frozen_stages}", epochs, self.frozen_stages)]
+            return [Phase(f"freeze:{self.frozen_stages}", epochs, self.frozen_stages, backbone_lr_mult=self.backbone_lr_mult)]
         if self.name == "finetune":
             return [Phase("finetune", epochs, None, backbone_lr_mult=self.backbone_lr_mult)]
         if self.name == "scratch":  # nothing is pretrained, so no reason to slow any layer down
@@ -81,30 +81,6 @@ def parse_strategy(spec: str) -> Strategy:
             return Strategy("freeze", frozen_stages=k)
         raise ConfigError(f"--strategy '{spec}': K must be a whole number of stages >= 0, e.g. freeze:2.")
     raise ConfigError(f"--strategy '{spec}' is not a strategy. Valid choices: {', '.join(STRATEGIES)}.")
-
-
-def choose_auto(n_train: int, n_classes: int, median_side: float) -> tuple[Strategy, str]:
-    """The simple documented rule behind `auto` (the advisor replaces it with a measured one).
-
-    - Tiny images (median side < 48 px, e.g. 8x8 digits) look nothing like ImageNet photos: frozen features
-      are weak there (a linear probe on digits reaches ~89%), so fine-tune everything.
-    - Many images per class (>= 1000): enough data to move every layer: fine-tune.
-    - Few images per class (< 300) of photo-like size: frozen features plus a new head are accurate and
-      train in seconds: linear.
-    - In between: two-phase (head first, then everything at a lower LR).
-    """
-    per_class = n_train / max(1, n_classes)
-    if median_side < 48:
-        return (
-            Strategy("finetune", backbone_lr_mult=0.3),
-            f"images are tiny (median side {median_side:.0f}px), far from ImageNet photos: fine-tune every layer, "
-            "backbone at 0.3x the head's LR",
-        )
-    if per_class >= 1000:
-        return Strategy("finetune"), f"{per_class:.0f} training images per class is enough to adapt every layer"
-    if per_class < 300:
-        return Strategy("linear"), f"{per_class:.0f} training images per class of photo-like size: frozen features suffice"
-    return Strategy("two-phase"), f"{per_class:.0f} training images per class: head first, then fine-tune"
 
 
 def is_frozen(stage: int, frozen: int | str | None, n_stages: int) -> bool:

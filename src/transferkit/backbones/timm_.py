@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import unknown_choice
-from .hub import offline_error
+from .hub import cached_hf_file, offline_error, reachable
 from .modules import child_stages
 from .registry import BackboneCfg
 
@@ -25,8 +25,16 @@ def build_timm(model_name: str, pretrained: bool) -> tuple[nn.Module, BackboneCf
 
     if not timm.is_model(model_name):
         raise unknown_choice("timm model", model_name, timm.list_models(), hint="`timm.list_models()` lists them all.")
+    overlay = {}
+    if pretrained:
+        hub_id = getattr(timm.models.get_pretrained_cfg(model_name), "hf_hub_id", None)
+        cached = cached_hf_file(hub_id) if hub_id else None
+        if cached:  # already downloaded: load it without touching the network
+            overlay = {"pretrained_cfg_overlay": {"file": cached}}
+        elif not reachable("huggingface.co"):
+            raise offline_error("timm:" + model_name, OSError("huggingface.co cannot be reached"))
     try:
-        net = timm.create_model(model_name, pretrained=pretrained)
+        net = timm.create_model(model_name, pretrained=pretrained, **overlay)
     except (OSError, RuntimeError, ValueError) as e:  # hub errors are OSError subclasses; no weights -> RuntimeError
         raise offline_error("timm:" + model_name, e) from e
     pc = net.pretrained_cfg
@@ -42,7 +50,7 @@ def build_timm(model_name: str, pretrained: bool) -> tuple[nn.Module, BackboneCf
         mean=tuple(pc.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(pc.get("std", (0.229, 0.224, 0.225))),
         classifier=classifier,
-        num_features=int(net.num_features),
+        num_features=int(getattr(net, "head_hidden_size", None) or net.num_features),  # after a pre-logits layer (MobileNetV3) they differ
         stages=_stages(net),
         imagenet_top1=None,
         offline=False,

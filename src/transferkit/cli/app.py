@@ -5,6 +5,7 @@ so `transferkit --help` stays fast and imports no torch.
     transferkit train data/ --strategy auto --epochs 10
     transferkit evaluate runs/data-linear/best data/ --json
     transferkit predict runs/data-linear/best photo.jpg --top-k 3
+    transferkit rank data/ && transferkit advise data/ && transferkit compare data/ --strategies linear,finetune
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import typer
 
 from ..errors import TransferkitError
-from . import backbones, demo, env, evaluate, predict, train
+from . import advise, backbones, compare, demo, doctor, env, evaluate, predict, rank, report, train
 
 app = typer.Typer(
     name="transferkit",
@@ -23,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for module in (demo, train, evaluate, predict, backbones, env):
+for module in (demo, train, evaluate, predict, report, doctor, rank, advise, compare, backbones, env):
     module.register(app)
 
 
@@ -33,5 +34,5 @@ def main() -> None:
     except TransferkitError as e:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[bold red]Error:[/bold red] {e}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/bold red] {e}", highlight=False)  # no hard breaks inside paths
         sys.exit(2)

@@ -13,18 +13,24 @@ def evaluate(
     data: Path = typer.Argument(..., help="Data to evaluate on (any layout train accepts)."),
     split: str = typer.Option("auto", help="auto (the run's test split, else test/, val/, all) | test | val | train | all."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average 5 crops and their mirrors (10x the compute); "
+                             "prints what it changed."),
 ) -> None:
     """Evaluate a saved model on DATA."""
     from ..api import evaluate as run_evaluate
 
-    metrics = run_evaluate(bundle, data, split=split)
+    metrics = run_evaluate(bundle, data, split=split, tta=tta)
     if as_json:
         print(json.dumps(metrics, indent=2))
         return
     from ..bundle import read_meta
     from ..evaluation.metrics import print_metrics
 
-    print_metrics(metrics, read_meta(bundle)["classes"], title=f"{data} [{metrics['split']}]")
+    print_metrics(metrics, read_meta(bundle)["classes"], title=f"{data} [{metrics['split']}{', TTA' if tta else ''}]")
+    if tta:
+        from ..evaluation.tta import describe
+
+        print(describe(metrics["tta"]))
     if metrics["skipped"]:
         print(f"Skipped {len(metrics['skipped'])} unreadable file(s): " + "; ".join(s["key"] for s in metrics["skipped"][:5]))
 

@@ -29,6 +29,10 @@ def train(
     image_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: follow the data)."),
     split: str = typer.Option("0.7,0.15,0.15", help="train,val,test fractions for data that is not pre-split."),
     layout: str = typer.Option("auto", help="auto | folders | presplit | list | hdf5."),
+    path_column: Optional[str] = typer.Option(None, help="List files: the column with image paths (name or 0-based index)."),
+    label_column: Optional[str] = typer.Option(None, help="List files: the column with labels (name or 0-based index)."),
+    h5_x: Optional[str] = typer.Option(None, help="HDF5: the images' key; {split} stands for train/val/test (X_{split})."),
+    h5_y: Optional[str] = typer.Option(None, help="HDF5: the labels' key; {split} stands for train/val/test (y_{split})."),
     balance: str = typer.Option("none", help="none | weights | sampler: counter class imbalance."),
     flip: bool = typer.Option(True, help="Random horizontal flips during training."),
     rotate: float = typer.Option(0.0, help="Random rotation in degrees during training."),
@@ -41,8 +45,10 @@ def train(
     mixed_precision: str = typer.Option("auto", help="auto | no | bf16 | fp16."),
     channels_last: bool = typer.Option(True, help="NHWC memory format (faster for convnets)."),
     workers: int = typer.Option(0, help="DataLoader workers (images are decoded once up front)."),
-    strict: bool = typer.Option(False, help="Stop on any unreadable file instead of skipping it."),
+    strict: bool = typer.Option(False, help="Stop before training on any file problem doctor finds (error or warning) or any unreadable file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the run's path."),
+    log_json: bool = typer.Option(False, "--log-json", help="Events as JSON lines on stdout (for tools), ending with a "
+                                  "'done' event that holds the run's path; human output stays on stderr."),
 ) -> None:
     """Train a classifier on DATA and save the run (config, metrics, best model) in OUT/NAME."""
     from ..api import fit
@@ -53,13 +59,22 @@ def train(
         backbone=backbone, arch=arch, strategy=strategy, head=head, dropout=dropout, epochs=epochs,
         head_epochs=head_epochs, lr=lr, backbone_lr_mult=backbone_lr_mult, optimizer=optimizer, schedule=schedule,
         warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, weight_decay=weight_decay, patience=patience,
-        batch_size=batch_size, image_size=image_size, split=split, layout=layout, balance=balance, flip=flip,
+        batch_size=batch_size, image_size=image_size, split=split, layout=layout, path_column=path_column,
+        label_column=label_column, h5_x=h5_x, h5_y=h5_y, balance=balance, flip=flip,
         rotate=rotate, color_jitter=color_jitter, seed=seed, out=str(out), name=name, device=device,
         mixed_precision=mixed_precision, channels_last=channels_last, workers=workers, strict=strict, quiet=quiet,
     )
     if resume is not None:
         kwargs = {"quiet": quiet}
-    run = fit(data, resume=resume, **kwargs)
+    from ..progress import make_reporter
+
+    reporter = make_reporter(quiet, log_json)
+    run = fit(data, resume=resume, reporter=reporter, **kwargs)
+    if log_json:
+        m = run.test_metrics
+        reporter.emit("done", path=str(run.path), split=run.eval_split, strategy=run.strategy, seconds=round(run.seconds, 3),
+                      metrics={k: m.get(k) for k in ("n", "accuracy", "loss", "macro_f1")})
+        return
     summarize(run, quiet)
 
 

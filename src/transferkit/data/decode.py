@@ -11,11 +11,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image
 
-from .sources import DataSource, Sample
-
-Image.MAX_IMAGE_PIXELS = 200_000_000  # ~14k x 14k; Pillow's default warns at 89M and fails at 179M
+from .sources import DataSource, Sample  # importing it sets Pillow's pixel limit (images.py)
 
 
 def decode_samples(

@@ -10,8 +10,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
-# Files operating systems leave in folders; never data, never worth a warning.
-SYSTEM_FILES = ("thumbs.db", "desktop.ini", ".ds_store")
+# Files and folders that operating systems and zip tools leave behind; never data, never worth a warning.
+SYSTEM_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macosx", "@eadir", "$recycle.bin",
+                "system volume information")
+# Pillow refuses images above twice this (DecompressionBombError) and warns above it: a small file can claim
+# billions of pixels. 200M (~14k x 14k, 600 MB as RGB) allows any real photo; Pillow's own 89M rejects some panoramas.
+Image.MAX_IMAGE_PIXELS = 200_000_000
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 

@@ -5,18 +5,21 @@
     img = src.load(src.splits["train"][0].key)   # PIL RGB
 
 Layouts:
-- folders:   root/<class>/<image>                                  -> split "all"
+- folders:   root/<class>/<image> (sub-folders and folder links followed, loops not)   -> split "all"
 - presplit:  root/train/<class>/..., root/val|valid|validation|verify/..., optional root/test/...
 - list:      a `path<TAB>label` or CSV (`path,label`, `filename,class`, ...) file, paths relative to it;
-             or a folder holding train.txt / val.txt / test.txt lists
+             or a folder holding train.txt / val.txt / test.txt lists (see `lists.py`)
 - hdf5:      arrays `<split>_set_x` (N,H,W,C) + `<split>_set_y` (+ `list_classes`), in one file or a folder of
-             `train_*.h5` / `test_*.h5` files
+             `train_*.h5` / `test_*.h5` files; other keys through options (see `hdf5.py`)
 - arrays:    NumPy arrays through the Python API (`from_arrays`)
+
+A source lists what the user declared: a listed file that is missing, or an image that does not decode, is still a
+sample, so that decoding reports it in the run's skipped.csv and `doctor` names it. What cannot become a sample
+(a line without a label, a non-image file in a class folder) is recorded in `problems`.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -26,13 +29,12 @@ import numpy as np
 
 from ..errors import DataError, unknown_choice
 from .images import IMAGE_EXTENSIONS, array_to_image, is_hidden, open_rgb
+from .problems import Problem, problem
 
 LAYOUTS = ("auto", "folders", "presplit", "list", "hdf5")
 VAL_NAMES = ("val", "valid", "validation", "verify")
 LIST_SUFFIXES = (".txt", ".tsv", ".csv", ".lst")
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
-PATH_COLUMNS = ("path", "filename", "file", "image", "img", "filepath", "image_path", "name")
-LABEL_COLUMNS = ("label", "class", "category", "target", "y", "class_name")
 
 
 @dataclass(frozen=True)
@@ -43,28 +45,32 @@ class Sample:
 
 @dataclass
 class DataSource:
-    root: Path
-    layout: str
-    classes: list[str]
+    root: Path  # what the user pointed at
+    layout: str  # one of LAYOUTS (never "auto"), or "arrays"
+    classes: list[str]  # index = label; taken from the training part, so val/test never shift it
     splits: dict[str, list[Sample]]  # "train"/"val"/"test", or "all" for data still to be split
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # for array layouts: split -> (N,H,W,C)
-    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why) for files that are not images
+    problems: list[Problem] = field(default_factory=list)  # what reading the layout found (doctor adds per-file checks)
+
+    @property
+    def ignored(self) -> list[tuple[str, str]]:
+        """(path, why) for every file the layout left out."""
+        return [(f, p.message) for p in self.problems for f in p.files]
 
     def load(self, key: str, short_side: int | None = None, interpolation: str = "bicubic"):
-        if "#" in key and key.endswith("]") and self.arrays:
+        if is_array_key(key) and self.arrays:
             from .images import resize_short
 
-            name, _, idx = key.rpartition("#")[2].partition("[")
-            img = array_to_image(self.arrays[name][int(idx[:-1])])
+            name, idx = parse_array_key(key)
+            img = array_to_image(self.arrays[name][idx])
             return resize_short(img, short_side, interpolation) if short_side else img
         return open_rgb(key, short_side, interpolation)
 
     def image_size(self, key: str) -> tuple[int, int]:
         """(width, height) from the file header or array shape; decodes nothing."""
-        if "#" in key and key.endswith("]") and self.arrays:
-            name = key.rpartition("#")[2].partition("[")[0]
-            h, w = self.arrays[name].shape[1:3]
-            return int(w), int(h)
+        if is_array_key(key) and self.arrays:
+            h, w = array_hw(self.arrays[parse_array_key(key)[0]])
+            return w, h
         from PIL import Image
 
         with Image.open(key) as img:
@@ -96,7 +102,41 @@ class DataSource:
         return out
 
 
-def open_source(path: str | os.PathLike, layout: str = "auto") -> DataSource:
+def is_array_key(key: str) -> bool:
+    return "#" in key and key.endswith("]")
+
+
+def parse_array_key(key: str) -> tuple[str, int]:
+    """'train_catvnoncat.h5#train[146]' -> ('train', 146)."""
+    name, _, idx = key.rpartition("#")[2].partition("[")
+    return name, int(idx[:-1])
+
+
+def array_hw(a: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the images in an (N,H,W[,C]) or (N,C,H,W) stack."""
+    if a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3, 4):
+        return int(a.shape[2]), int(a.shape[3])
+    return int(a.shape[1]), int(a.shape[2])
+
+
+def open_source(
+    path: str | os.PathLike,
+    layout: str = "auto",
+    *,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    h5_x: str | None = None,
+    h5_y: str | None = None,
+    lenient: bool = False,
+) -> DataSource:
+    """Read `path` as a dataset. Columns apply to list files, h5 keys to HDF5 (see their modules).
+
+    lenient=True records problems that would make training wrong (classes only in val/test, a single class) in
+    `src.problems` instead of raising; `doctor` uses it to report everything at once.
+    """
+    from .hdf5 import read_hdf5
+    from .lists import read_lists
+
     root = Path(path).expanduser()
     if layout not in LAYOUTS:
         raise unknown_choice("--layout", layout, LAYOUTS)
@@ -104,8 +144,13 @@ def open_source(path: str | os.PathLike, layout: str = "auto") -> DataSource:
         raise DataError(f"Data path '{root}' does not exist.")
     if layout == "auto":
         layout = detect_layout(root)
-    src = {"folders": _folders, "presplit": _presplit, "list": _lists, "hdf5": _hdf5}[layout](root)
-    _check_classes(src)
+    if layout == "list":
+        src = read_lists(root, path_column, label_column, lenient)
+    elif layout == "hdf5":
+        src = read_hdf5(root, h5_x, h5_y)
+    else:
+        src = {"folders": _folders, "presplit": _presplit}[layout](root, lenient)
+    check_classes(src, lenient)
     return src
 
 
@@ -125,7 +170,7 @@ def detect_layout(root: Path) -> str:
         return "presplit"
     if any(c.is_file() and c.suffix.lower() in H5_SUFFIXES for c in children) and not dirs:
         return "hdf5"
-    if any(c.is_file() and c.name.lower() in ("train.txt", "train.csv", "train.tsv") for c in children):
+    if any(c.is_file() and c.stem.lower() == "train" and c.suffix.lower() in LIST_SUFFIXES for c in children):
         return "list"
     if dirs:
         return "folders"
@@ -135,174 +180,106 @@ def detect_layout(root: Path) -> str:
     )
 
 
-def _scan_class_folders(root: Path, ignored: list) -> tuple[list[str], dict[str, list[str]]]:
-    classes: dict[str, list[str]] = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
-        files = []
-        for dirpath, dirnames, filenames in os.walk(d, followlinks=False):
-            dirnames[:] = sorted(n for n in dirnames if not is_hidden(n))
-            for n in sorted(filenames):
-                full = os.path.join(dirpath, n)
-                if is_hidden(n):
-                    continue
-                if n.lower().endswith(IMAGE_EXTENSIONS):
-                    files.append(full)
-                else:
-                    ignored.append((full, "not an image file extension"))
-        classes[d.name] = files
-    return sorted(classes), classes
+def _walk_images(top: Path, problems: list[Problem]) -> list[str]:
+    """Image files under `top`, sorted. Folder links are followed once: a link back into a folder already read
+    (a loop, or a second way into the same files) is skipped, so nothing is read twice and nothing loops forever."""
+    files, others = [], []
+    seen = {os.path.realpath(top)}
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        kept = []
+        for n in sorted(dirnames):
+            if is_hidden(n):
+                continue
+            full = os.path.join(dirpath, n)
+            real = os.path.realpath(full)
+            if real in seen:
+                problems.append(problem("link-not-followed", f"'{full}' links to '{real}', which is read already.", [full]))
+                continue
+            seen.add(real)
+            kept.append(n)
+        dirnames[:] = kept
+        for n in sorted(filenames):
+            if is_hidden(n):
+                continue  # .DS_Store, Thumbs.db, ._* AppleDouble files: never data, never worth a word
+            full = os.path.join(dirpath, n)
+            # A looping or dangling link lands here even when named like a folder; decoding and doctor report it.
+            (files if n.lower().endswith(IMAGE_EXTENSIONS) else others).append(full)
+    if others:
+        shown = ", ".join(os.path.basename(f) for f in others[:5]) + (", ..." if len(others) > 5 else "")
+        problems.append(problem("not-image-extension", f"{len(others)} file(s) in '{top}' without an image extension "
+                                f"were not read: {shown}.", others))
+    return files
 
 
-def _folders(root: Path) -> DataSource:
-    ignored: list = []
-    names, files = _scan_class_folders(root, ignored)
+def _scan_class_folders(root: Path, problems: list[Problem]) -> dict[str, list[str]]:
+    """class name -> image files, for every non-hidden sub-folder of root (empty ones included)."""
+    dirs = sorted(p for p in root.iterdir() if not is_hidden(p.name) and p.is_dir())
+    return {d.name: _walk_images(d, problems) for d in dirs}
+
+
+def _drop_empty(files: dict[str, list[str]], where: Path, problems: list[Problem]) -> list[str]:
+    """Class names with images; an empty class folder would give the model an output it can never learn."""
+    empty = [n for n, f in files.items() if not f]
+    for n in empty:
+        problems.append(problem("empty-class", f"Class folder '{where / n}' has no images; the class is left out.",
+                                [str(where / n)]))
+    return [n for n in files if files[n]]
+
+
+def _folders(root: Path, lenient: bool = False) -> DataSource:
+    problems: list[Problem] = []
+    files = _scan_class_folders(root, problems)
+    names = _drop_empty(files, root, problems)
     samples = [Sample(f, i) for i, n in enumerate(names) for f in files[n]]
-    return DataSource(root, "folders", names, {"all": samples}, ignored=ignored)
+    return DataSource(root, "folders", names, {"all": samples}, problems=problems)
 
 
-def _presplit(root: Path) -> DataSource:
+def _presplit(root: Path, lenient: bool = False) -> DataSource:
     dirs = {c.name.lower(): c for c in root.iterdir() if c.is_dir() and not is_hidden(c.name)}
     if "train" not in dirs:
         raise DataError(f"'{root}' looks pre-split but has no train/ folder.")
-    ignored: list = []
-    classes, train_files = _scan_class_folders(dirs["train"], ignored)
+    problems: list[Problem] = []
+    train_files = _scan_class_folders(dirs["train"], problems)
+    classes = _drop_empty(train_files, dirs["train"], problems)
     index = {n: i for i, n in enumerate(classes)}
     splits = {"train": [Sample(f, index[n]) for n in classes for f in train_files[n]]}
     val_dir = next((dirs[v] for v in VAL_NAMES if v in dirs), None)
     for split, d in (("val", val_dir), ("test", dirs.get("test"))):
         if d is None:
             continue
-        names, files = _scan_class_folders(d, ignored)
-        unknown = [n for n in names if n not in index and files[n]]
-        if unknown:
+        files = _scan_class_folders(d, problems)
+        unknown = [n for n in files if n not in index and files[n]]
+        if unknown and not lenient:
             raise DataError(
                 f"{d.name}/ has classes that train/ does not: {', '.join(unknown)}. A model cannot learn a class it never "
                 f"sees, and mixing them in would mislabel images. Add them to train/ or remove them from {d.name}/."
             )
-        splits[split] = [Sample(f, index[n]) for n in names for f in files[n]]
-    return DataSource(root, "presplit", classes, splits, ignored=ignored)
-
-
-def _read_list(path: Path) -> list[tuple[str, str]]:
-    text = path.read_text(encoding="utf-8-sig")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        raise DataError(f"List file '{path}' is empty.")
-    delim = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
-    if delim is None:
-        delim = " "  # "path label" with a single space, as some lists have
-    rows = list(csv.reader(lines, delimiter=delim))
-    header = [c.strip().lower() for c in rows[0]]
-    pcol = next((header.index(c) for c in PATH_COLUMNS if c in header), None)
-    lcol = next((header.index(c) for c in LABEL_COLUMNS if c in header), None)
-    if pcol is not None and lcol is not None:
-        rows = rows[1:]
-    else:
-        pcol, lcol = 0, 1
-    out = []
-    for n, row in enumerate(rows, start=2 if pcol != 0 or lcol != 1 else 1):
-        if delim == " " and len(row) > 2:  # a space in the path: the label is the last field
-            row = [" ".join(row[:-1]), row[-1]]
-        if len(row) <= max(pcol, lcol):
-            raise DataError(f"{path}, line {n}: expected a path and a label separated by a tab or comma, got {row!r}.")
-        out.append((row[pcol].strip(), row[lcol].strip()))
-    return out
-
-
-def _lists(root: Path) -> DataSource:
-    if root.is_file():
-        files = {"all": root}
-    else:
-        files = {}
-        for split, names in (("train", ("train",)), ("val", VAL_NAMES), ("test", ("test",))):
-            for n in names:
-                for suffix in LIST_SUFFIXES:
-                    if (root / f"{n}{suffix}").is_file():
-                        files.setdefault(split, root / f"{n}{suffix}")
-    rows = {split: _read_list(p) for split, p in files.items()}
-    labels = sorted({lab for r in rows.values() for _, lab in r}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
-    base = rows.get("train") or rows.get("all")
-    known = {lab for _, lab in base}
-    classes = [lab for lab in labels if lab in known]
-    index = {n: i for i, n in enumerate(classes)}
-    splits, ignored = {}, []
-    for split, r in rows.items():
-        unknown = sorted({lab for _, lab in r if lab not in index})
-        if unknown:
-            raise DataError(f"{files[split]}: labels not in the training list: {', '.join(unknown[:10])}.")
-        parent = files[split].parent
-        samples = []
-        for p, lab in r:
-            full = (parent / p) if not os.path.isabs(p) else Path(p)
-            if not full.is_file():
-                ignored.append((str(full), f"listed in {files[split].name} but missing"))
-                continue
-            samples.append(Sample(str(full), index[lab]))
-        splits[split] = samples
-    return DataSource(root, "list", classes, splits, ignored=ignored)
-
-
-def _hdf5(root: Path) -> DataSource:
-    import h5py
-
-    files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in H5_SUFFIXES)
-    arrays: dict[str, np.ndarray] = {}
-    labels: dict[str, np.ndarray] = {}
-    classes: list[str] | None = None
-    for f in files:
-        try:
-            h = h5py.File(f, "r")
-        except OSError as e:
-            raise DataError(f"'{f}' is not a readable HDF5 file ({e}).") from e
-        with h:
-            xs = [k for k in h.keys() if k.endswith("_x")]
-            if not xs:
-                raise DataError(
-                    f"'{f}' has no '<split>_x' arrays (keys: {', '.join(h.keys())}). transferkit expects e.g. "
-                    "train_set_x / train_set_y / list_classes."
-                )
-            for kx in xs:
-                ky = kx[:-2] + "_y"
-                if ky not in h:
-                    raise DataError(f"'{f}': array '{kx}' has no labels '{ky}'.")
-                x, y = h[kx][()], np.asarray(h[ky][()]).reshape(-1)
-                if len(x) != len(y):
-                    raise DataError(f"'{f}': '{kx}' has {len(x)} images but '{ky}' has {len(y)} labels.")
-                split = kx.split("_")[0].lower()
-                split = "val" if split in VAL_NAMES else split
-                arrays[split], labels[split] = x, y.astype(np.int64)
-            if "list_classes" in h and classes is None:
-                classes = [c.decode() if isinstance(c, bytes) else str(c) for c in h["list_classes"][()]]
-    if "train" not in arrays:
-        raise DataError(f"'{root}' has no training arrays (found splits: {', '.join(arrays)}).")
-    n_classes = int(max(int(y.max()) for y in labels.values())) + 1
-    classes = classes or [str(i) for i in range(n_classes)]
-    splits = {
-        split: [Sample(f"{root.name}#{split}[{i}]", int(lab)) for i, lab in enumerate(labels[split])] for split in arrays
-    }
-    return DataSource(root, "hdf5", classes, splits, arrays=arrays)
+        for n in unknown:
+            problems.append(problem("class-not-in-train", f"{d.name}/{n}/ has {len(files[n])} image(s) of a class "
+                                    "that train/ does not have; they are left out.", files[n]))
+        splits[split] = [Sample(f, index[n]) for n in files if n in index for f in files[n]]
+    return DataSource(root, "presplit", classes, splits, problems=problems)
 
 
 def from_arrays(x: np.ndarray, y: np.ndarray, classes: list[str] | None = None, name: str = "arrays") -> DataSource:
     """NumPy images (N,H,W[,C]) and integer labels as an unsplit source."""
     y = np.asarray(y).reshape(-1).astype(np.int64)
     if len(x) != len(y):
-        raise DataError(f"{len(x)} images but {len(y)} labels.")
+        raise DataError(f"{len(x)} images but {len(y)} labels: give one label per image.")
     classes = classes or [str(i) for i in range(int(y.max()) + 1)]
     samples = [Sample(f"{name}#all[{i}]", int(lab)) for i, lab in enumerate(y)]
     src = DataSource(Path(name), "arrays", classes, {"all": samples}, arrays={"all": np.asarray(x)})
-    _check_classes(src)
+    check_classes(src)
     return src
 
 
-def _check_classes(src: DataSource) -> None:
+def check_classes(src: DataSource, lenient: bool = False) -> None:
     train = src.splits.get("train", src.splits.get("all", []))
     present = sorted({s.label for s in train})
     if len(src.classes) < 2 or len(present) < 2:
         found = ", ".join(src.classes) or "none"
-        raise DataError(
-            f"'{src.root}' has fewer than two classes with images (found: {found}). A classifier needs at least two: "
-            "put each class's images in its own sub-folder, e.g. data/cats/*.jpg and data/dogs/*.jpg."
-        )
-    if not train:
-        raise DataError(f"'{src.root}' has no training images.")
+        msg = (f"'{src.root}' has fewer than two classes with images (found: {found}). A classifier needs at least two: "
+               "put each class's images in its own sub-folder, e.g. data/cats/*.jpg and data/dogs/*.jpg.")
+        if not lenient:
+            raise DataError(msg)
+        src.problems.append(problem("single-class", msg))

@@ -6,16 +6,12 @@ centre crop plus normalisation, and training adds RandomResizedCrop/flip (and ro
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torchvision.transforms import v2 as T
 
+from .sizes import choose_image_size, resize_size  # noqa: F401 - re-exported; sizes.py is torch-free for doctor
+
 _MODES = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR, "nearest": T.InterpolationMode.NEAREST}
-
-
-def resize_size(size: int, crop_pct: float) -> int:
-    return int(math.floor(size / crop_pct))  # 224 / 0.875 = 256, as timm and torchvision do
 
 
 def eval_transform(size: int, crop_pct: float, mean, std, interpolation: str = "bicubic") -> T.Compose:
@@ -48,13 +44,3 @@ def train_transform(
         steps.append(T.ColorJitter(color_jitter, color_jitter, color_jitter))
     steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
     return T.Compose(steps)
-
-
-def choose_image_size(median_short_side: float, backbone_size: int) -> int:
-    """Follow the data: the median short side rounded up to a multiple of 32, at least 64, at most the backbone's size.
-
-    8x8 digits -> 64 px (12x fewer pixels than 224: fine-tuning runs ~10x faster at the same accuracy);
-    64x64 photos -> 64 px; ordinary photos -> the backbone's own size.
-    """
-    side = 32 * math.ceil(max(1.0, median_short_side) / 32)
-    return int(min(backbone_size, max(64, side)))

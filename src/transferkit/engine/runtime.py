@@ -71,6 +71,7 @@ def make_accelerator(runtime):
         cpu=device == "cpu",
         mixed_precision=resolve_precision(runtime.mixed_precision, device),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # same seed -> same batch order, also on resume
+        dynamo_backend="inductor" if runtime.compile else "no",  # torch.compile inside prepare(), undone by unwrap_model
     )
 
 

@@ -27,7 +27,8 @@ from . import features as feats
 from .loop import predict, train_epoch
 from .runtime import autocast_for, feature_precision, make_accelerator, memory_format
 
-METRIC_FIELDS = ("epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "best")
+METRIC_FIELDS = ("epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "train_seconds",
+                 "train_images", "best")
 CACHED_HEAD_EPOCHS = 60  # epochs over cached features cost milliseconds; early stopping (patience 10) ends most runs sooner
 
 
@@ -240,6 +241,7 @@ class Trainer:
                     model, train_loader, optimizer, scheduler, self.loss_fn, acc, on_batch=advance,
                     memory_format=self.memory_format, before_epoch=lambda: set_train_mode(acc.unwrap_model(model)),
                 )
+            train_seconds = time.perf_counter() - t0  # the benchmark's fine-tune throughput: train images / this
             logits, labels = predict(model, val_loader, acc, self.memory_format)
             val_loss = val_loss_fn(logits, labels).item()
             val_acc = (logits.argmax(1) == labels).float().mean().item()
@@ -247,6 +249,7 @@ class Trainer:
                 "epoch": self.global_epoch, "epochs": self._total_epochs(), "phase": phase.name, "train_loss": tr_loss,
                 "train_acc": tr_acc, "val_loss": val_loss, "val_acc": val_acc,
                 "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
+                "train_seconds": train_seconds, "train_images": len(train_loader) * d.batch_size,
             }
             row["best"] = self._is_best(val_loss, val_acc)
             bad = 0 if row["best"] else bad + 1

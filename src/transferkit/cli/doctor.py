@@ -1,0 +1,91 @@
+"""`transferkit doctor DATA`: counts, sizes, modes and every problem found, with the files and what to do.
+
+    transferkit doctor data/hymenoptera               # summary on the terminal, full report in ./doctor.json
+    transferkit doctor labels.csv --path-column fname --label-column species --json
+
+Exit status 1 when there are errors (files that cannot be used, labels that would be wrong), else 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+WORD = {"error": "error", "warning": "warning", "info": "note"}
+SHOWN = 5  # problems printed per code; doctor.json has them all
+
+
+def doctor(
+    data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the summary."),
+    out: Path = typer.Option(Path("doctor.json"), help="Where to write the full report (JSON)."),
+    layout: str = typer.Option("auto", help="auto | folders | presplit | list | hdf5."),
+    path_column: Optional[str] = typer.Option(None, help="List files: the column with image paths (name or 0-based index)."),
+    label_column: Optional[str] = typer.Option(None, help="List files: the column with labels (name or 0-based index)."),
+    h5_x: Optional[str] = typer.Option(None, help="HDF5: the images' key; {split} stands for train/val/test."),
+    h5_y: Optional[str] = typer.Option(None, help="HDF5: the labels' key; {split} stands for train/val/test."),
+    image_size: Optional[int] = typer.Option(None, help="Input size for the too-small check (default: what train picks)."),
+    fast: bool = typer.Option(False, help="Headers and bytes only: no decoding (misses truncation, near duplicates)."),
+) -> None:
+    """Check DATA before training: what is there, and what is wrong with it."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ..data.doctor import doctor as run_doctor
+
+    with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
+        task = bar.add_task("Checking images", total=None)
+        report = run_doctor(data, layout=layout, image_size=image_size, deep=not fast, path_column=path_column,
+                            label_column=label_column, h5_x=h5_x, h5_y=h5_y, progress=lambda n: bar.advance(task, n))
+    report.save(out)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print_report(report, out)
+    raise typer.Exit(1 if report.errors else 0)
+
+
+def print_report(report, out: Path) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if report.counts:
+        console.print(escape(f"{report.root} ({report.layout} layout)"), style="bold")
+        table = Table()
+        table.add_column("class")
+        for split in report.counts:
+            table.add_column(split, justify="right")
+        for name in report.classes:
+            table.add_row(escape(name), *(str(c.get(name, 0)) for c in report.counts.values()))
+        table.add_row("[bold]total", *(f"[bold]{sum(c.values())}" for c in report.counts.values()))
+        console.print(table)
+    if report.sizes:
+        w, h = report.sizes["width"], report.sizes["height"]
+        console.print(f"Sizes: width {w['min']}-{w['max']} (median {w['median']:g}), height {h['min']}-{h['max']} "
+                      f"(median {h['median']:g}). Modes: {_counts(report.modes)}. Formats: {_counts(report.formats)}.")
+    if report.imbalance:
+        console.print(f"Imbalance (largest / smallest class): {report.imbalance:g}:1.")
+    by_code: dict[str, list] = {}
+    for p in report.problems:  # already errors first; grouped so that 300 duplicates do not bury the rest
+        by_code.setdefault(p.code, []).append(p)
+    for code, found in by_code.items():
+        for p in found[:SHOWN]:
+            console.print(f"[{STYLE[p.severity]}]{WORD[p.severity]}[/] [bold]{code}[/]: {escape(p.message)}")
+        if len(found) > SHOWN:
+            console.print(f"    ... and {len(found) - SHOWN} more {code} problems (all in {escape(str(out))})")
+        console.print(f"    [dim]-> {escape(found[0].action)}[/]")
+    console.print(report.one_line() + f" Full report: {out}")
+
+
+def _counts(c: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1]))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(doctor)

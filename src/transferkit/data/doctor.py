@@ -1,0 +1,143 @@
+"""`doctor`: what is in a dataset and what is wrong with it, before any training.
+
+    from transferkit.data.doctor import doctor
+    report = doctor("data/hymenoptera")
+    report.counts                  # {'train': {'ants': 124, 'bees': 121}, 'val': {...}}
+    [p.code for p in report.problems]   # ['format-outlier', 'color-mode', 'grayscale-as-rgb']
+    report.save("doctor.json")
+
+`train` runs `preflight` (the same checks without decoding pixels, so it costs a read of each file) right after
+the split is made, and `--strict` stops there on any error or warning about a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import DataError, TransferkitError
+from . import checks
+from .survey import inspect_samples
+from .problems import SEVERITIES, Problem, by_severity, problem
+from .sources import DataSource, Sample, open_source
+
+
+@dataclass
+class DoctorReport:
+    root: str  # the data that was checked
+    layout: str  # the layout it was read as ("" when it could not be read)
+    classes: list[str] = field(default_factory=list)  # class names, index = label
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> listed images
+    imbalance: float | None = None  # largest / smallest class in the training part; None with < 2 non-empty classes
+    sizes: dict[str, dict[str, float]] = field(default_factory=dict)  # width / height -> min, median, max (readable images)
+    modes: dict[str, int] = field(default_factory=dict)  # Pillow mode as stored -> images
+    formats: dict[str, int] = field(default_factory=dict)  # file format -> images
+    problems: list[Problem] = field(default_factory=list)  # errors first, then warnings, then notes
+    deep: bool = True  # pixels decoded (truncation, near duplicates, grayscale-as-RGB) or headers only
+    files: int = 0  # samples inspected
+    seconds: float = 0.0  # wall time of the check
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def codes(self) -> list[str]:
+        return [p.code for p in self.problems]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        return path
+
+    def one_line(self) -> str:
+        """'Checked 398 files in 0.3 s: 1 warning (format-outlier), 2 notes (color-mode, grayscale-as-rgb).'"""
+        parts = []
+        for sev, word in zip(SEVERITIES, ("error", "warning", "note")):
+            found = by_severity(self.problems)[sev]
+            if found:
+                codes = ", ".join(f"{c} x{n}" if n > 1 else c for c, n in Counter(p.code for p in found).items())
+                parts.append(f"{len(found)} {word}{'s' if len(found) > 1 else ''} ({codes})")
+        return f"Checked {self.files} files in {self.seconds:.1f} s: " + ("; ".join(parts) or "no problems") + "."
+
+
+def _order(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: SEVERITIES.index(p.severity))  # stable: check order kept within a severity
+
+
+def doctor(
+    data: str | os.PathLike | DataSource,
+    *,
+    splits: dict[str, list[Sample]] | None = None,
+    image_size: int | None = None,
+    deep: bool = True,
+    layout: str = "auto",
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    **source_options,
+) -> DoctorReport:
+    """Check `data` (a path or an opened source). `splits` overrides the source's own (train passes its split);
+    `image_size` is the input size for the too-small check (None: what train would choose); deep=False reads
+    headers and bytes only. A dataset that cannot be read at all gives a report with one `unreadable-dataset` error."""
+    started = time.perf_counter()
+    if isinstance(data, DataSource):
+        src = data
+    else:
+        try:
+            src = open_source(data, layout, lenient=True, **source_options)
+        except DataError as e:
+            return DoctorReport(str(data), "", problems=[problem("unreadable-dataset", str(e))],
+                                seconds=time.perf_counter() - started)
+    splits = splits if splits is not None else src.splits
+    root = os.path.abspath(src.root if src.root.is_dir() else src.root.parent)  # messages name files relative to it
+    infos = inspect_samples(src, splits, deep=deep, workers=workers, progress=progress)
+    counts = DataSource(src.root, src.layout, src.classes, splits).counts()
+    found = list(src.problems)
+    found += checks.file_errors(infos, root)
+    found += checks.class_checks(src.classes, counts)
+    found += checks.image_checks(infos, src.classes, root, image_size)
+    found += checks.duplicates(infos, src.classes, root)
+    ok = [i for i in infos if not i.error and i.width]
+    base = counts.get("train", counts.get("all", {}))
+    nonzero = [n for n in base.values() if n]
+    return DoctorReport(
+        root=str(src.root), layout=src.layout, classes=list(src.classes), counts=counts,
+        imbalance=round(max(nonzero) / min(nonzero), 2) if len(nonzero) >= 2 else None,
+        sizes={dim: _stats([getattr(i, dim) for i in ok]) for dim in ("width", "height")} if ok else {},
+        modes=dict(Counter(i.mode for i in ok)), formats=dict(Counter(i.format for i in ok)),
+        problems=_order(found), deep=deep, files=len(infos), seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _stats(values: list[int]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def preflight(src: DataSource, splits: dict[str, list[Sample]], reporter, *, strict: bool = False,
+              image_size: int | None = None, balance: str = "none") -> DoctorReport:
+    """The check at the start of `train`: headers and bytes only (decoding follows anyway and skips what fails).
+    Prints one line; with `strict`, any error or warning about a file stops the run before anything is decoded."""
+    report = doctor(src, splits=splits, image_size=image_size, deep=bool(src.arrays))  # arrays: deep costs nothing
+    line = report.one_line()
+    if balance == "none" and "imbalance" in report.codes():
+        line += f" Classes are {report.imbalance:.1f}:1 imbalanced: consider --balance weights."
+    reporter.message(line)
+    blocking = [p for p in report.problems if p.severity in ("error", "warning") and p.files]
+    if strict and blocking:
+        listing = "; ".join(f"[{p.code}] {p.message}" for p in blocking[:5])
+        raise TransferkitError(f"--strict: {len(blocking)} problem(s) with files, so nothing was trained: {listing}"
+                               f"{' ...' if len(blocking) > 5 else ''} Run `transferkit doctor {src.root}` for the full "
+                               "list and suggested fixes, or train without --strict to skip unreadable files.")
+    return report

@@ -1,0 +1,153 @@
+"""List-file layouts: one `path<TAB>label` / CSV file, or a folder with train / val / test lists.
+
+    src = read_lists(Path("labels.csv"), path_column="filename", label_column="species")
+
+Accepted: tab-, comma-, semicolon- or space-separated; a header row with known names (path/filename/file/image...,
+label/class/category/target...) or any names chosen with --path-column / --label-column (a name, or a 0-based
+index when there is no header). Paths are relative to the list file. Lines starting with '#' are comments.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+from .images import IMAGE_EXTENSIONS
+from .problems import Problem, problem
+from .sources import LIST_SUFFIXES, VAL_NAMES, DataSource, Sample
+
+PATH_COLUMNS = ("path", "filename", "file", "image", "img", "filepath", "file_path", "image_path", "image_id", "name")
+LABEL_COLUMNS = ("label", "class", "category", "target", "y", "class_name", "species", "breed")
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int  # 1-based line number in the list file, for messages
+    path: str  # as written (relative to the list file, or absolute)
+    label: str  # class name as written (surrounding spaces removed)
+
+
+def _delimiter(first: str) -> str:
+    for d in ("\t", ",", ";"):
+        if d in first:
+            return d
+    return " "  # "path label": some lists use one space
+
+
+def _column(choice: str | None, header: list[str] | None, known: tuple[str, ...], flag: str, where: Path) -> int | None:
+    if choice is not None and choice.strip().lstrip("-").isdigit():
+        return int(choice)
+    if header is None:
+        return None
+    lower = [h.lower() for h in header]
+    if choice is not None:
+        if choice.strip().lower() not in lower:
+            raise DataError(f"{where}: {flag} '{choice}' is not a column. Its header has: {', '.join(header)}.")
+        return lower.index(choice.strip().lower())
+    return next((lower.index(c) for c in known if c in lower), None)
+
+
+def _exists(parent: Path, p: str) -> bool:
+    return bool(p) and (parent / p).exists()
+
+
+def read_list(path: Path, path_column: str | int | None, label_column: str | int | None,
+              problems: list[Problem]) -> list[Row]:
+    path_column, label_column = (None if c is None else str(c) for c in (path_column, label_column))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"List file '{path}' is not UTF-8 text ({e}). Save it as UTF-8 (CSV UTF-8 in Excel).") from e
+    lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise DataError(f"List file '{path}' has no lines: expected one 'path<TAB>label' (or CSV) line per image.")
+    delim = _delimiter(lines[0][1])
+    rows = list(csv.reader([ln for _, ln in lines], delimiter=delim, skipinitialspace=True))
+    header = [c.strip() for c in rows[0]]
+    lower = [h.lower() for h in header]
+    named = any(c is not None and not c.strip().lstrip("-").isdigit() for c in (path_column, label_column))
+    has_header = named or (any(c in lower for c in PATH_COLUMNS) and any(c in lower for c in LABEL_COLUMNS))
+    pcol = _column(path_column, header if has_header else None, PATH_COLUMNS, "--path-column", path)
+    lcol = _column(label_column, header if has_header else None, LABEL_COLUMNS, "--label-column", path)
+    if has_header and (pcol is None or lcol is None):
+        missing = "--path-column" if pcol is None else "--label-column"
+        raise DataError(f"{path}: cannot tell which column holds the {'path' if pcol is None else 'label'}. "
+                        f"Its header has: {', '.join(header)}. Choose one with {missing} NAME.")
+    pcol = 0 if pcol is None else pcol
+    lcol = 1 if lcol is None else lcol
+    if not has_header and len(rows) > 1:
+        # An unknown header ("id,fname,species"): no cell of it looks like an image, while the next line names a file.
+        file_col = next((j for j, c in enumerate(rows[1]) if _exists(path.parent, c.strip())), None)
+        if file_col is not None and not any(c.strip().lower().endswith(IMAGE_EXTENSIONS) for c in rows[0]):
+            pname = header[min(file_col, len(header) - 1)]
+            lname = header[-1] if header[-1] != pname else header[0]
+            raise DataError(f"{path} starts with a header ({', '.join(header)}) whose column names transferkit does not "
+                            f"know. Say which columns hold the image path and the label, e.g. --path-column {pname} "
+                            f"--label-column {lname}.")
+    out, bad = [], []
+    for (n, raw), row in zip(lines[1:] if has_header else lines, rows[1:] if has_header else rows):
+        if delim == " " and len(row) > 2 and max(pcol, lcol) <= 1:  # a space in the path: the label is the last field
+            row = [" ".join(row[:-1]), row[-1]]
+        p = row[pcol].strip() if len(row) > pcol else ""
+        lab = row[lcol].strip() if len(row) > lcol else ""
+        if not p or not lab:
+            bad.append((n, raw))
+            continue
+        out.append(Row(n, p, lab))
+    if bad and len(bad) > len(out):
+        n, raw = bad[0]
+        raise DataError(f"{path}: {len(bad)} of {len(bad) + len(out)} lines do not have both a path and a label (line "
+                        f"{n}: {raw!r}). Separate them with a tab, comma or semicolon, or choose the columns with "
+                        "--path-column / --label-column.")
+    if bad:
+        where = ", ".join(str(n) for n, _ in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        problems.append(problem("bad-list-row", f"{path.name}: {len(bad)} line(s) without a path or a label were "
+                                f"skipped (line {where}).", [f"{path}:{n}" for n, _ in bad]))
+    return out
+
+
+def _label_order(label: str):
+    return (not label.isdigit(), int(label) if label.isdigit() else 0, label)  # 2 before 10; numbers before names
+
+
+def find_lists(root: Path) -> dict[str, Path]:
+    """split -> list file: `root` itself ("all"), or train/val/test lists inside the folder `root`."""
+    if root.is_file():
+        return {"all": root}
+    files: dict[str, Path] = {}
+    for split, names in (("train", ("train",)), ("val", VAL_NAMES), ("test", ("test",))):
+        for n in names:
+            for suffix in LIST_SUFFIXES:
+                if (root / f"{n}{suffix}").is_file():
+                    files.setdefault(split, root / f"{n}{suffix}")
+    if "train" not in files:
+        raise DataError(f"'{root}' has no train list (train.txt, train.csv, train.tsv or train.lst).")
+    return files
+
+
+def read_lists(root: Path, path_column: str | None = None, label_column: str | None = None,
+               lenient: bool = False) -> DataSource:
+    files = find_lists(root)
+    problems: list[Problem] = []
+    rows = {split: read_list(p, path_column, label_column, problems) for split, p in files.items()}
+    base = rows.get("train") or rows.get("all") or []
+    classes = sorted({r.label for r in base}, key=_label_order)
+    index = {n: i for i, n in enumerate(classes)}
+    splits: dict[str, list[Sample]] = {}
+    for split, split_rows in rows.items():
+        parent = files[split].parent
+        unknown = sorted({r.label for r in split_rows if r.label not in index}, key=_label_order)
+        if unknown:
+            lines = [r for r in split_rows if r.label not in index]
+            msg = (f"{files[split]}: {len(lines)} line(s) have labels the training list does not have: "
+                   f"{', '.join(unknown[:10])} (first on line {lines[0].line}). Known labels: {', '.join(classes[:20])}.")
+            if not lenient:
+                raise DataError(msg + " Fix the labels or add training images of those classes.")
+            problems.append(problem("class-not-in-train", msg + " Those lines are left out.",
+                                    [os.path.abspath(parent / r.path) for r in lines]))
+        # Missing files stay samples: decoding lists them in skipped.csv and doctor reports them, so none is lost quietly.
+        splits[split] = [Sample(os.path.abspath(parent / r.path), index[r.label]) for r in split_rows if r.label in index]
+    return DataSource(root, "list", classes, splits, problems=problems)

@@ -1,0 +1,137 @@
+"""Calibration: how far a model's probabilities can be trusted, and temperature scaling to make them trustworthy.
+
+    t = fit_temperature(val_logits, val_labels)          # one number, fitted on the validation split
+    probs = softmax(test_logits / t)                      # same argmax (accuracy unchanged), honest confidences
+    expected_calibration_error(probs, test_labels)        # 0.0 = "90% sure" is right 90% of the time
+
+Fine-tuned networks are usually over-confident; dividing the logits by one temperature T > 1 fixes most of it
+(Guo et al., 2017, "On Calibration of Modern Neural Networks") without touching accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+N_BINS = 15  # Guo et al. use 15 equal-width confidence bins; with a few hundred images that is ~20 per bin
+# Below this many validation images one temperature is fitted to noise (7 images gave T = 0.1, ECE 0.08 -> 0.50 on
+# test): T stays 1 and the report says why.
+MIN_FIT_IMAGES = 20
+
+
+@dataclass
+class ReliabilityBins:
+    """Confidence histogram of one set of predictions: what the reliability diagram draws and ECE sums."""
+
+    edges: list[float]  # n_bins + 1 bin edges over [0, 1]
+    count: list[int]  # predictions whose top probability falls in each bin
+    accuracy: list[float | None]  # fraction right in each bin (None for an empty bin)
+    confidence: list[float | None]  # mean top probability in each bin (None for an empty bin)
+
+
+@dataclass
+class Calibration:
+    """Temperature scaling's result, as stored in report.json (and the temperature in the bundle)."""
+
+    temperature: float  # logits are divided by this before softmax; > 1 softens over-confident predictions
+    fitted_on: str  # the split T was fitted on ("val"): never the split it is judged on, where there is one
+    fitted_n: int  # images in that split
+    measured_on: str  # the split ECE/NLL below are measured on ("test", or "val" when there is no test split)
+    ece_before: float  # expected calibration error with T = 1 (0 is perfect)
+    ece_after: float  # ... with the fitted T
+    nll_before: float  # mean negative log-likelihood (cross-entropy) with T = 1
+    nll_after: float  # ... with the fitted T
+    bins_before: ReliabilityBins  # confidence histogram with T = 1, for the reliability diagram
+    bins_after: ReliabilityBins  # ... with the fitted T
+    note: str = ""  # why T was left at 1, when it was
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)  # stable: exp never overflows
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean cross-entropy of softmax(logits / T) against the labels."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), np.asarray(labels)].mean())
+
+
+def fit_temperature(logits, labels) -> float:
+    """The T minimising NLL(softmax(logits / T)): L-BFGS-B (scipy) on u = log T, with the analytic gradient.
+
+    d NLL / d u = mean over images of (z_true - sum_k p_k z_k) / T, where p = softmax(z / T). One parameter, so
+    it converges in ~10 steps, milliseconds even for thousands of images. T is bounded to [0.05, 20]: a split the
+    model gets 100% right with margin would otherwise push T towards 0 (ever sharper is ever better).
+    """
+    from scipy.optimize import minimize
+
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) == 0:
+        return 1.0
+    z_true = z[np.arange(len(y)), y]
+
+    def objective(u):
+        t = float(np.exp(u[0]))
+        p = softmax(z, t)
+        grad = np.mean(z_true - (p * z).sum(axis=1)) / t
+        return nll(z, y, t), np.array([grad])
+
+    result = minimize(objective, x0=np.zeros(1), jac=True, method="L-BFGS-B", bounds=[(np.log(0.05), np.log(20.0))])
+    t = float(np.exp(result.x[0]))
+    return t if np.isfinite(t) else 1.0
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> ReliabilityBins:
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    conf = probs.max(axis=1) if len(probs) else np.zeros(0)
+    right = probs.argmax(axis=1) == labels if len(probs) else np.zeros(0, dtype=bool)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # Bins are (lo, hi]; a confidence of exactly 0 cannot happen (top probability >= 1/K).
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    count, acc, mean_conf = [], [], []
+    for b in range(n_bins):
+        m = idx == b
+        count.append(int(m.sum()))
+        acc.append(float(right[m].mean()) if m.any() else None)
+        mean_conf.append(float(conf[m].mean()) if m.any() else None)
+    return ReliabilityBins(edges=[float(e) for e in edges], count=count, accuracy=acc, confidence=mean_conf)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> float:
+    """ECE = sum over bins of (bin size / n) * |accuracy in bin - mean confidence in bin|."""
+    bins = reliability_bins(probs, labels, n_bins)
+    n = sum(bins.count)
+    if n == 0:
+        return float("nan")
+    return float(sum(c / n * abs(a - f) for c, a, f in zip(bins.count, bins.accuracy, bins.confidence) if c))
+
+
+def calibrate(val_logits, val_labels, eval_logits, eval_labels, measured_on: str = "test") -> Calibration:
+    """Fit T on the validation logits; measure ECE and NLL before and after on the evaluation logits."""
+    val_logits, eval_logits = np.asarray(val_logits), np.asarray(eval_logits)
+    val_labels, eval_labels = np.asarray(val_labels), np.asarray(eval_labels)
+    note = ""
+    if len(val_labels) >= MIN_FIT_IMAGES:
+        t = fit_temperature(val_logits, val_labels)
+    else:
+        t = 1.0
+        note = (f"Not fitted: the validation split has {len(val_labels)} images and a temperature needs at least "
+                f"{MIN_FIT_IMAGES}; probabilities are left as the model gives them.")
+    before, after = softmax(eval_logits), softmax(eval_logits, t)
+    return Calibration(
+        temperature=t, fitted_on="val", fitted_n=int(len(val_labels)), measured_on=measured_on,
+        ece_before=expected_calibration_error(before, eval_labels), ece_after=expected_calibration_error(after, eval_labels),
+        nll_before=nll(eval_logits, eval_labels), nll_after=nll(eval_logits, eval_labels, t),
+        bins_before=reliability_bins(before, eval_labels), bins_after=reliability_bins(after, eval_labels), note=note,
+    )

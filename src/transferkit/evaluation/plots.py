@@ -1,0 +1,246 @@
+"""The pictures of a run, as PNG files: training curves, confusion matrix, per-class bars, prediction gallery,
+top losses and the reliability diagram.
+
+    plot_training_curves(rows, "runs/x/plots/curves.png", best_epoch=3)
+    plot_confusion_matrix(metrics["confusion_matrix"], classes, "runs/x/plots/confusion_matrix.png")
+
+matplotlib's object API (`Figure` + the Agg canvas) draws without a display and without pyplot's global state, so
+plotting never opens a window, never needs $DISPLAY, and never changes the backend of a notebook that calls `fit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+RIGHT, WRONG = "#1a7f37", "#cf222e"  # green / red, dark enough to read as text on white
+TRAIN_C, VAL_C = "#0969da", "#bc4c00"  # blue / orange: tell apart for the colour-blind too
+DPI = 110
+
+
+def _figure(width: float, height: float, layout: str | None = "constrained"):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout=layout)  # constrained: nothing clipped
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", facecolor="white")
+    return path
+
+
+def short(name: str, n: int = 18) -> str:
+    """Long class names cut to n characters ('golden_retriever_puppy' -> 'golden_retriever…') so labels never overlap."""
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def plot_training_curves(rows: Sequence[dict], path: str | Path, best_epoch: int | None = None) -> Path:
+    """Train vs val loss and accuracy per epoch; the best epoch marked; phase changes (two-phase) as dotted lines."""
+    from matplotlib.ticker import MaxNLocator
+
+    def col(name):
+        return np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows])
+
+    epochs = col("epoch")
+    fig = _figure(10, 3.8)
+    axes = fig.subplots(1, 2)
+    for ax, what, label in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
+        ax.plot(epochs, col(f"train_{what}"), "o-", color=TRAIN_C, label=f"train {label}", ms=4)
+        ax.plot(epochs, col(f"val_{what}"), "o-", color=VAL_C, label=f"val {label}", ms=4)
+        if best_epoch is not None and best_epoch in epochs:
+            i = int(np.where(epochs == best_epoch)[0][0])
+            ax.axvline(best_epoch, color="0.5", ls="--", lw=1)
+            ax.plot([best_epoch], [col(f"val_{what}")[i]], "*", color=VAL_C, ms=14, mec="black",
+                    label=f"best epoch ({best_epoch})")
+        phases = [r.get("phase") for r in rows]
+        for i in range(1, len(rows)):
+            if phases[i] != phases[i - 1]:
+                x = (epochs[i - 1] + epochs[i]) / 2
+                ax.axvline(x, color="0.3", ls=":", lw=1)
+                ax.annotate(f" {phases[i]}", (x, 1), xycoords=("data", "axes fraction"), va="top", fontsize=8, color="0.3")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:  # a single point (linear probes train in one cached pass): centre it, not at an edge
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[1].set_ylim(max(0.0, np.nanmin(np.r_[col("train_acc"), col("val_acc"), 1.0]) - 0.05), 1.01)
+    fig.suptitle("Training curves")
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(cm, classes: Sequence[str], path: str | Path) -> Path:
+    """Counts and row-normalised (recall per true class) side by side; rows are true classes, columns predicted."""
+    cm = np.asarray(cm, dtype=float)
+    n = len(classes)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    names = [short(c) for c in classes]
+    annotate = n <= 25  # beyond ~25 classes the numbers no longer fit in a cell: a colour bar tells instead
+    fontsize = 9 if n <= 12 else (7 if n <= 25 else 6)
+    # inches: the matrix (0.45 per class, at least 2.6) plus room for the longest tick label on two sides
+    label = max(len(s) for s in names) * fontsize / 72 * 0.6 + 0.6
+    side = max(2.6, 0.45 * n if n <= 30 else 0.2 * n)
+    fig = _figure(2 * (side + label) + (0 if annotate else 1.2) + 0.3, side + label + 0.6)
+    axes = fig.subplots(1, 2)
+    for ax, data, title, vmax in ((axes[0], cm, "counts", max(1.0, cm.max())),
+                                  (axes[1], norm, "row-normalised (recall per class)", 1.0)):
+        im = ax.imshow(data, cmap="Blues", vmin=0, vmax=vmax)
+        ax.set_title(title, fontsize=10)
+        rotate = max(len(s) for s in names) > (4 if n > 3 else 10)  # wider than a 0.45 in cell at 9 pt: slant it
+        ax.set_xticks(range(n), names, rotation=45 if rotate else 0, ha="right" if rotate else "center",
+                      rotation_mode="anchor", fontsize=fontsize)
+        ax.set_yticks(range(n), names, fontsize=fontsize)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        if annotate:
+            for i in range(n):
+                for j in range(n):
+                    v = data[i, j]
+                    if v == 0 and i != j:
+                        continue  # empty off-diagonal cells stay blank: the mistakes stand out
+                    text = f"{int(v)}" if data is cm else f"{v:.2f}"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                            color="white" if v > 0.55 * vmax else "black")
+        else:
+            fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(f"Confusion matrix ({int(cm.sum())} images)")
+    return _save(fig, path)
+
+
+def plot_per_class(per_class: dict[str, dict], classes: Sequence[str], path: str | Path) -> Path:
+    """Precision, recall and F1 per class as horizontal bars: class names stay horizontal and readable."""
+    n = len(classes)
+    names = [f"{short(c)} (n={per_class[c]['support']})" for c in classes]
+    fig = _figure(8, max(2.5, 0.45 * n + 1.2))
+    ax = fig.subplots()
+    y = np.arange(n)
+    h = 0.26
+    for k, (metric, colour) in enumerate((("precision", "#0969da"), ("recall", "#bc4c00"), ("f1", "#1a7f37"))):
+        values = [per_class[c][metric] for c in classes]
+        bars = ax.barh(y + (k - 1) * h, values, height=h, color=colour, label=metric)
+    ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)  # F1 as a number: 0.93 and 0.97 look alike as bars
+    ax.set_yticks(y, names, fontsize=9)
+    ax.invert_yaxis()  # first class on top, as in the tables
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel("score")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    ax.set_title("Precision, recall and F1 per class")
+    return _save(fig, path)
+
+
+def square_thumb(img: np.ndarray, size: int = 128) -> np.ndarray:
+    """The centre square of an HWC uint8 image (what the eval crop sees), at most `size` pixels a side."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crop = Image.fromarray(np.ascontiguousarray(img[top : top + s, left : left + s]))
+    return np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC) if s > size else crop)
+
+
+def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], colours: Sequence[str], path: str | Path,
+                    title: str, cols: int = 6) -> Path:
+    """Thumbnails in a grid, each with a (coloured) caption; used by the gallery and top losses."""
+    n = max(1, len(images))
+    cols = min(cols, n)
+    rows = (n + cols - 1) // cols
+    # A regular grid needs no layout engine (constrained layout costs ~2 s for 24 thumbnails): 2.0 in per image,
+    # 0.45 in above each for a two-line caption, 0.45 in on top for the title.
+    width, height = 2.0 * cols + 0.2, 2.45 * rows + 0.45
+    fig = _figure(width, height, layout=None)
+    axes = np.atleast_1d(fig.subplots(rows, cols, gridspec_kw={
+        "left": 0.1 / width, "right": 1 - 0.1 / width, "bottom": 0.05 / height, "top": 1 - 0.9 / height,
+        "wspace": 0.08, "hspace": 0.45 / 2.0,
+    })).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, img, text, colour in zip(axes, images, titles, colours):
+        small = min(img.shape[:2]) < 64
+        ax.imshow(square_thumb(img), interpolation="nearest" if small else "antialiased")
+        ax.set_title(text, color=colour, fontsize=8.5)
+        for spine in ax.spines.values():  # a coloured frame: right/wrong is visible at a glance, not only in text
+            spine.set_visible(True)
+            spine.set_color(colour)
+            spine.set_linewidth(3)
+        ax.axis("on")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if not len(images):
+        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_gallery(images, labels, probs: np.ndarray, classes: Sequence[str], path: str | Path, n: int = 24,
+                 seed: int = 0) -> Path:
+    """A fixed random sample of evaluated images: predicted class and its probability, green if right, red if wrong."""
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False)) if len(images) else []
+    pred = probs.argmax(1)
+    titles, colours = [], []
+    for i in idx:
+        ok = pred[i] == labels[i]
+        text = f"{short(classes[pred[i]], 16)} ({probs[i, pred[i]]:.2f})"
+        titles.append(text if ok else f"{text}\ntrue: {short(classes[labels[i]], 16)}")
+        colours.append(RIGHT if ok else WRONG)
+    right = int((pred[idx] == np.asarray(labels)[idx]).sum()) if len(idx) else 0
+    return plot_image_grid([images[i] for i in idx], titles, colours, path,
+                           f"Predictions: {right} of {len(idx)} right (green), wrong in red with the true class")
+
+
+def plot_top_losses(images, labels, probs: np.ndarray, losses: np.ndarray, classes: Sequence[str], path: str | Path,
+                    n: int = 12) -> Path:
+    """The n images with the highest loss: the most confidently wrong first (fastai's plot_top_losses)."""
+    order = np.argsort(-np.asarray(losses))[:n]
+    pred = probs.argmax(1)
+    titles, colours = [], []
+    for i in order:
+        titles.append(f"{short(classes[pred[i]], 16)} ({probs[i, pred[i]]:.2f})\ntrue: {short(classes[labels[i]], 16)}"
+                      f" · loss {losses[i]:.2f}")
+        colours.append(RIGHT if pred[i] == labels[i] else WRONG)
+    return plot_image_grid([images[i] for i in order], titles, colours, path,
+                           "Top losses: predicted (probability), true class and loss", cols=4)
+
+
+def plot_reliability(bins_before: dict, bins_after: dict, ece: tuple[float, float], temperature: float,
+                     path: str | Path) -> Path:
+    """Accuracy against confidence per bin, before and after temperature scaling; the diagonal is perfect.
+
+    Blue bars: accuracy in the bin. Red boxes: the gap to the bin's mean confidence, above the bar when the model is
+    over-confident, inside it when under-confident. Below: how many images fall in each bin.
+    """
+    fig = _figure(10, 5.4)
+    grid = fig.add_gridspec(2, 2, height_ratios=[3, 1])
+    for k, (bins, title) in enumerate(((bins_before, f"before (T = 1): ECE {ece[0]:.3f}"),
+                                        (bins_after, f"after (T = {temperature:.2f}): ECE {ece[1]:.3f}"))):
+        edges = np.asarray(bins["edges"])
+        centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+        acc = np.array([np.nan if a is None else a for a in bins["accuracy"]])
+        conf = np.array([np.nan if c is None else c for c in bins["confidence"]])
+        full = ~np.isnan(acc)
+        ax = fig.add_subplot(grid[0, k])
+        ax.bar(centres[full], acc[full], width=width[full], color="#0969da", edgecolor="white", label="accuracy")
+        ax.bar(centres[full], (conf - acc)[full], bottom=acc[full], width=width[full], facecolor=(0.81, 0.13, 0.18, 0.25),
+               edgecolor=WRONG, linewidth=1.2, label="gap to mean confidence")
+        ax.plot([0, 1], [0, 1], "--", color="0.3", label="perfectly calibrated")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("accuracy")
+        ax.set_title(title, fontsize=10)
+        ax.legend(loc="upper left", fontsize=8)
+        hist = fig.add_subplot(grid[1, k], sharex=ax)
+        counts = hist.bar(centres, bins["count"], width=width, color="0.55", edgecolor="white")
+        hist.bar_label(counts, labels=[str(c) if c else "" for c in bins["count"]], fontsize=7, padding=1)
+        hist.set_ylim(0, max(1, max(bins["count"])) * 1.3)  # room for the numbers over the tallest bar
+        hist.set_xlabel("confidence (top probability)")
+        hist.set_ylabel("images")
+    fig.suptitle("Reliability diagram")
+    return _save(fig, path)

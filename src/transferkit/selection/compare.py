@@ -1,0 +1,232 @@
+"""Compare strategies (and backbones) side by side: every combination trained with `fit` on one fixed split,
+repeated over seeds, and a paired test of whether the winner's lead is more than noise.
+
+    result = transferkit.compare("data/hymenoptera", strategies=["linear", "two-phase", "scratch"], seeds=3)
+    result.winner, result.verdict           # 'two-phase @ efficientnet_lite0', 'wins by 1.3 points; p = 0.04 ...'
+    print_comparison(result)                # the table `transferkit compare` prints; result.chart is the PNG
+
+The split is made once (from the first seed) and handed to every run, so runs differ only in strategy, backbone
+and the seed of initialisation, augmentation and batch order; seed i of one row is paired with seed i of another.
+Frozen strategies on the same backbone share their cached features, so linear and two-phase extract them once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..config import RunConfig
+from ..errors import ConfigError
+
+SIGNIFICANCE = 0.05  # two-sided p-value of the paired test below which a lead counts as real
+
+
+@dataclass
+class CompareRun:
+    strategy: str  # as asked for ("auto" stays "auto"; `resolved` says what it chose)
+    resolved: str  # the strategy that trained, e.g. auto -> "freeze:2"
+    backbone: str
+    seed: int
+    accuracy: float  # on the test split, or on val when the data has no test split (`split` says which)
+    split: str  # test | val
+    seconds: float  # wall time of the whole fit: decoding, features, training, evaluation
+    path: str  # the run directory
+
+
+@dataclass
+class CompareRow:
+    strategy: str  # as asked for, with what auto resolved to: "auto (freeze:2)"
+    backbone: str
+    accuracies: list[float]  # one per seed, in seed order (the pairing)
+    mean: float
+    std: float  # sample standard deviation over seeds; 0 with one seed
+    seconds: float  # mean wall time per run
+    p_vs_best: float | None  # paired t-test against the winner over seeds; None for the winner or with one seed
+    wins_vs_best: str  # "2/3": seeds on which this row beat the winner (ties count half)
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy} @ {self.backbone}"
+
+
+@dataclass
+class Comparison:
+    rows: list[CompareRow]  # best mean accuracy first (ties: faster)
+    runs: list[CompareRun]
+    seeds: list[int]
+    winner: str  # label of the first row
+    significant: bool | None  # the winner beats the runner-up at p < SIGNIFICANCE; None: not testable (one seed/row)
+    verdict: str  # one sentence: who won, by how much, and whether that is more than seed noise
+    chart: str | None = None  # bar chart PNG
+    folder: str | None = None  # where the runs, compare.json and the chart are
+    split_sizes: dict[str, int] = field(default_factory=dict)  # the one split every run used
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(data, strategies=("linear", "two-phase", "finetune"), backbones=None, seeds=3, out: str = "runs",
+            name: str | None = None, config: RunConfig | None = None, reporter=None, **overrides) -> Comparison:
+    """Train every strategy x backbone for each seed. `seeds`: a count (0..n-1) or a list. Keyword arguments set
+    config fields as in `fit` (epochs, image_size, lr, ...). Runs land in out/<name>/<strategy>-<backbone>-s<seed>
+    (e.g. freeze-2-efficientnet_lite0-s0)."""
+    import copy
+    import dataclasses
+
+    from ..api import _apply_overrides, fit, unique_run_dir, validate
+    from ..backbones import check_backbone_name
+    from ..data.sources import DataSource, open_source
+    from ..data.split import make_splits
+    from ..progress import make_reporter
+    from ..strategies import parse_strategy
+
+    cfg = _apply_overrides(config or RunConfig(), dict(overrides))
+    validate(cfg)
+    strategies = _names(strategies)
+    backbones = _names(backbones) or [cfg.model.backbone]
+    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not strategies or not seeds:
+        raise ConfigError("compare needs at least one strategy and one seed, e.g. --strategies linear,finetune --seeds 3.")
+    for s in strategies:
+        parse_strategy(s)  # typos fail before the first of many runs
+    for b in backbones:
+        check_backbone_name(b)
+    reporter = reporter or make_reporter(cfg.quiet)
+
+    src = data if isinstance(data, DataSource) else open_source(data, cfg.data.layout, **cfg.data.source_options())
+    fixed = dataclasses.replace(src, splits=make_splits(src, cfg.data.split, seeds[0]))  # one split for every run
+    folder = unique_run_dir(out, name or f"compare-{Path(str(src.root)).name or 'data'}")
+    total = len(strategies) * len(backbones) * len(seeds)
+    reporter.message(f"Comparing {total} runs ({len(strategies)} strategies x {len(backbones)} backbones x "
+                     f"{len(seeds)} seeds) on one split: " + ", ".join(f"{k} {len(v)}" for k, v in fixed.splits.items()))
+    runs = []
+    for backbone in backbones:
+        for strategy in strategies:
+            for seed in seeds:
+                run = fit(fixed, config=copy.deepcopy(cfg),  # fit sets fields in place: each run gets a copy
+                          strategy=strategy, backbone=backbone, seed=seed, out=str(folder),
+                          name=re.sub(r"[^\w.-]+", "-", f"{strategy}-{backbone}-s{seed}"), quiet=True)
+                runs.append(CompareRun(strategy, run.strategy, backbone, seed, float(run.test_metrics["accuracy"]),
+                                       run.eval_split, run.seconds, str(run.path)))
+                reporter.message(f"[{len(runs)}/{total}] {strategy} @ {backbone}, seed {seed}: "
+                                 f"{run.eval_split} accuracy {runs[-1].accuracy:.4f} in {run.seconds:.0f} s")
+    result = summarize(runs, seeds)
+    result.folder = str(folder)
+    result.split_sizes = {k: len(v) for k, v in fixed.splits.items()}
+    result.chart = str(bar_chart(result, folder / "compare.png"))
+    (folder / "compare.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _names(value) -> list[str]:
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [s.strip() for s in items if s.strip()]
+
+
+def summarize(runs: list[CompareRun], seeds: list[int]) -> Comparison:
+    """Rows from runs, the paired tests against the winner, and the verdict (no training: testable on its own)."""
+    groups: dict[tuple[str, str], list[CompareRun]] = {}
+    for r in runs:
+        groups.setdefault((r.strategy, r.backbone), []).append(r)
+    rows = []
+    for (strategy, backbone), group in groups.items():
+        group.sort(key=lambda r: r.seed)
+        accs = [r.accuracy for r in group]
+        resolved = {r.resolved for r in group} - {strategy}
+        shown = f"{strategy} ({', '.join(sorted(resolved))})" if resolved else strategy
+        rows.append(CompareRow(shown, backbone, accs, statistics.fmean(accs),
+                               statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                               statistics.fmean(r.seconds for r in group), None, ""))
+    rows.sort(key=lambda r: (-r.mean, r.seconds))
+    best = rows[0]
+    for r in rows[1:]:
+        r.p_vs_best = paired_t_test(best.accuracies, r.accuracies)
+        wins = sum((a > b) + 0.5 * (a == b) for a, b in zip(r.accuracies, best.accuracies))
+        r.wins_vs_best = f"{wins:g}/{len(r.accuracies)}"
+    significant, verdict = _verdict(rows, len(seeds))
+    return Comparison(rows, runs, seeds, best.label, significant, verdict)
+
+
+def paired_t_test(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of the paired t-test of a vs b (scipy's ttest_rel); 1.0 when they never differ; None with
+    fewer than 2 pairs."""
+    from scipy.stats import binomtest, ttest_rel
+
+    if len(a) < 2 or len(a) != len(b):
+        return None
+    diffs = [x - y for x, y in zip(a, b)]
+    if all(d == diffs[0] for d in diffs):  # the same difference on every seed: no variance for a t-test, so the
+        # exact sign test answers (n seeds all one way: p = 2 * 0.5^n, 0.25 for 3 seeds)
+        return 1.0 if diffs[0] == 0 else float(binomtest(len(diffs), len(diffs)).pvalue)
+    return float(ttest_rel(a, b).pvalue)
+
+
+
+def _verdict(rows: list[CompareRow], n_seeds: int) -> tuple[bool | None, str]:
+    best = rows[0]
+    if len(rows) == 1:
+        return None, f"{best.label}: {best.mean:.1%} (nothing to compare with)"
+    second = rows[1]
+    lead = (best.mean - second.mean) * 100
+    head = f"{best.label} wins with {best.mean:.1%}, {lead:.1f} points ahead of {second.label}"
+    if second.p_vs_best is None:
+        return None, head + f"; with {n_seeds} seed no test is possible (use --seeds 3 or more)"
+    significant = second.p_vs_best < SIGNIFICANCE
+    return significant, head + (
+        f"; paired over {n_seeds} seeds p = {second.p_vs_best:.3f}: "
+        + ("a real difference" if significant else f"not significant at {SIGNIFICANCE} (could be seed noise)")
+    )
+
+
+def bar_chart(result: Comparison, path: Path) -> Path:
+    """Mean accuracy per row with the seeds' standard deviation as error bars; accuracy and seconds per run on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    rows = result.rows
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 4))
+    xs = list(range(len(rows)))
+    ax.bar(xs, [r.mean * 100 for r in rows], yerr=[r.std * 100 for r in rows], capsize=4,
+           color=["tab:green" if i == 0 else "tab:blue" for i in xs])
+    for x, r in zip(xs, rows):
+        ax.annotate(f"{r.mean:.1%}\n{r.seconds:.0f} s", (x, (r.mean + r.std) * 100), xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    low = min((r.mean - r.std) * 100 for r in rows)
+    ax.set_ylim(max(0.0, math.floor(low / 5) * 5 - 5), 115)  # zoomed in, so that a point's difference shows
+    ax.set_yticks([t for t in ax.get_yticks() if t <= 100])  # the room above 100 is for the labels
+    ax.set_xticks(xs, [r.label.replace(" @ ", "\n") for r in rows], fontsize=8)
+    ax.set_ylabel(f"{result.runs[0].split} accuracy (%)")
+    ax.set_title(f"mean ± std over {len(result.seeds)} seed(s), wall time per run", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def print_comparison(result: Comparison, console=None) -> None:
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
+    split = result.runs[0].split if result.runs else "test"
+    t = Table(title=f"Strategies compared ({len(result.seeds)} seeds, {split} accuracy)")
+    for col in ("strategy", "backbone", "accuracy", "per seed", "s / run", "p vs best", "wins vs best"):
+        t.add_column(col, justify="left" if col in ("strategy", "backbone") else "right")
+    for i, r in enumerate(result.rows):
+        t.add_row(("[bold]" if i == 0 else "") + r.strategy + ("[/bold]" if i == 0 else ""), r.backbone,
+                  f"{r.mean:.1%} ± {r.std:.1%}", " ".join(f"{a:.3f}" for a in r.accuracies), f"{r.seconds:.0f}",
+                  "-" if r.p_vs_best is None else f"{r.p_vs_best:.3f}", r.wins_vs_best or "-")
+    console.print(t)
+    console.print(f"[bold]{result.verdict}.[/bold]", highlight=False)
+    if result.chart:
+        console.print(f"Chart: {result.chart}", highlight=False)

@@ -1,0 +1,266 @@
+"""Frozen features of one backbone on one dataset: what `rank` and `advise` measure from, one forward pass each.
+
+    data = open_data("data/hymenoptera", cfg)
+    ff = frozen_features(data, cfg.model.backbone, cfg)
+    ff.train.shape, ff.imagenet_train.shape, ff.seconds_per_image
+
+The split, decoding, preprocessing and cache key are the ones `fit` uses, so the features land in the same on-disk
+cache as `linear`'s and `two-phase`'s: measuring first and then training a frozen strategy extracts them once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..backbones.registry import BackboneCfg
+from ..config import RunConfig
+from ..data.sources import DataSource, Sample
+
+
+@dataclass
+class Data:
+    """A dataset opened and split as `fit` would, with its decoded images kept per decode size."""
+
+    src: DataSource
+    splits: dict[str, list[Sample]]  # train / val [/ test]: the same split `fit` makes with the same seed
+    median_side: float  # median short side of the training images, in pixels (decides the input size)
+    fingerprint: str  # the source's fingerprint, part of the feature cache key
+    # (short side, interpolation) -> split -> (images, labels): decoded once per size, shared by candidates
+    decoded: dict[tuple[int, str], dict] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.src.classes
+
+    def per_class(self) -> float:
+        return len(self.splits["train"]) / max(1, len(self.classes))
+
+
+@dataclass
+class FrozenFeatures:
+    backbone: str  # registry name
+    cfg: BackboneCfg
+    image_size: int  # input side the features were computed at: the one `linear` would use
+    train: np.ndarray  # (n_train, F) pooled features
+    train_labels: np.ndarray  # (n_train,): labels of the readable training images
+    val: np.ndarray  # (n_val, F)
+    val_labels: np.ndarray
+    imagenet_train: np.ndarray | None  # (n_train, Z) softmax of the original ImageNet head; None without one
+    seconds_per_image: float  # measured forward time per image at the run's batch size and feature precision
+    params: int  # parameters of the backbone without its ImageNet classifier
+
+
+def open_data(data, cfg: RunConfig) -> Data:
+    """`data`: a path or a DataSource; split with cfg.data.split and cfg.train.seed, exactly as `fit` does."""
+    from ..api import median_short_side
+    from ..data.sources import open_source
+    from ..data.split import make_splits
+    from ..errors import TransferkitError
+
+    src = data if isinstance(data, DataSource) else open_source(data, cfg.data.layout, **cfg.data.source_options())
+    splits = make_splits(src, cfg.data.split, cfg.train.seed)
+    if not splits.get("train") or not splits.get("val"):
+        raise TransferkitError("The train or validation split is empty: add images, or give --split a larger val fraction.")
+    return Data(src, splits, median_short_side(src, splits["train"]), src.fingerprint())
+
+
+def _decoded(data: Data, short: int, interpolation: str) -> dict:
+    """Train and val decoded once per size (candidates with the same input size share them)."""
+    from ..data.decode import decode_samples
+
+    key = (short, interpolation)
+    if key not in data.decoded:
+        out = {}
+        for split in ("train", "val"):
+            images, labels, _ = decode_samples(data.src, data.splits[split], short, interpolation)
+            out[split] = (images, labels)
+        data.decoded[key] = out
+    return data.decoded[key]
+
+
+def _backbone(name: str, cfg: RunConfig):
+    """(net returning pooled features, its cfg, the ImageNet classifier it had, parameters without that classifier)."""
+    from ..backbones import create_backbone
+    from ..backbones.model import remove_classifier
+    from ..engine.runtime import set_threads, tune_malloc
+
+    tune_malloc()  # 2-2.5x faster CPU forward passes (see engine/runtime.py)
+    set_threads(cfg.runtime.threads)
+    net, bcfg = create_backbone(name, pretrained=True, arch=cfg.model.arch)
+    classifier = net.get_submodule(bcfg.classifier)  # kept for LEEP/NCE before it is removed
+    params = sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in classifier.parameters())
+    return remove_classifier(net, bcfg).eval(), bcfg, classifier, params
+
+
+def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None) -> FrozenFeatures:
+    """Pooled features of train and val (from the cache when `fit` or an earlier call computed them)."""
+    import dataclasses
+
+    import torch
+
+    from ..api import feature_cache_key
+    from ..data.dataset import DecodedImages
+    from ..data.transforms import choose_image_size, eval_transform, resize_size
+    from ..engine import features as feats
+    from ..engine.runtime import autocast_for, feature_precision, memory_format, resolve_device
+    from ..errors import TransferkitError
+    from ..progress import QuietReporter
+
+    reporter = reporter or QuietReporter()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))  # the key names the backbone
+    net, bcfg, classifier, params = _backbone(backbone, cfg)
+    size = cfg.data.image_size or choose_image_size(data.median_side, bcfg.input_size)
+    decoded = _decoded(data, resize_size(size, bcfg.crop_pct), bcfg.interpolation)
+    if not decoded["train"][0] or not decoded["val"][0]:
+        raise TransferkitError("No readable images in the train or val split.")
+    # The test split is not decoded here; its size stands in for its readable count (a mismatch only misses the cache).
+    counts = [len(decoded[s][0]) if s in decoded else len(v) for s, v in data.splits.items()]
+    key = feature_cache_key(cfg, bcfg, data.fingerprint, size, data.splits, counts)
+    device = torch.device(resolve_device(cfg.runtime.device))
+    precision = feature_precision(cfg.runtime, device.type)
+    fmt = memory_format(cfg.runtime)
+    ev = eval_transform(size, bcfg.crop_pct, bcfg.mean, bcfg.std, bcfg.interpolation)
+    net.to(device, memory_format=fmt)
+    bs = cfg.data.batch_size
+
+    out, timed = {}, []
+    for split in ("train", "val"):
+        dataset = DecodedImages(*decoded[split], ev)
+        name = feats.feature_key(split=split, precision=precision, **key)  # the key the trainer's cached phase uses
+        path = feats.cache_root(cfg.runtime.cache_dir) / f"{name}.safetensors"
+        cached = feats.load_cached(path)
+        if cached is not None and cached["features"].shape[0] == len(dataset):
+            out[split] = cached["features"]
+            if "seconds_per_image" in cached:
+                timed.append(float(cached["seconds_per_image"][0]))
+            continue
+        start = time.perf_counter()
+        with reporter.task(f"Features {backbone} ({split}, {precision})", len(dataset)) as advance:
+            out[split] = feats.extract(net, dataset, bs, device, autocast_for(precision, device.type), fmt,
+                                       on_batch=lambda n=1: advance(bs))
+        seconds = time.perf_counter() - start
+        timed.append(seconds / len(dataset))
+        try:
+            feats.save_cached(path, {"features": out[split], "seconds_per_image": torch.tensor([seconds / len(dataset)])})
+        except OSError as e:  # a read-only cache slows the next call, nothing more
+            reporter.message(f"note: could not write the feature cache at {path}: {e}")
+    if not timed:  # both splits cached by `fit`, which records no timing: time one batch (after a warm-up)
+        timed.append(_time_batch(net, DecodedImages(*decoded["val"], ev), bs, device, precision, fmt))
+
+    return FrozenFeatures(
+        backbone=backbone, cfg=bcfg, image_size=size,
+        train=out["train"].numpy(), train_labels=np.asarray(decoded["train"][1]),
+        val=out["val"].numpy(), val_labels=np.asarray(decoded["val"][1]),
+        imagenet_train=_imagenet_probs(classifier, out["train"]), seconds_per_image=min(timed), params=params,
+    )
+
+
+def domain_shift(data: Data, backbone: str, cfg: RunConfig, n: int = 64) -> tuple[float | None, BackboneCfg, int]:
+    """(`bn_shift` of `n` training images, the backbone's cfg, the input size). Uses the decoded training images when
+    `frozen_features` has made them, else decodes only those `n`."""
+    import torch
+
+    from ..data.dataset import DecodedImages
+    from ..data.decode import decode_samples
+    from ..data.transforms import choose_image_size, eval_transform, resize_size
+    from ..engine.runtime import memory_format, resolve_device
+
+    net, bcfg, _, _ = _backbone(backbone, cfg)
+    size = cfg.data.image_size or choose_image_size(data.median_side, bcfg.input_size)
+    short = resize_size(size, bcfg.crop_pct)
+    pick = torch.Generator().manual_seed(cfg.train.seed)
+    if (short, bcfg.interpolation) in data.decoded:
+        images, labels = data.decoded[(short, bcfg.interpolation)]["train"]
+        order = torch.randperm(len(images), generator=pick)[:n].tolist()
+        images, labels = [images[i] for i in order], [labels[i] for i in order]
+    else:
+        order = torch.randperm(len(data.splits["train"]), generator=pick)[:n].tolist()
+        images, labels, _ = decode_samples(data.src, [data.splits["train"][i] for i in order], short, bcfg.interpolation)
+    device = torch.device(resolve_device(cfg.runtime.device))
+    fmt = memory_format(cfg.runtime)
+    net.to(device, memory_format=fmt)
+    dataset = DecodedImages(images, labels, eval_transform(size, bcfg.crop_pct, bcfg.mean, bcfg.std, bcfg.interpolation))
+    return bn_shift(net, dataset, cfg.data.batch_size, device, fmt), bcfg, size
+
+
+def bn_shift(net, dataset, batch_size: int, device, fmt) -> float | None:
+    """How far this data is from the pretraining data, as the network itself sees it: the mean over BatchNorm layers
+    (and their live channels) of KL(data || ImageNet) between each channel's input statistics on `dataset` and the
+    running mean/variance the layer stored during ImageNet training (the statistics AdaBN swaps, Li et al. 2016).
+    0 for ImageNet itself; with efficientnet_lite0 ants/bees photos measure 0.07, 64 px cat photos 0.19,
+    8 px digit scans 0.63 (32, 64 or 128 images agree to 0.01). 64 images: about a second at 224 px on a 2-core
+    CPU. None: no BatchNorm layers."""
+    import torch
+    from torch import nn
+
+    layers = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d) and m.running_var is not None]
+    if not layers:
+        return None
+    sums = {id(m): [0.0, 0.0, 0] for m in layers}  # per layer: sum x and sum x^2 per channel, positions counted
+
+    def hook(module, inputs, _):
+        x = inputs[0].detach()
+        if x.shape[-1] >= 8:  # neighbouring positions are near copies: every 4th gives the same statistics 4x faster
+            x = x[:, :, ::2, ::2]
+        x = x.float()
+        s = sums[id(module)]
+        s[0] = s[0] + x.sum((0, 2, 3)).double()
+        s[1] = s[1] + (x * x).sum((0, 2, 3)).double()
+        s[2] += x.numel() // x.shape[1]
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.no_grad():
+            for i in range(0, len(dataset), batch_size):  # full precision: statistics, not throughput
+                x = torch.stack([dataset[j][0] for j in range(i, min(i + batch_size, len(dataset)))])
+                net(x.to(device).contiguous(memory_format=fmt))
+    finally:
+        for h in handles:
+            h.remove()
+    kls = []
+    for m in layers:
+        s1, s2, count = sums[id(m)]
+        mean = s1 / count
+        var = (s2 / count - mean**2).clamp_min(0)
+        ref_mean, ref_var = m.running_mean.double().to(mean.device), m.running_var.double().to(mean.device)
+        live = (ref_var > 1e-4) & (var > 1e-6)  # channels dead on either side have no distribution to compare
+        kl = 0.5 * (torch.log(ref_var / var) + (var + (mean - ref_mean) ** 2) / ref_var - 1)
+        if live.any():
+            kls.append(kl[live].mean().item())
+    return float(sum(kls) / len(kls)) if kls else None
+
+
+def _imagenet_probs(classifier, features) -> np.ndarray | None:
+    """Softmax of the original classifier on the pooled features (its input): no second forward pass."""
+    import torch
+
+    if not any(True for _ in classifier.parameters()):
+        return None  # an Identity: the weights came without a classifier
+    try:
+        with torch.no_grad():
+            logits = classifier.float().cpu().eval()(features.float())
+    except RuntimeError:  # a classifier that does not take the pooled features (exotic heads): no LEEP/NCE
+        return None
+    return torch.softmax(logits, 1).numpy() if logits.ndim == 2 and logits.shape[1] >= 2 else None
+
+
+def _time_batch(net, dataset, batch_size: int, device, precision: str, fmt) -> float:
+    import torch
+
+    from ..engine.runtime import autocast_for
+
+    n = min(batch_size, len(dataset))
+    x = torch.stack([dataset[i][0] for i in range(n)]).to(device).contiguous(memory_format=fmt)
+    with torch.no_grad(), autocast_for(precision, device.type):
+        net(x[:2])  # warm-up: first-call allocations and kernel selection are not the model's speed
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        net(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) / n
+

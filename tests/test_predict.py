@@ -1,0 +1,108 @@
+"""Bundles load without pickle and stand alone; predict agrees with evaluate; every image mode is read."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import transferkit
+from transferkit.data.images import open_rgb
+
+from .conftest import FAST
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from .conftest import write_folder
+
+    root = tmp_path_factory.mktemp("pred")
+    data = write_folder(root / "colours", per_class=12)
+    run = transferkit.fit(data, strategy="linear", out=str(root / "runs"), cache_dir=str(root / "cache"), **FAST)
+    return data, run
+
+
+def test_predict_agrees_with_evaluate(trained):
+    data, run = trained
+    metrics = transferkit.evaluate(run.best, data)  # the run's own test split, read from split.csv
+    assert metrics["split"] == "test" and metrics["n"] == 5
+    assert metrics["accuracy"] == pytest.approx(run.test_metrics["accuracy"])
+    test_rows = [ln.split(",") for ln in (run.path / "split.csv").read_text().splitlines()[1:] if ln.startswith("test,")]
+    preds = transferkit.load(run.best).predict([r[1] for r in test_rows], top_k=2)
+    acc = np.mean([p["label"] == r[3] for p, r in zip(preds, test_rows)])
+    assert acc == pytest.approx(metrics["accuracy"])
+    assert all(len(p["top_k"]) == 2 and p["top_k"][0]["label"] == p["label"] for p in preds)
+    assert all(abs(sum(t["probability"] for t in transferkit.load(run.best).predict(r[1], top_k=3)["top_k"]) - 1) < 1e-4
+               for r in test_rows[:2])
+
+
+def test_bundle_is_safetensors_and_json_only(trained):
+    _, run = trained
+    assert sorted(p.name for p in run.best.iterdir()) == ["model.safetensors", "transferkit.json"]
+    meta = json.loads((run.best / "transferkit.json").read_text())
+    assert meta["classes"] == ["blue", "green", "red"] and meta["task"] == "classification"
+    assert meta["preprocessing"]["image_size"] == 32 and meta["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert meta["metrics"]["split"] == "test"
+
+
+def test_bundle_from_a_file_backbone_needs_no_weights_file(tmp_path, tiny_folder):
+    import torch
+    import torchvision
+
+    w = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(num_classes=5).state_dict(), w)
+    run = transferkit.fit(tiny_folder, backbone=f"file:{w}", arch="torchvision:resnet18", strategy="linear",
+                          out=str(tmp_path / "runs"), **FAST)
+    w.unlink()
+    p = transferkit.load(run.path)  # the run folder works too
+    assert p.meta["arch"] == "torchvision:resnet18"
+    assert p.predict(str(next((tiny_folder / "red").iterdir())))["label"] in p.classes
+
+
+def _modes(tmp_path):
+    rgb = Image.new("RGB", (40, 30), (200, 30, 30))
+    paths = {}
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(0)  # fully transparent: alpha must be dropped, not composited to black
+    paths["rgba"] = tmp_path / "a.png"
+    rgba.save(paths["rgba"])
+    paths["grey"] = tmp_path / "g.png"
+    rgb.convert("L").save(paths["grey"])
+    paths["palette"] = tmp_path / "p.gif"
+    rgb.convert("P").save(paths["palette"])
+    paths["cmyk"] = tmp_path / "c.jpg"
+    rgb.convert("CMYK").save(paths["cmyk"])
+    paths["16bit"] = tmp_path / "d.png"
+    Image.fromarray((np.ones((30, 40)) * 40000).astype(np.uint16)).save(paths["16bit"])
+    exif = rgb.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    paths["exif"] = tmp_path / "e.jpg"
+    rgb.save(paths["exif"], exif=exif)
+    return paths
+
+
+def test_every_image_mode_is_read_as_rgb(tmp_path):
+    paths = _modes(tmp_path)
+    for name, p in paths.items():
+        img = open_rgb(p)
+        assert img.mode == "RGB", name
+    assert open_rgb(paths["rgba"]).getpixel((5, 5)) == (200, 30, 30)
+    assert open_rgb(paths["16bit"]).getpixel((0, 0))[0] == round(40000 / 65535 * 255)
+    assert open_rgb(paths["exif"]).size == (30, 40)  # EXIF orientation honoured: portrait
+    assert open_rgb(paths["cmyk"]).getpixel((5, 5))[0] > 150
+
+
+def test_predict_any_mode_and_a_folder(trained, tmp_path):
+    _, run = trained
+    paths = _modes(tmp_path)
+    p = transferkit.load(run.best)
+    out = p.predict(str(tmp_path))
+    assert len(out) == len(paths) and all("label" in r for r in out)
+    assert [r["path"] for r in out] == sorted(r["path"] for r in out)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    out = p.predict(str(tmp_path))
+    assert [r for r in out if "error" in r][0]["path"].endswith("bad.png")
+    pil = p.predict(Image.new("RGB", (50, 50), (200, 30, 30)))
+    assert pil["label"] == "red"

@@ -1,0 +1,59 @@
+"""Acceptance on real data from ../shared/data (skipped with a reason where it is absent) and the bundled digits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import transferkit
+
+from .conftest import shared
+from .test_cli import cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("hymenoptera-cache"))  # shared by the linear and two-phase runs
+
+
+def test_hymenoptera_linear_reaches_93(tmp_path, feature_cache):
+    run = transferkit.fit(shared("hymenoptera"), strategy="linear", out=str(tmp_path), quiet=True, cache_dir=feature_cache)
+    assert run.eval_split == "val" and run.test_metrics["n"] == 153
+    assert run.test_metrics["accuracy"] >= 0.93, run.test_metrics["accuracy"]
+
+
+def test_hymenoptera_two_phase_reaches_94(tmp_path, feature_cache):
+    run = transferkit.fit(shared("hymenoptera"), strategy="two-phase", epochs=3, head_epochs=1, out=str(tmp_path),
+                          quiet=True, cache_dir=feature_cache)
+    assert [r["phase"] for r in run.history] == ["head", "finetune", "finetune"]
+    assert run.test_metrics["accuracy"] >= 0.94, run.test_metrics["accuracy"]
+
+
+@pytest.mark.parametrize("strategy", ["linear", "freeze:4", "finetune", "scratch", "two-phase"])
+def test_every_strategy_through_the_cli(tmp_path, strategy):
+    """One short epoch at 96 px each: the point is a loadable bundle whose predict agrees with evaluate."""
+    data = shared("hymenoptera")
+    out = cli("train", data, "--strategy", strategy, "--epochs", "2", "--head-epochs", "1", "--image-size", "96",
+              "--out", tmp_path, "--name", "run", "-q").stdout
+    run_dir = tmp_path / "run"
+    assert out.strip().splitlines()[-1] == str(run_dir)
+    ev = json.loads(cli("evaluate", run_dir / "best", data, "--json").stdout)
+    assert ev["split"] == "val" and ev["n"] == 153
+    preds = json.loads(cli("predict", run_dir / "best", data / "val", "--json").stdout)
+    truth = [p["path"].split("/")[-2] for p in preds]
+    acc = float(np.mean([p["label"] == t for p, t in zip(preds, truth)]))
+    assert acc == pytest.approx(ev["accuracy"])
+    assert ev["accuracy"] > 0.5 if strategy != "scratch" else ev["accuracy"] > 0.3
+
+
+def test_demo_digits_reaches_97(tmp_path):
+    from transferkit.demo import run_demo
+
+    run = run_demo(out=str(tmp_path), quiet=True)
+    assert run.strategy == "finetune" and "tiny" in run.strategy_reason
+    assert json.loads((run.path / "config.json").read_text())["resolved"]["image_size"] == 64
+    assert run.test_metrics["n"] == 270 and run.test_metrics["accuracy"] >= 0.97, run.test_metrics["accuracy"]

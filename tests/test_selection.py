@@ -1,0 +1,186 @@
+"""Selection: the estimators against independent computations, rank/advise/compare on tiny generated images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import transferkit
+from transferkit.errors import ConfigError
+from transferkit.selection import estimators as E
+from transferkit.selection.advise import decide
+from transferkit.selection.compare import CompareRun, paired_t_test, summarize
+
+from .conftest import FAST, write_folder
+from .test_cli import cli
+
+
+def brute_force_evidence(f: np.ndarray, y: np.ndarray) -> float:
+    """max over (alpha, beta) of log N(t; 0, I/beta + F F^T/alpha) per sample, averaged over classes: a grid over
+    log alpha and log beta, then Nelder-Mead from the best grid point. No SVD, no fixed point."""
+    from scipy.optimize import minimize
+
+    n = len(f)
+    gram = f @ f.T
+    out = []
+    for c in np.unique(y):
+        t = (y == c).astype(float)
+
+        def neg_log_evidence(p):
+            a, b = np.exp(p)
+            cov = np.eye(n) / b + gram / a
+            _, logdet = np.linalg.slogdet(cov)
+            return 0.5 * (logdet + t @ np.linalg.solve(cov, t) + n * np.log(2 * np.pi))
+
+        grid = np.linspace(-8, 8, 33)
+        start = min(((neg_log_evidence(np.array([la, lb])), la, lb) for la in grid for lb in grid))[1:]
+        best = minimize(neg_log_evidence, np.array(start), method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-11})
+        out.append(-best.fun / n)
+    return float(np.mean(out))
+
+
+# More images than features; and fewer, where a class that can be fitted exactly has its evidence rising towards a
+# limit as beta -> infinity: the fixed point stops within 1e-5 of that supremum (the grid search finds beta ~ 1e16).
+@pytest.mark.parametrize("n,d,tol", [(40, 6, 1e-9), (24, 50, 1e-5)])
+def test_logme_equals_brute_force_evidence_maximisation(n, d, tol):
+    rng = np.random.default_rng(n)
+    y = rng.integers(0, 3, n)
+    f = rng.normal(size=(n, d)) + 1.5 * np.eye(3)[y] @ rng.normal(size=(3, d))
+    assert E.logme(f, y) == pytest.approx(brute_force_evidence(f, y), abs=tol)
+
+
+def separated(scale: float, n: int = 120, d: int = 32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    centres = rng.normal(size=(4, d))
+    return rng.normal(size=(n, d)) + scale * centres[y], y
+
+
+def test_better_separated_features_score_higher():
+    scores = {s: separated(s) for s in (0.2, 1.0, 3.0)}
+    logme = [E.logme(f, y) for f, y in scores.values()]
+    hscore = [E.hscore(f, y) for f, y in scores.values()]
+    assert logme == sorted(logme) and logme[0] < logme[-1]
+    assert hscore == sorted(hscore)
+
+
+def test_logme_ridge_probe_classifies_held_out_images():
+    f, y = separated(2.0, n=240)
+    assert (E.logme_fit(f[:120], y[:120]).predict(f[120:]) == y[120:]).mean() > 0.9
+
+
+def test_leep_and_nce_extremes():
+    y = np.repeat([0, 1, 2], 20)
+    informative = np.eye(5)[y]  # the source head names the target class outright
+    assert E.nce(informative, y) == pytest.approx(0.0)
+    assert E.leep(informative, y) == pytest.approx(0.0, abs=1e-9)
+    useless = np.full((60, 5), 0.2)  # the same prediction for every image: only the class frequencies remain
+    assert E.nce(useless, y) == pytest.approx(-np.log(3))
+    assert E.leep(useless, y) == pytest.approx(-np.log(3))
+
+
+# ---- the chart, without measuring --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "per_class,shift,probe,chance,side,expected",
+    [
+        (122, 0.07, 0.941, 0.54, 369, "linear"),  # ants/bees as measured
+        (86, 0.19, 0.973, 0.65, 64, "linear"),  # cat/non-cat
+        (126, 0.63, 0.974, 0.10, 8, "finetune"),  # digits: never linear; upscaled 8 px images: nothing to freeze
+        (126, 0.63, 0.974, 0.10, 200, "freeze:2"),  # small and different photos: keep the generic first stages
+        (122, 0.07, 0.80, 0.54, 369, "two-phase"),  # similar, but frozen features leave many errors
+        (500, 0.07, 0.90, 0.10, 300, "two-phase"),
+        (500, 0.60, 0.90, 0.10, 300, "finetune"),
+        (2000, 0.07, None, None, 300, "finetune"),
+        (120, None, 0.95, 0.5, 20, "finetune"),  # no BatchNorm: tiny images count as different (and are upscaled)
+    ],
+)
+def test_chart(per_class, shift, probe, chance, side, expected):
+    name, mult, size, similar, reason = decide(per_class, shift, probe, chance, side, n_stages=7)
+    assert name == expected, reason
+    assert (mult is None) == similar and size in reason and name in reason
+
+
+# ---- on tiny generated images ------------------------------------------------------------------------------------
+def test_rank_rows_and_shared_cache(tiny_folder, tmp_path):
+    cache = tmp_path / "cache"
+    rows = transferkit.rank(tiny_folder, ["efficientnet_lite0", "file:/nowhere/weights.pth"], cache_dir=str(cache), **FAST)
+    best, failed = rows
+    assert best.recommended and best.backbone == "efficientnet_lite0" and "highest combined score" in best.reason
+    assert best.feature_dim == 1280 and best.image_size == 32 and 3 < best.params_m < 4 and best.imagenet_top1 == 75.1
+    assert best.ms_per_image > 0 and 0 <= best.probe_acc <= 1 and best.leep <= 0 and best.nce <= 0
+    assert "--arch" in failed.error and not failed.recommended  # the reason it could not be measured, for people
+    json.dumps([r.to_dict() for r in rows])  # plain data
+    # The features rank extracted are the ones `linear` uses: fit adds nothing to the cache.
+    before = sorted(p.name for p in cache.rglob("*.safetensors"))
+    assert len(before) == 2  # train and val
+    transferkit.fit(tiny_folder, strategy="linear", cache_dir=str(cache), out=str(tmp_path / "runs"), **FAST)
+    assert sorted(p.name for p in cache.rglob("*.safetensors")) == before
+
+
+def test_rank_refuses_unknown_names(tiny_folder):
+    with pytest.raises(ConfigError, match="efficientnet_lite0"):
+        transferkit.rank(tiny_folder, "efficientnet_lite7", **FAST)
+
+
+def test_vote_prefers_the_faster_of_equals():
+    from transferkit.selection.rank import RankRow, _vote
+
+    def row(name, ms, probe):
+        return RankRow(name, -0.5, -0.3, -0.1, 1.0, probe, 1280, 4.0, ms, 75.0, 224, 0, False, "", 1.0)
+
+    rows = _vote([row("slow", 20.0, 0.9), row("fast", 5.0, 0.9)])
+    assert [r.backbone for r in rows] == ["fast", "slow"] and rows[0].score == rows[1].score == 0.5
+    rows = _vote([row("slow", 20.0, 0.95), row("fast", 5.0, 0.945)])
+    assert rows[0].backbone == "slow" and "fast is 4.0x faster" in rows[0].reason
+
+
+def test_advise_measures_and_auto_uses_it(tiny_folder, tmp_path):
+    advice = transferkit.advise(tiny_folder, **FAST)
+    assert advice.size == "small" and advice.n_classes == 3 and advice.image_size == 32
+    assert advice.shift is not None and advice.shift > 0 and advice.probe_acc is not None
+    # 40 px images of noise and squares: different from ImageNet and tiny, so everything is fine-tuned
+    assert advice.strategy in ("linear", "two-phase", "freeze:2", "finetune") and advice.strategy in advice.reason
+    run = transferkit.fit(tiny_folder, strategy="auto", epochs=1, out=str(tmp_path), **FAST)
+    assert run.strategy == advice.strategy and run.strategy_reason == advice.reason
+
+
+def test_paired_test_and_verdict():
+    def runs(strategy, accs):
+        return [CompareRun(strategy, strategy, "b", i, a, "test", 10.0 + i, "") for i, a in enumerate(accs)]
+
+    from scipy.stats import ttest_rel
+
+    a, b = [0.95, 0.96, 0.97, 0.96], [0.90, 0.93, 0.91, 0.92]
+    result = summarize(runs("two-phase", a) + runs("linear", b), [0, 1, 2, 3])
+    assert result.winner == "two-phase @ b" and result.significant
+    assert result.rows[1].p_vs_best == pytest.approx(ttest_rel(a, b).pvalue) and result.rows[1].wins_vs_best == "0/4"
+    assert result.rows[0].std == pytest.approx(np.std(a, ddof=1))
+    close = summarize(runs("x", [0.90, 0.95, 0.92]) + runs("y", [0.93, 0.91, 0.92]), [0, 1, 2])
+    assert close.significant is False and "not significant" in close.verdict
+    one = summarize(runs("x", [0.9]) + runs("y", [0.8]), [0])
+    assert one.significant is None and "--seeds" in one.verdict
+    assert paired_t_test([0.9, 0.9], [0.9, 0.9]) == 1.0
+    assert paired_t_test([0.9, 0.9, 0.9], [0.8, 0.8, 0.8]) == pytest.approx(0.25)  # sign test: 3 of 3 one way
+
+
+def test_compare_on_one_split(tmp_path):
+    data = write_folder(tmp_path / "colours", per_class=10)
+    result = transferkit.compare(data, strategies="linear,finetune", seeds=2, epochs=1, out=str(tmp_path / "cmp"), **FAST)
+    assert len(result.runs) == 4 and len(result.rows) == 2 and result.winner == result.rows[0].label
+    folder = tmp_path / "cmp" / "compare-colours"
+    assert (folder / "compare.png").stat().st_size > 1000 and json.loads((folder / "compare.json").read_text())["winner"]
+    splits = {(Path(r.path) / "split.csv").read_text() for r in result.runs}
+    assert len(splits) == 1  # every strategy and seed saw the same split
+
+
+def test_cli_rank_and_advise(tmp_path):
+    data = write_folder(tmp_path / "colours", per_class=8)
+    rows = json.loads(cli("rank", data, "--candidates", "efficientnet_lite0", "--image-size", "32", "--json").stdout)
+    assert rows[0]["backbone"] == "efficientnet_lite0" and rows[0]["recommended"]
+    table = cli("advise", data, "--image-size", "32").stdout
+    assert "Strategy:" in table and "domain shift" in table
+    bad = cli("rank", data, "--candidates", "efficientnet_lite9", check=False)
+    assert bad.returncode == 2 and "Did you mean" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,25 @@
+"""The advisor on real data: digits (8 px scans, far from ImageNet) and ants/bees (ImageNet-like photos)."""
+
+from __future__ import annotations
+
+import pytest
+
+import transferkit
+
+from .conftest import shared
+
+pytestmark = pytest.mark.slow
+
+
+def test_advise_digits_is_not_linear(tmp_path):
+    from transferkit.demo import write_digits
+
+    advice = transferkit.advise(write_digits(tmp_path / "digits"), quiet=True)
+    assert not advice.similar and advice.shift > 0.3, advice.reason  # measured 0.63
+    assert advice.strategy != "linear" and advice.strategy in ("freeze:2", "finetune"), advice.reason
+
+
+def test_advise_hymenoptera_keeps_the_features():
+    advice = transferkit.advise(shared("hymenoptera"), quiet=True)
+    assert advice.similar and advice.shift < 0.3 and advice.probe_acc > 0.9, advice.reason  # measured 0.07, 94.1%
+    assert advice.strategy == "linear" or advice.strategy in ("two-phase", "freeze:2"), advice.reason
