@@ -208,3 +208,30 @@ def test_catvnoncat_read_from_hdf5_directly():
     assert {k: len(v) for k, v in src.splits.items()} == {"train": 209, "test": 50}
     assert src.counts()["train"] == {"non-cat": 137, "cat": 72} and src.counts()["test"] == {"non-cat": 17, "cat": 33}
     assert src.load(src.splits["test"][17].key).size == (64, 64)
+
+
+def test_from_dataset_reads_a_torch_dataset_of_any_image_kind():
+    import torch
+    from PIL import Image as PILImage
+
+    from transferkit.data.sources import from_dataset
+
+    class Mixed(torch.utils.data.Dataset):
+        classes = ["dark", "light"]
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            level = 200 if i % 2 else 20
+            if i < 2:
+                return PILImage.new("L", (10, 10), level), i % 2  # PIL, greyscale
+            if i < 4:
+                return torch.full((3, 12, 12), level / 255.0), i % 2  # CHW float tensor in [0, 1], another size
+            return np.full((10, 10, 3), level, np.uint8), i % 2  # HWC uint8 array
+
+    src = from_dataset(Mixed())
+    assert src.classes == ["dark", "light"] and [s.label for s in src.splits["all"]] == [0, 1, 0, 1, 0, 1]
+    pixels = [np.asarray(src.load(s.key))[0, 0] for s in src.splits["all"]]
+    assert [int(p[0]) for p in pixels] == [20, 200, 20, 200, 20, 200] and all(p[0] == p[1] == p[2] for p in pixels)
+    assert src.image_size(src.splits["all"][0].key) == (10, 10)  # sizes differed: squares at the median side

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
-    "fit", "load", "evaluate", "rank", "advise", "compare", "list_backbones", "open_source", "from_arrays", "doctor",
+    "fit", "load", "evaluate", "rank", "advise", "compare", "list_backbones", "open_source", "from_arrays", "from_dataset", "doctor",
     "RunConfig", "__version__",
 ]
 
@@ -28,6 +28,7 @@ _LAZY = {
     "list_backbones": "transferkit.backbones.registry",
     "open_source": "transferkit.data.sources",
     "from_arrays": "transferkit.data.sources",
+    "from_dataset": "transferkit.data.sources",
     "doctor": "transferkit.data.doctor",
     "rank": "transferkit.selection.rank",
     "advise": "transferkit.selection.advise",
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from .backbones.registry import list_backbones
     from .config import RunConfig
     from .data.doctor import doctor
-    from .data.sources import from_arrays, open_source
+    from .data.sources import from_arrays, from_dataset, open_source
     from .predict import Predictor
     from .selection.advise import advise
     from .selection.compare import compare

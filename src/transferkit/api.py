@@ -269,7 +269,7 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
     best_model, _ = load_bundle(run_dir / "best")
     trainer.model.load_state_dict(best_model.state_dict())
     eval_split = "test" if prepared.test is not None else "val"
-    logits, labels = trainer.logits(prepared.test or prepared.val)
+    logits, labels = trainer.split_logits(eval_split, prepared.test or prepared.val)
     metrics = classification_metrics(logits, labels, src.classes)
     report = {"split": eval_split, "metrics": metrics, "strategy": strategy.label, "strategy_reason": reason,
               "best_epoch": _best_epoch(history), "seconds": time.perf_counter() - started,
@@ -342,8 +342,15 @@ def evaluate(bundle: str | os.PathLike, data: str | os.PathLike, split: str = "a
     from .predict import Predictor
 
     predictor = Predictor(bundle)
-    src = open_source(data)
-    run_split = Path(predictor.meta["_path"]).parent / "split.csv"
+    run_dir = Path(predictor.meta["_path"]).parent
+    options: dict[str, Any] = {}
+    if (run_dir / "config.json").is_file():  # the run's own layout, list columns and HDF5 keys, if it is its data
+        saved_data = json.loads((run_dir / "config.json").read_text())["config"]["data"]
+        if Path(saved_data.get("path", "")).resolve() == Path(data).resolve():
+            options = {k: saved_data.get(k) for k in ("path_column", "label_column", "h5_x", "h5_y")}
+            options["layout"] = saved_data.get("layout", "auto")
+    src = open_source(data, **options)
+    run_split = run_dir / "split.csv"
     splits = dict(src.splits)
     if run_split.is_file() and "all" in splits:
         saved = load_splits(run_split)

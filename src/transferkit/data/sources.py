@@ -273,6 +273,33 @@ def from_arrays(x: np.ndarray, y: np.ndarray, classes: list[str] | None = None, 
     return src
 
 
+def from_dataset(dataset, classes: list[str] | None = None, name: str = "dataset") -> DataSource:
+    """An existing map-style dataset of (image, label) pairs as an unsplit source, read once into memory.
+
+    Images may be PIL images, HWC/HW arrays or CHW tensors (uint8, or floats in [0, 1]); pass the dataset without
+    its normalisation transform, since transferkit applies the backbone's own. Images of different sizes are
+    centre-cropped to squares and resized to the median side, so they can share one array.
+    """
+    from .images import array_to_image, to_rgb
+
+    classes = classes or list(getattr(dataset, "classes", []) or []) or None
+    images, labels = [], []
+    for i in range(len(dataset)):
+        img, label = dataset[i]
+        if hasattr(img, "detach"):  # a torch tensor
+            img = img.detach().cpu().numpy()
+        images.append(to_rgb(img) if hasattr(img, "mode") else array_to_image(np.asarray(img)))
+        labels.append(int(label))
+    if not images:
+        raise DataError(f"The dataset '{name}' is empty.")
+    if len({im.size for im in images}) > 1:
+        from PIL import ImageOps
+
+        side = int(np.median([min(im.size) for im in images]))
+        images = [ImageOps.fit(im, (side, side)) for im in images]
+    return from_arrays(np.stack([np.asarray(im) for im in images]), np.asarray(labels), classes, name)
+
+
 def check_classes(src: DataSource, lenient: bool = False) -> None:
     train = src.splits.get("train", src.splits.get("all", []))
     present = sorted({s.label for s in train})

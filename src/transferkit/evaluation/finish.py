@@ -48,16 +48,8 @@ def validation_logits(trainer, data) -> tuple[np.ndarray, np.ndarray]:
     A backbone that stayed frozen (every phase trained on cached features: `linear`) still has its val features in
     the feature cache, so only the head runs: milliseconds instead of a forward pass of the backbone over val.
     """
-    import torch
-
-    if all(phase.cached for phase in trainer.phases):
-        head = trainer.accelerator.unwrap_model(trainer.model).head
-        features = trainer._features("val", data.val)  # a cache hit: training computed these
-        with torch.no_grad():
-            head.eval()
-            logits = head(features.to(next(head.parameters()).device, torch.float32)).float().cpu()
-        return logits.numpy(), np.asarray(data.val.labels)
-    return tuple(np.asarray(t) for t in trainer.logits(data.val))
+    logits, labels = trainer.split_logits("val", data.val)
+    return logits.numpy(), np.asarray(labels)
 
 
 def finish_run(run_dir, trainer, data, eval_split: str, samples, skipped, eval_out, reporter) -> Path | None:
