@@ -267,7 +267,7 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
 
     # Test metrics from the best checkpoint (val if there is no test split).
     best_model, _ = load_bundle(run_dir / "best")
-    trainer.model.load_state_dict(best_model.state_dict())
+    trainer.plain_model().load_state_dict(best_model.state_dict())
     eval_split = "test" if prepared.test is not None else "val"
     logits, labels = trainer.split_logits(eval_split, prepared.test or prepared.val)
     metrics = classification_metrics(logits, labels, src.classes)

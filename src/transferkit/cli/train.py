@@ -44,6 +44,8 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     mixed_precision: str = typer.Option("auto", help="auto | no | bf16 | fp16."),
     channels_last: bool = typer.Option(True, help="NHWC memory format (faster for convnets)."),
+    feature_precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16: frozen feature extraction (auto: bf16 where the CPU/GPU has it)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (pays off only on long runs)."),
     workers: int = typer.Option(0, help="DataLoader workers (images are decoded once up front)."),
     strict: bool = typer.Option(False, help="Stop before training on any file problem doctor finds (error or warning) or any unreadable file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the run's path."),
@@ -62,7 +64,8 @@ def train(
         batch_size=batch_size, image_size=image_size, split=split, layout=layout, path_column=path_column,
         label_column=label_column, h5_x=h5_x, h5_y=h5_y, balance=balance, flip=flip,
         rotate=rotate, color_jitter=color_jitter, seed=seed, out=str(out), name=name, device=device,
-        mixed_precision=mixed_precision, channels_last=channels_last, workers=workers, strict=strict, quiet=quiet,
+        mixed_precision=mixed_precision, channels_last=channels_last, feature_precision=feature_precision,
+        compile=compile, workers=workers, strict=strict, quiet=quiet,
     )
     if resume is not None:
         kwargs = {"quiet": quiet}

@@ -75,6 +75,10 @@ class Trainer:
         self.class_weights = weights
         self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=t.label_smoothing)
 
+    def plain_model(self):
+        """The TransferModel itself, without accelerate's wrappers or torch.compile's (whose keys gain `_orig_mod.`)."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+
     # ---- bookkeeping -------------------------------------------------------------------------------------------
     def _record(self, row: dict) -> None:
         self.history.append(row)
@@ -95,16 +99,16 @@ class Trainer:
 
     def save_best(self) -> None:
         meta = bundle_meta(
-            self.accelerator.unwrap_model(self.model), self.data.classes, self.data.image_size, self.strategy.label,
+            self.plain_model(), self.data.classes, self.data.image_size, self.strategy.label,
             dropout=self.cfg.model.dropout,
             val_metrics={"loss": self.best[0], "accuracy": -self.best[1]} if self.best else {},
             epoch=self.global_epoch,
         )
-        save_bundle(self.run_dir / "best", self.accelerator.unwrap_model(self.model), meta)
+        save_bundle(self.run_dir / "best", self.plain_model(), meta)
 
     def save_last(self, phase_index: int, epoch_in_phase: int, phase_done: bool, optimizer=None, scheduler=None, bad=0):
         state = {
-            "model": self.accelerator.unwrap_model(self.model).state_dict(),
+            "model": self.plain_model().state_dict(),
             "phase_index": phase_index,
             "epoch_in_phase": epoch_in_phase,
             "phase_done": phase_done,
@@ -150,7 +154,7 @@ class Trainer:
         cached = feats.load_cached(path)
         if cached is not None and cached["features"].shape[0] == len(dataset):
             return cached["features"]
-        net = self.accelerator.unwrap_model(self.model).net
+        net = self.plain_model().net
         bs = self.cfg.data.batch_size
         with self.reporter.task(f"Features ({split}, {precision})", len(dataset)) as advance:
             out = feats.extract(
@@ -169,7 +173,7 @@ class Trainer:
         xtr = self.features("train", self.data.train_plain)
         xva = self.features("val", self.data.val)
         ytr, yva = torch.tensor(self.data.train_plain.labels), torch.tensor(self.data.val.labels)
-        head = self.accelerator.unwrap_model(self.model).head.cpu()
+        head = self.plain_model().head.cpu()
         rows = feats.train_head(
             head, (xtr, ytr), (xva, yva), epochs=max(CACHED_HEAD_EPOCHS, phase.epochs), lr=t.lr,
             weight_decay=t.weight_decay, label_smoothing=t.label_smoothing, seed=t.seed, batch_size=self.cfg.data.batch_size,
@@ -208,7 +212,7 @@ class Trainer:
         )
         val_loader = DataLoader(self.data.val, batch_size=d.batch_size * 2, num_workers=d.workers)
         mult = phase.backbone_lr_mult if phase.backbone_lr_mult is not None else t.backbone_lr_mult
-        groups = param_groups(acc.unwrap_model(self.model), t.lr, mult, t.weight_decay)
+        groups = param_groups(self.plain_model(), t.lr, mult, t.weight_decay)
         if t.optimizer == "sgd":
             optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
         else:
@@ -240,7 +244,7 @@ class Trainer:
             with self.reporter.epoch(f"Epoch {self.global_epoch} [{phase.name}]", len(train_loader)) as advance:
                 tr_loss, tr_acc = train_epoch(
                     model, train_loader, optimizer, scheduler, self.loss_fn, acc, on_batch=advance,
-                    memory_format=self.memory_format, before_epoch=lambda: set_train_mode(acc.unwrap_model(model)),
+                    memory_format=self.memory_format, before_epoch=lambda: set_train_mode(self.plain_model()),
                 )
             train_seconds = time.perf_counter() - t0  # the benchmark's fine-tune throughput: train images / this
             logits, labels = predict(model, val_loader, acc, self.memory_format)
@@ -275,7 +279,7 @@ class Trainer:
         exactly what `predict` (always fp32) gives."""
         device = self.accelerator.device
         if all(p.cached for p in self.phases) and feature_precision(self.cfg.runtime, device.type) == "fp32":
-            head = self.accelerator.unwrap_model(self.model).head.eval()
+            head = self.plain_model().head.eval()
             with torch.no_grad():
                 logits = head(self.features(split, dataset).to(device)).float().cpu()
             return logits, torch.tensor(dataset.labels)
