@@ -5,10 +5,6 @@ from __future__ import annotations
 from torch import nn
 
 
-def get_submodule(net: nn.Module, path: str) -> nn.Module:
-    return net.get_submodule(path)
-
-
 def set_submodule(net: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, leaf = path.rpartition(".")
     parent = net.get_submodule(parent_path) if parent_path else net

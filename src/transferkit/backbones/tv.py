@@ -6,7 +6,7 @@ from torch import nn
 
 from ..errors import unknown_choice
 from .hub import offline_error
-from .modules import child_stages, get_submodule, in_features
+from .modules import child_stages, in_features
 from .registry import BackboneCfg
 
 # name -> (classifier path: the last Linear/Conv that maps to 1000 classes, stage container or None)
@@ -73,7 +73,7 @@ def build_torchvision(model_name: str, pretrained: bool) -> tuple[nn.Module, Bac
         mean=tuple(preset.mean),
         std=tuple(preset.std),
         classifier=classifier,
-        num_features=in_features(get_submodule(net, classifier)),
+        num_features=in_features(net.get_submodule(classifier)),
         stages=stages,
         imagenet_top1=weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"),
         offline=False,

@@ -52,11 +52,6 @@ class DataSource:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # for array layouts: split -> (N,H,W,C)
     problems: list[Problem] = field(default_factory=list)  # what reading the layout found (doctor adds per-file checks)
 
-    @property
-    def ignored(self) -> list[tuple[str, str]]:
-        """(path, why) for every file the layout left out."""
-        return [(f, p.message) for p in self.problems for f in p.files]
-
     def load(self, key: str, short_side: int | None = None, interpolation: str = "bicubic"):
         if is_array_key(key) and self.arrays:
             from .images import resize_short
