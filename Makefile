@@ -27,6 +27,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/advisor.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -165,7 +165,11 @@ forward {R['raw_forward']['images_per_s']:.1f} img/s; `predict` on the {R['predi
         faster = best_tk["wall_s"] < fa["wall_s"] and best_tk["accuracy"] >= fa["accuracy"] - 0.005
         text += (f"| faster than fastai to the same accuracy | transferkit {best_tk['wall_s']:.0f} s at "
                  f"{100 * best_tk['accuracy']:.1f}% vs fastai {fa['wall_s']:.0f} s at {100 * fa['accuracy']:.1f}% | {verdict(faster)} |\n")
-    path.write_text(text + NOTES)
+    # Keep the advisor's section (written by benchmarks/advisor.py) when the speed numbers are remade.
+    old = path.read_text() if path.exists() else ""
+    begin, end = "<!-- advisor:begin -->", "<!-- advisor:end -->"
+    kept = old[old.index(begin): old.index(end) + len(end)] + "\n" if begin in old and end in old else ""
+    path.write_text(text + NOTES + ("\n" + kept if kept else ""))
 
 
 NOTES = """
