@@ -82,3 +82,16 @@ def test_calibrate_leaves_tiny_validation_splits_alone():
     cal = calibrate(5 * z, labels, 5 * z, labels)
     assert cal.temperature == 1.0 and cal.ece_before == cal.ece_after
     assert str(MIN_FIT_IMAGES) in cal.note
+
+
+def test_temperature_is_the_nll_minimum_and_respects_the_bounds():
+    z, labels = _calibrated_logits(500, 4, seed=3)
+    t = fit_temperature(1.7 * z, labels)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 4001))
+    best = grid[np.argmin([nll(1.7 * z, labels, g) for g in grid])]
+    assert t == pytest.approx(best, rel=3e-3)  # the brute-force minimum over a fine grid
+    assert nll(1.7 * z, labels, t) <= nll(1.7 * z, labels, best) + 1e-9
+    right = np.eye(3)[[0, 1, 2, 0]] * 10  # every image right with a wide margin: sharper is always better
+    assert fit_temperature(right, np.array([0, 1, 2, 0])) == pytest.approx(0.05)
+    wrong = np.eye(3)[[1, 2, 0, 1]] * 10  # every image confidently wrong: flatter is always better
+    assert fit_temperature(wrong, np.array([0, 1, 2, 0])) == pytest.approx(20.0)

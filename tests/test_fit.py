@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -143,3 +144,25 @@ def test_fewer_than_two_classes(tmp_path):
 def test_resume_needs_a_run_directory(tmp_path):
     with pytest.raises(TransferkitError, match="--resume"):
         transferkit.fit(resume=tmp_path)
+
+
+def test_images_decoded_to_disk_train_the_same_model(tiny_folder, tmp_path, monkeypatch):
+    from transferkit.data import decode
+
+    stores = []
+    original = decode.decode_samples
+
+    def spy(*a, **kw):
+        out = original(*a, **kw)
+        stores.append((kw.get("store"), type(out[0]).__name__, kw.get("store_dir")))
+        return out
+
+    monkeypatch.setattr(decode, "decode_samples", spy)
+    mem = transferkit.fit(tiny_folder, strategy="finetune", epochs=1, decode_store="memory", out=str(tmp_path), **FAST)
+    disk = transferkit.fit(tiny_folder, strategy="finetune", epochs=1, decode_store="disk", out=str(tmp_path), **FAST)
+    assert {s[1] for s in stores[-3:]} == {"StoredImages"} and {s[1] for s in stores[:3]} == {"list"}
+    assert str(stores[-1][2]).startswith(os.environ["TRANSFERKIT_CACHE"])  # beside the feature cache, not /tmp
+    assert rows(disk.path)[-1]["val_loss"] == rows(mem.path)[-1]["val_loss"]
+    assert disk.test_metrics["confusion_matrix"] == mem.test_metrics["confusion_matrix"]
+    with pytest.raises(ConfigError, match="--decode-store"):
+        transferkit.fit(tiny_folder, decode_store="tape", out=str(tmp_path), **FAST)

@@ -104,5 +104,67 @@ def test_predict_any_mode_and_a_folder(trained, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     out = p.predict(str(tmp_path))
     assert [r for r in out if "error" in r][0]["path"].endswith("bad.png")
-    pil = p.predict(Image.new("RGB", (50, 50), (200, 30, 30)))
+    from .conftest import COLOURS, make_image
+
+    red = make_image(np.random.default_rng(9), COLOURS["red"])  # an image like the training ones, never seen
+    pil = p.predict(red)
     assert pil["label"] == "red"
+    red.save(tmp_path / "red.png")
+    assert p.predict(str(tmp_path / "red.png"))["probability"] == pytest.approx(pil["probability"], abs=1e-6)
+
+
+def test_folder_streams_in_order_with_bad_files_between_chunks(trained, tmp_path):
+    """Several chunks (batch 4), a bad file inside one and a chunk of only bad files: every result sits at its
+    file's place and equals that file predicted alone; errors read as `decode_samples` reports them."""
+    from pathlib import Path
+
+    import torch
+
+    from transferkit.data.decode import decode_samples
+    from transferkit.data.sources import DataSource, Sample
+
+    from .conftest import COLOURS, make_image
+
+    _, run = trained
+    rng = np.random.default_rng(5)
+    bad = {5, 8, 9, 10, 11}  # chunks of 4: [0-3], [4-7] with one bad, [8-11] all bad, [12-13] short
+    for i in range(14):
+        f = tmp_path / f"img_{i:02d}.png"
+        if i in bad:
+            f.write_bytes(b"\x89PNG broken" if i % 2 else b"not an image at all")
+        else:
+            make_image(rng, list(COLOURS.values())[i % 3], size=40 + i).save(f)  # odd sizes: crops at odd offsets
+    p = transferkit.load(run.best)
+    p.batch_size = 4
+    files = sorted(str(f) for f in tmp_path.iterdir())
+    out = p.predict(str(tmp_path), top_k=3)
+    assert [r["path"] for r in out] == files
+    assert [i for i, r in enumerate(out) if "error" in r] == sorted(bad)
+    _, _, skipped = decode_samples(DataSource(Path("."), "files", [], {}), [Sample(f, 0) for f in files], p.short_side)
+    assert [{"path": k, "error": why} for k, why in skipped] == [r for r in out if "error" in r]
+    for f, r in zip(files, out):
+        alone = p.predict(f, top_k=3)
+        if "error" in r:
+            assert alone == r
+            continue
+        assert [t["label"] for t in r["top_k"]] == [t["label"] for t in alone["top_k"]]
+        assert r["probability"] == pytest.approx(alone["probability"], abs=1e-5)
+    # evaluate's path: the same chunks, so the same samples kept and skipped and the same numbers as predict
+    samples = [Sample(f, 0) for f in files]
+    logits, kept, skipped_eval = p.logits_for(DataSource(Path("."), "files", [], {}), samples, batch_size=4)
+    assert skipped_eval == skipped and [s.key for s in kept] == [r["path"] for r in out if "error" not in r]
+    probs = torch.softmax(logits / p.temperature, dim=1).max(1).values.numpy()
+    assert np.allclose(probs, [r["probability"] for r in out if "error" not in r], atol=1e-6)
+
+
+def test_batched_preprocessing_equals_the_eval_transform(trained):
+    """The batch path (crop on uint8, scale once per batch) gives bit-for-bit the per-image eval transform."""
+    import torch
+
+    _, run = trained
+    p = transferkit.load(run.best)
+    rng = np.random.default_rng(2)
+    imgs = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(40, 40), (41, 67), (90, 37), (36, 36)]]
+    arrays = [p._load_item(im)[0] for im in imgs]
+    per_image = torch.stack([p.transform(torch.from_numpy(a).permute(2, 0, 1)) for a in arrays])
+    assert torch.equal(p._batch(arrays, tta=False), per_image)

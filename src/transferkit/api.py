@@ -86,12 +86,19 @@ def validate(cfg: RunConfig) -> None:
         ("--optimizer", cfg.train.optimizer, ("adamw", "sgd")),
         ("--schedule", cfg.train.schedule, ("cosine", "onecycle", "constant")),
         ("--balance", cfg.data.balance, ("none", "weights", "sampler")),
+        ("--decode-store", cfg.data.decode_store, ("auto", "memory", "disk")),
         ("--device", cfg.runtime.device, ("auto", "cpu", "cuda")),
         ("--mixed-precision", cfg.runtime.mixed_precision, ("auto", "no", "bf16", "fp16")),
         ("--feature-precision", cfg.runtime.feature_precision, ("auto", "fp32", "bf16", "fp16")),
+        ("--head-solver", cfg.train.head_solver, ("auto", "lbfgs", "adamw")),
     ):
         if value not in choices:
             raise unknown_choice(name, value, choices)
+    if cfg.train.head_solver == "lbfgs" and parse_head(cfg.model.head)[0] != "linear":
+        raise ConfigError(f"--head-solver lbfgs fits a logistic regression, so it needs --head linear (not "
+                          f"'{cfg.model.head}'); use --head-solver adamw or auto for an mlp head.")
+    if cfg.train.aug_views < 0:
+        raise ConfigError(f"--aug-views {cfg.train.aug_views}: give 0 (the plain centre crop only) or more views.")
     if cfg.train.epochs < 1:
         raise ConfigError(f"--epochs {cfg.train.epochs}: train for at least 1 epoch.")
     if cfg.data.image_size is not None and cfg.data.image_size < 16:
@@ -184,11 +191,13 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
     strategy = parse_strategy(cfg.train.strategy)
     side = median_short_side(src, splits["train"])
     reason = "chosen with --strategy"
+    measured = None  # what the advisor decoded, reused below instead of decoding train and val a second time
     if strategy.name == "auto":  # measured: images per class, shift from ImageNet, frozen-feature accuracy
         from .selection.advise import advise_opened
         from .selection.frozen import Data
 
-        advice = advise_opened(Data(src, splits, side, src.fingerprint()), cfg, reporter)
+        measured = Data(src, splits, side, src.fingerprint())
+        advice = advise_opened(measured, cfg, reporter)
         strategy, reason = advice.to_strategy(), advice.reason
     from accelerate.utils import set_seed
 
@@ -224,9 +233,18 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
     short = resize_size(size, bcfg.crop_pct)
     decoded, skipped = {}, []
     total = sum(len(v) for v in splits.values())
+    reuse = measured.decoded.get((short, bcfg.interpolation), {}) if measured else {}
+    from .engine.features import cache_root
+
+    decode_dir = cache_root(cfg.runtime.cache_dir).parent / "decoded"  # not /tmp, which may be RAM (tmpfs)
     with reporter.task("Decoding images", total) as advance:
         for split, samples in splits.items():
-            imgs, labels, bad = decode_samples(src, samples, short, bcfg.interpolation, progress=advance)
+            if split in reuse:
+                (imgs, labels), bad = reuse[split], measured.skipped[(short, bcfg.interpolation)][split]
+                advance(len(samples))
+            else:
+                imgs, labels, bad = decode_samples(src, samples, short, bcfg.interpolation, progress=advance,
+                                                   store=cfg.data.decode_store, store_dir=decode_dir)
             decoded[split] = (imgs, labels)
             skipped += [(split, k, why) for k, why in bad]
     if skipped:
@@ -274,6 +292,8 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
     report = {"split": eval_split, "metrics": metrics, "strategy": strategy.label, "strategy_reason": reason,
               "best_epoch": _best_epoch(history), "seconds": time.perf_counter() - started,
               "skipped": len(skipped), "image_size": size, "backbone": bcfg.name}
+    if trainer.head_solvers:  # both head solvers' val results, and which was kept
+        report["head_solvers"] = trainer.head_solvers
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     _add_metrics_to_bundle(run_dir / "best", eval_split, metrics)
     from .evaluation.finish import finish_run  # calibration, plots, report.html

@@ -28,6 +28,7 @@ class DataConfig:
     rotate: float = 0.0  # max rotation in degrees during training (0 = off)
     color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength (0 = off)
     batch_size: int = 32  # 32 keeps BatchNorm statistics sane and fits a laptop's memory at 224 px
+    decode_store: str = "auto"  # memory | disk (one memory-mapped file in the cache dir) | auto: disk when the decoded images would take over half the free memory
     workers: int = 0  # DataLoader workers; images are decoded once up front, so 0 is enough on a CPU
     balance: str = "none"  # none | weights | sampler: counter class imbalance with a weighted loss or sampler
 
@@ -49,6 +50,8 @@ class TrainConfig:
     strategy: str = "auto"  # linear | freeze:K | finetune | scratch | two-phase | auto
     epochs: int = 10  # upper bound; early stopping usually ends sooner
     head_epochs: int = 3  # two-phase: epochs of head-only training before unfreezing
+    head_solver: str = "auto"  # cached heads: lbfgs (logistic regression, L2 picked on val) | adamw (minibatch) | auto: both, keep the more accurate on val
+    aug_views: int = 0  # cached heads: also extract features of this many augmented views of each training image (V extra forward passes)
     lr: float = 1e-3  # head learning rate; the backbone gets lr * backbone_lr_mult
     backbone_lr_mult: float = 0.1  # discriminative LRs: pretrained layers move 10x slower than the new head
     optimizer: str = "adamw"  # adamw | sgd

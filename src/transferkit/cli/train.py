@@ -17,6 +17,8 @@ def train(
     dropout: float = typer.Option(0.0, help="Dropout before the head's last layer."),
     epochs: int = typer.Option(10, help="Maximum epochs; early stopping usually ends sooner."),
     head_epochs: int = typer.Option(3, help="two-phase: head-only epochs before unfreezing."),
+    head_solver: str = typer.Option("auto", help="Heads on cached features: lbfgs | adamw | auto (both; the more accurate on val)."),
+    aug_views: int = typer.Option(0, help="Heads on cached features: also use features of V augmented views per training image."),
     lr: float = typer.Option(1e-3, help="Head learning rate (the backbone gets lr x --backbone-lr-mult)."),
     backbone_lr_mult: float = typer.Option(0.1, help="Backbone LR as a fraction of the head's."),
     optimizer: str = typer.Option("adamw", help="adamw | sgd."),
@@ -46,6 +48,7 @@ def train(
     channels_last: bool = typer.Option(True, help="NHWC memory format (faster for convnets)."),
     feature_precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16: frozen feature extraction (auto: bf16 where the CPU/GPU has it)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (pays off only on long runs)."),
+    decode_store: str = typer.Option("auto", help="Decoded images: memory | disk (a memory-mapped file in the cache dir) | auto (disk when they would not fit in memory)."),
     workers: int = typer.Option(0, help="DataLoader workers (images are decoded once up front)."),
     strict: bool = typer.Option(False, help="Stop before training on any file problem doctor finds (error or warning) or any unreadable file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the run's path."),
@@ -59,13 +62,13 @@ def train(
         raise typer.BadParameter("give DATA (an image folder), or --resume RUN_DIR", param_hint="DATA")
     kwargs = dict(
         backbone=backbone, arch=arch, strategy=strategy, head=head, dropout=dropout, epochs=epochs,
-        head_epochs=head_epochs, lr=lr, backbone_lr_mult=backbone_lr_mult, optimizer=optimizer, schedule=schedule,
+        head_epochs=head_epochs, head_solver=head_solver, aug_views=aug_views, lr=lr, backbone_lr_mult=backbone_lr_mult, optimizer=optimizer, schedule=schedule,
         warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, weight_decay=weight_decay, patience=patience,
         batch_size=batch_size, image_size=image_size, split=split, layout=layout, path_column=path_column,
         label_column=label_column, h5_x=h5_x, h5_y=h5_y, balance=balance, flip=flip,
         rotate=rotate, color_jitter=color_jitter, seed=seed, out=str(out), name=name, device=device,
         mixed_precision=mixed_precision, channels_last=channels_last, feature_precision=feature_precision,
-        compile=compile, workers=workers, strict=strict, quiet=quiet,
+        compile=compile, decode_store=decode_store, workers=workers, strict=strict, quiet=quiet,
     )
     if resume is not None:
         kwargs = {"quiet": quiet}

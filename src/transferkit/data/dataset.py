@@ -1,4 +1,8 @@
-"""A torch Dataset over images decoded once (uint8 HWC arrays) plus a transform."""
+"""A torch Dataset over images decoded once (uint8 HWC arrays) plus a transform.
+
+The arrays may be views into a memory-mapped file (decode store "disk", see store.py): writable copy-on-write views,
+so `torch.from_numpy` takes them without a copy, and the dataset pickles to DataLoader workers by re-mapping the file.
+"""
 
 from __future__ import annotations
 

@@ -2,17 +2,27 @@
 
 The arrays are reused by every epoch (and by evaluation), so JPEG decoding is paid once per run, not once per epoch.
 Pillow releases the GIL while decoding, so threads use every core without copying data between processes.
+
+Where they are kept (`store`): "memory" (a list of arrays), "disk" (one memory-mapped file, see store.py: the same
+list interface, resident memory bounded by what epochs touch), or "auto": disk once the decoded size, estimated
+from the images decoded so far times the sample count, exceeds `budget` (default: half the available memory).
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..errors import unknown_choice
 from .sources import DataSource, Sample  # importing it sets Pillow's pixel limit (images.py)
+from .store import StoreWriter, memory_budget
+
+STORES = ("auto", "memory", "disk")
+PROBE = 32  # images decoded before "auto" trusts its size estimate (unless they alone exceed the budget)
 
 
 def decode_samples(
@@ -22,8 +32,17 @@ def decode_samples(
     interpolation: str = "bicubic",
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    store: str = "auto",
+    store_dir: str | os.PathLike | None = None,
+    budget: int | None = None,
 ) -> tuple[list[np.ndarray], list[int], list[tuple[str, str]]]:
-    """Returns (HWC uint8 arrays, labels, skipped [(key, reason)]) in the order of `samples`, bad ones left out."""
+    """Returns (HWC uint8 arrays, labels, skipped [(key, reason)]) in the order of `samples`, bad ones left out.
+
+    store: "auto" | "memory" | "disk"; store_dir: where the disk file goes (default: the OS temp folder);
+    budget: bytes "auto" keeps in memory (default: `memory_budget()`).
+    """
+    if store not in STORES:
+        raise unknown_choice("decode store", store, STORES)
 
     def one(s: Sample):
         try:
@@ -32,14 +51,47 @@ def decode_samples(
             return None, f"{type(e).__name__}: {e}"
 
     workers = workers or min(8, os.cpu_count() or 1)
-    images, labels, skipped = [], [], []
-    with ThreadPoolExecutor(workers) as pool:
-        for s, (arr, err) in zip(samples, pool.map(one, samples)):
-            if progress:
-                progress(1)
-            if err is not None:
-                skipped.append((s.key, err))
-                continue
-            images.append(arr)
-            labels.append(s.label)
-    return images, labels, skipped
+    if store == "auto" and budget is None:
+        budget = memory_budget()
+    writer = StoreWriter(store_dir) if store == "disk" else None
+    images: list[np.ndarray] = []  # in memory until (and unless) they go to the writer
+    held = 0
+    labels, skipped = [], []
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            # A bounded window of decodes in flight, taken in order: order is kept and at most `window` decoded
+            # arrays wait in memory (pool.map would run ahead of a slow writer without limit).
+            window, todo, pending = 4 * workers, iter(samples), deque()
+            for s in todo:
+                pending.append((s, pool.submit(one, s)))
+                if len(pending) >= window:
+                    break
+            while pending:
+                s, fut = pending.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(one, nxt)))
+                arr, err = fut.result()
+                del fut  # drop the future's reference to the array, or the window's arrays outlive their write
+                if progress:
+                    progress(1)
+                if err is not None:
+                    skipped.append((s.key, err))
+                    continue
+                labels.append(s.label)
+                if writer is not None:
+                    writer.append(arr)
+                    continue
+                images.append(arr)
+                held += arr.nbytes
+                estimate = held / len(images) * len(samples)
+                if store == "auto" and (held > budget or (len(images) >= PROBE and estimate > budget)):
+                    writer = StoreWriter(store_dir)  # spill what is held, then write the rest straight to the file
+                    for a in images:
+                        writer.append(a)
+                    images.clear()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return (writer.finish() if writer is not None else images), labels, skipped

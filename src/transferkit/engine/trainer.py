@@ -10,6 +10,7 @@ the accelerator. After every epoch: a row in metrics.csv, `last.ckpt`, and `best
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import time
@@ -28,7 +29,7 @@ from .loop import predict, train_epoch
 from .runtime import autocast_for, feature_precision, make_accelerator, memory_format
 
 METRIC_FIELDS = ("epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "train_seconds",
-                 "train_images", "best")
+                 "train_images", "best", "solver")
 CACHED_HEAD_EPOCHS = 60  # epochs over cached features cost milliseconds; early stopping (patience 10) ends most runs sooner
 
 
@@ -67,6 +68,7 @@ class Trainer:
         self.accelerator = make_accelerator(cfg.runtime)
         self.memory_format = memory_format(cfg.runtime)
         self.history: list[dict] = []
+        self.head_solvers: dict[str, dict] = {}  # cached phases: what each head solver reached on val (report.json)
         self.best: tuple[float, float] | None = None  # (val loss, -val acc): smaller is better
         self.global_epoch = 0
         t = cfg.train
@@ -145,18 +147,29 @@ class Trainer:
             state = None
         return self.history
 
-    def features(self, split: str, dataset: DecodedImages) -> torch.Tensor:
-        """Backbone features of a split, from the on-disk cache when this data was seen with these settings."""
+    def features(self, split: str, dataset: DecodedImages, view: int = 0) -> torch.Tensor:
+        """Backbone features of a split, from the on-disk cache when this data was seen with these settings.
+
+        view 0 is the plain eval crop; view v >= 1 runs `dataset`'s own (augmenting) transform under a seed fixed by
+        the run's seed and v, so the same view is the same pixels in every run and its features can be cached too.
+        """
         device = self.accelerator.device
         precision = feature_precision(self.cfg.runtime, device.type)
-        key = feats.feature_key(split=split, precision=precision, **self.data.cache_key)
+        extra = {}
+        if view:
+            d = self.cfg.data
+            extra = {"view": view, "view_seed": self.cfg.train.seed, "augment": [d.crop_scale, d.flip, d.rotate, d.color_jitter]}
+        key = feats.feature_key(split=split, precision=precision, **self.data.cache_key, **extra)
         path = feats.cache_root(self.cfg.runtime.cache_dir) / f"{key}.safetensors"
         cached = feats.load_cached(path)
         if cached is not None and cached["features"].shape[0] == len(dataset):
             return cached["features"]
         net = self.plain_model().net
         bs = self.cfg.data.batch_size
-        with self.reporter.task(f"Features ({split}, {precision})", len(dataset)) as advance:
+        label = f"{split}, view {view}" if view else split
+        with self.reporter.task(f"Features ({label}, {precision})", len(dataset)) as advance, \
+                torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.train.seed * 1_000_003 + view)  # the view's crops and flips; global RNG untouched
             out = feats.extract(
                 net, dataset, bs, device, autocast_for(precision, device.type), self.memory_format,
                 on_batch=lambda n=1: advance(bs),
@@ -167,28 +180,57 @@ class Trainer:
             self.reporter.message(f"note: could not write the feature cache at {path}: {e}")
         return out
 
+    def _train_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of the plain training images, plus `aug_views` augmented views of each (labels repeated)."""
+        labels = torch.tensor(self.data.train_plain.labels)
+        xs = [self.features("train", self.data.train_plain)]
+        xs += [self.features("train", self.data.train, view=v) for v in range(1, self.cfg.train.aug_views + 1)]
+        return torch.cat(xs), labels.repeat(len(xs))
+
     def _cached_phase(self, pi: int, phase: Phase) -> None:
         t = self.cfg.train
         start = time.perf_counter()
-        xtr = self.features("train", self.data.train_plain)
+        xtr, ytr = self._train_features()
         xva = self.features("val", self.data.val)
-        ytr, yva = torch.tensor(self.data.train_plain.labels), torch.tensor(self.data.val.labels)
+        yva = torch.tensor(self.data.val.labels)
+        features_seconds = time.perf_counter() - start
         head = self.plain_model().head.cpu()
-        rows = feats.train_head(
-            head, (xtr, ytr), (xva, yva), epochs=max(CACHED_HEAD_EPOCHS, phase.epochs), lr=t.lr,
-            weight_decay=t.weight_decay, label_smoothing=t.label_smoothing, seed=t.seed, batch_size=self.cfg.data.batch_size,
-            class_weights=self.class_weights,
-        )
+        fitted: dict[str, tuple[nn.Module, dict]] = {}
+        if t.head_solver in ("auto", "lbfgs"):
+            t0, h = time.perf_counter(), copy.deepcopy(head)
+            res = feats.fit_logistic(h, (xtr, ytr), (xva, yva), label_smoothing=t.label_smoothing,
+                                     class_weights=self.class_weights)
+            if res is not None:  # None: not a logistic-regression head (mlp), which only AdamW trains
+                fitted["lbfgs"] = (h, {**{k: res[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+                                       "l2": res["l2"], "seconds": time.perf_counter() - t0})
+        if t.head_solver in ("auto", "adamw") or not fitted:
+            t0, h = time.perf_counter(), copy.deepcopy(head)
+            rows = feats.train_head(
+                h, (xtr, ytr), (xva, yva), epochs=max(CACHED_HEAD_EPOCHS, phase.epochs), lr=t.lr,
+                weight_decay=t.weight_decay, label_smoothing=t.label_smoothing, seed=t.seed,
+                batch_size=self.cfg.data.batch_size, class_weights=self.class_weights,
+            )
+            best_row = min(rows, key=lambda r: (r["val_loss"], -r["val_acc"]))
+            fitted["adamw"] = (h, {**{k: best_row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+                                   "passes": len(rows), "seconds": time.perf_counter() - t0})
+        # The more accurate on val; equal accuracy (common on a few hundred images): the lower val loss.
+        solver = max(fitted, key=lambda k: (fitted[k][1]["val_acc"], -fitted[k][1]["val_loss"]))
+        head.load_state_dict(fitted[solver][0].state_dict())
         head.to(self.accelerator.device)
-        best_row = min(rows, key=lambda r: (r["val_loss"], -r["val_acc"]))
+        self.head_solvers = {k: {**v, "kept": k == solver} for k, (_, v) in fitted.items()}
         elapsed = time.perf_counter() - start
         self.global_epoch += 1
-        row = {**best_row, "epoch": self.global_epoch, "phase": phase.name, "lr": t.lr, "seconds": elapsed,
-               "epochs": self._total_epochs(), "head_epochs_run": len(rows)}
+        row = {**fitted[solver][1], "epoch": self.global_epoch, "phase": phase.name, "lr": t.lr, "seconds": elapsed,
+               "epochs": self._total_epochs(), "solver": solver, "features_seconds": features_seconds}
         row["best"] = self._is_best(row["val_loss"], row["val_acc"])
         self._record(row)
+        summary = "; ".join(
+            f"{k}{' (L2 %.0e)' % v['l2'] if 'l2' in v else ''} val acc {v['val_acc']:.4f} loss {v['val_loss']:.4f} "
+            f"in {v['seconds']:.2f} s" for k, (_, v) in fitted.items()
+        )
         self.reporter.message(
-            f"Head trained on cached features: {len(rows)} passes over {len(ytr)} images in {elapsed:.1f} s"
+            f"Head on cached features of {len(self.data.train_plain)} training images{f' ({t.aug_views + 1} views each)' if t.aug_views else ''}: "
+            f"{summary}" + (f" -> kept {solver}" if len(fitted) > 1 else "")
         )
         self.reporter.end_epoch(row)
         if row["best"]:

@@ -66,28 +66,33 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
 
 
 def fit_temperature(logits, labels) -> float:
-    """The T minimising NLL(softmax(logits / T)): L-BFGS-B (scipy) on u = log T, with the analytic gradient.
+    """The T minimising NLL(softmax(logits / T)), T in [0.05, 20].
 
-    d NLL / d u = mean over images of (z_true - sum_k p_k z_k) / T, where p = softmax(z / T). One parameter, so
-    it converges in ~10 steps, milliseconds even for thousands of images. T is bounded to [0.05, 20]: a split the
-    model gets 100% right with margin would otherwise push T towards 0 (ever sharper is ever better).
+    With b = 1/T the NLL is convex (a log-sum-exp of b*z minus b*z_true), so its derivative
+    mean(sum_k p_k z_k - z_true), p = softmax(b z), rises monotonically in b and bisection on its sign finds the
+    minimum exactly: 60 halvings of the bracket, milliseconds for thousands of images, and no scipy.optimize import
+    (0.8 s, a tenth of a `linear` run). The bounds matter: a split the model gets 100% right with margin would
+    otherwise push T towards 0 (ever sharper is ever better).
     """
-    from scipy.optimize import minimize
-
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if len(y) == 0:
         return 1.0
     z_true = z[np.arange(len(y)), y]
 
-    def objective(u):
-        t = float(np.exp(u[0]))
-        p = softmax(z, t)
-        grad = np.mean(z_true - (p * z).sum(axis=1)) / t
-        return nll(z, y, t), np.array([grad])
+    def slope(b: float) -> float:
+        p = softmax(z, 1.0 / b)
+        return float(np.mean((p * z).sum(axis=1) - z_true))
 
-    result = minimize(objective, x0=np.zeros(1), jac=True, method="L-BFGS-B", bounds=[(np.log(0.05), np.log(20.0))])
-    t = float(np.exp(result.x[0]))
+    lo, hi = 1 / 20.0, 1 / 0.05
+    if slope(lo) >= 0:
+        return 20.0
+    if slope(hi) <= 0:
+        return 0.05
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
+    t = 2.0 / (lo + hi)
     return t if np.isfinite(t) else 1.0
 
 

@@ -26,10 +26,11 @@ def _figure(width: float, height: float, layout: str | None = "constrained"):
     return Figure(figsize=(width, height), dpi=DPI, layout=layout)  # constrained: nothing clipped
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, photo: bool = False) -> Path:
+    """photo=True (image grids): zlib level 1, twice as fast as the default 6 on photos, which barely compress anyway."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", facecolor="white")
+    fig.savefig(path, format="png", facecolor="white", pil_kwargs={"compress_level": 1} if photo else None)
     return path
 
 
@@ -146,37 +147,49 @@ def square_thumb(img: np.ndarray, size: int = 128) -> np.ndarray:
     return np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC) if s > size else crop)
 
 
+def _rgb(colour: str) -> np.ndarray:
+    return np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+
+
 def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], colours: Sequence[str], path: str | Path,
                     title: str, cols: int = 6) -> Path:
-    """Thumbnails in a grid, each with a (coloured) caption; used by the gallery and top losses."""
+    """Thumbnails in a grid, each in a coloured frame under a coloured caption; used by the gallery and top losses.
+
+    The thumbnails are pasted into one mosaic array shown by a single axes, with the captions as text on it: one
+    artist per image instead of one axes per image, which took ~1 s for 24 images (a tenth of a `linear` run).
+    """
+    from PIL import Image
+
     n = max(1, len(images))
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
-    # A regular grid needs no layout engine (constrained layout costs ~2 s for 24 thumbnails): 2.0 in per image,
-    # 0.45 in above each for a two-line caption, 0.45 in on top for the title.
-    width, height = 2.0 * cols + 0.2, 2.45 * rows + 0.45
+    side, frame, gap, caption = 128, 3, 10, 34  # mosaic pixels: thumbnail, coloured frame, margin, two caption lines
+    cell_w, cell_h = side + 2 * (frame + gap), side + 2 * frame + gap + caption
+    mosaic = np.full((rows * cell_h, cols * cell_w, 3), 255, dtype=np.uint8)
+    texts = []
+    for k, (img, text, colour) in enumerate(zip(images, titles, colours)):
+        thumb = square_thumb(img, side)
+        if thumb.shape[0] != side:  # tiny images: enlarge without blurring their pixels
+            thumb = np.asarray(Image.fromarray(thumb).resize((side, side), Image.Resampling.NEAREST))
+        if thumb.ndim == 2:
+            thumb = np.repeat(thumb[:, :, None], 3, axis=2)
+        r, c = divmod(k, cols)
+        y, x = r * cell_h + caption + frame, c * cell_w + gap + frame
+        mosaic[y - frame : y + side + frame, x - frame : x + side + frame] = _rgb(colour)  # right/wrong at a glance
+        mosaic[y : y + side, x : x + side] = thumb[:, :, :3]
+        texts.append((x + side / 2, y - frame - 2, text, colour))
+    scale = 1.5 / DPI  # inches per mosaic pixel: 128-px thumbnails drawn about 2 in wide, captions readable
+    width, height = mosaic.shape[1] * scale, mosaic.shape[0] * scale + 0.45  # + the title
     fig = _figure(width, height, layout=None)
-    axes = np.atleast_1d(fig.subplots(rows, cols, gridspec_kw={
-        "left": 0.1 / width, "right": 1 - 0.1 / width, "bottom": 0.05 / height, "top": 1 - 0.9 / height,
-        "wspace": 0.08, "hspace": 0.45 / 2.0,
-    })).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, img, text, colour in zip(axes, images, titles, colours):
-        small = min(img.shape[:2]) < 64
-        ax.imshow(square_thumb(img), interpolation="nearest" if small else "antialiased")
-        ax.set_title(text, color=colour, fontsize=8.5)
-        for spine in ax.spines.values():  # a coloured frame: right/wrong is visible at a glance, not only in text
-            spine.set_visible(True)
-            spine.set_color(colour)
-            spine.set_linewidth(3)
-        ax.axis("on")
-        ax.set_xticks([])
-        ax.set_yticks([])
+    ax = fig.add_axes((0, 0, 1, 1 - 0.45 / height))
+    ax.imshow(mosaic, interpolation="antialiased")
+    ax.axis("off")
+    for x, y, text, colour in texts:
+        ax.text(x, y, text, color=colour, fontsize=8.5, ha="center", va="bottom")
     if not len(images):
-        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+        ax.text(mosaic.shape[1] / 2, mosaic.shape[0] / 2, "nothing to show", ha="center", va="center")
     fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, path, photo=True)
 
 
 def plot_gallery(images, labels, probs: np.ndarray, classes: Sequence[str], path: str | Path, n: int = 24,

@@ -30,6 +30,7 @@ class Data:
     fingerprint: str  # the source's fingerprint, part of the feature cache key
     # (short side, interpolation) -> split -> (images, labels): decoded once per size, shared by candidates
     decoded: dict[tuple[int, str], dict] = field(default_factory=dict)
+    skipped: dict[tuple[int, str], dict] = field(default_factory=dict)  # same keys -> split -> [(key, reason)]
 
     @property
     def classes(self) -> list[str]:
@@ -73,11 +74,11 @@ def _decoded(data: Data, short: int, interpolation: str) -> dict:
 
     key = (short, interpolation)
     if key not in data.decoded:
-        out = {}
+        out, bad = {}, {}
         for split in ("train", "val"):
-            images, labels, _ = decode_samples(data.src, data.splits[split], short, interpolation)
+            images, labels, bad[split] = decode_samples(data.src, data.splits[split], short, interpolation)
             out[split] = (images, labels)
-        data.decoded[key] = out
+        data.decoded[key], data.skipped[key] = out, bad
     return data.decoded[key]
 
 

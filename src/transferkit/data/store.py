@@ -1,0 +1,128 @@
+"""Decoded images kept in one memory-mapped file, for data sets whose decoded arrays do not fit in memory.
+
+The file is `<store_dir>/transferkit-decoded-*.u8` (store_dir defaults to the OS temp folder): the raw HWC uint8
+bytes of each image, one after the other; the index (offset, shape per image) stays in memory. The kernel pages the
+pixels in and out as epochs read them, so resident memory stays at what the current batches touch.
+
+The file is removed when its `StoredImages` list is garbage-collected or the Python process exits; a process that is
+killed leaves it in store_dir (the OS temp folder by default) for the OS or the user to clean.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+PREFIX = "transferkit-decoded-"
+
+
+class StoredImages(list):
+    """A list of HWC uint8 arrays that are views into one file, so every caller of a plain list works unchanged.
+
+    The mapping is copy-on-write: the views are writable (torch.from_numpy wants that) and a write stays in the
+    writer's private pages, never in the file or another process. Pickling (DataLoader workers under spawn or
+    forkserver) re-maps the file instead of copying the pixels. Do not append to it or reorder it in place: the pickled
+    form is rebuilt from the index (make a plain list, `list(images)` or a slice, for that).
+    """
+
+    def __init__(self, path: str, offsets: list[int], shapes: list[tuple[int, ...]], *, owner: bool = False):
+        flat = np.memmap(path, np.uint8, mode="c")
+        super().__init__(flat[o : o + math.prod(s)].reshape(s).view(np.ndarray) for o, s in zip(offsets, shapes))
+        self.path, self.offsets, self.shapes = path, offsets, shapes
+        if owner:  # only the process that wrote the file removes it; unpickled copies in workers never do
+            weakref.finalize(self, _remove, path, os.getpid())
+
+    def __reduce_ex__(self, protocol):
+        return StoredImages, (self.path, self.offsets, self.shapes)
+
+
+def _remove(path: str, pid: int) -> None:
+    if os.getpid() == pid:  # a forked child that collects its inherited copy must not delete the parent's file
+        try:
+            os.unlink(path)
+        except OSError:  # already gone, or still mapped on Windows: the OS temp cleaning takes it
+            pass
+
+
+class StoreWriter:
+    """Appends arrays to a new file in order; `finish()` maps it and returns the views."""
+
+    def __init__(self, store_dir: str | os.PathLike | None = None):
+        if store_dir is not None:
+            Path(store_dir).mkdir(parents=True, exist_ok=True)
+        fd, self.path = tempfile.mkstemp(prefix=PREFIX, suffix=".u8", dir=store_dir)
+        self._file = os.fdopen(fd, "wb")
+        self.offsets: list[int] = []
+        self.shapes: list[tuple[int, ...]] = []
+        self._end = 0
+
+    def append(self, arr: np.ndarray) -> None:
+        arr = np.ascontiguousarray(arr, dtype=np.uint8)
+        self._file.write(arr.data)  # the array's own buffer: no bytes copy
+        self.offsets.append(self._end)
+        self.shapes.append(arr.shape)
+        self._end += arr.nbytes
+
+    def finish(self) -> list[np.ndarray]:
+        self._file.close()
+        if not self.offsets:  # nothing readable: an empty file cannot be mapped, and is not needed
+            os.unlink(self.path)
+            return []
+        return StoredImages(self.path, self.offsets, self.shapes, owner=True)
+
+    def abort(self) -> None:
+        self._file.close()
+        _remove(self.path, os.getpid())
+
+
+def memory_budget() -> int:
+    """Bytes of decoded images to keep in memory: half of what is available now (the rest is for the model, batches
+    and other splits). Inside a container its memory limit counts, since /proc/meminfo shows the host's."""
+    available = [a for a in (_meminfo_available(), _cgroup_available()) if a is not None]
+    if not available:
+        try:  # not Linux: free pages where the OS says, else a quarter of physical memory
+            available.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            try:
+                available.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2)
+            except (ValueError, OSError, AttributeError):
+                return 2**62  # unknown: keep today's behaviour (memory)
+    return max(0, min(available)) // 2
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# (limit, usage, reclaimable page-cache key in memory.stat) for cgroup v2, then v1
+_CGROUPS = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "inactive_file"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+     "total_inactive_file"),
+)
+
+
+def _cgroup_available() -> int | None:
+    for limit, usage, cache_key in _CGROUPS:
+        try:
+            raw = Path(limit).read_text().strip()
+            if raw == "max":
+                return None
+            stat = dict(line.split()[:2] for line in (Path(limit).parent / "memory.stat").read_text().splitlines())
+            # usage counts page cache; its inactive part is given back on demand, as `docker stats` assumes
+            return int(raw) - int(Path(usage).read_text()) + int(stat.get(cache_key, 0))
+        except (OSError, ValueError):
+            continue
+    return None
