@@ -113,7 +113,8 @@ def test_predict_any_mode_and_a_folder(trained, tmp_path):
     assert p.predict(str(tmp_path / "red.png"))["probability"] == pytest.approx(pil["probability"], abs=1e-6)
 
 
-def test_folder_streams_in_order_with_bad_files_between_chunks(trained, tmp_path):
+@pytest.mark.parametrize("overlap", [False, True])  # decode between forwards (CPU) or during them (GPU)
+def test_folder_streams_in_order_with_bad_files_between_chunks(trained, tmp_path, overlap):
     """Several chunks (batch 4), a bad file inside one and a chunk of only bad files: every result sits at its
     file's place and equals that file predicted alone; errors read as `decode_samples` reports them."""
     from pathlib import Path
@@ -135,7 +136,7 @@ def test_folder_streams_in_order_with_bad_files_between_chunks(trained, tmp_path
         else:
             make_image(rng, list(COLOURS.values())[i % 3], size=40 + i).save(f)  # odd sizes: crops at odd offsets
     p = transferkit.load(run.best)
-    p.batch_size = 4
+    p.batch_size, p.overlap = 4, overlap
     files = sorted(str(f) for f in tmp_path.iterdir())
     out = p.predict(str(tmp_path), top_k=3)
     assert [r["path"] for r in out] == files
@@ -164,7 +165,8 @@ def test_batched_preprocessing_equals_the_eval_transform(trained):
     _, run = trained
     p = transferkit.load(run.best)
     rng = np.random.default_rng(2)
-    imgs = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(40, 40), (41, 67), (90, 37), (36, 36)]]
+    sizes = [(40, 40), (41, 67), (90, 37), (36, 36)]  # odd sizes: crops at odd offsets
+    imgs = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
     arrays = [p._load_item(im)[0] for im in imgs]
     per_image = torch.stack([p.transform(torch.from_numpy(a).permute(2, 0, 1)) for a in arrays])
     assert torch.equal(p._batch(arrays, tta=False), per_image)
