@@ -146,7 +146,7 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
     from .backbones.model import TransferModel
     from .bundle import load_bundle, versions
     from .data.dataset import DecodedImages
-    from .data.decode import decode_samples
+    from .data.decode import decode_samples, store_dir
     from .data.doctor import preflight
     from .data.sources import DataSource, open_source
     from .data.split import load_splits, make_splits, save_splits
@@ -234,9 +234,6 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
     decoded, skipped = {}, []
     total = sum(len(v) for v in splits.values())
     reuse = measured.decoded.get((short, bcfg.interpolation), {}) if measured else {}
-    from .engine.features import cache_root
-
-    decode_dir = cache_root(cfg.runtime.cache_dir).parent / "decoded"  # not /tmp, which may be RAM (tmpfs)
     with reporter.task("Decoding images", total) as advance:
         for split, samples in splits.items():
             if split in reuse:
@@ -244,7 +241,7 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
                 advance(len(samples))
             else:
                 imgs, labels, bad = decode_samples(src, samples, short, bcfg.interpolation, progress=advance,
-                                                   store=cfg.data.decode_store, store_dir=decode_dir)
+                                                   store=cfg.data.decode_store, store_dir=store_dir(cfg.runtime.cache_dir))
             decoded[split] = (imgs, labels)
             skipped += [(split, k, why) for k, why in bad]
     if skipped:

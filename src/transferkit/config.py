@@ -9,7 +9,9 @@ Nothing here imports torch: the CLI builds these before deciding whether heavy w
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -74,6 +76,11 @@ class RuntimeConfig:
     compile: bool = False  # torch.compile the model (opt-in: minutes of compile time pay off only on long runs)
     threads: int = 0  # torch threads; 0 = one per core
     cache_dir: str | None = None  # where feature caches go; None = ~/.cache/transferkit
+
+
+def cache_home(cache_dir: str | None = None) -> Path:
+    """The cache folder: `cache_dir`, else $TRANSFERKIT_CACHE, else ~/.cache/transferkit (features/, decoded/)."""
+    return Path(cache_dir or os.environ.get("TRANSFERKIT_CACHE") or Path.home() / ".cache" / "transferkit")
 
 
 @dataclass

@@ -22,6 +22,7 @@ import torch
 from torchvision.transforms import v2 as T
 
 from .bundle import load_bundle
+from .data.decode import decode_one
 from .data.images import IMAGE_EXTENSIONS, array_to_image, is_hidden, resize_short, to_rgb
 from .data.sources import DataSource, Sample
 from .data.transforms import eval_transform, resize_size
@@ -108,10 +109,7 @@ class Predictor:
 
     def _load_file(self, src: DataSource, key: str) -> Decoded:
         """As `decode_samples` decodes (same size, same error text): an unreadable file is reported, never fatal."""
-        try:
-            return np.array(src.load(key, self.short_side, self.interpolation)), None  # writable: torch.from_numpy
-        except Exception as e:  # noqa: BLE001
-            return None, f"{type(e).__name__}: {e}"
+        return decode_one(src, key, self.short_side, self.interpolation)
 
     def _decoded(self, items: Sequence[Item], load: Callable[[Item], Decoded], tta: bool) -> Iterator[list[Decoded]]:
         """`load` of every item on a thread pool (Pillow releases the GIL), one forward's worth at a time, in order;

@@ -12,17 +12,32 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..config import cache_home
 from ..errors import unknown_choice
 from .sources import DataSource, Sample  # importing it sets Pillow's pixel limit (images.py)
 from .store import StoreWriter, memory_budget
 
 STORES = ("auto", "memory", "disk")
 PROBE = 32  # images decoded before "auto" trusts its size estimate (unless they alone exceed the budget)
+
+
+def decode_one(src: DataSource, key: str, short_side: int, interpolation: str) -> tuple[np.ndarray | None, str | None]:
+    """(HWC uint8 array, None), or (None, why) for an unreadable file: one image as every caller decodes it."""
+    try:
+        return np.array(src.load(key, short_side, interpolation)), None  # writable: torch.from_numpy needs it
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never fatal to the run
+        return None, f"{type(e).__name__}: {e}"
+
+
+def store_dir(cache_dir: str | None) -> Path:
+    """Where "disk" stores go: beside the feature cache, not /tmp, which may be RAM (tmpfs)."""
+    return cache_home(cache_dir) / "decoded"
 
 
 def decode_samples(
@@ -45,10 +60,7 @@ def decode_samples(
         raise unknown_choice("decode store", store, STORES)
 
     def one(s: Sample):
-        try:
-            return np.array(src.load(s.key, short_side, interpolation)), None  # writable: torch.from_numpy needs it
-        except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never fatal to the run
-            return None, f"{type(e).__name__}: {e}"
+        return decode_one(src, s.key, short_side, interpolation)
 
     workers = workers or min(8, os.cpu_count() or 1)
     if store == "auto" and budget is None:

@@ -18,9 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..config import cache_home
+
 
 def cache_root(cache_dir: str | None) -> Path:
-    return Path(cache_dir or os.environ.get("TRANSFERKIT_CACHE") or Path.home() / ".cache" / "transferkit") / "features"
+    return cache_home(cache_dir) / "features"
 
 
 def feature_key(**parts) -> str:

@@ -68,15 +68,17 @@ def open_data(data, cfg: RunConfig) -> Data:
     return Data(src, splits, median_short_side(src, splits["train"]), src.fingerprint())
 
 
-def _decoded(data: Data, short: int, interpolation: str) -> dict:
-    """Train and val decoded once per size (candidates with the same input size share them)."""
-    from ..data.decode import decode_samples
+def _decoded(data: Data, short: int, interpolation: str, cfg: RunConfig) -> dict:
+    """Train and val decoded once per size (candidates with the same input size share them), stored as `fit` stores
+    them (`--decode-store`), since `fit` under `auto` reuses them."""
+    from ..data.decode import decode_samples, store_dir
 
     key = (short, interpolation)
     if key not in data.decoded:
         out, bad = {}, {}
         for split in ("train", "val"):
-            images, labels, bad[split] = decode_samples(data.src, data.splits[split], short, interpolation)
+            images, labels, bad[split] = decode_samples(data.src, data.splits[split], short, interpolation,
+                                                        store=cfg.data.decode_store, store_dir=store_dir(cfg.runtime.cache_dir))
             out[split] = (images, labels)
         data.decoded[key], data.skipped[key] = out, bad
     return data.decoded[key]
@@ -114,7 +116,7 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None) ->
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))  # the key names the backbone
     net, bcfg, classifier, params = _backbone(backbone, cfg)
     size = cfg.data.image_size or choose_image_size(data.median_side, bcfg.input_size)
-    decoded = _decoded(data, resize_size(size, bcfg.crop_pct), bcfg.interpolation)
+    decoded = _decoded(data, resize_size(size, bcfg.crop_pct), bcfg.interpolation, cfg)
     if not decoded["train"][0] or not decoded["val"][0]:
         raise TransferkitError("No readable images in the train or val split.")
     # The test split is not decoded here; its size stands in for its readable count (a mismatch only misses the cache).
