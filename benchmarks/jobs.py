@@ -30,13 +30,16 @@ def _settings():
 
 
 def floor(data: str) -> dict:
-    """Decoding plus one forward pass over train+val, at the settings `linear` uses (fp32, channels_last, batch 32)."""
+    """Decoding plus one forward pass over train+val, at the settings `linear` uses (its feature precision,
+    channels_last, batch 32)."""
     import torch
 
     from transferkit.data.dataset import DecodedImages
     from transferkit.data.decode import decode_samples
     from transferkit.data.sources import open_source
     from transferkit.data.transforms import eval_transform, resize_size
+
+    from transferkit.engine.runtime import autocast_for, best_precision
 
     _settings()
     net, cfg, TransferModel = _lite0()
@@ -45,10 +48,11 @@ def floor(data: str) -> dict:
     samples = [s for v in src.splits.values() for s in v]
     images, labels, _ = decode_samples(src, samples, resize_size(cfg.input_size, cfg.crop_pct), cfg.interpolation)
     ds = DecodedImages(images, labels, eval_transform(cfg.input_size, cfg.crop_pct, cfg.mean, cfg.std, cfg.interpolation))
-    with torch.no_grad():
+    precision = best_precision("cpu")  # the precision `linear` extracts at here: bf16 on AVX512-BF16 CPUs, else fp32
+    with torch.no_grad(), autocast_for(precision, "cpu"):
         for x, _ in torch.utils.data.DataLoader(ds, batch_size=32):
             model.net(x.contiguous(memory_format=torch.channels_last))
-    return {"images": len(images)}
+    return {"images": len(images), "precision": precision}
 
 
 def raw_train(steps: str = "6") -> dict:

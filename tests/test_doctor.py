@@ -223,8 +223,13 @@ def test_training_on_the_rest(corpus, tmp_path):
         transferkit.fit(corpus, strict=True, strategy="linear", epochs=1, image_size=32, quiet=True,
                         out=str(tmp_path / "strict"), cache_dir=str(tmp_path / "cache"))
     assert not (tmp_path / "strict").exists()  # stopped before anything was made
+    # The planted copy filed under two classes is an error skipping cannot fix: it stops the run unless --force.
+    with pytest.raises(TransferkitError, match=r"\[conflicting-labels\].*--force"):
+        transferkit.fit(corpus, strategy="linear", epochs=1, image_size=32, quiet=True, out=str(tmp_path / "stopped"),
+                        cache_dir=str(tmp_path / "cache"))
+    assert not (tmp_path / "stopped").exists()
     run = transferkit.fit(corpus, strategy="linear", epochs=1, image_size=32, out=str(tmp_path / "runs"), quiet=True,
-                          cache_dir=str(tmp_path / "cache"))
+                          cache_dir=str(tmp_path / "cache"), force=True)
     assert {os.path.basename(k) for k, _ in run.skipped} == UNREADABLE
     assert run.eval_split == "val" and run.test_metrics["n"] == 10  # every val image, the planted copies included
     listed = (run.path / "skipped.csv").read_text()

@@ -89,10 +89,25 @@ def test_two_phase_trains_head_then_everything(tiny_folder, tmp_path):
 
 @pytest.mark.parametrize("strategy", ["scratch", "freeze:3"])
 def test_other_strategies_run(tiny_folder, tmp_path, strategy):
+    """What the strategy promises is what trained: scratch moves every weight from a random start; freeze:3 leaves
+    the stem and first 3 stages exactly as pretrained and moves the rest."""
+    from transferkit.backbones import create_backbone
+
     run = transferkit.fit(tiny_folder, strategy=strategy, epochs=1, out=str(tmp_path), **FAST)
     assert run.strategy == strategy and len(rows(run.path)) == 1
     model = transferkit.load(run.best)
     assert model.meta["strategy"] == strategy
+    pretrained, _ = create_backbone("efficientnet_lite0")
+    before = dict(pretrained.named_parameters())
+    trained = {k[len("net."):]: v for k, v in model.model.named_parameters() if k.startswith("net.")}
+    same = {k: torch.equal(v, before[k]) for k, v in trained.items()}
+    stage_of = model.model.stage_of
+    if strategy == "scratch":
+        assert not any(same.values())  # random initialisation, then trained: nothing equals the ImageNet weights
+    else:
+        frozen = {k for k in same if stage_of("net." + k) < 3}
+        assert frozen and all(same[k] for k in frozen)
+        assert not all(same[k] for k in same if k not in frozen)
 
 
 def test_presplit_keeps_its_parts(tiny_presplit, tmp_path):

@@ -76,7 +76,10 @@ def test_auto_keeps_the_more_accurate_solver_and_reports_both(tiny_folder, tmp_p
         transferkit.fit(tiny_folder, strategy="linear", aug_views=-1, out=str(tmp_path), **FAST)
 
 
-def test_aug_views_are_seeded_cached_and_reused(tiny_folder, tmp_path, monkeypatch):
+# "auto" is fp32 on CPUs (engine/runtime.best_precision); bf16 runs the same path on cached bf16 features, also on
+# CPUs where it is emulated (slow, but these images are 32 px).
+@pytest.mark.parametrize("precision", ["auto", "bf16"])
+def test_aug_views_are_seeded_cached_and_reused(tiny_folder, tmp_path, monkeypatch, precision):
     from transferkit.engine import features as feats
     from transferkit.engine import trainer as trainer_mod
 
@@ -97,7 +100,7 @@ def test_aug_views_are_seeded_cached_and_reused(tiny_folder, tmp_path, monkeypat
 
     def fit(**kw):
         extracted.clear()
-        transferkit.fit(tiny_folder, strategy="linear", out=str(tmp_path), **FAST, **kw)
+        transferkit.fit(tiny_folder, strategy="linear", out=str(tmp_path), feature_precision=precision, **FAST, **kw)
         return seen[-1], len(extracted)
 
     (x, y, n), calls = fit(aug_views=2)

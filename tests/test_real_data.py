@@ -47,7 +47,13 @@ def test_every_strategy_through_the_cli(tmp_path, strategy):
     truth = [p["path"].split("/")[-2] for p in preds]
     acc = float(np.mean([p["label"] == t for p, t in zip(preds, truth)]))
     assert acc == pytest.approx(ev["accuracy"])
-    assert ev["accuracy"] > 0.5 if strategy != "scratch" else ev["accuracy"] > 0.3
+    # val is 70 ants / 83 bees: always answering "bees" scores 0.54, so a pretrained model must clear it well;
+    # scratch from random weights in 2 epochs may not, but must not be stuck on one class.
+    majority = max(ev["per_class"][c]["support"] for c in ev["per_class"]) / ev["n"]
+    if strategy == "scratch":
+        assert len({p["label"] for p in preds}) == 2, "scratch predicts one class for every image"
+    else:
+        assert ev["accuracy"] >= majority + 0.2, (ev["accuracy"], majority)
 
 
 def test_demo_digits_reaches_97(tmp_path):

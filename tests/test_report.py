@@ -113,10 +113,14 @@ def test_report_html_sections_images_and_numbers(run):
     assert report["strategy_reason"] in html and "linear" in html
     wrong = [line.split(",")[0] for line in (run.path / "predictions.csv").read_text().splitlines()[1:]
              if line.endswith(",0")]
+    rows = (run.path / "predictions.csv").read_text().splitlines()[1:]
+    misclassified = html[html.index('<section id="misclassified">'):]
     for key in wrong:
-        assert key in html
-    if not wrong:
-        assert "All" in html or "all" in html
+        assert key in misclassified
+    if wrong:
+        assert f"{len(wrong)} of {len(rows)} evaluated images are wrong" in misclassified
+    else:
+        assert f"None: all {len(rows)} evaluated images are right." in html
 
 
 def test_temperature_stored_in_bundle_and_used_by_predict(run, data):

@@ -8,16 +8,9 @@
 Importing this package is light: torch and friends load only when a function needs them.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 __version__ = "0.1.0"
-
-__all__ = [
-    "fit", "load", "evaluate", "rank", "advise", "compare", "list_backbones", "open_source", "from_arrays", "from_dataset", "doctor",
-    "RunConfig", "__version__",
-]
 
 # name -> module that defines it; resolved on first use (PEP 562), so `import transferkit` imports no torch.
 _LAZY = {
@@ -32,24 +25,28 @@ _LAZY = {
     "doctor": "transferkit.data.doctor",
     "rank": "transferkit.selection.rank",
     "advise": "transferkit.selection.advise",
-    "compare": "transferkit.selection.compare",
+    "compare": "transferkit.compare",
     "RunConfig": "transferkit.config",
     "Predictor": "transferkit.predict",
 }
+__all__ = [  # the public API; `_LAZY` says where each lives
+    "fit", "load", "evaluate", "Run", "list_backbones", "open_source", "from_arrays", "from_dataset", "doctor", "rank",
+    "advise", "compare", "RunConfig", "Predictor", "__version__",
+]
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from .api import Run, evaluate, fit, load
     from .backbones.registry import list_backbones
+    from .compare import compare
     from .config import RunConfig
     from .data.doctor import doctor
     from .data.sources import from_arrays, from_dataset, open_source
     from .predict import Predictor
     from .selection.advise import advise
-    from .selection.compare import compare
     from .selection.rank import rank
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name in _LAZY:
         import importlib
 
@@ -60,4 +57,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(__all__)

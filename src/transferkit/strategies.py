@@ -1,4 +1,4 @@
-"""Transfer strategies: small named objects in one table.
+"""Transfer strategies: small named objects in one table (`TABLE`); a new strategy is one more row.
 
     s = parse_strategy("freeze:2")
     for phase in s.phases(epochs=10, head_epochs=3):
@@ -18,16 +18,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from .errors import ConfigError, unknown_choice
 
 if TYPE_CHECKING:
     from .backbones.model import TransferModel
 
 ALL = "all"  # a phase's `frozen` value meaning the whole pretrained network is frozen
-STRATEGIES = ("linear", "freeze:K", "finetune", "scratch", "two-phase", "auto")
 
 
 @dataclass(frozen=True)
@@ -41,46 +41,68 @@ class Phase:
 
 @dataclass(frozen=True)
 class Strategy:
-    name: str
+    name: str  # a key of TABLE
     pretrained: bool = True
     frozen_stages: int | None = None  # freeze:K only
     backbone_lr_mult: float | None = None  # set by `auto` (finetune, freeze:K) for data far from ImageNet: pretrained layers must move more
 
     def phases(self, epochs: int, head_epochs: int = 3) -> list[Phase]:
-        if self.name == "linear":
-            return [Phase("head", epochs, ALL, cached=True)]
-        if self.name == "freeze":
-            return [Phase(f"freeze:{self.frozen_stages}", epochs, self.frozen_stages, backbone_lr_mult=self.backbone_lr_mult)]
-        if self.name == "finetune":
-            return [Phase("finetune", epochs, None, backbone_lr_mult=self.backbone_lr_mult)]
-        if self.name == "scratch":  # nothing is pretrained, so no reason to slow any layer down
-            return [Phase("scratch", epochs, None, backbone_lr_mult=1.0)]
-        if self.name == "two-phase":
-            head = max(1, min(head_epochs, epochs - 1))
-            return [Phase("head", head, ALL, cached=True), Phase("finetune", max(1, epochs - head), None)]
-        raise ConfigError(f"strategy '{self.name}' must be resolved before training")
+        make = TABLE[self.name].phases
+        if make is None:
+            raise ConfigError(f"strategy '{self.name}' must be resolved before training")
+        return make(self, epochs, head_epochs)
 
     @property
     def label(self) -> str:
-        return f"freeze:{self.frozen_stages}" if self.name == "freeze" else self.name
+        return f"{self.name}:{self.frozen_stages}" if TABLE[self.name].takes_k else self.name
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One row of the table: how it is written, what trains, and its phases (None: resolved before training)."""
+
+    spelling: str
+    trains: str
+    phases: Callable[[Strategy, int, int], list[Phase]] | None
+    pretrained: bool = True
+    takes_k: bool = False  # written name:K (K a whole number)
+
+
+def _two_phase(s: Strategy, epochs: int, head_epochs: int) -> list[Phase]:
+    head = max(1, min(head_epochs, epochs - 1))
+    return [Phase("head", head, ALL, cached=True), Phase("finetune", max(1, epochs - head), None)]
+
+
+TABLE: dict[str, Kind] = {
+    "linear": Kind("linear", "the head only, on cached backbone features",
+                   lambda s, e, h: [Phase("head", e, ALL, cached=True)]),
+    "freeze": Kind("freeze:K", "everything after the stem and the first K stages",
+                   lambda s, e, h: [Phase(f"freeze:{s.frozen_stages}", e, s.frozen_stages, backbone_lr_mult=s.backbone_lr_mult)],
+                   takes_k=True),
+    "finetune": Kind("finetune", "everything; the backbone at a lower learning rate than the head",
+                     lambda s, e, h: [Phase("finetune", e, None, backbone_lr_mult=s.backbone_lr_mult)]),
+    # nothing is pretrained, so no reason to slow any layer down
+    "scratch": Kind("scratch", "the same architecture from random initialisation",
+                    lambda s, e, h: [Phase("scratch", e, None, backbone_lr_mult=1.0)], pretrained=False),
+    "two-phase": Kind("two-phase", "the head first (cached features), then everything", _two_phase),
+    "auto": Kind("auto", "one of the above, measured on the data (selection/advise.py)", None),
+}
+STRATEGIES = tuple(k.spelling for k in TABLE.values())
 
 
 def parse_strategy(spec: str) -> Strategy:
     """'freeze:2' -> Strategy('freeze', frozen_stages=2). Errors name the option and list the valid ones."""
     spec = spec.strip().lower().replace("_", "-")
-    if spec in ("linear", "finetune", "two-phase", "auto"):
-        return Strategy(spec)
-    if spec == "scratch":
-        return Strategy("scratch", pretrained=False)
-    if spec.startswith("freeze:"):
-        try:
-            k = int(spec.split(":", 1)[1])
-        except ValueError:
-            k = -1
-        if k >= 0:
-            return Strategy("freeze", frozen_stages=k)
-        raise ConfigError(f"--strategy '{spec}': K must be a whole number of stages >= 0, e.g. freeze:2.")
-    raise ConfigError(f"--strategy '{spec}' is not a strategy. Valid choices: {', '.join(STRATEGIES)}.")
+    name, sep, arg = spec.partition(":")
+    kind = TABLE.get(name)
+    if kind is None or bool(sep) != kind.takes_k:
+        raise unknown_choice("--strategy", spec, STRATEGIES)
+    k = None
+    if kind.takes_k:
+        k = int(arg) if arg.isdigit() else -1
+        if k < 0:
+            raise ConfigError(f"--strategy '{spec}': K must be a whole number of stages >= 0, e.g. {name}:2.")
+    return Strategy(name, pretrained=kind.pretrained, frozen_stages=k)
 
 
 def is_frozen(stage: int, frozen: int | str | None, n_stages: int) -> bool:

@@ -10,17 +10,23 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .registry import BackboneCfg, create_backbone
+from .cfg import BackboneCfg
+from .registry import create_backbone, register_scheme
+
+if TYPE_CHECKING:  # registering on import costs no torch import
+    import torch
+    from torch import nn
 
 log = logging.getLogger("transferkit")
 MIN_MATCHED = 0.5  # below half of the backbone's tensors matched, the file is for another architecture
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> "dict[str, torch.Tensor]":
+    import torch
+
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -42,7 +48,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items() if torch.is_tensor(v)}
 
 
-def match_state_dict(net: nn.Module, state: dict[str, torch.Tensor], classifier: str) -> dict[str, object]:
+def match_state_dict(net: "nn.Module", state: "dict[str, torch.Tensor]", classifier: str) -> dict[str, object]:
     """Load what matches into `net`, except the classifier. Returns the report."""
     own = {k: v for k, v in net.state_dict().items() if not k.startswith(classifier + ".")}
     state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
@@ -60,7 +66,8 @@ def match_state_dict(net: nn.Module, state: dict[str, torch.Tensor], classifier:
     }
 
 
-def build_from_file(path_str: str, arch: str | None, pretrained: bool) -> tuple[nn.Module, BackboneCfg]:
+@register_scheme("file", "a local weights file (.pth/.safetensors) with --arch <architecture>")
+def build_from_file(path_str: str, pretrained: bool, arch: str | None = None) -> "tuple[nn.Module, BackboneCfg]":
     if not arch:
         raise ConfigError(
             f"--backbone file:{path_str} needs the architecture the weights belong to, e.g. "

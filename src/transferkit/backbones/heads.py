@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 HEADS = ("linear", "mlp:<hidden>")
 MLP_DEFAULT_DROPOUT = 0.4  # the classic transfer-learning MLP head (e.g. 460 hidden units, dropout 0.4)
@@ -26,10 +29,12 @@ def parse_head(spec: str) -> tuple[str, int | None]:
     raise ConfigError(f"--head '{spec}' is not a head. Valid choices: {', '.join(HEADS)}.")
 
 
-def build_head(spec: str, in_features: int, num_outputs: int, dropout: float = 0.0) -> nn.Module:
+def build_head(spec: str, in_features: int, num_outputs: int, dropout: float = 0.0) -> "nn.Module":
+    from torch import nn  # here, so that option checks (parse_head) never import torch
+
     kind, hidden = parse_head(spec)
     if kind == "linear":
-        layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
+        layers: list = [nn.Dropout(dropout)] if dropout > 0 else []
         return nn.Sequential(*layers, nn.Linear(in_features, num_outputs))
     return nn.Sequential(
         nn.Linear(in_features, hidden),

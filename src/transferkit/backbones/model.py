@@ -14,7 +14,7 @@ from torch import nn
 
 from .heads import build_head
 from .modules import set_submodule
-from .registry import BackboneCfg
+from .cfg import BackboneCfg
 
 
 def remove_classifier(net: nn.Module, cfg: BackboneCfg) -> nn.Module:
@@ -31,6 +31,7 @@ class TransferModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.head_spec = head
+        self.num_outputs = num_outputs  # one per name in the classes list, for every task
         self.net = remove_classifier(net, cfg)
         self.head = build_head(head, cfg.num_features, num_outputs, dropout)
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import unknown_choice
+from .cfg import BackboneCfg
 from .hub import cached_hf_file, offline_error, reachable
-from .modules import child_stages
-from .registry import BackboneCfg
+from .registry import register_scheme
+
+if TYPE_CHECKING:  # registering on import costs no torch import
+    from torch import nn
 
 
-def _stages(net: nn.Module) -> tuple[str, ...]:
+def _stages(net: "nn.Module") -> tuple[str, ...]:
+    from torch import nn
+
+    from .modules import child_stages
+
     for container in ("blocks", "stages", "layers", "features"):
         mod = getattr(net, container, None)
         if isinstance(mod, (nn.Sequential, nn.ModuleList)) and len(mod) > 1:
@@ -20,7 +27,14 @@ def _stages(net: nn.Module) -> tuple[str, ...]:
     return tuple(names) or child_stages(net)
 
 
-def build_timm(model_name: str, pretrained: bool) -> tuple[nn.Module, BackboneCfg]:
+def _timm_names() -> list[str]:
+    import timm
+
+    return timm.list_models()
+
+
+@register_scheme("timm", "any timm model; pretrained weights from its hub, with a network", names=_timm_names)
+def build_timm(model_name: str, pretrained: bool, arch: str | None = None) -> "tuple[nn.Module, BackboneCfg]":
     import timm
 
     if not timm.is_model(model_name):

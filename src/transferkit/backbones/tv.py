@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import unknown_choice
+from .cfg import BackboneCfg
 from .hub import offline_error
-from .modules import child_stages, in_features
-from .registry import BackboneCfg
+from .registry import register_scheme
+
+if TYPE_CHECKING:  # registering on import costs no torch import
+    from torch import nn
 
 # name -> (classifier path: the last Linear/Conv that maps to 1000 classes, stage container or None)
 TORCHVISION_MODELS: dict[str, tuple[str, str | None]] = {
@@ -36,8 +39,12 @@ _RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
 _AUX = ("AuxLogits", "aux1", "aux2")
 
 
-def build_torchvision(model_name: str, pretrained: bool) -> tuple[nn.Module, BackboneCfg]:
+@register_scheme("torchvision", "torchvision's classification zoo; pretrained weights with a network",
+                 names=lambda: list(TORCHVISION_MODELS))
+def build_torchvision(model_name: str, pretrained: bool, arch: str | None = None) -> "tuple[nn.Module, BackboneCfg]":
     import torchvision.models as tvm
+
+    from .modules import child_stages, in_features
 
     if model_name not in TORCHVISION_MODELS:
         raise unknown_choice("torchvision model", model_name, TORCHVISION_MODELS)

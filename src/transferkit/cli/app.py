@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.core import TyperCommand
 
 from ..errors import TransferkitError
 from . import advise, backbones, compare, demo, doctor, env, evaluate, predict, rank, report, train
@@ -26,6 +27,21 @@ app = typer.Typer(
 )
 for module in (demo, train, evaluate, predict, report, doctor, rank, advise, compare, backbones, env):
     module.register(app)
+
+
+class Command(TyperCommand):
+    """A typer command whose --help flag, like every other flag here, shows no value type."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+for info in app.registered_commands:
+    if info.cls in (None, TyperCommand):
+        info.cls = Command
 
 
 def main() -> None:

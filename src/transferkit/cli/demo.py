@@ -11,7 +11,7 @@ def demo(
     out: Path = typer.Option(Path("runs"), help="Folder for the demo data and run."),
     epochs: int = typer.Option(4, help="Maximum epochs."),
     seed: int = typer.Option(0, help="Seed."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the run's path."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Print only the run's path."),
 ) -> None:
     """Train the default backbone and strategy on 1,797 real 8x8 digit scans; prints test accuracy and paths."""
     from ..demo import run_demo

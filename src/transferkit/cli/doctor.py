@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
-
 import typer
+
+from .options import config_command, data_source
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 WORD = {"error": "error", "warning": "warning", "info": "note"}
 SHOWN = 5  # problems printed per code; doctor.json has them all
 
 
+@config_command(lambda f: data_source(f) or f.name == "image_size")
 def doctor(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the summary."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the report as JSON instead of the summary."),
     out: Path = typer.Option(Path("doctor.json"), help="Where to write the full report (JSON)."),
-    layout: str = typer.Option("auto", help="auto | folders | presplit | list | hdf5."),
-    path_column: Optional[str] = typer.Option(None, help="List files: the column with image paths (name or 0-based index)."),
-    label_column: Optional[str] = typer.Option(None, help="List files: the column with labels (name or 0-based index)."),
-    h5_x: Optional[str] = typer.Option(None, help="HDF5: the images' key; {split} stands for train/val/test."),
-    h5_y: Optional[str] = typer.Option(None, help="HDF5: the labels' key; {split} stands for train/val/test."),
-    image_size: Optional[int] = typer.Option(None, help="Input size for the too-small check (default: what train picks)."),
-    fast: bool = typer.Option(False, help="Headers and bytes only: no decoding (misses truncation, near duplicates)."),
+    fast: bool = typer.Option(False, metavar="", help="Headers and bytes only: no decoding (misses truncation, near duplicates)."),
+    *,
+    overrides: dict,
+    typed: set,
 ) -> None:
     """Check DATA before training: what is there, and what is wrong with it."""
     from rich.console import Console
@@ -39,8 +37,7 @@ def doctor(
 
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("Checking images", total=None)
-        report = run_doctor(data, layout=layout, image_size=image_size, deep=not fast, path_column=path_column,
-                            label_column=label_column, h5_x=h5_x, h5_y=h5_y, progress=lambda n: bar.advance(task, n))
+        report = run_doctor(data, deep=not fast, progress=lambda n: bar.advance(task, n), **overrides)
     report.save(out)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))

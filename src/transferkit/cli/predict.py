@@ -15,11 +15,13 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="One JSON list: path, label, probability, top_k per image."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average 5 crops and their mirrors (10x the compute); "
                              "shows where it changed the answer."),
+    precision: str = typer.Option("auto", help="auto (fp32 on CPUs, where bf16 changes answers: see BENCHMARKS.md; bf16 "
+                                  "on GPUs) | fp32 | bf16 | fp16."),
 ) -> None:
     """Predict the class of each image."""
     from ..api import load
 
-    results = load(bundle).predict([str(p) for p in images], top_k=top_k, tta=tta)
+    results = load(bundle, precision=precision).predict([str(p) for p in images], top_k=top_k, tta=tta)
     if as_json:
         print(json.dumps(results, indent=2))
         return

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import DataError, TransferkitError
 from . import checks
 from .survey import inspect_samples
-from .problems import SEVERITIES, Problem, by_severity, problem
+from .problems import SEVERITIES, SKIPPED_FILE_ERRORS, Problem, by_severity, problem
 from .sources import DataSource, Sample, open_source
 
 
@@ -125,10 +125,11 @@ def _stats(values: list[int]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def preflight(src: DataSource, splits: dict[str, list[Sample]], reporter, *, strict: bool = False,
+def preflight(src: DataSource, splits: dict[str, list[Sample]], reporter, *, strict: bool = False, force: bool = False,
               image_size: int | None = None, balance: str = "none") -> DoctorReport:
     """The check at the start of `train`: headers and bytes only (decoding follows anyway and skips what fails).
-    Prints one line; with `strict`, any error or warning about a file stops the run before anything is decoded."""
+    Prints one line. Errors that skipping a file cannot fix (conflicting labels, a class only in val/test) stop the
+    run unless `force`; with `strict`, any error or warning about a file stops it too, before anything is decoded."""
     report = doctor(src, splits=splits, image_size=image_size, deep=bool(src.arrays))  # arrays: deep costs nothing
     line = report.one_line()
     if balance == "none" and "imbalance" in report.codes():
@@ -140,4 +141,10 @@ def preflight(src: DataSource, splits: dict[str, list[Sample]], reporter, *, str
         raise TransferkitError(f"--strict: {len(blocking)} problem(s) with files, so nothing was trained: {listing}"
                                f"{' ...' if len(blocking) > 5 else ''} Run `transferkit doctor {src.root}` for the full "
                                "list and suggested fixes, or train without --strict to skip unreadable files.")
+    wrong = [p for p in report.problems if p.severity == "error" and p.code not in SKIPPED_FILE_ERRORS]
+    if wrong and not force:
+        listing = "; ".join(f"[{p.code}] {p.message}" for p in wrong[:5])
+        raise DataError(f"The data has {len(wrong)} error(s) that would make the model or its metrics wrong, so nothing "
+                        f"was trained: {listing}{' ...' if len(wrong) > 5 else ''} Run `transferkit doctor {src.root}` "
+                        "for the full list and how to fix each; give --force to train anyway.")
     return report

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .sources import H5_SUFFIXES, DataSource, Sample
+from .base import H5_SUFFIXES, DataSource, Sample
 
 SPLIT_WORDS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 CLASS_KEYS = ("list_classes", "classes", "class_names", "label_names")

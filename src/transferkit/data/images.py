@@ -6,6 +6,10 @@ a 2592x1944 photo cost about as much as a 640x480 one.
 
 from __future__ import annotations
 
+import threading
+import warnings
+from contextlib import contextmanager
+
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -16,6 +20,13 @@ SYSTEM_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macos
 # Pillow refuses images above twice this (DecompressionBombError) and warns above it: a small file can claim
 # billions of pixels. 200M (~14k x 14k, 600 MB as RGB) allows any real photo; Pillow's own 89M rejects some panoramas.
 Image.MAX_IMAGE_PIXELS = 200_000_000
+# Between the limit and twice it Pillow only warns, with its raw "could be decompression bomb DOS attack", once per
+# image in the middle of a progress bar. Such an image is a big photo, not an attack: the doctor (run before every
+# `train`) names it in our words ("large-image") and decoding just decodes it. Twice the limit is still refused
+# (DecompressionBombError), which the decoder reports as a skipped file. `catch_warnings` swaps the process-wide
+# filter list, so the decode threads take turns inside it; only the header read is inside (microseconds), the
+# decoding is not.
+_QUIET_OPEN = threading.Lock()
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
@@ -42,9 +53,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+@contextmanager
+def open_image(path):
+    """`Image.open(path)` without Pillow's DecompressionBombWarning (see _QUIET_OPEN); the bomb error still raises."""
+    with _QUIET_OPEN, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)  # reads the header only: where Pillow checks the pixel count
+    with img:
+        yield img
+
+
 def open_rgb(path, short_side: int | None = None, interpolation: str = "bicubic") -> Image.Image:
     """Decode `path` to RGB, rotated per EXIF, resized so that its shorter side is `short_side` (if given)."""
-    with Image.open(path) as img:
+    with open_image(path) as img:
         if short_side and img.format == "JPEG":
             img.draft("RGB", (short_side, short_side))  # decode at >= the size needed, not the full size
         img = ImageOps.exif_transpose(img)  # returns a copy; honours the camera's orientation tag

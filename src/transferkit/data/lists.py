@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import DataError
 from .images import IMAGE_EXTENSIONS
 from .problems import Problem, problem
-from .sources import LIST_SUFFIXES, VAL_NAMES, DataSource, Sample
+from .base import LIST_SUFFIXES, VAL_NAMES, DataSource, Sample
 
 PATH_COLUMNS = ("path", "filename", "file", "image", "img", "filepath", "file_path", "image_path", "image_id", "name")
 LABEL_COLUMNS = ("label", "class", "category", "target", "y", "class_name", "species", "breed")

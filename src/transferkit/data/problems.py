@@ -12,6 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 SEVERITIES = ("error", "warning", "info")
+# Errors about one file that training answers by skipping that file (it is listed in skipped.csv). Every other
+# error (conflicting labels, a class only in val/test, ...) would make the model or its metrics wrong: it stops
+# `train` unless --force.
+SKIPPED_FILE_ERRORS = frozenset({"zero-byte", "truncated", "not-an-image", "unreadable", "decompression-bomb",
+                                 "symlink-loop", "broken-link", "missing-file", "bad-list-row"})
 
 _SKIPPED = "Training skips it (listed in the run's skipped.csv)."
 # code -> (severity, suggested action). Tests and users match on these codes, so they are part of the API.

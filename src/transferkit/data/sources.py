@@ -20,99 +20,25 @@ sample, so that decoding reports it in the run's skipped.csv and `doctor` names 
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, unknown_choice
-from .images import IMAGE_EXTENSIONS, array_to_image, is_hidden, open_rgb
+from .base import (  # noqa: F401 - re-exported: the base types are part of this module's API
+    H5_SUFFIXES,
+    LAYOUTS,
+    LIST_SUFFIXES,
+    VAL_NAMES,
+    DataSource,
+    Sample,
+    array_hw,
+    is_array_key,
+    parse_array_key,
+)
+from .images import IMAGE_EXTENSIONS, is_hidden
 from .problems import Problem, problem
-
-LAYOUTS = ("auto", "folders", "presplit", "list", "hdf5")
-VAL_NAMES = ("val", "valid", "validation", "verify")
-LIST_SUFFIXES = (".txt", ".tsv", ".csv", ".lst")
-H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
-
-
-@dataclass(frozen=True)
-class Sample:
-    key: str  # a file path (absolute) or an array reference "<source>#<split>[<i>]"
-    label: int
-
-
-@dataclass
-class DataSource:
-    root: Path  # what the user pointed at
-    layout: str  # one of LAYOUTS (never "auto"), or "arrays"
-    classes: list[str]  # index = label; taken from the training part, so val/test never shift it
-    splits: dict[str, list[Sample]]  # "train"/"val"/"test", or "all" for data still to be split
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # for array layouts: split -> (N,H,W,C)
-    problems: list[Problem] = field(default_factory=list)  # what reading the layout found (doctor adds per-file checks)
-
-    def load(self, key: str, short_side: int | None = None, interpolation: str = "bicubic"):
-        if is_array_key(key) and self.arrays:
-            from .images import resize_short
-
-            name, idx = parse_array_key(key)
-            img = array_to_image(self.arrays[name][idx])
-            return resize_short(img, short_side, interpolation) if short_side else img
-        return open_rgb(key, short_side, interpolation)
-
-    def image_size(self, key: str) -> tuple[int, int]:
-        """(width, height) from the file header or array shape; decodes nothing."""
-        if is_array_key(key) and self.arrays:
-            h, w = array_hw(self.arrays[parse_array_key(key)[0]])
-            return w, h
-        from PIL import Image
-
-        with Image.open(key) as img:
-            return img.size
-
-    def fingerprint(self) -> str:
-        """Changes when any file, label or array changes; cheap (sizes and mtimes, not contents, for files)."""
-        h = hashlib.sha256("\n".join(self.classes).encode())
-        for split in sorted(self.splits):
-            for s in self.splits[split]:
-                h.update(f"{split}|{s.key}|{s.label}".encode())
-                if not self.arrays:
-                    try:
-                        st = os.stat(s.key)
-                        h.update(f"|{st.st_size}|{int(st.st_mtime)}".encode())
-                    except OSError:
-                        pass
-        for name in sorted(self.arrays):
-            h.update(np.ascontiguousarray(self.arrays[name]).tobytes())
-        return h.hexdigest()[:16]
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        out = {}
-        for split, samples in self.splits.items():
-            c = {name: 0 for name in self.classes}
-            for s in samples:
-                c[self.classes[s.label]] += 1
-            out[split] = c
-        return out
-
-
-def is_array_key(key: str) -> bool:
-    return "#" in key and key.endswith("]")
-
-
-def parse_array_key(key: str) -> tuple[str, int]:
-    """'train_catvnoncat.h5#train[146]' -> ('train', 146)."""
-    name, _, idx = key.rpartition("#")[2].partition("[")
-    return name, int(idx[:-1])
-
-
-def array_hw(a: np.ndarray) -> tuple[int, int]:
-    """(height, width) of the images in an (N,H,W[,C]) or (N,C,H,W) stack."""
-    if a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3, 4):
-        return int(a.shape[2]), int(a.shape[3])
-    return int(a.shape[1]), int(a.shape[2])
-
 
 def open_source(
     path: str | os.PathLike,

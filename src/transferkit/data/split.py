@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -10,17 +11,52 @@ from .sources import DataSource, Sample
 
 
 def parse_split(text: str | tuple | list) -> tuple[float, float, float]:
-    """'0.7,0.2,0.1' or (0.7, 0.2, 0.1) -> fractions for train/val/test (test may be 0)."""
-    try:
-        parts = [float(p) for p in (text.split(",") if isinstance(text, str) else text)]
-    except ValueError:
-        parts = []
+    """'0.7,0.2,0.1' or (0.7, 0.2, 0.1) -> fractions for train/val/test (test may be 0; two numbers: test is 0).
+
+    Each refusal says the first thing wrong, in this order: not numbers, how many, negative, train or val 0, the sum.
+    """
+    example = "e.g. 0.7,0.15,0.15 (train,val,test) or 0.8,0.2 (no test split)"
+    if isinstance(text, str):
+        items = [p.strip() for p in text.split(",")]
+    else:
+        items = list(text) if isinstance(text, (list, tuple)) else [text]
+    head = f"--split '{text if isinstance(text, str) else ','.join(map(str, items))}'"
+    parts = []
+    for item in items:
+        try:
+            value = float(item)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not math.isfinite(value):
+            raise ConfigError(f"{head}: {str(item)!r} is not a number. Give two or three fractions, {example}.")
+        parts.append(value)
+    if len(parts) not in (2, 3):
+        raise ConfigError(f"{head} has {len(parts)} number{'s' if len(parts) != 1 else ''}; give two or three "
+                          f"fractions, train,val[,test], {example}.")
     if len(parts) == 2:
         parts.append(0.0)
-    if len(parts) != 3 or any(p < 0 for p in parts) or parts[0] <= 0 or parts[1] <= 0 or abs(sum(parts) - 1) > 1e-6:
-        raise ConfigError(
-            f"--split '{text}' must be two or three fractions for train,val[,test] that add up to 1, e.g. 0.7,0.2,0.1."
-        )
+    for name, value in zip(("train", "validation", "test"), parts):
+        if value < 0:
+            raise ConfigError(f"{head}: the {name} fraction is {value:g}; fractions cannot be negative, {example}.")
+    if parts[0] == 0:
+        raise ConfigError(f"{head}: the train fraction is 0, which leaves nothing to train on. Give it the largest "
+                          f"share, {example}.")
+    if parts[1] == 0:
+        # Val's 0.2 taken from train, test kept: 1,0,0 -> 0.8,0.2,0; 0.9,0,0.1 -> 0.7,0.2,0.1.
+        fits = parts[0] >= 0.5 and abs(sum(parts) - 1) <= 1e-6
+        fix = f"{parts[0] - 0.2:g},0.2,{parts[2]:g}" if fits else "0.7,0.15,0.15"
+        raise ConfigError(f"{head}: the validation fraction is 0, but a validation split is needed: it picks the "
+                          f"best epoch (early stopping), the head's regularisation and the calibration temperature. "
+                          f"Give it a share, e.g. {fix}.")
+    total = sum(parts)
+    if abs(total - 1) > 1e-6:
+        # The same proportions scaled by 1/sum, to 2 decimals, rounding's remainder given to train so that the
+        # suggestion itself adds up to 1: 0.9,0.3 -> 0.75,0.25; 0.33,0.33,0.33 -> 0.34,0.33,0.33.
+        scaled = [round(p / total, 2) for p in parts[: len(items)]]
+        scaled[0] = round(1 - sum(scaled[1:]), 2)
+        fix = ",".join(f"{p:g}" for p in scaled) if min(scaled[:2]) > 0 else "0.7,0.15,0.15"
+        raise ConfigError(f"{head}: the fractions add up to {total:.6g}, not 1. The same proportions adding up to 1: "
+                          f"{fix}.")
     return parts[0], parts[1], parts[2]
 
 
@@ -53,7 +89,9 @@ def make_splits(src: DataSource, fractions: tuple[float, float, float], seed: in
 
 
 def save_splits(path: Path, splits: dict[str, list[Sample]], classes: list[str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    from ..faults import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["split", "key", "label", "class"])
         for split, samples in splits.items():

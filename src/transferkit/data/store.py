@@ -4,21 +4,28 @@ The file is `<store_dir>/transferkit-decoded-*.u8` (store_dir defaults to the OS
 bytes of each image, one after the other; the index (offset, shape per image) stays in memory. The kernel pages the
 pixels in and out as epochs read them, so resident memory stays at what the current batches touch.
 
-The file is removed when its `StoredImages` list is garbage-collected or the Python process exits; a process that is
-killed leaves it in store_dir (the OS temp folder by default) for the OS or the user to clean.
+The file is removed when its `StoredImages` list is garbage-collected or the Python process exits. A process that is
+killed (kill -9, out of memory) cannot remove it; its name carries the host and process id, and the next StoreWriter
+in that folder removes the files of processes of its host that no longer exist. A store is only ever read by the
+process that wrote it (and its workers), so a file cut short by a kill is never read.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
+import socket
 import tempfile
 import weakref
 from pathlib import Path
 
 import numpy as np
 
+from ..faults import fault_point
+
 PREFIX = "transferkit-decoded-"
+HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"  # no '-': the name is split on it
 
 
 class StoredImages(list):
@@ -55,7 +62,9 @@ class StoreWriter:
     def __init__(self, store_dir: str | os.PathLike | None = None):
         if store_dir is not None:
             Path(store_dir).mkdir(parents=True, exist_ok=True)
-        fd, self.path = tempfile.mkstemp(prefix=PREFIX, suffix=".u8", dir=store_dir)
+        remove_orphans(store_dir)
+        # transferkit-decoded-<host>-<pid>-<random>.u8: unique (mkstemp), and says whose it is for remove_orphans
+        fd, self.path = tempfile.mkstemp(prefix=f"{PREFIX}{HOST}-{os.getpid()}-", suffix=".u8", dir=store_dir)
         self._file = os.fdopen(fd, "wb")
         self.offsets: list[int] = []
         self.shapes: list[tuple[int, ...]] = []
@@ -67,6 +76,7 @@ class StoreWriter:
         self.offsets.append(self._end)
         self.shapes.append(arr.shape)
         self._end += arr.nbytes
+        fault_point("decode-store")
 
     def finish(self) -> list[np.ndarray]:
         self._file.close()
@@ -78,6 +88,39 @@ class StoreWriter:
     def abort(self) -> None:
         self._file.close()
         _remove(self.path, os.getpid())
+
+
+def remove_orphans(store_dir: str | os.PathLike | None) -> list[str]:
+    """Remove the store files left in `store_dir` by killed processes of this host; returns their paths. Files of
+    other hosts (a shared cache folder) and of live processes are kept; so are names this version did not write."""
+    if os.name != "posix":  # os.kill(pid, 0) only asks on POSIX; on Windows it would terminate the process
+        return []
+    folder = Path(store_dir if store_dir is not None else tempfile.gettempdir())
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(PREFIX) and n.endswith(".u8")]
+    except OSError:
+        return []
+    for name in names:
+        parts = name[len(PREFIX) : -len(".u8")].rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != HOST or not parts[1].isdigit() or _alive(int(parts[1])):
+            continue
+        try:
+            os.unlink(folder / name)
+            removed.append(str(folder / name))
+        except OSError:  # removed meanwhile by another run, or not ours to remove
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
 
 
 def memory_budget() -> int:

@@ -16,7 +16,6 @@ import hashlib
 import io
 import os
 import stat
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .images import array_to_image, to_rgb
+from .images import array_to_image, open_image, to_rgb
 from .sources import DataSource, Sample, array_hw, is_array_key, parse_array_key
 
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -113,10 +112,10 @@ def inspect_file(key: str, split: str, label: int, deep: bool) -> ImageInfo:
         return info
     info.sha = hashlib.sha256(data).hexdigest()
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-        info.large = any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+        # Pillow warns above MAX_IMAGE_PIXELS (and raises above twice it); catching the warning is not thread-safe
+        # (this runs on a pool), so open_image silences it and the pixel count decides instead.
+        with open_image(io.BytesIO(data)) as img:
+            return _describe(img, info, deep)
     except Image.DecompressionBombError as e:
         info.error = ("decompression-bomb", f"claims more pixels than the safety limit ({e}).")
         return info
@@ -127,6 +126,10 @@ def inspect_file(key: str, split: str, label: int, deep: bool) -> ImageInfo:
     except Exception as e:  # noqa: BLE001 - a malformed header of any kind is reported, never fatal
         info.error = ("unreadable", f"has an unreadable header ({type(e).__name__}: {e}).")
         return info
+
+
+def _describe(img: Image.Image, info: ImageInfo, deep: bool) -> ImageInfo:
+    info.large = img.size[0] * img.size[1] > Image.MAX_IMAGE_PIXELS
     info.format, info.mode, (info.width, info.height) = img.format, img.mode, img.size
     info.frames = int(getattr(img, "n_frames", 1) or 1)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -43,23 +42,32 @@ def extract(net: nn.Module, dataset, batch_size: int, device, autocast, memory_f
 
 
 def load_cached(path: Path) -> dict[str, torch.Tensor] | None:
+    """A cache entry, or None when there is none or it cannot be trusted (cut short, damaged, not a (N, F) matrix of
+    finite features): the caller recomputes it, silently, since the cache is only ever a shortcut."""
     if not path.is_file():
         return None
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path))
-    except Exception:  # noqa: BLE001 - a truncated cache file is recomputed, never fatal
+        entry = load_file(str(path))
+    except Exception:  # noqa: BLE001 - SafetensorError, OSError, ...: recomputed, never fatal
         return None
+    x = entry.get("features")
+    if x is None or x.ndim != 2 or not x.is_floating_point() or not bool(torch.isfinite(x).all()):
+        return None
+    return entry
 
 
 def save_cached(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Atomic and under a unique temporary name: two runs filling one cold cache each write their own file, and the
+    last rename wins with a complete entry (both hold the same features)."""
     from safetensors.torch import save_file
 
+    from ..faults import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+    with atomic_path(path, fault="features") as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def train_head(

@@ -1,6 +1,6 @@
 """The science of one epoch: no I/O, no device names. The accelerator moves batches and scales losses.
 
-    loss, acc = train_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, on_batch)
+    loss, score = train_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, score_fn=task.score)
     logits, labels = predict(model, loader, accelerator)
 """
 
@@ -21,9 +21,11 @@ def train_epoch(
     on_batch: Callable[..., None] = lambda n=1, loss=None: None,
     memory_format: torch.memory_format = torch.preserve_format,
     before_epoch: Callable[[], None] = lambda: None,
+    score_fn: Callable[[torch.Tensor, torch.Tensor], float] = lambda logits, y: float("nan"),
 ) -> tuple[float, float]:
+    """Mean loss and mean `score_fn` (the task's headline number, e.g. accuracy) over the epoch's batches."""
     before_epoch()  # e.g. strategies.set_train_mode: frozen BatchNorm stays in eval mode
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, total_score, seen = 0.0, 0.0, 0
     for x, y in loader:
         x = x.contiguous(memory_format=memory_format)
         with accelerator.autocast():
@@ -35,10 +37,10 @@ def train_epoch(
         scheduler.step()
         n = y.shape[0]
         total_loss += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
+        total_score += score_fn(logits.detach(), y) * n
         seen += n
         on_batch(1, loss.item())
-    return total_loss / max(1, seen), correct / max(1, seen)
+    return total_loss / max(1, seen), total_score / max(1, seen)
 
 
 @torch.no_grad()

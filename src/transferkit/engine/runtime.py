@@ -82,12 +82,30 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def feature_precision(runtime, device_type: str) -> str:
-    if runtime.feature_precision != "auto":
-        return runtime.feature_precision
+def best_precision(device_type: str) -> str:
+    """What `auto` runs frozen features, `predict` and `evaluate` at: the precision that gives fp32's answers.
+
+    On a CPU that is fp32, even with AVX512-BF16: measured on the real data (benchmarks/precision.py, BENCHMARKS.md)
+    bf16 changed 0.7-6% of top-1 answers (the bar is 0.5%) and ran EfficientNet-Lite0 no faster than fp32; on an
+    AVX2-only CPU bf16 is emulated, 10-20x slower. On a GPU, bf16 (fp16 before Ampere), as training's AMP uses.
+    `--feature-precision bf16` / `--precision bf16` still choose it; training and prediction then agree with each
+    other, since `linear` is evaluated on its cached features at that precision."""
     if device_type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_bf16_supported() else "fp32"
+    return "fp32"
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def feature_precision(runtime, device_type: str) -> str:
+    """Precision of frozen feature extraction (the cached features `linear` trains and is evaluated on)."""
+    return inference_precision(runtime.feature_precision, device_type)
+
+
+def inference_precision(requested: str, device_type: str) -> str:
+    """`requested` unless "auto"; "auto" is `best_precision`."""
+    return best_precision(device_type) if requested == "auto" else requested
 
 
 def autocast_for(precision: str, device_type: str):

@@ -4,15 +4,15 @@
     history = trainer.fit()            # or fit(resume=True) to continue from run_dir/last.ckpt
 
 Per phase of the strategy: a cached phase trains the head on features computed once; a loop phase trains through
-the accelerator. After every epoch: a row in metrics.csv, `last.ckpt`, and `best/` when val loss improved
-(ties broken by accuracy).
+the accelerator. After every epoch: `best/` when val loss improved (ties broken by accuracy), `last.ckpt`, then the
+epoch's row in metrics.csv, in that order, so that after a kill at any point the run directory agrees with itself.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
-import math
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +23,13 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from ..bundle import bundle_meta, save_bundle
 from ..data.dataset import DecodedImages
+from ..errors import TransferkitError
+from ..faults import atomic_path, fault_point, write_atomic
 from ..strategies import Phase, Strategy, apply_phase, param_groups, set_train_mode
+from ..tasks import get_task
 from . import features as feats
 from .loop import predict, train_epoch
+from .optim import OPTIMIZERS, SCHEDULES
 from .runtime import autocast_for, feature_precision, make_accelerator, memory_format
 
 METRIC_FIELDS = ("epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "train_seconds",
@@ -44,23 +48,6 @@ class PreparedData:
     cache_key: dict  # what identifies these images for the feature cache (fingerprint, split, preprocessing)
 
 
-def class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
-    counts = torch.bincount(torch.tensor(labels), minlength=n_classes).float().clamp(min=1)
-    return counts.sum() / (n_classes * counts)  # balanced: each class contributes equally to the loss
-
-
-def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
-
-
 class Trainer:
     def __init__(self, model, strategy: Strategy, cfg, data: PreparedData, run_dir: Path, reporter):
         self.model, self.strategy, self.cfg, self.data = model, strategy, cfg, data
@@ -73,9 +60,10 @@ class Trainer:
         self.global_epoch = 0
         t = cfg.train
         self.phases = strategy.phases(t.epochs, t.head_epochs)
-        weights = class_weights(data.train.labels, len(data.classes)) if cfg.data.balance == "weights" else None
+        self.task = get_task(t.task)  # the loss, the epoch's score and what "better" means
+        weights = self.task.loss_weights(data.train.labels, data.classes) if cfg.data.balance == "weights" else None
         self.class_weights = weights
-        self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=t.label_smoothing)
+        self.loss_fn = self.task.loss(weights, t.label_smoothing)
 
     def plain_model(self):
         """The TransferModel itself, without accelerate's wrappers or torch.compile's (whose keys gain `_orig_mod.`)."""
@@ -83,17 +71,26 @@ class Trainer:
 
     # ---- bookkeeping -------------------------------------------------------------------------------------------
     def _record(self, row: dict) -> None:
+        """Add an epoch to the history; its metrics.csv row is written by `save_last`, once the checkpoint that holds
+        the epoch is on disk, so a kill in between never leaves a row that a resume would train and write again."""
         self.history.append(row)
+        self._unwritten.append(row)
+
+    def _write_metrics(self, rows: list[dict], rewrite: bool = False) -> None:
         path = self.run_dir / "metrics.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        if rewrite or not path.exists():
+            w.writeheader()
+        w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+        if rewrite:
+            write_atomic(path, buf.getvalue())
+        else:
+            with open(path, "a", newline="", encoding="utf-8") as f:
+                f.write(buf.getvalue())
 
     def _is_best(self, val_loss: float, val_acc: float) -> bool:
-        score = (val_loss, -val_acc)
+        score = self.task.sort_key(val_loss, val_acc)
         if self.best is None or score < self.best:
             self.best = score
             return True
@@ -101,8 +98,8 @@ class Trainer:
 
     def save_best(self) -> None:
         meta = bundle_meta(
-            self.plain_model(), self.data.classes, self.data.image_size, self.strategy.label,
-            dropout=self.cfg.model.dropout,
+            self.plain_model(), self.data.classes, self.data.image_size, self.strategy.label, task=self.task.name,
+            dropout=self.cfg.model.dropout, tta={"flip": self.cfg.data.flip},  # all predict needs travels in the bundle
             val_metrics={"loss": self.best[0], "accuracy": -self.best[1]} if self.best else {},
             epoch=self.global_epoch,
         )
@@ -122,22 +119,73 @@ class Trainer:
         if optimizer is not None:
             state["optimizer"] = optimizer.state_dict()
             state["scheduler"] = scheduler.state_dict()
-        tmp = self.run_dir / "last.ckpt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.run_dir / "last.ckpt")  # atomic: Ctrl-C mid-save never corrupts the last good checkpoint
+        with atomic_path(self.run_dir / "last.ckpt") as tmp:  # a kill mid-save keeps the last good checkpoint
+            torch.save(state, tmp)
+        fault_point("metrics.csv")  # checkpointed, row not yet written: a resume writes it from the checkpoint
+        self._write_metrics(self._unwritten)
+        self._unwritten = []
+
+    def _load_last(self) -> dict:
+        """last.ckpt, checked: a damaged file, or one that does not fit this run, raises TransferkitError."""
+        path = self.run_dir / "last.ckpt"
+
+        def broken(why: str) -> TransferkitError:
+            return TransferkitError(
+                f"'{path}' cannot be resumed from: {why}. transferkit replaces it in one step, so it was changed or "
+                f"copied incompletely after the run wrote it. Start the run again without --resume (best/ is a "
+                f"separate file and still loads)."
+            )
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - zip, pickle, EOF errors: all mean the file cannot be used
+            with open(path, "rb") as f:
+                head = f.read(4)
+            # torch's own wording, first sentence only: the rest of it suggests weights_only=False, i.e. running pickle
+            why = ("it is empty (0 bytes)" if not head else "it is not a torch checkpoint (those are zip archives)"
+                   if head != b"PK\x03\x04" else f"it is cut short or damaged ({str(e).split('. ')[0][:120]})")
+            raise broken(why) from e
+        need = ("model", "phase_index", "epoch_in_phase", "phase_done", "global_epoch", "best", "history")
+        missing = [k for k in need if k not in state] if isinstance(state, dict) else list(need)
+        if missing:
+            raise broken(f"it lacks {', '.join(missing)}")
+        pi = state["phase_index"]
+        if not isinstance(pi, int) or not 0 <= pi < len(self.phases):
+            raise broken(f"it is from phase {pi!r} of a strategy that has {len(self.phases)}")
+        if not state["phase_done"] and not self.phases[pi].cached and not {"optimizer", "scheduler"} <= state.keys():
+            raise broken("it lacks the optimizer state its unfinished phase needs")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise broken(f"its weights do not fit the model in this run's config.json ({str(e).splitlines()[0]})") from e
+        return state
 
     # ---- training ----------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> list[dict]:
         self.model.to(self.accelerator.device, memory_format=self.memory_format)
         state = None
+        self._unwritten: list[dict] = []  # epochs recorded but not yet in metrics.csv (see _record)
         if resume:
-            state = torch.load(self.run_dir / "last.ckpt", map_location="cpu", weights_only=True)
-            self.model.load_state_dict(state["model"])
+            state = self._load_last()
             self.history = state["history"]
             self.best = tuple(state["best"]) if state["best"] else None
             self.global_epoch = state["global_epoch"]
+            # metrics.csv as of the checkpoint: rows of epochs after it (to be trained again) go, rows the checkpoint
+            # holds but a kill kept from the file come back. And the temporary files of writes a kill cut short.
+            self._write_metrics(self.history, rewrite=True)
+            for tmp in [*self.run_dir.glob(".*.tmp"), *(self.run_dir / "best").glob(".*.tmp")]:
+                tmp.unlink(missing_ok=True)
+        # A run whose report exists is finished; one killed after its last checkpoint but before the report is
+        # finished here (every phase skipped, then evaluated as usual).
+        if state and (self.run_dir / "report.json").is_file() and all(
+                self._phase_finished(pi, phase, state) for pi, phase in enumerate(self.phases)):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--resume {self.run_dir}: the run already finished (epoch {self.global_epoch} of "
+                              f"{self.cfg.train.epochs}, patience {self.cfg.train.patience}). Give a larger --epochs "
+                              "(or --patience, if it stopped early) to train longer.")
         for pi, phase in enumerate(self.phases):
-            if state and (pi < state["phase_index"] or (pi == state["phase_index"] and state["phase_done"])):
+            if state and self._phase_finished(pi, phase, state):
                 continue
             apply_phase(self.model, phase)
             if phase.cached:
@@ -146,6 +194,16 @@ class Trainer:
                 self._loop_phase(pi, phase, state if state and state["phase_index"] == pi else None)
             state = None
         return self.history
+
+    def _phase_finished(self, pi: int, phase: Phase, state: dict) -> bool:
+        """Whether the checkpoint's phase `pi` is over under the current settings: --resume with a larger --epochs
+        (or --patience, after an early stop) continues a loop phase that had ended."""
+        if pi != state["phase_index"]:
+            return pi < state["phase_index"]
+        if not state["phase_done"] or phase.cached:
+            return state["phase_done"]
+        patience = self.cfg.train.patience
+        return state["epoch_in_phase"] >= phase.epochs or (bool(patience) and state["bad_epochs"] >= patience)
 
     def features(self, split: str, dataset: DecodedImages, view: int = 0) -> torch.Tensor:
         """Backbone features of a split, from the on-disk cache when this data was seen with these settings.
@@ -210,7 +268,7 @@ class Trainer:
                 weight_decay=t.weight_decay, label_smoothing=t.label_smoothing, seed=t.seed,
                 batch_size=self.cfg.data.batch_size, class_weights=self.class_weights,
             )
-            best_row = min(rows, key=lambda r: (r["val_loss"], -r["val_acc"]))
+            best_row = min(rows, key=lambda r: self.task.sort_key(r["val_loss"], r["val_acc"]))
             fitted["adamw"] = (h, {**{k: best_row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
                                    "passes": len(rows), "seconds": time.perf_counter() - t0})
         # The more accurate on val; equal accuracy (common on a few hundred images): the lower val loss.
@@ -245,7 +303,7 @@ class Trainer:
         acc = self.accelerator
         sampler = None
         if d.balance == "sampler":
-            w = class_weights(self.data.train.labels, len(self.data.classes))[torch.tensor(self.data.train.labels)]
+            w = self.task.loss_weights(self.data.train.labels, self.data.classes)[torch.tensor(self.data.train.labels)]
             sampler = WeightedRandomSampler(w.double(), num_samples=len(w), generator=torch.Generator().manual_seed(t.seed))
         train_loader = DataLoader(
             self.data.train, batch_size=d.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=d.workers,
@@ -255,18 +313,10 @@ class Trainer:
         val_loader = DataLoader(self.data.val, batch_size=d.batch_size * 2, num_workers=d.workers)
         mult = phase.backbone_lr_mult if phase.backbone_lr_mult is not None else t.backbone_lr_mult
         groups = param_groups(self.plain_model(), t.lr, mult, t.weight_decay)
-        if t.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=t.lr)
+        optimizer = OPTIMIZERS[t.optimizer](groups, t)
         steps = phase.epochs * max(1, len(train_loader))
-        warmup = int(t.warmup_epochs * len(train_loader))
-        if t.schedule == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=max(0.05, warmup / steps)
-            )
-        else:
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, max(1, warmup), steps))
+        scheduler = SCHEDULES[t.schedule](optimizer, groups, total_steps=steps,
+                                          warmup_steps=int(t.warmup_epochs * len(train_loader)))
         model, optimizer, train_loader, val_loader, scheduler = acc.prepare(
             self.model, optimizer, train_loader, val_loader, scheduler
         )
@@ -275,8 +325,10 @@ class Trainer:
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            inner = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps it
+            if hasattr(inner, "total_steps"):  # OneCycleLR saves its length: a new --epochs on resume sets it
+                inner.total_steps = steps
             start_epoch, bad = state["epoch_in_phase"], state["bad_epochs"]
-        val_loss_fn = nn.CrossEntropyLoss()
         for e in range(start_epoch, phase.epochs):
             t0 = time.perf_counter()
             self.global_epoch += 1
@@ -287,11 +339,11 @@ class Trainer:
                 tr_loss, tr_acc = train_epoch(
                     model, train_loader, optimizer, scheduler, self.loss_fn, acc, on_batch=advance,
                     memory_format=self.memory_format, before_epoch=lambda: set_train_mode(self.plain_model()),
+                    score_fn=self.task.score,
                 )
             train_seconds = time.perf_counter() - t0  # the benchmark's fine-tune throughput: train images / this
             logits, labels = predict(model, val_loader, acc, self.memory_format)
-            val_loss = val_loss_fn(logits, labels).item()
-            val_acc = (logits.argmax(1) == labels).float().mean().item()
+            val_loss, val_acc = self.task.val_loss(logits, labels), self.task.score(logits, labels)
             row = {
                 "epoch": self.global_epoch, "epochs": self._total_epochs(), "phase": phase.name, "train_loss": tr_loss,
                 "train_acc": tr_acc, "val_loss": val_loss, "val_acc": val_acc,
@@ -317,10 +369,11 @@ class Trainer:
 
     def split_logits(self, split: str, dataset: DecodedImages) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's logits on a split. When no phase trained the backbone (`linear`), its features are the cached
-        ones and only the head runs: milliseconds instead of a forward pass. Only at fp32, so that the numbers are
-        exactly what `predict` (always fp32) gives."""
-        device = self.accelerator.device
-        if all(p.cached for p in self.phases) and feature_precision(self.cfg.runtime, device.type) == "fp32":
+        ones and only the head runs: milliseconds instead of a second forward pass. The features are at the run's
+        feature precision (bf16 on CPUs and GPUs that have it), which is also what `predict` and `evaluate` run at by
+        default (`runtime.inference_precision`), so the run's test metrics are the ones they reproduce."""
+        if all(p.cached for p in self.phases):
+            device = self.accelerator.device
             head = self.plain_model().head.eval()
             with torch.no_grad():
                 logits = head(self.features(split, dataset).to(device)).float().cpu()

@@ -9,24 +9,38 @@ is one pass over the validation split for the temperature, so a few hundred imag
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .calibration import calibrate, softmax
+from ..bundle import update_meta
+from ..faults import atomic_path
+from ..rundir import RunDir
+from .calibration import softmax
 from .plots import plot_gallery, plot_top_losses
 from .report import PLOTS_DIR, build_report
 
 PREDICTIONS = "predictions.csv"  # one row per evaluated image: what report.html lists as misclassified
 
 
-def store_temperature(bundle: Path, temperature: float, fitted_on: str, n: int) -> None:
-    """Write the temperature into the bundle's transferkit.json, where `Predictor` reads it."""
-    meta_path = bundle / "transferkit.json"
-    meta = json.loads(meta_path.read_text())
-    meta["calibration"] = {"method": "temperature", "temperature": temperature, "fitted_on": fitted_on, "n": n}
-    meta_path.write_text(json.dumps(meta, indent=2))
+def store_temperature(bundle: Path, temperature: float, fitted_on: str, n: int, note: str = "") -> None:
+    """Write the temperature into the bundle's transferkit.json, where `Predictor` reads it.
+
+    A temperature that was not fitted or not trusted is stored as 1 with the note saying why, so that a bundle read
+    on its own tells "calibrated to T = 1" apart from "left alone".
+    """
+    calibration = {"method": "temperature", "temperature": temperature, "fitted_on": fitted_on, "n": n}
+    update_meta(bundle, calibration={**calibration, **({"note": note} if note else {})})
+
+
+def calibration_line(cal, eval_split: str) -> str:
+    """The one line `fit` prints: which temperature is kept, why, and what it does on the evaluated split."""
+    if cal.fitted:
+        return (f"Calibration: temperature {cal.temperature:.3f} (fitted on {cal.fitted_n} val images; {cal.check}); "
+                f"on {eval_split} ECE {cal.ece_before:.4f} -> {cal.ece_after:.4f}, "
+                f"NLL {cal.nll_before:.4f} -> {cal.nll_after:.4f}")
+    return (f"Calibration: temperature 1 kept. {cal.note} On {eval_split}: ECE {cal.ece_before:.4f}, "
+            f"NLL {cal.nll_before:.4f}.")
 
 
 def write_predictions(path: Path, keys: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -34,7 +48,7 @@ def write_predictions(path: Path, keys: list[str], labels: np.ndarray, probs: np
     pred = probs.argmax(1)
     p_true = probs[np.arange(len(labels)), labels]
     losses = -np.log(np.clip(p_true, 1e-12, 1.0))
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["key", "true", "predicted", "probability", "p_true", "loss", "correct"])
         for k, y, p, pt, loss, row in zip(keys, labels, pred, p_true, losses, probs):
@@ -60,18 +74,11 @@ def finish_run(run_dir, trainer, data, eval_split: str, samples, skipped, eval_o
     run_dir = Path(run_dir)
     logits, labels = (np.asarray(t) for t in eval_out)
     val_logits, val_labels = (logits, labels) if eval_split == "val" else validation_logits(trainer, data)
-    cal = calibrate(val_logits, val_labels, logits, labels, measured_on=eval_split)
-    store_temperature(run_dir / "best", cal.temperature, "val", cal.fitted_n)
-    report_path = run_dir / "report.json"
-    report = json.loads(report_path.read_text())
-    report["calibration"] = cal.to_dict()
-    report_path.write_text(json.dumps(report, indent=2))
+    cal = trainer.task.calibrate(val_logits, val_labels, logits, labels, measured_on=eval_split)
+    store_temperature(run_dir / "best", cal.temperature, "val", cal.fitted_n, cal.note)
+    report = RunDir(run_dir).update_json(RunDir.REPORT, calibration=cal.to_dict())
     reporter.emit("calibration", **{k: v for k, v in report["calibration"].items() if not k.startswith("bins")})
-    reporter.message(
-        f"Calibration: {cal.note}" if cal.note else
-        f"Calibration: temperature {cal.temperature:.3f} (fitted on val); on {eval_split} ECE "
-        f"{cal.ece_before:.4f} -> {cal.ece_after:.4f}, NLL {cal.nll_before:.4f} -> {cal.nll_after:.4f}"
-    )
+    reporter.message(calibration_line(cal, eval_split))
 
     # The images evaluated, in the order of the logits (decoding dropped unreadable files, in order).
     bad = {k for split, k, _ in skipped if split == eval_split}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TransferkitError
+from ..faults import write_atomic
 
 PLOTS_DIR = "plots"
 # (file in plots/, title, how to read it): the order of the "Plots" section.
@@ -353,7 +354,5 @@ def build_report(run_dir: str | Path, redraw: bool = True) -> Path:
     if redraw:
         redraw_plots(run_dir)
     path = run_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render_html(run_dir), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, render_html(run_dir))  # a unique temp name: two `report` commands on one run never collide
     return path

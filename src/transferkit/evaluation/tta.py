@@ -53,9 +53,12 @@ class TTAViews:
         return TF.normalize(v, self.mean, self.std)
 
 
-def trained_with_flip(bundle_path: str | Path) -> bool:
-    """Whether the run that made this bundle flipped images in training (its config.json beside best/); True if unknown."""
-    config = Path(bundle_path).parent / "config.json"
+def trained_with_flip(meta: dict) -> bool:
+    """Whether the model was trained on flipped images (then TTA mirrors too): the bundle's own `tta.flip`; for
+    bundles from before it was stored, the run's config.json beside best/; True if unknown."""
+    if "flip" in meta.get("tta", {}):
+        return bool(meta["tta"]["flip"])
+    config = Path(meta.get("_path", ".")).parent / "config.json"
     try:
         return bool(json.loads(config.read_text())["config"]["data"].get("flip", True))
     except (OSError, ValueError, KeyError, TypeError):

@@ -79,11 +79,11 @@ class Advice:
 
 def advise(data, config: RunConfig | None = None, reporter=None, **overrides) -> Advice:
     """Measure `data` (a path or DataSource) with the run's backbone and settings; keyword arguments as in `fit`."""
-    from ..api import _apply_overrides, validate
+    from ..options import apply_overrides, validate
     from ..progress import make_reporter
     from .frozen import open_data
 
-    cfg = _apply_overrides(config or RunConfig(), dict(overrides))
+    cfg = apply_overrides(config or RunConfig(), dict(overrides))
     validate(cfg)
     return advise_opened(open_data(data, cfg), cfg, reporter or make_reporter(cfg.quiet))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backbones.registry import BackboneCfg
+from ..backbones.cfg import BackboneCfg
 from ..config import RunConfig
 from ..data.sources import DataSource, Sample
 
@@ -56,7 +56,7 @@ class FrozenFeatures:
 
 def open_data(data, cfg: RunConfig) -> Data:
     """`data`: a path or a DataSource; split with cfg.data.split and cfg.train.seed, exactly as `fit` does."""
-    from ..api import median_short_side
+    from ..data.sizes import survey_sides
     from ..data.sources import open_source
     from ..data.split import make_splits
     from ..errors import TransferkitError
@@ -65,7 +65,7 @@ def open_data(data, cfg: RunConfig) -> Data:
     splits = make_splits(src, cfg.data.split, cfg.train.seed)
     if not splits.get("train") or not splits.get("val"):
         raise TransferkitError("The train or validation split is empty: add images, or give --split a larger val fraction.")
-    return Data(src, splits, median_short_side(src, splits["train"]), src.fingerprint())
+    return Data(src, splits, survey_sides(src, splits["train"])[0], src.fingerprint())
 
 
 def _decoded(data: Data, short: int, interpolation: str, cfg: RunConfig) -> dict:
@@ -104,7 +104,7 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None) ->
 
     import torch
 
-    from ..api import feature_cache_key
+    from ..engine.cache_keys import feature_cache_key
     from ..data.dataset import DecodedImages
     from ..data.transforms import choose_image_size, eval_transform, resize_size
     from ..engine import features as feats

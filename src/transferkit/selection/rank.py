@@ -53,12 +53,12 @@ def rank(data, candidates: list[str] | str | None = None, config: RunConfig | No
          **overrides) -> list[RankRow]:
     """Rows best first. `candidates`: registry names (default: every built-in, offline backbone). Keyword
     arguments set config fields as in `fit` (image_size, split, seed, batch_size, device, cache_dir, ...)."""
-    from ..api import _apply_overrides, validate
+    from ..options import apply_overrides, validate
     from ..backbones import check_backbone_name, list_backbones
     from ..progress import make_reporter
     from .frozen import open_data
 
-    cfg = _apply_overrides(config or RunConfig(), dict(overrides))
+    cfg = apply_overrides(config or RunConfig(), dict(overrides))
     validate(cfg)
     names = candidates.split(",") if isinstance(candidates, str) else list(candidates or list_backbones())
     names = list(dict.fromkeys(n.strip() for n in names if n.strip()))  # in order, each once

@@ -13,14 +13,13 @@ Frozen strategies on the same backbone share their cached features, so linear an
 from __future__ import annotations
 
 import json
-import math
 import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..config import RunConfig
-from ..errors import ConfigError
+from .config import RunConfig
+from .errors import ConfigError
 
 SIGNIFICANCE = 0.05  # two-sided p-value of the paired test below which a lead counts as real
 
@@ -77,14 +76,17 @@ def compare(data, strategies=("linear", "two-phase", "finetune"), backbones=None
     import copy
     import dataclasses
 
-    from ..api import _apply_overrides, fit, unique_run_dir, validate
-    from ..backbones import check_backbone_name
-    from ..data.sources import DataSource, open_source
-    from ..data.split import make_splits
-    from ..progress import make_reporter
-    from ..strategies import parse_strategy
+    from .api import fit
+    from .options import apply_overrides, validate
+    from .rundir import RunDir
+    from .backbones import check_backbone_name
+    from .data.sources import DataSource, open_source
+    from .data.split import make_splits
+    from .progress import make_reporter
+    from .evaluation.plots import plot_comparison
+    from .strategies import parse_strategy
 
-    cfg = _apply_overrides(config or RunConfig(), dict(overrides))
+    cfg = apply_overrides(config or RunConfig(), dict(overrides))
     validate(cfg)
     strategies = _names(strategies)
     backbones = _names(backbones) or [cfg.model.backbone]
@@ -99,7 +101,7 @@ def compare(data, strategies=("linear", "two-phase", "finetune"), backbones=None
 
     src = data if isinstance(data, DataSource) else open_source(data, cfg.data.layout, **cfg.data.source_options())
     fixed = dataclasses.replace(src, splits=make_splits(src, cfg.data.split, seeds[0]))  # one split for every run
-    folder = unique_run_dir(out, name or f"compare-{Path(str(src.root)).name or 'data'}")
+    folder = RunDir.create(out, name or f"compare-{Path(str(src.root)).name or 'data'}").path
     total = len(strategies) * len(backbones) * len(seeds)
     reporter.message(f"Comparing {total} runs ({len(strategies)} strategies x {len(backbones)} backbones x "
                      f"{len(seeds)} seeds) on one split: " + ", ".join(f"{k} {len(v)}" for k, v in fixed.splits.items()))
@@ -117,7 +119,7 @@ def compare(data, strategies=("linear", "two-phase", "finetune"), backbones=None
     result = summarize(runs, seeds)
     result.folder = str(folder)
     result.split_sizes = {k: len(v) for k, v in fixed.splits.items()}
-    result.chart = str(bar_chart(result, folder / "compare.png"))
+    result.chart = str(plot_comparison(result.rows, result.runs[0].split, len(result.seeds), folder / "compare.png"))
     (folder / "compare.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
 
@@ -182,33 +184,6 @@ def _verdict(rows: list[CompareRow], n_seeds: int) -> tuple[bool | None, str]:
         f"; paired over {n_seeds} seeds p = {second.p_vs_best:.3f}: "
         + ("a real difference" if significant else f"not significant at {SIGNIFICANCE} (could be seed noise)")
     )
-
-
-def bar_chart(result: Comparison, path: Path) -> Path:
-    """Mean accuracy per row with the seeds' standard deviation as error bars; accuracy and seconds per run on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display needed
-    import matplotlib.pyplot as plt
-
-    rows = result.rows
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 4))
-    xs = list(range(len(rows)))
-    ax.bar(xs, [r.mean * 100 for r in rows], yerr=[r.std * 100 for r in rows], capsize=4,
-           color=["tab:green" if i == 0 else "tab:blue" for i in xs])
-    for x, r in zip(xs, rows):
-        ax.annotate(f"{r.mean:.1%}\n{r.seconds:.0f} s", (x, (r.mean + r.std) * 100), xytext=(0, 3),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=8)
-    low = min((r.mean - r.std) * 100 for r in rows)
-    ax.set_ylim(max(0.0, math.floor(low / 5) * 5 - 5), 115)  # zoomed in, so that a point's difference shows
-    ax.set_yticks([t for t in ax.get_yticks() if t <= 100])  # the room above 100 is for the labels
-    ax.set_xticks(xs, [r.label.replace(" @ ", "\n") for r in rows], fontsize=8)
-    ax.set_ylabel(f"{result.runs[0].split} accuracy (%)")
-    ax.set_title(f"mean ± std over {len(result.seeds)} seed(s), wall time per run", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def print_comparison(result: Comparison, console=None) -> None:

@@ -1,0 +1,58 @@
+"""Options checked once, before any data is read or model built: `fit(**overrides)` and every command go through here.
+
+    cfg = apply_overrides(RunConfig(), {"epochs": 3, "backbone": "timm:resnet18"})
+    validate(cfg)                     # ConfigError naming the option, the value and the valid choices
+
+Imports no torch (the registry check reads names only), so a wrong option fails in well under a second.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import RunConfig, option_fields
+from .errors import ConfigError, unknown_choice
+
+# Options `--resume` may change: they lengthen or shorten what is left, never what was already trained.
+RESUMABLE = ("epochs", "patience", "quiet")
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """fit(..., epochs=3, backbone="timm:resnet18") -> the matching field of whichever sub-config has it.
+    None leaves a field as it is (an option that was not given)."""
+    fields = {f.name: f for f in option_fields()}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise unknown_choice("option", key, sorted(fields))
+        if value is not None:
+            fields[key].set(cfg, value)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Every option checked before any data is read or any model is built: choices and bounds from the fields'
+    declarations (config.py), then the options whose values are names or patterns."""
+    from .backbones import check_backbone_name
+    from .backbones.heads import parse_head
+    from .data.split import parse_split
+    from .strategies import parse_strategy
+
+    for f in option_fields():
+        value = f.get(cfg)
+        if f.choices is not None and value not in f.choices and value is not None:
+            raise unknown_choice(f.flag, value, f.choices)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = f.opt.min, f.opt.max
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                bounds = f"at least {lo:g}" if hi is None else f"{lo:g} to {hi:g}" if lo is not None else f"at most {hi:g}"
+                raise ConfigError(f"{f.flag} {value}: give {bounds}. ({f.opt.help})")
+    parse_strategy(cfg.train.strategy)
+    parse_head(cfg.model.head)
+    cfg.data.split = parse_split(cfg.data.split)
+    check_backbone_name(cfg.model.backbone)
+    if cfg.train.head_solver == "lbfgs" and parse_head(cfg.model.head)[0] != "linear":
+        raise ConfigError(f"--head-solver lbfgs fits a logistic regression, so it needs --head linear (not "
+                          f"'{cfg.model.head}'); use --head-solver adamw or auto for an mlp head.")
+    lo, hi = cfg.data.crop_scale
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"--crop-scale {lo} {hi}: give two area fractions 0 < low <= high <= 1, e.g. 0.35 1.0.")

@@ -1,0 +1,150 @@
+"""Issue 10, item 9: Pillow's raw bomb warning, --split messages that give the real reason, $XDG_CACHE_HOME."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transferkit.config import cache_home
+from transferkit.data.decode import decode_samples
+from transferkit.data.doctor import doctor
+from transferkit.data.images import open_image, open_rgb
+from transferkit.data.sources import open_source
+from transferkit.data.split import parse_split
+from transferkit.errors import ConfigError
+
+from .conftest import write_folder
+
+# --- Pillow's DecompressionBombWarning -----------------------------------------------------------------------------
+# A 100 x 100 image has 10,000 pixels. With the limit lowered to 9,000 it is over the limit but under twice it
+# (18,000): the band where Pillow only warns ("could be decompression bomb DOS attack") and decodes anyway.
+LIMIT = 9_000
+
+
+@pytest.fixture
+def big_png(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", LIMIT)
+    path = tmp_path / "big.png"
+    Image.fromarray(np.full((100, 100, 3), 128, np.uint8)).save(path)
+    return path
+
+
+def test_open_rgb_of_an_image_over_the_limit_raises_no_pillow_warning(big_png, recwarn):
+    img = open_rgb(big_png, short_side=32)
+    assert img.size == (32, 32)
+    with open_image(big_png) as raw:
+        assert raw.size == (100, 100)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)], [str(w) for w in recwarn]
+
+
+def test_decoding_in_threads_raises_no_pillow_warning_and_the_doctor_still_reports_it(tmp_path, big_png, recwarn):
+    root = write_folder(tmp_path / "d", per_class=4, classes=("red", "green"))
+    big_png.rename(root / "red" / "big.png")
+    src = open_source(root)
+    samples = [s for part in src.splits.values() for s in part]
+    images, labels, skipped = decode_samples(src, samples, 32, workers=4, store="memory")
+    assert not skipped and len(labels) == len(samples) == 9
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    # Our own handling: the doctor (also run before every `train`) names the file in its words.
+    (p,) = [p for p in doctor(root).problems if p.code == "large-image"]
+    assert f"more than {LIMIT:,} pixels: red/big.png" in p.message
+
+
+def test_twice_the_limit_is_still_refused(big_png, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4_000)  # 10,000 > 2 x 4,000: a bomb, not a big photo
+    with pytest.raises(Image.DecompressionBombError):
+        open_rgb(big_png)
+
+
+def test_no_raw_pillow_warning_reaches_the_terminal(big_png):
+    # As a user runs it: default warning filters, stderr captured. Before the fix this printed
+    # "DecompressionBombWarning: Image size (10000 pixels) exceeds limit of 9000 pixels, ...".
+    code = ("from PIL import Image; from transferkit.data.images import open_rgb; "
+            f"Image.MAX_IMAGE_PIXELS = {LIMIT}; print(open_rgb({str(big_png)!r}, 32).size)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(32, 32)" and "DecompressionBomb" not in out.stderr, out.stderr
+
+
+def test_the_silencing_does_not_leak_to_the_callers_own_pillow_use(big_png):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        open_rgb(big_png)
+        Image.open(big_png).close()  # the caller's own open: Pillow's warning is theirs to see
+    assert [w.category for w in caught] == [Image.DecompressionBombWarning]
+
+
+# --- parse_split -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("0.7,0.2,0.1", (0.7, 0.2, 0.1)),
+    ("0.8,0.2", (0.8, 0.2, 0.0)),
+    ((0.6, 0.2, 0.2), (0.6, 0.2, 0.2)),
+    (" 0.7 , 0.3 ", (0.7, 0.3, 0.0)),
+])
+def test_parse_split_accepts(text, expected):
+    assert parse_split(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text, words", [
+    # They add up to 1: the problem is the empty validation split, and the message must say so, not "add up to 1".
+    ("1,0,0", ["validation fraction is 0", "early stopping", "calibration", "e.g. 0.8,0.2,0"]),
+    ("0.9,0", ["validation fraction is 0"]),
+    ("0,0.5,0.5", ["train fraction is 0", "nothing to train on"]),
+    ("0.8,0.3,-0.1", ["test fraction is -0.1", "cannot be negative"]),
+    ("0.5,0.2,0.2,0.1", ["4 numbers", "two or three"]),
+    ("0.7", ["1 number", "two or three"]),
+    ("0.7,abc,0.1", ["'abc' is not a number"]),
+    ("0.7,nan,0.3", ["'nan' is not a number"]),
+    ("0.9,0.3", ["add up to 1.2, not 1", "0.75,0.25"]),
+    ("0.33,0.33,0.33", ["add up to 0.99, not 1", "0.34,0.33,0.33"]),
+])
+def test_parse_split_says_what_is_wrong(text, words):
+    with pytest.raises(ConfigError) as e:
+        parse_split(text)
+    msg = str(e.value)
+    assert msg.startswith(f"--split '{text}'"), msg
+    for w in words:
+        assert w in msg, msg
+    if "add up to" in words[0]:
+        parse_split(msg.rstrip(".").rsplit(" ", 1)[-1])  # the suggested fix is itself accepted
+    else:
+        assert "add up to" not in msg, msg  # the real reason, not the sum (1,0,0 does add up to 1)
+
+
+def test_parse_split_of_something_that_is_not_a_list():
+    with pytest.raises(ConfigError, match="--split '0.7' has 1 number"):
+        parse_split(0.7)
+
+
+# --- cache_home ------------------------------------------------------------------------------------------------------
+
+
+def test_cache_home_order(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("TRANSFERKIT_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert cache_home() == home / ".cache" / "transferkit"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_home() == tmp_path / "xdg" / "transferkit"
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "tk"))
+    assert cache_home() == tmp_path / "tk"
+    assert cache_home(str(tmp_path / "arg")) == tmp_path / "arg"
+
+
+@pytest.mark.parametrize("value", ["", "relative/cache"])
+def test_cache_home_ignores_an_empty_or_relative_xdg_cache_home(tmp_path, monkeypatch, value):
+    # The XDG spec: "If an implementation encounters a relative path in any of these variables it should consider
+    # the path invalid and ignore it"; an empty one means unset.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("TRANSFERKIT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", value)
+    assert cache_home() == tmp_path / ".cache" / "transferkit"
