@@ -93,9 +93,10 @@ def raw_forward(batches: str = "8") -> dict:
 
 def predict(bundle: str, folder: str) -> dict:
     """`Predictor.predict` on every image of a folder: decoding, preprocessing and forward."""
-    from transferkit.predict import Predictor, image_files
+    import transferkit
+    from transferkit.predict import image_files
 
-    p = Predictor(bundle)
+    p = transferkit.load(bundle)  # tunes the allocator and threads, as `transferkit predict` does
     files = [str(f) for f in image_files(Path(folder))]
     start = time.perf_counter()
     out = p.predict(files)

@@ -17,7 +17,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 # Each top-level module or package and its layer: a module may import only from its own layer or a lower one.
 LAYERS = {
     "cli": 5, "__main__": 5,
-    "api": 4, "demo": 4, "compare": 4,
+    "api": 4, "demo": 4, "comparison": 4,
     "selection": 3, "engine": 3, "evaluation": 3, "predict": 3, "export": 3, "serve": 3, "tasks": 3,
     "data": 2, "backbones": 2, "bundle": 2, "rundir": 2, "options": 2, "strategies": 2, "progress": 2,
     "config": 1, "errors": 1, "faults": 1, "__init__": 1,

@@ -167,6 +167,6 @@ def test_batched_preprocessing_equals_the_eval_transform(trained):
     rng = np.random.default_rng(2)
     sizes = [(40, 40), (41, 67), (90, 37), (36, 36)]  # odd sizes: crops at odd offsets
     imgs = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
-    arrays = [p._load_item(im)[0] for im in imgs]
+    arrays = [p.pre.load(im)[0] for im in imgs]
     per_image = torch.stack([p.transform(torch.from_numpy(a).permute(2, 0, 1)) for a in arrays])
-    assert torch.equal(p._batch(arrays, tta=False), per_image)
+    assert torch.equal(p.pre.batch(arrays, tta=False), per_image)

@@ -12,7 +12,7 @@ import transferkit
 from transferkit.errors import ConfigError
 from transferkit.selection import estimators as E
 from transferkit.selection.advise import decide
-from transferkit.compare import CompareRun, paired_t_test, summarize
+from transferkit.comparison import CompareRun, paired_t_test, summarize
 
 from .conftest import FAST, write_folder
 from .test_cli import cli

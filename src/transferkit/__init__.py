@@ -25,7 +25,7 @@ _LAZY = {
     "doctor": "transferkit.data.doctor",
     "rank": "transferkit.selection.rank",
     "advise": "transferkit.selection.advise",
-    "compare": "transferkit.compare",
+    "compare": "transferkit.comparison",
     "RunConfig": "transferkit.config",
     "Predictor": "transferkit.predict",
 }
@@ -37,7 +37,7 @@ __all__ = [  # the public API; `_LAZY` says where each lives
 if _typing.TYPE_CHECKING:
     from .api import Run, evaluate, fit, load
     from .backbones.registry import list_backbones
-    from .compare import compare
+    from .comparison import compare
     from .config import RunConfig
     from .data.doctor import doctor
     from .data.sources import from_arrays, from_dataset, open_source

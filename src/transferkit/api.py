@@ -316,13 +316,14 @@ def _write_start(run: RunDir, cfg: RunConfig, opened: _Opened, strategy, reason,
 
 def _train(run: RunDir, cfg: RunConfig, net, bcfg, strategy, prepared, reporter, resume: bool):
     from .backbones.model import TransferModel
+    from .engine.runtime import make_accelerator
     from .engine.trainer import Trainer
 
     from .tasks import get_task
 
     outputs = get_task(cfg.train.task).num_outputs(prepared.classes)
     model = TransferModel(net, bcfg, num_outputs=outputs, head=cfg.model.head, dropout=cfg.model.dropout)
-    trainer = Trainer(model, strategy, cfg, prepared, run.path, reporter)
+    trainer = Trainer(model, strategy, cfg, prepared, run.path, reporter, accelerator=make_accelerator(cfg.runtime))
     try:
         return trainer.fit(resume=resume), trainer
     except KeyboardInterrupt:
@@ -370,8 +371,11 @@ def _add_metrics_to_bundle(bundle: Path, split: str, metrics: dict) -> None:
 def load(path: str | os.PathLike, **options) -> "Predictor":
     """A Predictor for a saved bundle (a run's best/ folder, or the run folder itself).
     options: device ("auto"), batch_size (32), precision ("auto": bf16 where the device runs it natively, else fp32)."""
+    from .engine.runtime import set_threads, tune_malloc
     from .predict import Predictor
 
+    tune_malloc()  # the process's allocator and threads: here, not inside the Predictor (a library object)
+    set_threads()
     return Predictor(path, **options)
 
 
@@ -386,9 +390,8 @@ def evaluate(bundle: str | os.PathLike, data: str | os.PathLike, split: str = "a
     """
     from .data.sources import open_source
     from .data.split import load_splits
-    from .predict import Predictor
 
-    predictor = Predictor(bundle, precision=precision)
+    predictor = load(bundle, precision=precision)
     run_dir = Path(predictor.meta["_path"]).parent
     options: dict[str, Any] = {}
     if (run_dir / "config.json").is_file():  # the run's own layout, list columns and HDF5 keys, if it is its data

@@ -1,4 +1,6 @@
 """`Predictor`: a saved bundle -> top-k classes for images (files, folders, PIL images or arrays).
+It is three parts: `Preprocess` (the bundle's preset), a runner (`TorchRunner` here; ONNX Runtime in export/) and
+the task's post-processing (tasks.py).
 
     p = Predictor("runs/ants-linear/best")
     p.predict("bee.jpg")                   # {'path': 'bee.jpg', 'label': 'bees', 'probability': 0.97, 'top_k': [...]}
@@ -26,7 +28,7 @@ from .data.decode import decode_one
 from .data.images import IMAGE_EXTENSIONS, array_to_image, is_hidden, resize_short, to_rgb
 from .data.sources import DataSource, Sample
 from .data.transforms import eval_transform, resize_size
-from .engine.runtime import PRECISIONS, autocast_for, inference_precision, set_threads, tune_malloc
+from .engine.runtime import PRECISIONS, autocast_for, inference_precision
 from .evaluation.tta import TTAViews, average_views, trained_with_flip
 from .tasks import get_task
 
@@ -50,29 +52,11 @@ def image_files(path: Path) -> list[Path]:
     )
 
 
-class Predictor:
-    decode_workers = min(8, os.cpu_count() or 1)  # as decode_samples
+class Preprocess:
+    """The bundle's preprocessing preset: the size images are decoded at, the batch transform, the TTA views.
+    Exactly training's eval transform, so `predict` and `evaluate` give the numbers the run reported."""
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto", batch_size: int = 32, precision: str = "auto"):
-        tune_malloc()
-        set_threads()
-        self.model, self.meta = load_bundle(path)
-        self.task = get_task(self.meta.get("task", "classification"))  # its post-processing and output format
-        self.classes: list[str] = self.meta["classes"]
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-        self.model.to(self.device, memory_format=torch.channels_last)
-        # "auto": bf16 where the device runs it natively (as the run's cached features were computed), else fp32.
-        if precision not in PRECISIONS:
-            from .errors import unknown_choice
-
-            raise unknown_choice("--precision", precision, PRECISIONS)
-        self.precision = inference_precision(precision, self.device.type)
-        # Decode the next batch during this one's forward only where the forward leaves the CPU idle (a GPU). On the
-        # CPU torch's threads already fill every core, and decoding beside them makes them wait on each other: on 2
-        # cores a batch of 32 took 1.0 s instead of 0.4 s beside one decoding thread, and whole folders ran about 4%
-        # slower than when each batch is decoded between forwards on all cores.
-        self.overlap = self.device.type != "cpu"
-        pre = self.meta["preprocessing"]
+    def __init__(self, pre: dict, flip: bool = True):
         self.image_size = pre["image_size"]
         self.short_side = resize_size(pre["image_size"], pre["crop_pct"])
         self.interpolation = pre["interpolation"]
@@ -80,17 +64,21 @@ class Predictor:
         # The eval transform's float steps (scale, normalise), run once per batch: same ops, so the same numbers.
         steps = self.transform.transforms
         self._to_float = T.Compose(steps[next(i for i, t in enumerate(steps) if isinstance(t, T.ToDtype)) :])
-        self.batch_size = batch_size
-        # Temperature scaling fitted on the run's validation split (1.0 for bundles without one): probabilities
-        # come out honest, the top class is unchanged.
-        self.temperature = float(self.meta.get("calibration", {}).get("temperature", 1.0))
         self.views = TTAViews(pre["image_size"], crop_pct=pre["crop_pct"], mean=pre["mean"], std=pre["std"],
-                              interpolation=pre["interpolation"], flip=trained_with_flip(self.meta))
+                              interpolation=pre["interpolation"], flip=flip)
 
-    def _per_batch(self, tta: bool) -> int:
-        return max(1, self.batch_size // self.views.count) if tta else self.batch_size  # images (x views) per forward
+    def decode(self, src: DataSource, key: str) -> Decoded:
+        """As `decode_samples` decodes (same size, same error text): an unreadable file is reported, never fatal."""
+        return decode_one(src, key, self.short_side, self.interpolation)
 
-    def _batch(self, images: list[np.ndarray], tta: bool) -> torch.Tensor:
+    def load(self, x: Any) -> Decoded:
+        """A path -> `decode`; a PIL image or array -> resized as files are (a bad one raises: the caller's)."""
+        if isinstance(x, Path):
+            return self.decode(_FILES, str(x))
+        img = to_rgb(x) if hasattr(x, "mode") else array_to_image(np.asarray(x))
+        return np.array(resize_short(img, self.short_side, self.interpolation)), None
+
+    def batch(self, images: list[np.ndarray], tta: bool = False) -> torch.Tensor:
         chw = (torch.from_numpy(a).permute(2, 0, 1) for a in images)  # HWC uint8 -> CHW, no copy
         if tta:
             return torch.stack([self.views(x) for x in chw]).flatten(0, 1)  # (n, V, C, H, W) -> (n * V, C, H, W)
@@ -102,28 +90,81 @@ class Predictor:
         crops = np.stack([_centre(a, self.image_size) for a in images]).transpose(0, 3, 1, 2)
         return self._to_float(torch.from_numpy(np.ascontiguousarray(crops)))
 
+
+class TorchRunner:
+    """The bundle's network on a device at a precision: a float batch (N, C, H, W) -> float32 logits on the CPU.
+    (export/runner.py is the same part for ONNX Runtime.)"""
+
+    def __init__(self, model, device: str = "auto", precision: str = "auto"):
+        from .engine.runtime import resolve_device
+
+        self.device = torch.device(resolve_device(device))
+        self.model = model.to(self.device, memory_format=torch.channels_last)
+        if precision not in PRECISIONS:
+            from .errors import unknown_choice
+
+            raise unknown_choice("--precision", precision, PRECISIONS)
+        # "auto": what gives fp32's answers on this device (engine/runtime.best_precision, measured in BENCHMARKS.md)
+        self.precision = inference_precision(precision, self.device.type)
+
     @torch.no_grad()
-    def _forward(self, images: list[np.ndarray], tta: bool = False) -> torch.Tensor:
-        """(N, K) logits; with tta, (N, V, K): one row per view of `self.views` (view 0 = the plain centre crop)."""
-        per_batch, out = self._per_batch(tta), []
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        with autocast_for(self.precision, self.device.type):
+            return self.model(x).float().cpu()
+
+
+class Predictor:
+    """Preprocessing preset + runner + the task's post-processing, streaming a batch at a time. Changes nothing
+    outside itself (threads and the allocator are the caller's: `transferkit.load` tunes them)."""
+
+    decode_workers = min(8, os.cpu_count() or 1)  # as decode_samples
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", batch_size: int = 32, precision: str = "auto"):
+        model, self.meta = load_bundle(path)
+        self.task = get_task(self.meta.get("task", "classification"))  # its post-processing and output format
+        self.classes: list[str] = self.meta["classes"]
+        self.pre = Preprocess(self.meta["preprocessing"], flip=trained_with_flip(self.meta))
+        self.runner = TorchRunner(model, device, precision)
+        self.batch_size = batch_size
+        # Decode the next batch during this one's forward only where the forward leaves the CPU idle (a GPU). On the
+        # CPU torch's threads already fill every core, and decoding beside them makes them wait on each other: on 2
+        # cores a batch of 32 took 1.0 s instead of 0.4 s beside one decoding thread, and whole folders ran about 4%
+        # slower than when each batch is decoded between forwards on all cores.
+        self.overlap = self.runner.device.type != "cpu"
+        # Temperature scaling fitted on the run's validation split (1.0 for bundles without one): probabilities
+        # come out honest, the top class is unchanged.
+        self.temperature = float(self.meta.get("calibration", {}).get("temperature", 1.0))
+
+    # The parts' attributes, as callers (export, benchmarks) read them.
+    model = property(lambda self: self.runner.model)
+    device = property(lambda self: self.runner.device)
+    precision = property(lambda self: self.runner.precision)
+    image_size = property(lambda self: self.pre.image_size)
+    short_side = property(lambda self: self.pre.short_side)
+    interpolation = property(lambda self: self.pre.interpolation)
+    transform = property(lambda self: self.pre.transform)
+    views = property(lambda self: self.pre.views)
+
+    def _per_batch(self, tta: bool, batch_size: int | None = None) -> int:
+        n = batch_size or self.batch_size
+        return max(1, n // self.pre.views.count) if tta else n  # images (x views) per forward
+
+    def _forward(self, images: list[np.ndarray], tta: bool = False, batch_size: int | None = None) -> torch.Tensor:
+        """(N, K) logits; with tta, (N, V, K): one row per view of the TTA views (view 0 = the plain centre crop)."""
+        per_batch, out, views = self._per_batch(tta, batch_size), [], self.pre.views.count
         for i in range(0, len(images), per_batch):
-            x = self._batch(images[i : i + per_batch], tta)
-            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-            with autocast_for(self.precision, self.device.type):
-                logits = self.model(x).float().cpu()
-            out.append(logits.view(-1, self.views.count, logits.shape[-1]) if tta else logits)
+            logits = self.runner(self.pre.batch(images[i : i + per_batch], tta))
+            out.append(logits.view(-1, views, logits.shape[-1]) if tta else logits)
         if out:
             return torch.cat(out)
-        return torch.empty(0, self.views.count, len(self.classes)) if tta else torch.empty(0, len(self.classes))
+        return torch.empty(0, views, len(self.classes)) if tta else torch.empty(0, len(self.classes))
 
-    def _load_file(self, src: DataSource, key: str) -> Decoded:
-        """As `decode_samples` decodes (same size, same error text): an unreadable file is reported, never fatal."""
-        return decode_one(src, key, self.short_side, self.interpolation)
-
-    def _decoded(self, items: Sequence[Item], load: Callable[[Item], Decoded], tta: bool) -> Iterator[list[Decoded]]:
+    def _decoded(self, items: Sequence[Item], load: Callable[[Item], Decoded], tta: bool,
+                 batch_size: int | None = None) -> Iterator[list[Decoded]]:
         """`load` of every item on a thread pool (Pillow releases the GIL), one forward's worth at a time, in order;
         chunk i+1 decodes during chunk i's forward (`overlap`) or right after it. At most two chunks are in memory."""
-        n = self._per_batch(tta)
+        n = self._per_batch(tta, batch_size)
         with ThreadPoolExecutor(self.decode_workers) as pool:
 
             def start(i: int) -> list[Future]:
@@ -143,16 +184,14 @@ class Predictor:
 
         Raw logits (no temperature). With tta=True the logits are (N, views, K); `evaluation.tta` combines them.
         """
-        if batch_size:
-            self.batch_size = batch_size
         logits, kept, skipped, i = [self._forward([], tta)], [], [], 0
-        for chunk in self._decoded(samples, lambda s: self._load_file(src, s.key), tta):
+        for chunk in self._decoded(samples, lambda s: self.pre.decode(src, s.key), tta, batch_size):
             for s, (_, err) in zip(samples[i : i + len(chunk)], chunk):
                 if err is None:
                     kept.append(s)
                 else:
                     skipped.append((s.key, err))
-            logits.append(self._forward([a for a, _ in chunk if a is not None], tta))
+            logits.append(self._forward([a for a, _ in chunk if a is not None], tta, batch_size))
             i += len(chunk)
         return torch.cat(logits), kept, skipped
 
@@ -164,13 +203,6 @@ class Predictor:
         plain = self.task.probabilities(logits[:, 0], self.temperature)
         return torch.from_numpy(average_views(logits.numpy(), self.temperature)).float(), plain
 
-    def _load_item(self, x: Any) -> Decoded:
-        """A path -> `_load_file`; a PIL image or array -> resized as files are (a bad one raises: the caller's)."""
-        if isinstance(x, Path):
-            return self._load_file(_FILES, str(x))
-        img = to_rgb(x) if hasattr(x, "mode") else array_to_image(np.asarray(x))
-        return np.array(resize_short(img, self.short_side, self.interpolation)), None
-
     def predict(self, inputs: Any, top_k: int = 5, tta: bool = False) -> dict | list[dict]:
         """One dict for one image (path, PIL image or array); a list for a folder or a list of inputs.
 
@@ -181,7 +213,7 @@ class Predictor:
         single = not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, (str, Path)) and Path(inputs).is_dir())
         items = self._items(inputs)
         results: list[dict] = []
-        for chunk in self._decoded(items, self._load_item, tta):
+        for chunk in self._decoded(items, self.pre.load, tta):
             good = [a for a, _ in chunk if a is not None]
             probs, plain = self.probabilities(good, tta) if good else (torch.empty(0), None)
             answers = self.task.answers(probs, self.classes, top_k)

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperCommand
 
 from ..errors import TransferkitError
-from . import advise, backbones, compare, demo, doctor, env, evaluate, predict, rank, report, train
+from . import advise, backbones, compare, demo, doctor, env, evaluate, export, predict, rank, report, serve, train
 
 app = typer.Typer(
     name="transferkit",
@@ -25,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for module in (demo, train, evaluate, predict, report, doctor, rank, advise, compare, backbones, env):
+for module in (demo, train, evaluate, predict, export, serve, report, doctor, rank, advise, compare, backbones, env):
     module.register(app)
 
 

@@ -31,8 +31,8 @@ def compare(
     typed: set,
 ) -> None:
     """Compare strategies on DATA: mean ± std accuracy, time per run, and whether the winner's lead is significant."""
-    from ..compare import compare as run_compare
-    from ..compare import print_comparison
+    from ..comparison import compare as run_compare
+    from ..comparison import print_comparison
 
     result = run_compare(data, strategies=strategies, backbones=backbones, seeds=seeds, out=str(out), name=name,
                          quiet=as_json, **overrides)

@@ -70,6 +70,38 @@ def save_cached(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
 
+def cached_features(net: nn.Module, dataset, *, key: dict, cache_dir: str | None, batch_size: int, device,
+                    precision: str, memory_format, reporter, label: str, seed: int | None = None
+                    ) -> tuple[torch.Tensor, float | None]:
+    """(pooled features of `dataset`, seconds per image or None): from the cache when these images were seen with
+    this backbone, preprocessing and precision, else extracted once and cached. The one get-or-extract: `fit`
+    (cached phases), `rank` and `advise` all come here, so each image's features are computed once.
+
+    seed: for augmenting datasets (feature views), the crops and flips are drawn under it, so the same view is the
+    same pixels in every run; the global RNG is left as it was."""
+    import time
+
+    from .runtime import autocast_for
+
+    path = cache_root(cache_dir) / f"{feature_key(precision=precision, **key)}.safetensors"
+    cached = load_cached(path)
+    if cached is not None and cached["features"].shape[0] == len(dataset):
+        timed = cached.get("seconds_per_image")
+        return cached["features"], float(timed[0]) if timed is not None else None
+    start = time.perf_counter()
+    with reporter.task(f"Features ({label}, {precision})", len(dataset)) as advance, torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = extract(net, dataset, batch_size, device, autocast_for(precision, device.type), memory_format,
+                      on_batch=lambda n=1: advance(batch_size))
+    per_image = (time.perf_counter() - start) / max(1, len(dataset))
+    try:
+        save_cached(path, {"features": out, "seconds_per_image": torch.tensor([per_image])})
+    except OSError as e:  # a read-only or full cache dir slows the next run, nothing more
+        reporter.message(f"note: could not write the feature cache at {path}: {e}")
+    return out, per_image
+
+
 def train_head(
     head: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],

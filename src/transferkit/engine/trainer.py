@@ -30,7 +30,7 @@ from ..tasks import get_task
 from . import features as feats
 from .loop import predict, train_epoch
 from .optim import OPTIMIZERS, SCHEDULES
-from .runtime import autocast_for, feature_precision, make_accelerator, memory_format
+from .runtime import feature_precision, make_accelerator, memory_format
 
 METRIC_FIELDS = ("epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "train_seconds",
                  "train_images", "best", "solver")
@@ -49,10 +49,10 @@ class PreparedData:
 
 
 class Trainer:
-    def __init__(self, model, strategy: Strategy, cfg, data: PreparedData, run_dir: Path, reporter):
+    def __init__(self, model, strategy: Strategy, cfg, data: PreparedData, run_dir: Path, reporter, accelerator=None):
         self.model, self.strategy, self.cfg, self.data = model, strategy, cfg, data
         self.run_dir, self.reporter = Path(run_dir), reporter
-        self.accelerator = make_accelerator(cfg.runtime)
+        self.accelerator = accelerator or make_accelerator(cfg.runtime)  # the how: created once per run, by the caller
         self.memory_format = memory_format(cfg.runtime)
         self.history: list[dict] = []
         self.head_solvers: dict[str, dict] = {}  # cached phases: what each head solver reached on val (report.json)
@@ -212,30 +212,17 @@ class Trainer:
         the run's seed and v, so the same view is the same pixels in every run and its features can be cached too.
         """
         device = self.accelerator.device
-        precision = feature_precision(self.cfg.runtime, device.type)
         extra = {}
         if view:
             d = self.cfg.data
             extra = {"view": view, "view_seed": self.cfg.train.seed, "augment": [d.crop_scale, d.flip, d.rotate, d.color_jitter]}
-        key = feats.feature_key(split=split, precision=precision, **self.data.cache_key, **extra)
-        path = feats.cache_root(self.cfg.runtime.cache_dir) / f"{key}.safetensors"
-        cached = feats.load_cached(path)
-        if cached is not None and cached["features"].shape[0] == len(dataset):
-            return cached["features"]
-        net = self.plain_model().net
-        bs = self.cfg.data.batch_size
-        label = f"{split}, view {view}" if view else split
-        with self.reporter.task(f"Features ({label}, {precision})", len(dataset)) as advance, \
-                torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.train.seed * 1_000_003 + view)  # the view's crops and flips; global RNG untouched
-            out = feats.extract(
-                net, dataset, bs, device, autocast_for(precision, device.type), self.memory_format,
-                on_batch=lambda n=1: advance(bs),
-            )
-        try:
-            feats.save_cached(path, {"features": out})
-        except OSError as e:  # a read-only or full cache dir slows the next run, nothing more
-            self.reporter.message(f"note: could not write the feature cache at {path}: {e}")
+        out, _ = feats.cached_features(
+            self.plain_model().net, dataset, key={"split": split, **self.data.cache_key, **extra},
+            cache_dir=self.cfg.runtime.cache_dir, batch_size=self.cfg.data.batch_size, device=device,
+            precision=feature_precision(self.cfg.runtime, device.type), memory_format=self.memory_format,
+            reporter=self.reporter, label=f"{split}, view {view}" if view else split,
+            seed=self.cfg.train.seed * 1_000_003 + view if view else None,
+        )
         return out
 
     def _train_features(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -108,7 +108,7 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None) ->
     from ..data.dataset import DecodedImages
     from ..data.transforms import choose_image_size, eval_transform, resize_size
     from ..engine import features as feats
-    from ..engine.runtime import autocast_for, feature_precision, memory_format, resolve_device
+    from ..engine.runtime import feature_precision, memory_format, resolve_device
     from ..errors import TransferkitError
     from ..progress import QuietReporter
 
@@ -131,25 +131,12 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None) ->
 
     out, timed = {}, []
     for split in ("train", "val"):
-        dataset = DecodedImages(*decoded[split], ev)
-        name = feats.feature_key(split=split, precision=precision, **key)  # the key the trainer's cached phase uses
-        path = feats.cache_root(cfg.runtime.cache_dir) / f"{name}.safetensors"
-        cached = feats.load_cached(path)
-        if cached is not None and cached["features"].shape[0] == len(dataset):
-            out[split] = cached["features"]
-            if "seconds_per_image" in cached:
-                timed.append(float(cached["seconds_per_image"][0]))
-            continue
-        start = time.perf_counter()
-        with reporter.task(f"Features {backbone} ({split}, {precision})", len(dataset)) as advance:
-            out[split] = feats.extract(net, dataset, bs, device, autocast_for(precision, device.type), fmt,
-                                       on_batch=lambda n=1: advance(bs))
-        seconds = time.perf_counter() - start
-        timed.append(seconds / len(dataset))
-        try:
-            feats.save_cached(path, {"features": out[split], "seconds_per_image": torch.tensor([seconds / len(dataset)])})
-        except OSError as e:  # a read-only cache slows the next call, nothing more
-            reporter.message(f"note: could not write the feature cache at {path}: {e}")
+        out[split], per_image = feats.cached_features(
+            net, DecodedImages(*decoded[split], ev), key={"split": split, **key}, cache_dir=cfg.runtime.cache_dir,
+            batch_size=bs, device=device, precision=precision, memory_format=fmt, reporter=reporter,
+            label=f"{backbone}, {split}")
+        if per_image is not None:
+            timed.append(per_image)
     if not timed:  # both splits cached by `fit`, which records no timing: time one batch (after a warm-up)
         timed.append(_time_batch(net, DecodedImages(*decoded["val"], ev), bs, device, precision, fmt))
 
