@@ -41,44 +41,76 @@ def validate(name: str, data: Path, work: Path, seeds: int, epochs: int) -> dict
     rows = transferkit.rank(data, BACKBONES, cache_dir=cache, quiet=True)
     trained = {}
     for b in BACKBONES:
-        run = transferkit.fit(data, backbone=b, strategy="linear", cache_dir=cache, out=str(work / "runs"),
-                              name=f"{name}-{b}", quiet=True)
+        run = transferkit.fit(
+            data, backbone=b, strategy="linear", cache_dir=cache, out=str(work / "runs"), name=f"{name}-{b}", quiet=True
+        )
         trained[b] = run.test_metrics["accuracy"]
     by = {r.backbone: r for r in rows}
     acc = [trained[b] for b in BACKBONES]
     taus = {e: kendall([getattr(by[b], e) for b in BACKBONES], acc) for e in ESTIMATORS}
-    cmp = transferkit.compare(data, strategies=STRATEGIES, seeds=seeds, epochs=epochs, out=str(work / "compare"),
-                              name=name, cache_dir=cache, quiet=True, **SETTINGS.get(name, {}))
+    cmp = transferkit.compare(
+        data,
+        strategies=STRATEGIES,
+        seeds=seeds,
+        epochs=epochs,
+        out=str(work / "compare"),
+        name=name,
+        cache_dir=cache,
+        quiet=True,
+        **SETTINGS.get(name, {}),
+    )
     return {"rank": by, "trained": trained, "taus": taus, "compare": cmp}
 
 
 def section(results: dict, command: str) -> str:
-    lines = [BEGIN, "## Advisor validation", "",
-             f"Made with `{command}` on {time.strftime('%Y-%m-%d')}, same machine as above. Candidates: the three "
-             "offline backbones. 'trained' is the accuracy each reaches with `linear` (val for ants/bees, test "
-             "otherwise); Kendall's tau compares each estimator's order with that (3 candidates: tau is one of "
-             "-1, -1/3, 1/3, 1).", "",
-             "| data | " + " | ".join(f"{b} trained" for b in BACKBONES) + " | " + " | ".join(f"tau {e}" for e in ESTIMATORS) + " |",
-             "|---|" + "---:|" * (len(BACKBONES) + len(ESTIMATORS))]
+    lines = [
+        BEGIN,
+        "## Advisor validation",
+        "",
+        f"Made with `{command}` on {time.strftime('%Y-%m-%d')}, same machine as above. Candidates: the three "
+        "offline backbones. 'trained' is the accuracy each reaches with `linear` (val for ants/bees, test "
+        "otherwise); Kendall's tau compares each estimator's order with that (3 candidates: tau is one of "
+        "-1, -1/3, 1/3, 1).",
+        "",
+        "| data | "
+        + " | ".join(f"{b} trained" for b in BACKBONES)
+        + " | "
+        + " | ".join(f"tau {e}" for e in ESTIMATORS)
+        + " |",
+        "|---|" + "---:|" * (len(BACKBONES) + len(ESTIMATORS)),
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * r['trained'][b]:.1f}%" for b in BACKBONES) + " | "
-                     + " | ".join("tie" if r['taus'][e] != r['taus'][e] else f"{r['taus'][e]:+.2f}" for e in ESTIMATORS)
-                     + " |")  # nan: the trained accuracies (or the estimator) tie, so no order to compare
-    lines += ["", "Strategies (efficientnet_lite0, identical split, at most 4 epochs; the digits with the demo's settings: no "
-              "flips, crop scale 0.7-1, lr 3e-3; mean test/val accuracy and wall time per run, in-process with a warm "
-              "feature cache; `auto` includes the advisor's own measuring):", "",
-              "| data | linear | two-phase | finetune | scratch (seed 001's comparison) | auto | auto vs best |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{100 * r['trained'][b]:.1f}%" for b in BACKBONES)
+            + " | "
+            + " | ".join("tie" if r["taus"][e] != r["taus"][e] else f"{r['taus'][e]:+.2f}" for e in ESTIMATORS)
+            + " |"
+        )  # nan: the trained accuracies (or the estimator) tie, so no order to compare
+    lines += [
+        "",
+        "Strategies (efficientnet_lite0, identical split, at most 4 epochs; the digits with the demo's settings: no "
+        "flips, crop scale 0.7-1, lr 3e-3; mean test/val accuracy and wall time per run, in-process with a warm "
+        "feature cache; `auto` includes the advisor's own measuring):",
+        "",
+        "| data | linear | two-phase | finetune | scratch (seed 001's comparison) | auto | auto vs best |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for name, r in results.items():
         rows = {row.strategy.split(" ")[0]: row for row in r["compare"].rows}
         best = max((rows[s] for s in ("linear", "two-phase", "finetune")), key=lambda x: (x.mean, -x.seconds))
         auto = rows["auto"]
         gap = 100 * (best.mean - auto.mean)
         ok = gap <= 1.0 and auto.seconds <= best.seconds * 1.1  # 10%: the runs' own wall-time noise here
-        cells = " | ".join(f"{100 * rows[s].mean:.1f}% / {rows[s].seconds:.0f} s" for s in ("linear", "two-phase", "finetune", "scratch"))
-        lines.append(f"| {name} | {cells} | {rows['auto'].strategy}: {100 * auto.mean:.1f}% / {auto.seconds:.0f} s | "
-                     f"{'met' if ok else '**missed**'}: {gap:+.1f} points vs {best.strategy}, "
-                     f"{auto.seconds / best.seconds:.2f}x its time |")
+        cells = " | ".join(
+            f"{100 * rows[s].mean:.1f}% / {rows[s].seconds:.0f} s"
+            for s in ("linear", "two-phase", "finetune", "scratch")
+        )
+        lines.append(
+            f"| {name} | {cells} | {rows['auto'].strategy}: {100 * auto.mean:.1f}% / {auto.seconds:.0f} s | "
+            f"{'met' if ok else '**missed**'}: {gap:+.1f} points vs {best.strategy}, "
+            f"{auto.seconds / best.seconds:.2f}x its time |"
+        )
     lines += ["", END, ""]
     return "\n".join(lines)
 
@@ -93,8 +125,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tk-advisor-"))
     from transferkit.demo import write_digits
 
-    sets = {"ants/bees": Path(args.data) / "hymenoptera", "cat/non-cat": Path(args.data) / "catvnoncat",
-            "digits": write_digits(work / "digits")}
+    sets = {
+        "ants/bees": Path(args.data) / "hymenoptera",
+        "cat/non-cat": Path(args.data) / "catvnoncat",
+        "digits": write_digits(work / "digits"),
+    }
     results = {}
     for name, path in sets.items():
         if not path.exists():
@@ -102,8 +137,12 @@ def main() -> None:
             continue
         print(f"[advisor] {name} ...", file=sys.stderr, flush=True)
         results[name] = validate(name.replace("/", "-"), path, work, args.seeds, args.epochs)
-        print(f"[advisor] {name}: trained {results[name]['trained']} taus {results[name]['taus']} "
-              f"compare {results[name]['compare'].verdict}", file=sys.stderr, flush=True)
+        print(
+            f"[advisor] {name}: trained {results[name]['trained']} taus {results[name]['taus']} "
+            f"compare {results[name]['compare'].verdict}",
+            file=sys.stderr,
+            flush=True,
+        )
     text = section(results, " ".join(["python", "benchmarks/advisor.py", *sys.argv[1:]]))
     out = Path(args.out)
     old = out.read_text() if out.exists() else "# Benchmarks\n"

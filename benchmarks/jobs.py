@@ -38,7 +38,6 @@ def floor(data: str) -> dict:
     from transferkit.data.decode import decode_samples
     from transferkit.data.sources import open_source
     from transferkit.data.transforms import eval_transform, resize_size
-
     from transferkit.engine.runtime import autocast_for, best_precision
 
     _settings()
@@ -47,7 +46,9 @@ def floor(data: str) -> dict:
     src = open_source(data)
     samples = [s for v in src.splits.values() for s in v]
     images, labels, _ = decode_samples(src, samples, resize_size(cfg.input_size, cfg.crop_pct), cfg.interpolation)
-    ds = DecodedImages(images, labels, eval_transform(cfg.input_size, cfg.crop_pct, cfg.mean, cfg.std, cfg.interpolation))
+    ds = DecodedImages(
+        images, labels, eval_transform(cfg.input_size, cfg.crop_pct, cfg.mean, cfg.std, cfg.interpolation)
+    )
     precision = best_precision("cpu")  # the precision `linear` extracts at here: bf16 on AVX512-BF16 CPUs, else fp32
     with torch.no_grad(), autocast_for(precision, "cpu"):
         for x, _ in torch.utils.data.DataLoader(ds, batch_size=32):
@@ -94,7 +95,7 @@ def raw_forward(batches: str = "8") -> dict:
 def predict(bundle: str, folder: str) -> dict:
     """`Predictor.predict` on every image of a folder: decoding, preprocessing and forward."""
     import transferkit
-    from transferkit.predict import image_files
+    from transferkit.data.images import image_files
 
     p = transferkit.load(bundle)  # tunes the allocator and threads, as `transferkit predict` does
     files = [str(f) for f in image_files(Path(folder))]
@@ -117,12 +118,15 @@ def seed_baseline(data: str, epochs: str = "5") -> dict:
     net.classifier = nn.Linear(net.classifier.in_features, 2)  # new layers require grad by default
     norm = transforms.Normalize(cfg.mean, cfg.std)
     tf = {
-        "train": transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-                                     transforms.ToTensor(), norm]),
+        "train": transforms.Compose(
+            [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm]
+        ),
         "val": transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), norm]),
     }
     sets = {k: datasets.ImageFolder(f"{data}/{k}", tf[k]) for k in ("train", "val")}
-    loaders = {k: torch.utils.data.DataLoader(v, batch_size=4, shuffle=k == "train", num_workers=2) for k, v in sets.items()}
+    loaders = {
+        k: torch.utils.data.DataLoader(v, batch_size=4, shuffle=k == "train", num_workers=2) for k, v in sets.items()
+    }
     opt = torch.optim.SGD(net.classifier.parameters(), lr=1e-3, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.1)
     crit = nn.CrossEntropyLoss()
@@ -150,7 +154,15 @@ def fastai(data: str, epochs: str = "2") -> dict:
     """fastai's recipe on the same backbone and weights: vision_learner-style body + fastai head, fine_tune."""
     import torch
     from fastai.vision.all import (
-        CrossEntropyLossFlat, ImageDataLoaders, Learner, Normalize, Resize, accuracy, aug_transforms, create_head, params,
+        CrossEntropyLossFlat,
+        ImageDataLoaders,
+        Learner,
+        Normalize,
+        Resize,
+        accuracy,
+        aug_transforms,
+        create_head,
+        params,
     )
     from torch import nn
 
@@ -160,11 +172,17 @@ def fastai(data: str, epochs: str = "2") -> dict:
     body = nn.Sequential(net.conv_stem, net.bn1, net.blocks, net.conv_head, net.bn2)  # feature maps, as fastai cuts
     model = nn.Sequential(body, create_head(cfg.num_features, 2))  # create_head doubles it for its concat pooling
     dls = ImageDataLoaders.from_folder(
-        data, train="train", valid="val", item_tfms=Resize(256), bs=32, num_workers=0,
+        data,
+        train="train",
+        valid="val",
+        item_tfms=Resize(256),
+        bs=32,
+        num_workers=0,
         batch_tfms=[*aug_transforms(size=224), Normalize.from_stats(list(cfg.mean), list(cfg.std))],
     )
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
-                    splitter=lambda m: [params(m[0]), params(m[1])])
+    learn = Learner(
+        dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, splitter=lambda m: [params(m[0]), params(m[1])]
+    )
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(int(epochs), base_lr=2e-3)
     return {"accuracy": float(learn.validate()[1])}

@@ -31,8 +31,11 @@ def bundles(data: Path, work: Path) -> list[tuple[str, Path, Path]]:
 
     jobs = [
         ("hymenoptera, linear, 224 px", data / "hymenoptera", {"strategy": "linear"}),
-        ("hymenoptera, finetune 2 epochs, 160 px", data / "hymenoptera", {"strategy": "finetune", "epochs": 2,
-                                                                          "image_size": 160}),
+        (
+            "hymenoptera, finetune 2 epochs, 160 px",
+            data / "hymenoptera",
+            {"strategy": "finetune", "epochs": 2, "image_size": 160},
+        ),
         ("catvnoncat, linear, 64 px", data / "catvnoncat", {"strategy": "linear"}),
         ("catvnoncat, finetune 3 epochs, 64 px", data / "catvnoncat", {"strategy": "finetune", "epochs": 3}),
         ("eurosat, linear, 64 px", data / "eurosat", {"strategy": "linear"}),
@@ -108,31 +111,42 @@ def write(path: Path, rows: list[tuple[str, dict]], speed: dict, machine: str, c
     ok = all(r["agreement"] >= THRESHOLD for _, r in rows)
     lines = [SECTION, "", f"Made with `{command}` on {time.strftime('%Y-%m-%d')}. Machine: {machine}.", ""]
     if not native:
-        lines += ["This CPU has no native bf16 (AVX2 only): `--precision auto` is fp32 here and nothing is compared.", ""]
+        lines += [
+            "This CPU has no native bf16 (AVX2 only): `--precision auto` is fp32 here and nothing is compared.",
+            "",
+        ]
     else:
         fp32, bf16 = (statistics.median(speed[p]) for p in ("fp32", "bf16"))
         lines += [
             "Every val and test image of each bundle, predicted at fp32 and at bf16 (autocast, as `--precision auto` "
-            "runs on this CPU); probabilities are calibrated (the bundle's temperature).", "",
-            "| bundle | images | top-1 agreement | max \\|Δp\\| | bf16 speed-up |", "|---|---:|---:|---:|---:|",
-            *[f"| {label} | {r['images']} | {100 * r['agreement']:.2f}% | {r['max_dp']:.4f} | {r['speedup']:.2f}x |"
-              for label, r in rows], "",
+            "runs on this CPU); probabilities are calibrated (the bundle's temperature).",
+            "",
+            "| bundle | images | top-1 agreement | max \\|Δp\\| | bf16 speed-up |",
+            "|---|---:|---:|---:|---:|",
+            *[
+                f"| {label} | {r['images']} | {100 * r['agreement']:.2f}% | {r['max_dp']:.4f} | {r['speedup']:.2f}x |"
+                for label, r in rows
+            ],
+            "",
             f"Forward pass of efficientnet_lite0 (224 px, batch 32, tensors in memory), median of "
             f"{len(speed['fp32'])} alternating runs: fp32 {fp32:.1f} img/s, bf16 {bf16:.1f} img/s ({bf16 / fp32:.2f}x).",
             "",
-            (f"Every bundle agrees on >= {100 * THRESHOLD:.1f}% of top-1 answers." if ok else
-             f"Some bundles agree on fewer than {100 * THRESHOLD:.1f}% of top-1 answers, so `--precision auto` and "
-             "`--feature-precision auto` stay fp32 on CPUs, also where bf16 is native (`engine/runtime.best_precision`); "
-             "bf16 remains an explicit choice, and `linear` is then evaluated on its cached bf16 features, the numbers "
-             "`predict --precision bf16` reproduces."),
+            (
+                f"Every bundle agrees on >= {100 * THRESHOLD:.1f}% of top-1 answers."
+                if ok
+                else f"Some bundles agree on fewer than {100 * THRESHOLD:.1f}% of top-1 answers, so `--precision auto` and "
+                "`--feature-precision auto` stay fp32 on CPUs, also where bf16 is native (`engine/runtime.best_precision`); "
+                "bf16 remains an explicit choice, and `linear` is then evaluated on its cached bf16 features, the numbers "
+                "`predict --precision bf16` reproduces."
+            ),
             "",
         ]
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = "\n".join(lines)
-    if SECTION in text:
-        text = re.sub(re.escape(SECTION) + r".*?(?=\n## |\Z)", block.rstrip() + "\n", text, flags=re.S)
+    block = "<!-- precision:begin -->\n" + "\n".join(lines).rstrip() + "\n<!-- precision:end -->"
+    if "<!-- precision:begin -->" in text:  # benchmarks/run.py keeps marked sections when it rewrites the file
+        text = re.sub(r"<!-- precision:begin -->.*?<!-- precision:end -->", lambda m: block, text, flags=re.S)
     else:
-        text = text.rstrip() + "\n\n" + block
+        text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
 
 
@@ -149,8 +163,10 @@ def main() -> None:
 
     tune_malloc()
     set_threads()
-    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-               f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     rows, speed = [], {}
     if cpu_bf16_supported():
         speed = forward_speed()

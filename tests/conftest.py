@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,9 @@ def make_image(rng: np.random.Generator, colour, size=40) -> Image.Image:
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
 
-def write_folder(root: Path, per_class: int = 12, classes=("red", "green", "blue"), seed: int = 0, size: int = 40) -> Path:
+def write_folder(
+    root: Path, per_class: int = 12, classes=("red", "green", "blue"), seed: int = 0, size: int = 40
+) -> Path:
     rng = np.random.default_rng(seed)
     for name in classes:
         d = root / name

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -64,11 +68,54 @@ def run_cli(*args) -> tuple[int, str, str]:
     from transferkit.cli.app import main
 
     out, err = StringIO(), StringIO()
-    with mock.patch.object(sys, "argv", ["transferkit", *map(str, args)]), redirect_stdout(out), \
-            mock.patch.object(sys, "stderr", err):
+    with (
+        mock.patch.object(sys, "argv", ["transferkit", *map(str, args)]),
+        redirect_stdout(out),
+        mock.patch.object(sys, "stderr", err),
+    ):
         try:
             main()
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return code, out.getvalue(), err.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """`transferkit serve MODEL` on a free port of 127.0.0.1; returns once /health answers."""
+    import httpx
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "transferkit", "serve", str(model), "--port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited ({proc.returncode}):\n{proc.stdout.read()}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the server did not answer /health within 120 s")
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise

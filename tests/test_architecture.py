@@ -16,11 +16,29 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 # Each top-level module or package and its layer: a module may import only from its own layer or a lower one.
 LAYERS = {
-    "cli": 5, "__main__": 5,
-    "api": 4, "demo": 4, "comparison": 4,
-    "selection": 3, "engine": 3, "evaluation": 3, "predict": 3, "export": 3, "serve": 3, "tasks": 3,
-    "data": 2, "backbones": 2, "bundle": 2, "rundir": 2, "options": 2, "strategies": 2, "progress": 2,
-    "config": 1, "errors": 1, "faults": 1, "__init__": 1,
+    "cli": 5,
+    "__main__": 5,
+    "api": 4,
+    "demo": 4,
+    "comparison": 4,
+    "selection": 3,
+    "engine": 3,
+    "evaluation": 3,
+    "predict": 3,
+    "export": 3,
+    "serve": 3,
+    "tasks": 3,
+    "data": 2,
+    "backbones": 2,
+    "bundle": 2,
+    "rundir": 2,
+    "options": 2,
+    "strategies": 2,
+    "progress": 2,
+    "config": 1,
+    "errors": 1,
+    "faults": 1,
+    "__init__": 1,
 }
 
 
@@ -104,8 +122,13 @@ def test_no_import_cycles():
 
 def test_imports_run_downward():
     edges = _imports(_modules())
-    upward = sorted(f"{m} -> {t}" for m, ts in edges.items() if m != "transferkit" for t in ts
-                    if t != "transferkit" and _layer(t) > _layer(m))
+    upward = sorted(
+        f"{m} -> {t}"
+        for m, ts in edges.items()
+        if m != "transferkit"
+        for t in ts
+        if t != "transferkit" and _layer(t) > _layer(m)
+    )
     assert upward == []
 
 
@@ -190,8 +213,13 @@ def test_train_help_is_grouped_and_fits_80_columns():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "transferkit", "train", "--help"], capture_output=True, text=True,
-                       timeout=60, env={**os.environ, "COLUMNS": "80"})
+    r = subprocess.run(
+        [sys.executable, "-m", "transferkit", "train", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "80"},
+    )
     panels = re.findall(r"╭─ (\w+) ─", r.stdout)
     assert set(GROUPS) <= set(panels)
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
@@ -206,7 +234,8 @@ def test_readme_option_tables_are_the_config():
     found = re.search(r"<!-- options:start -->\n(.*?)<!-- options:end -->", text, re.S)
     assert found, "README.md lacks the <!-- options:start --> ... <!-- options:end --> block"
     assert found.group(1) == markdown_tables(), (
-        "README.md's option tables are out of date: replace the block with `python -m transferkit.cli.options`")
+        "README.md's option tables are out of date: replace the block with `python -m transferkit.cli.options`"
+    )
 
 
 def test_public_api_is_explicit():

@@ -12,13 +12,24 @@ from transferkit.errors import ConfigError, TransferkitError
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE_CLASSES = {967, 968, 504}  # espresso, cup, coffee mug
 TORCHVISION_ZOO = [
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "densenet121", "alexnet",
-    "squeezenet1_0", "inception_v3", "googlenet", "shufflenet_v2_x1_0", "mobilenet_v3_large", "efficientnet_b0",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "vgg16",
+    "densenet121",
+    "alexnet",
+    "squeezenet1_0",
+    "inception_v3",
+    "googlenet",
+    "shufflenet_v2_x1_0",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
 ]
 
 
 def imagenet_top1(net, cfg, image) -> int:
-    from PIL import Image
 
     from transferkit.data.transforms import eval_transform
 
@@ -105,7 +116,9 @@ def test_file_backbone_with_another_head(tmp_path):
     assert torch.allclose(net.layer1[0].conv1.weight, torch.full_like(net.layer1[0].conv1.weight, 0.123))
     report = cfg.extra["load_report"]
     assert report["loaded"] == len(src.state_dict()) - 2  # everything but fc.weight and fc.bias
-    assert report["skipped"] == 0 and report["missing"] == 0  # the classifier is neither loaded nor missing: it is replaced
+    assert (
+        report["skipped"] == 0 and report["missing"] == 0
+    )  # the classifier is neither loaded nor missing: it is replaced
     model = TransferModel(net, cfg, num_outputs=2)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 2)
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import transferkit
-
 from transferkit.evaluation.calibration import (
     MIN_FIT_IMAGES,
     calibrate,

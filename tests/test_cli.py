@@ -12,15 +12,19 @@ from .conftest import write_folder
 
 
 def cli(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "transferkit", *map(str, args)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "transferkit", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
     if check and r.returncode != 0:
         raise AssertionError(f"exit {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
 
 
 def test_import_and_help_do_not_import_torch():
-    code = ("import sys, transferkit, transferkit.cli.app; "
-            "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, [m for m in sys.modules if m.startswith(('torch', 'matplotlib'))]")
+    code = (
+        "import sys, transferkit, transferkit.cli.app; "
+        "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, [m for m in sys.modules if m.startswith(('torch', 'matplotlib'))]"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     r = cli("--help")
     assert "train" in r.stdout and "predict" in r.stdout and "demo" in r.stdout

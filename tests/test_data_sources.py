@@ -7,10 +7,11 @@ import os
 import h5py
 import numpy as np
 import pytest
-from .conftest import make_image, shared, write_folder
 
 from transferkit.data.sources import detect_layout, from_arrays, open_source
 from transferkit.errors import ConfigError, DataError
+
+from .conftest import make_image, shared, write_folder
 
 
 def codes(src) -> list[str]:
@@ -35,8 +36,13 @@ def test_folders_ignore_system_files_and_follow_links_once(tmp_path):
     src = open_source(root)
     assert src.layout == "folders" and src.classes == ["blue", "green", "red"]
     red = [os.path.relpath(s.key, root) for s in src.splits["all"] if src.classes[s.label] == "red"]
-    assert sorted(red) == ["red/album.jpg/inside ü.png", "red/linked/more.png", "red/red_00.png", "red/red_01.png",
-                           "red/red_02.png"]
+    assert sorted(red) == [
+        "red/album.jpg/inside ü.png",
+        "red/linked/more.png",
+        "red/red_00.png",
+        "red/red_01.png",
+        "red/red_02.png",
+    ]
     assert codes(src) == ["link-not-followed", "link-not-followed"]
     assert {os.path.basename(f) for p in src.problems for f in p.files} == {"up", "second_way"}
 
@@ -104,8 +110,9 @@ def test_csv_header_names_found_and_chosen(tmp_path):
 def test_list_missing_paths_stay_samples_and_bad_rows_are_reported(tmp_path):
     _images(tmp_path, ["a.png", "b.png", "rød ü.png"])
     (tmp_path / "sub.png").mkdir()
-    (tmp_path / "l.csv").write_text('path,label\na.png,x\nb.png,y\ngone.png,x\n"rød ü.png",y\nsub.png,x\nc.png,\n,y\n',
-                                    encoding="utf-8")
+    (tmp_path / "l.csv").write_text(
+        'path,label\na.png,x\nb.png,y\ngone.png,x\n"rød ü.png",y\nsub.png,x\nc.png,\n,y\n', encoding="utf-8"
+    )
     src = open_source(tmp_path / "l.csv")
     keys = [os.path.basename(s.key) for s in src.splits["all"]]
     assert keys == ["a.png", "b.png", "gone.png", "rød ü.png", "sub.png"]  # missing ones reach decoding/doctor
@@ -118,8 +125,11 @@ def test_list_label_not_in_training_list(tmp_path):
     _images(tmp_path, ["a.png", "b.png", "c.png"])
     (tmp_path / "train.csv").write_text("path,label\na.png,x\nb.png,y\n")
     (tmp_path / "val.csv").write_text("path,label\nc.png,z\na.png,x\n")
-    with pytest.raises(DataError, match=r"val.csv: 1 line\(s\) have labels the training list does not have: z "
-                                        r"\(first on line 2\)"):
+    with pytest.raises(
+        DataError,
+        match=r"val.csv: 1 line\(s\) have labels the training list does not have: z "
+        r"\(first on line 2\)",
+    ):
         open_source(tmp_path)
     src = open_source(tmp_path, lenient=True)
     assert codes(src) == ["class-not-in-train"] and len(src.splits["val"]) == 1
@@ -159,7 +169,9 @@ def test_hdf5_conventions_found_automatically(tmp_path):
 
 def test_hdf5_keys_by_option(tmp_path):
     _h5(tmp_path / "a.h5", pics_train=_x(4), cls_train=np.array([0, 1, 0, 1]), pics_val=_x(2), cls_val=np.array([1, 0]))
-    with pytest.raises(DataError, match=r"no image/label arrays transferkit recognises \(it has: cls_train \(4,\) int64"):
+    with pytest.raises(
+        DataError, match=r"no image/label arrays transferkit recognises \(it has: cls_train \(4,\) int64"
+    ):
         open_source(tmp_path / "a.h5")
     src = open_source(tmp_path / "a.h5", h5_x="pics_{split}", h5_y="cls_{split}")
     assert {k: len(v) for k, v in src.splits.items()} == {"train": 4, "val": 2}
@@ -169,18 +181,35 @@ def test_hdf5_keys_by_option(tmp_path):
         open_source(tmp_path / "a.h5", h5_x="pics_{split}")
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"train_set_x": _x(5), "train_set_y": np.array([0, 1, 0, 1])},
-     "'train_set_x' has 5 images but 'train_set_y' has 4 labels"),
-    ({"train_set_x": _x(4), "train_set_y": np.array([0, 1, 2, 1]), "list_classes": np.array([b"a", b"b"])},
-     "labels go up to 2 but the class-name array has 2 names"),
-    ({"train_set_x": _x(4), "train_set_y": np.array([0, 1, 0.5, 1])}, "not whole numbers"),
-    ({"train_set_x": _x(4), "train_set_y": np.array([0, 1, -1, 1])}, "negative labels"),
-    ({"train_set_x": _x(4), "train_set_y": np.array([0, 1, 0, 1]), "test_set_x": _x(2), "test_set_y": np.array([2, 0])},
-     "the test labels include 2, which no training image has"),
-    ({"train_set_x": np.zeros((4, 3)), "train_set_y": np.array([0, 1, 0, 1])}, r"has shape \(4, 3\); expected images"),
-    ({"test_set_x": _x(2), "test_set_y": np.array([0, 1])}, "has no training arrays"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        (
+            {"train_set_x": _x(5), "train_set_y": np.array([0, 1, 0, 1])},
+            "'train_set_x' has 5 images but 'train_set_y' has 4 labels",
+        ),
+        (
+            {"train_set_x": _x(4), "train_set_y": np.array([0, 1, 2, 1]), "list_classes": np.array([b"a", b"b"])},
+            "labels go up to 2 but the class-name array has 2 names",
+        ),
+        ({"train_set_x": _x(4), "train_set_y": np.array([0, 1, 0.5, 1])}, "not whole numbers"),
+        ({"train_set_x": _x(4), "train_set_y": np.array([0, 1, -1, 1])}, "negative labels"),
+        (
+            {
+                "train_set_x": _x(4),
+                "train_set_y": np.array([0, 1, 0, 1]),
+                "test_set_x": _x(2),
+                "test_set_y": np.array([2, 0]),
+            },
+            "the test labels include 2, which no training image has",
+        ),
+        (
+            {"train_set_x": np.zeros((4, 3)), "train_set_y": np.array([0, 1, 0, 1])},
+            r"has shape \(4, 3\); expected images",
+        ),
+        ({"test_set_x": _x(2), "test_set_y": np.array([0, 1])}, "has no training arrays"),
+    ],
+)
 def test_hdf5_bad_contents(tmp_path, arrays, message):
     _h5(tmp_path / "d.h5", **arrays)
     with pytest.raises(DataError, match=message):

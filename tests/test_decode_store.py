@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .conftest import write_folder
-
 from transferkit.data import decode
 from transferkit.data.dataset import DecodedImages
 from transferkit.data.decode import decode_samples
 from transferkit.data.sources import open_source
 from transferkit.data.store import StoredImages
 from transferkit.errors import ConfigError
+
+from .conftest import write_folder
 
 
 @pytest.fixture

@@ -31,10 +31,15 @@ from .conftest import COLOURS, make_image, shared, write_folder
 # ---- the corpus ------------------------------------------------------------------------------------------------------
 def png_header(width: int, height: int) -> bytes:
     """A PNG that only claims a size: a decompression bomb's header without the bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def noise(rng, size=(40, 40)) -> np.ndarray:
@@ -51,7 +56,9 @@ def build_corpus(root: Path) -> Path:
             d.mkdir(parents=True)
             for i in range(n):
                 img = make_image(rng, COLOURS[name])
-                img.save(d / f"{name}_{i:02d}.jpg", quality=95) if name == "blue" else img.save(d / f"{name}_{i:02d}.png")
+                img.save(d / f"{name}_{i:02d}.jpg", quality=95) if name == "blue" else img.save(
+                    d / f"{name}_{i:02d}.png"
+                )
     red, green, blue = (root / "train" / c for c in ("red", "green", "blue"))
     # Files that cannot be used.
     (red / "empty.png").write_bytes(b"")
@@ -82,7 +89,7 @@ def build_corpus(root: Path) -> Path:
     Image.fromarray(noise(rng)[..., 0]).convert("RGB").save(green / "gray.png")
     Image.fromarray(noise(rng)).convert("RGBA").save(green / "alpha.png")
     Image.fromarray(noise(rng)).convert("P").save(green / "palette.png")
-    Image.fromarray((noise(rng)[..., 0].astype(np.uint16) * 257)).save(green / "deep16.png")
+    Image.fromarray(noise(rng)[..., 0].astype(np.uint16) * 257).save(green / "deep16.png")
     Image.fromarray(noise(rng, (6, 6))).save(green / "tiny.png")
     Image.fromarray(noise(rng, (400, 60))).save(green / "banner.png")
     make_image(rng, COLOURS["blue"]).convert("CMYK").save(blue / "cmyk.jpg")
@@ -105,12 +112,27 @@ def build_corpus(root: Path) -> Path:
 CASES = [
     ("zero-byte file", "zero-byte", "train/red/empty.png", "train/red/empty.png (train) is empty (0 bytes)."),
     ("truncated JPEG", "truncated", "train/red/truncated.jpg", "cannot be decoded (image file is truncated"),
-    ("text named .jpg", "not-an-image", "train/red/notes.jpg", "is not an image Pillow can read (it starts with 'these are"),
+    (
+        "text named .jpg",
+        "not-an-image",
+        "train/red/notes.jpg",
+        "is not an image Pillow can read (it starts with 'these are",
+    ),
     ("HTML named .png", "not-an-image", "train/red/page.png", "(it starts with '<!DOCTYPE html><html><he')"),
     ("decompression bomb", "decompression-bomb", "train/red/bomb.png", "Image size (900000000 pixels) exceeds limit"),
     ("symlink loop", "symlink-loop", "train/red/loop.jpg", "is a symbolic link that loops back on itself."),
-    ("dangling link", "broken-link", "train/red/dangling.png", "is a symbolic link to 'nowhere.png', which does not exist"),
-    ("GIF among PNGs", "format-outlier", "train/red/placeholder.gif", "1 of 19 'red' image(s) are GIF while 18 are PNG"),
+    (
+        "dangling link",
+        "broken-link",
+        "train/red/dangling.png",
+        "is a symbolic link to 'nowhere.png', which does not exist",
+    ),
+    (
+        "GIF among PNGs",
+        "format-outlier",
+        "train/red/placeholder.gif",
+        "1 of 19 'red' image(s) are GIF while 18 are PNG",
+    ),
     ("PNG among JPEGs", "format-outlier", "train/blue/actually_png.jpg", "are PNG while 12 are JPEG"),
     ("text file in a class", "not-image-extension", "train/red/readme.txt", "without an image extension were not read"),
     ("folder link loop", "link-not-followed", "train/red/sub/up", "which is read already"),
@@ -126,11 +148,29 @@ CASES = [
     ("tiny image", "too-small", "train/green/tiny.png", "short side under 32 px, half the 64 px input"),
     ("banner", "size-outlier", "train/green/banner.png", "far smaller or more elongated"),
     ("duplicate in a split", "duplicate", "train/green/dup_of_green_00.png", "Identical images within train"),
-    ("train/val leak", "duplicate-across-splits", "val/red/leak.png", "train/red/red_01.png (train/red); val/red/leak.png (val/red)"),
+    (
+        "train/val leak",
+        "duplicate-across-splits",
+        "val/red/leak.png",
+        "train/red/red_01.png (train/red); val/red/leak.png (val/red)",
+    ),
     ("one image, two classes", "conflicting-labels", "train/green/stolen_red.png", "(train/green)"),
-    ("near copy across splits", "near-duplicate-across-splits", "val/green/near_green_03.png", "Nearly identical images"),
+    (
+        "near copy across splits",
+        "near-duplicate-across-splits",
+        "val/green/near_green_03.png",
+        "Nearly identical images",
+    ),
 ]
-ERRORS = {"zero-byte", "truncated", "not-an-image", "decompression-bomb", "symlink-loop", "broken-link", "conflicting-labels"}
+ERRORS = {
+    "zero-byte",
+    "truncated",
+    "not-an-image",
+    "decompression-bomb",
+    "symlink-loop",
+    "broken-link",
+    "conflicting-labels",
+}
 UNREADABLE = {"empty.png", "truncated.jpg", "notes.jpg", "page.png", "bomb.png", "loop.jpg", "dangling.png"}
 
 
@@ -186,8 +226,16 @@ def test_severities_and_nothing_else_flagged(report, corpus):
     named = {os.path.basename(f) for p in report.problems for f in p.files}
     good = {f"{c}_{i:02d}.{'jpg' if c == 'blue' else 'png'}" for c in ("red", "green", "blue") for i in range(10)}
     assert named & good == involved  # no good image is accused of anything
-    assert not named & {".DS_Store", "Thumbs.db", "._red_00.png", "desktop.ini", "__MACOSX", "inside.png",
-                        "rød ü 猫.png", "red photo 1.png"}
+    assert not named & {
+        ".DS_Store",
+        "Thumbs.db",
+        "._red_00.png",
+        "desktop.ini",
+        "__MACOSX",
+        "inside.png",
+        "rød ü 猫.png",
+        "red photo 1.png",
+    }
 
 
 def test_counts_and_stats(report):
@@ -220,23 +268,47 @@ def test_training_on_the_rest(corpus, tmp_path):
     """One real run: unreadable files are skipped and listed, every readable image is used, no user file changes."""
     before = snapshot(corpus)
     with pytest.raises(TransferkitError, match="--strict: .* problem\\(s\\) with files, so nothing was trained"):
-        transferkit.fit(corpus, strict=True, strategy="linear", epochs=1, image_size=32, quiet=True,
-                        out=str(tmp_path / "strict"), cache_dir=str(tmp_path / "cache"))
+        transferkit.fit(
+            corpus,
+            strict=True,
+            strategy="linear",
+            epochs=1,
+            image_size=32,
+            quiet=True,
+            out=str(tmp_path / "strict"),
+            cache_dir=str(tmp_path / "cache"),
+        )
     assert not (tmp_path / "strict").exists()  # stopped before anything was made
     # The planted copy filed under two classes is an error skipping cannot fix: it stops the run unless --force.
     with pytest.raises(TransferkitError, match=r"\[conflicting-labels\].*--force"):
-        transferkit.fit(corpus, strategy="linear", epochs=1, image_size=32, quiet=True, out=str(tmp_path / "stopped"),
-                        cache_dir=str(tmp_path / "cache"))
+        transferkit.fit(
+            corpus,
+            strategy="linear",
+            epochs=1,
+            image_size=32,
+            quiet=True,
+            out=str(tmp_path / "stopped"),
+            cache_dir=str(tmp_path / "cache"),
+        )
     assert not (tmp_path / "stopped").exists()
-    run = transferkit.fit(corpus, strategy="linear", epochs=1, image_size=32, out=str(tmp_path / "runs"), quiet=True,
-                          cache_dir=str(tmp_path / "cache"), force=True)
+    run = transferkit.fit(
+        corpus,
+        strategy="linear",
+        epochs=1,
+        image_size=32,
+        out=str(tmp_path / "runs"),
+        quiet=True,
+        cache_dir=str(tmp_path / "cache"),
+        force=True,
+    )
     assert {os.path.basename(k) for k, _ in run.skipped} == UNREADABLE
     assert run.eval_split == "val" and run.test_metrics["n"] == 10  # every val image, the planted copies included
     listed = (run.path / "skipped.csv").read_text()
     assert all(name in listed for name in UNREADABLE)
     checked = json.loads((run.path / "doctor.json").read_text())
     assert checked["deep"] is False and {"zero-byte", "decompression-bomb", "conflicting-labels"} <= {
-        p["code"] for p in checked["problems"]}
+        p["code"] for p in checked["problems"]
+    }
     assert snapshot(corpus) == before
 
 
@@ -256,8 +328,10 @@ def test_preflight_suggests_balance_for_imbalanced_classes(tmp_path):
     reporter = Messages()
     rep = preflight(src, src.splits, reporter)
     assert rep.imbalance == 4.0 and "imbalance" in rep.codes()
-    assert reporter.lines == ["Checked 15 files in %.1f s: 1 warning (imbalance). Classes are 4.0:1 imbalanced: "
-                              "consider --balance weights." % rep.seconds]
+    assert reporter.lines == [
+        "Checked 15 files in %.1f s: 1 warning (imbalance). Classes are 4.0:1 imbalanced: "
+        "consider --balance weights." % rep.seconds
+    ]
     assert "--balance" not in preflight(src, src.splits, Messages(), balance="weights").one_line()
 
 
@@ -303,14 +377,18 @@ def test_list_file_problems_and_decoding_the_rest(tmp_path):
     rows = [f'"img/train/{c} {i} ü.png",{c}' for c in ("red", "green") for i in range(8)]
     rows += ["img/train/gone.png,red", "img/train,green", "img/train/red 0 ü.png,", "only-a-path.png"]
     (data / "train.csv").write_text("file,class\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    (data / "val.csv").write_text("file,class\n" + "\n".join(
-        f"img/val/{c} {i} ü.png,{c}" for c in ("red", "green") for i in range(3)) + "\n", encoding="utf-8")
+    (data / "val.csv").write_text(
+        "file,class\n" + "\n".join(f"img/val/{c} {i} ü.png,{c}" for c in ("red", "green") for i in range(3)) + "\n",
+        encoding="utf-8",
+    )
     before = snapshot(data)
     rep = doctor(data)
     by_code = {p.code: p for p in rep.problems}
     assert by_code["missing-file"].message == "img/train/gone.png (train) does not exist (listed, but not there)."
     assert by_code["not-an-image"].message == "img/train (train) is a folder, not an image file."
-    assert "train.csv: 2 line(s) without a path or a label were skipped (line 20, 21)" in by_code["bad-list-row"].message
+    assert (
+        "train.csv: 2 line(s) without a path or a label were skipped (line 20, 21)" in by_code["bad-list-row"].message
+    )
     # What training does with it (decoding is where files are skipped; the full run is tested on the corpus above).
     src = open_source(data)
     images, labels, skipped = decode_samples(src, src.splits["train"], 36)
@@ -355,8 +433,13 @@ def test_catvnoncat_leak_and_grayscale():
 
 @pytest.mark.slow
 def test_train_from_catvnoncat_hdf5(tmp_path):
-    run = transferkit.fit(shared("catvnoncat"), strategy="linear", out=str(tmp_path / "runs"), quiet=True,
-                          cache_dir=str(tmp_path / "cache"))
+    run = transferkit.fit(
+        shared("catvnoncat"),
+        strategy="linear",
+        out=str(tmp_path / "runs"),
+        quiet=True,
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert run.eval_split == "test" and run.test_metrics["n"] == 50
     assert run.test_metrics["accuracy"] > 0.66, run.test_metrics  # 0.66 = always answering "cat"
     print(f"catvnoncat test accuracy {run.test_metrics['accuracy']:.4f}")

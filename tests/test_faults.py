@@ -31,11 +31,31 @@ from transferkit.faults import atomic_path, fault_point
 
 from .conftest import FAST, files_state, write_folder
 
-FINETUNE = ["--strategy", "finetune", "--epochs", "2", "--patience", "0", "--backbone", "efficientnet_lite0",
-            "--image-size", "32", "--quiet"]
+FINETUNE = [
+    "--strategy",
+    "finetune",
+    "--epochs",
+    "2",
+    "--patience",
+    "0",
+    "--backbone",
+    "efficientnet_lite0",
+    "--image-size",
+    "32",
+    "--quiet",
+]
 # adamw: L-BFGS's search over ten L2 strengths is the slow part of a tiny linear run on a busy 2-core machine
-LINEAR = ["--strategy", "linear", "--head-solver", "adamw", "--backbone", "efficientnet_lite0", "--image-size", "32",
-          "--quiet"]
+LINEAR = [
+    "--strategy",
+    "linear",
+    "--head-solver",
+    "adamw",
+    "--backbone",
+    "efficientnet_lite0",
+    "--image-size",
+    "32",
+    "--quiet",
+]
 
 
 def tk(*args, cache: Path, fault: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -44,8 +64,14 @@ def tk(*args, cache: Path, fault: str | None = None, timeout: int = 300) -> subp
     env.pop("TRANSFERKIT_FAULT", None)
     if fault:
         env["TRANSFERKIT_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "transferkit", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "transferkit", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def killed(proc: subprocess.CompletedProcess) -> bool:
@@ -75,11 +101,15 @@ def data(tmp_path) -> Path:
 
 # ---- the fault hook itself -------------------------------------------------------------------------------------------
 def test_fault_point_kills_on_the_nth_pass_only(tmp_path):
-    code = ("from transferkit.faults import fault_point\n"
-            "for i in range(1, 4):\n"
-            "    fault_point('other'); fault_point('here'); print(i, flush=True)\n")
+    code = (
+        "from transferkit.faults import fault_point\n"
+        "for i in range(1, 4):\n"
+        "    fault_point('other'); fault_point('here'); print(i, flush=True)\n"
+    )
     env = {**os.environ, "TRANSFERKIT_FAULT": "here:2"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert killed(proc) and proc.stdout.split() == ["1"]
     fault_point("here")  # without the variable (tests run without it): nothing happens
 
@@ -115,7 +145,9 @@ def test_kills_during_a_finetune_and_its_resume(data, tmp_path):
     the checkpoint, and the next resume continues from it: no epoch missing, none twice."""
     cache, run = tmp_path / "cache", tmp_path / "runs" / "ft"
     before = files_state(data)
-    p = tk("train", data, *FINETUNE, "--out", tmp_path / "runs", "--name", "ft", cache=cache, fault="transferkit.json:2")
+    p = tk(
+        "train", data, *FINETUNE, "--out", tmp_path / "runs", "--name", "ft", cache=cache, fault="transferkit.json:2"
+    )
     assert killed(p), p.stderr  # epoch 2 improved val loss (else best/ is saved once and nothing is killed)
     assert checkpoint_epoch(run) == 1 and epochs(run) == [1]
     with pytest.raises(TransferkitError, match="from two different saves .* --resume"):
@@ -168,8 +200,17 @@ def test_kill_while_writing_the_decode_store(data, tmp_path):
     from transferkit.data.store import HOST, PREFIX, StoreWriter
 
     cache = tmp_path / "cache"
-    p = tk("train", data, *LINEAR, "--decode-store", "disk", "--out", tmp_path / "runs", cache=cache,
-           fault="decode-store:5")
+    p = tk(
+        "train",
+        data,
+        *LINEAR,
+        "--decode-store",
+        "disk",
+        "--out",
+        tmp_path / "runs",
+        cache=cache,
+        fault="decode-store:5",
+    )
     assert killed(p), p.stderr
     store = cache / "decoded"
     (left,) = [n.name for n in store.iterdir()]
@@ -189,8 +230,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     data = write_folder(root / "colours", per_class=8, size=32)
     cache = root / "cache"
-    run = transferkit.fit(data, strategy="linear", head_solver="adamw", out=str(root / "runs"), cache_dir=str(cache),
-                          **FAST)
+    run = transferkit.fit(
+        data, strategy="linear", head_solver="adamw", out=str(root / "runs"), cache_dir=str(cache), **FAST
+    )
     return data, run.path, cache
 
 
@@ -253,12 +295,15 @@ def test_meta_with_more_classes_than_the_weights(copy):
     refused(run / "best", "its head has 3 outputs but transferkit.json lists 4 classes", "different models")
 
 
-@pytest.mark.parametrize("field, value, words", [
-    ("image_size", 100_000, "image_size 100000: it must be a whole number of pixels from 16 to 2048"),
-    ("image_size", "224", "image_size '224'"),
-    ("crop_pct", 0.001, "crop_pct 0.001"),
-    ("std", [0.2, 0.0, 0.2], "preprocessing.std [0.2, 0.0, 0.2]"),
-])
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("image_size", 100_000, "image_size 100000: it must be a whole number of pixels from 16 to 2048"),
+        ("image_size", "224", "image_size '224'"),
+        ("crop_pct", 0.001, "crop_pct 0.001"),
+        ("std", [0.2, 0.0, 0.2], "preprocessing.std [0.2, 0.0, 0.2]"),
+    ],
+)
 def test_absurd_sizes_are_refused_before_anything_is_built(copy, field, value, words):
     _, run = copy
     edit_meta(run / "best", lambda m: m["preprocessing"].__setitem__(field, value))
@@ -336,8 +381,9 @@ def test_damaged_checkpoint_on_resume(copy, damage):
     with pytest.raises(TransferkitError, match="last.ckpt' cannot be resumed from") as e:
         transferkit.fit(resume=run, quiet=True)
     assert "without --resume" in str(e.value) and "Traceback" not in str(e.value)
-    assert {k: v for k, v in files_state(run).items() if "last.ckpt" in k or "best" in k} == \
-        {k: v for k, v in before.items() if "last.ckpt" in k or "best" in k}
+    assert {k: v for k, v in files_state(run).items() if "last.ckpt" in k or "best" in k} == {
+        k: v for k, v in before.items() if "last.ckpt" in k or "best" in k
+    }
 
 
 @pytest.mark.slow
@@ -382,8 +428,9 @@ def test_damaged_cache_entries_are_recomputed_by_a_run(trained, tmp_path):
     assert entries
     for e in entries:
         cut(e, 0.3)
-    again = transferkit.fit(data, strategy="linear", head_solver="adamw", out=str(tmp_path / "runs"), cache_dir=str(cache),
-                            **FAST)
+    again = transferkit.fit(
+        data, strategy="linear", head_solver="adamw", out=str(tmp_path / "runs"), cache_dir=str(cache), **FAST
+    )
     assert again.test_metrics["accuracy"] == json.loads((run / "report.json").read_text())["metrics"]["accuracy"]
     assert all(feats.load_cached(e) is not None for e in entries)
 
@@ -416,8 +463,9 @@ def test_list_file_with_bad_rows(tmp_path):
     (data / "train.csv").write_bytes(b"file,class\n\xff\xfe\x00bad,red\n")
     with pytest.raises(DataError, match="is not UTF-8 text"):
         open_source(data)
-    assert {k: v for k, v in files_state(data).items() if not k.endswith("train.csv")} == \
-        {k: v for k, v in before.items() if not k.endswith("train.csv")}
+    assert {k: v for k, v in files_state(data).items() if not k.endswith("train.csv")} == {
+        k: v for k, v in before.items() if not k.endswith("train.csv")
+    }
 
 
 def test_truncated_hdf5(tmp_path):

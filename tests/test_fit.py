@@ -24,8 +24,15 @@ def test_linear_run_leaves_everything_and_touches_no_user_file(tiny_folder, tmp_
     before = files_state(tiny_folder)
     run = transferkit.fit(tiny_folder, strategy="linear", out=str(tmp_path / "runs"), **FAST)
     assert run.path == tmp_path / "runs" / "colours-linear"
-    for name in ("config.json", "split.csv", "metrics.csv", "last.ckpt", "report.json",
-                 "best/model.safetensors", "best/transferkit.json"):
+    for name in (
+        "config.json",
+        "split.csv",
+        "metrics.csv",
+        "last.ckpt",
+        "report.json",
+        "best/model.safetensors",
+        "best/transferkit.json",
+    ):
         assert (run.path / name).is_file(), name
     cfg = json.loads((run.path / "config.json").read_text())
     assert cfg["config"]["train"]["strategy"] == "linear" and cfg["resolved"]["image_size"] == 32
@@ -76,7 +83,9 @@ def test_finetune_is_reproducible_and_resumes_where_it_stopped(tiny_folder, tmp_
     assert state["global_epoch"] == 1  # the last *finished* epoch
     resumed = transferkit.fit(resume=cut, quiet=True)
     assert resumed.path == cut
-    assert [float(r["val_loss"]) for r in rows(cut)][-1] == pytest.approx(float(rows(full.path)[-1]["val_loss"]), rel=1e-5)
+    assert [float(r["val_loss"]) for r in rows(cut)][-1] == pytest.approx(
+        float(rows(full.path)[-1]["val_loss"]), rel=1e-5
+    )
     assert resumed.test_metrics["accuracy"] == full.test_metrics["accuracy"]
 
 
@@ -99,7 +108,7 @@ def test_other_strategies_run(tiny_folder, tmp_path, strategy):
     assert model.meta["strategy"] == strategy
     pretrained, _ = create_backbone("efficientnet_lite0")
     before = dict(pretrained.named_parameters())
-    trained = {k[len("net."):]: v for k, v in model.model.named_parameters() if k.startswith("net.")}
+    trained = {k[len("net.") :]: v for k, v in model.model.named_parameters() if k.startswith("net.")}
     same = {k: torch.equal(v, before[k]) for k, v in trained.items()}
     stage_of = model.model.stage_of
     if strategy == "scratch":

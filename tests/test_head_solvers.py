@@ -19,7 +19,7 @@ from .conftest import FAST
 
 def blobs(n, d=20, k=3, seed=0, spread=2.5):
     g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(k, d, generator=g) * spread / d ** 0.5 * 3
+    centres = torch.randn(k, d, generator=g) * spread / d**0.5 * 3
     y = torch.arange(n) % k
     return centres[y] + torch.randn(n, d, generator=g), y
 

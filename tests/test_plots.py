@@ -10,8 +10,18 @@ from PIL import Image
 from transferkit.evaluation import plots
 from transferkit.evaluation.calibration import reliability_bins, softmax
 
-CLASSES10 = ["golden_retriever", "tabby_cat", "goldfish", "great_white_shark", "tree_frog", "loggerhead_turtle",
-             "african_elephant", "red_fox", "monarch_butterfly", "the_longest_class_name_in_this_set"]
+CLASSES10 = [
+    "golden_retriever",
+    "tabby_cat",
+    "goldfish",
+    "great_white_shark",
+    "tree_frog",
+    "loggerhead_turtle",
+    "african_elephant",
+    "red_fox",
+    "monarch_butterfly",
+    "the_longest_class_name_in_this_set",
+]
 
 
 def check_png(path, min_kb=5, max_kb=3000, min_side=300):
@@ -39,7 +49,7 @@ def drawn(monkeypatch):
 def overlapping(texts) -> list[tuple[str, str]]:
     """Pairs of horizontal labels whose boxes overlap."""
     boxes = [(t.get_text(), t.get_window_extent()) for t in texts if t.get_text() and t.get_visible()]
-    return [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:] if ba.overlaps(bb)]
+    return [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1 :] if ba.overlaps(bb)]
 
 
 def slanted_labels_clear(ax, renderer) -> bool:
@@ -77,8 +87,18 @@ def test_confusion_matrix_10_classes_readable(tmp_path, drawn):
 
 
 def test_curves_per_class_and_reliability(tmp_path):
-    rows = [{"epoch": e, "phase": "head" if e <= 2 else "finetune", "train_loss": 1 / e, "train_acc": 0.5 + e / 20,
-             "val_loss": 1.2 / e, "val_acc": 0.5 + e / 25, "best": e == 4} for e in range(1, 7)]
+    rows = [
+        {
+            "epoch": e,
+            "phase": "head" if e <= 2 else "finetune",
+            "train_loss": 1 / e,
+            "train_acc": 0.5 + e / 20,
+            "val_loss": 1.2 / e,
+            "val_acc": 0.5 + e / 25,
+            "best": e == 4,
+        }
+        for e in range(1, 7)
+    ]
     check_png(plots.plot_training_curves(rows, tmp_path / "curves.png", best_epoch=4))
     check_png(plots.plot_training_curves(rows[:1], tmp_path / "one.png", best_epoch=1))  # a linear probe: one row
     per_class = {c: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 12} for c in CLASSES10}
@@ -106,5 +126,8 @@ def test_gallery_and_top_losses(tmp_path, drawn):
     first = drawn[-1].axes[0].texts[0].get_text()
     assert f"loss {losses.max():.2f}" in first  # the worst image comes first
     # No images at all still gives a picture that says so, not a crash.
-    check_png(plots.plot_gallery([], np.zeros(0, int), np.zeros((0, 3)), classes, tmp_path / "empty.png"), min_kb=1,
-              min_side=50)
+    check_png(
+        plots.plot_gallery([], np.zeros(0, int), np.zeros((0, 3)), classes, tmp_path / "empty.png"),
+        min_kb=1,
+        min_side=50,
+    )

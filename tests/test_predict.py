@@ -29,13 +29,17 @@ def test_predict_agrees_with_evaluate(trained):
     metrics = transferkit.evaluate(run.best, data)  # the run's own test split, read from split.csv
     assert metrics["split"] == "test" and metrics["n"] == 5
     assert metrics["accuracy"] == pytest.approx(run.test_metrics["accuracy"])
-    test_rows = [ln.split(",") for ln in (run.path / "split.csv").read_text().splitlines()[1:] if ln.startswith("test,")]
+    test_rows = [
+        ln.split(",") for ln in (run.path / "split.csv").read_text().splitlines()[1:] if ln.startswith("test,")
+    ]
     preds = transferkit.load(run.best).predict([r[1] for r in test_rows], top_k=2)
     acc = np.mean([p["label"] == r[3] for p, r in zip(preds, test_rows)])
     assert acc == pytest.approx(metrics["accuracy"])
     assert all(len(p["top_k"]) == 2 and p["top_k"][0]["label"] == p["label"] for p in preds)
-    assert all(abs(sum(t["probability"] for t in transferkit.load(run.best).predict(r[1], top_k=3)["top_k"]) - 1) < 1e-4
-               for r in test_rows[:2])
+    assert all(
+        abs(sum(t["probability"] for t in transferkit.load(run.best).predict(r[1], top_k=3)["top_k"]) - 1) < 1e-4
+        for r in test_rows[:2]
+    )
 
 
 def test_bundle_is_safetensors_and_json_only(trained):
@@ -53,8 +57,14 @@ def test_bundle_from_a_file_backbone_needs_no_weights_file(tmp_path, tiny_folder
 
     w = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18(num_classes=5).state_dict(), w)
-    run = transferkit.fit(tiny_folder, backbone=f"file:{w}", arch="torchvision:resnet18", strategy="linear",
-                          out=str(tmp_path / "runs"), **FAST)
+    run = transferkit.fit(
+        tiny_folder,
+        backbone=f"file:{w}",
+        arch="torchvision:resnet18",
+        strategy="linear",
+        out=str(tmp_path / "runs"),
+        **FAST,
+    )
     w.unlink()
     p = transferkit.load(run.path)  # the run folder works too
     assert p.meta["arch"] == "torchvision:resnet18"

@@ -37,8 +37,16 @@ def run(data, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("runs")
     # 0.6/0.2/0.2 of 120 images: 24 for val, enough to fit a temperature (calibration.MIN_FIT_IMAGES = 20).
-    return transferkit.fit(data, strategy="linear", image_size=32, epochs=1, split="0.6,0.2,0.2", out=str(tmp),
-                           cache_dir=str(tmp / "c"), quiet=True)
+    return transferkit.fit(
+        data,
+        strategy="linear",
+        image_size=32,
+        epochs=1,
+        split="0.6,0.2,0.2",
+        out=str(tmp),
+        cache_dir=str(tmp / "c"),
+        quiet=True,
+    )
 
 
 class Page(HTMLParser):
@@ -101,20 +109,33 @@ def test_report_html_sections_images_and_numbers(run):
     assert "http://" not in html and "https://" not in html
     # The numbers shown are those of report.json.
     report = json.loads((run.path / "report.json").read_text())
-    for key in ("metrics.accuracy", "metrics.loss", "metrics.macro_f1", "metrics.n", "calibration.temperature",
-                "calibration.ece_before", "calibration.ece_after", "calibration.nll_before", "calibration.nll_after",
-                "metrics.per_class.red.recall", "metrics.confusion_matrix.0.0"):
+    for key in (
+        "metrics.accuracy",
+        "metrics.loss",
+        "metrics.macro_f1",
+        "metrics.n",
+        "calibration.temperature",
+        "calibration.ece_before",
+        "calibration.ece_after",
+        "calibration.nll_before",
+        "calibration.nll_after",
+        "metrics.per_class.red.recall",
+        "metrics.confusion_matrix.0.0",
+    ):
         assert key in page.numbers, key
     for key, text in page.numbers.items():
         expected = lookup(report, key)
         digits = len(text.split(".")[1]) if "." in text else 0
-        assert math.isclose(float(text), expected, abs_tol=0.6 * 10 ** -digits), (key, text, expected)
+        assert math.isclose(float(text), expected, abs_tol=0.6 * 10**-digits), (key, text, expected)
     # Strategy and why, the data summary, and the misclassified files (with their paths) are there too.
     assert report["strategy_reason"] in html and "linear" in html
-    wrong = [line.split(",")[0] for line in (run.path / "predictions.csv").read_text().splitlines()[1:]
-             if line.endswith(",0")]
+    wrong = [
+        line.split(",")[0]
+        for line in (run.path / "predictions.csv").read_text().splitlines()[1:]
+        if line.endswith(",0")
+    ]
     rows = (run.path / "predictions.csv").read_text().splitlines()[1:]
-    misclassified = html[html.index('<section id="misclassified">'):]
+    misclassified = html[html.index('<section id="misclassified">') :]
     for key in wrong:
         assert key in misclassified
     if wrong:
@@ -166,9 +187,23 @@ def test_report_command_regenerates_and_shows_doctor(run):
     (run.path / "plots" / "curves.png").unlink()
     doctor = run.path / "doctor.json"
     saved = doctor.read_text() if doctor.exists() else None
-    doctor.write_text(json.dumps({"files": 120, "imbalance": 1.0, "problems": [
-        {"severity": "warning", "code": "near-duplicate", "message": "2 images look the same", "files": ["a.png", "b.png"],
-         "action": "Remove one of them."}]}))
+    doctor.write_text(
+        json.dumps(
+            {
+                "files": 120,
+                "imbalance": 1.0,
+                "problems": [
+                    {
+                        "severity": "warning",
+                        "code": "near-duplicate",
+                        "message": "2 images look the same",
+                        "files": ["a.png", "b.png"],
+                        "action": "Remove one of them.",
+                    }
+                ],
+            }
+        )
+    )
     try:
         result = CliRunner().invoke(app, ["report", str(run.path)])
         assert result.exit_code == 0, result.output

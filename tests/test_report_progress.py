@@ -9,8 +9,18 @@ import sys
 
 from transferkit.progress import JsonReporter, QuietReporter, Reporter, TeeReporter, make_reporter
 
-ROW = {"epoch": 2, "epochs": 5, "phase": "finetune", "train_loss": 0.41, "train_acc": 0.8, "val_loss": float("nan"),
-       "val_acc": 0.9, "lr": 1e-3, "seconds": 1.5, "best": True}
+ROW = {
+    "epoch": 2,
+    "epochs": 5,
+    "phase": "finetune",
+    "train_loss": 0.41,
+    "train_acc": 0.8,
+    "val_loss": float("nan"),
+    "val_acc": 0.9,
+    "lr": 1e-3,
+    "seconds": 1.5,
+    "best": True,
+}
 
 
 def drive(reporter) -> None:
@@ -64,7 +74,9 @@ def test_make_reporter_choices(capsys):
 
 
 def test_cli_help_imports_no_torch_or_matplotlib():
-    code = ("import sys; from transferkit.cli.app import app; import transferkit, transferkit.progress, "
-            "transferkit.cli.report; bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys; from transferkit.cli.app import app; import transferkit, transferkit.progress, "
+        "transferkit.cli.report; bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -67,8 +67,9 @@ def test_unreadable_files_alone_do_not_stop_training(tmp_path):
 def one_epoch(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     data = write_folder(root / "d", per_class=8)
-    run = transferkit.fit(data, strategy="finetune", epochs=1, patience=0, out=str(root / "runs"),
-                          cache_dir=str(root / "cache"), **FAST)
+    run = transferkit.fit(
+        data, strategy="finetune", epochs=1, patience=0, out=str(root / "runs"), cache_dir=str(root / "cache"), **FAST
+    )
     return data, run
 
 
@@ -96,8 +97,12 @@ def test_resume_refuses_options_it_cannot_change(one_epoch):
 
 def test_resume_refusal_through_the_cli_is_fast_and_exit_2(one_epoch):
     data, run = one_epoch
-    r = subprocess.run([sys.executable, "-m", "transferkit", "train", "--resume", str(run.path), "--lr", "0.5"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "transferkit", "train", "--resume", str(run.path), "--lr", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "--lr cannot change" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -174,16 +179,23 @@ def test_default_run_names_are_portable(tiny_folder, tmp_path):
 
 
 def test_option_errors_import_no_torch(tiny_folder):
-    code = ("import sys\nfrom transferkit.cli.app import main\n"
-            f"sys.argv = ['transferkit', 'train', {str(tiny_folder)!r}, '--optimizer', 'adam']\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n")
+    code = (
+        "import sys\nfrom transferkit.cli.app import main\n"
+        f"sys.argv = ['transferkit', 'train', {str(tiny_folder)!r}, '--optimizer', 'adam']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "exit 2 False" in r.stdout, (r.stdout, r.stderr)
     assert "Unknown --optimizer 'adam'" in r.stderr and "adamw" in r.stderr
 
 
 def test_flags_show_no_value_in_help():
-    r = subprocess.run([sys.executable, "-m", "transferkit", "evaluate", "--help"], capture_output=True, text=True,
-                       timeout=60, env={"COLUMNS": "100", "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [sys.executable, "-m", "transferkit", "evaluate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"COLUMNS": "100", "PATH": "/usr/bin:/bin"},
+    )
     line = next(ln for ln in r.stdout.splitlines() if "--json" in ln)
     assert "<bool>" not in line and "Print one JSON" in line

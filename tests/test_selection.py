@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import transferkit
+from transferkit.comparison import CompareRun, paired_t_test, summarize
 from transferkit.errors import ConfigError
 from transferkit.selection import estimators as E
 from transferkit.selection.advise import decide
-from transferkit.comparison import CompareRun, paired_t_test, summarize
 
 from .conftest import FAST, write_folder
 from .test_cli import cli
@@ -29,15 +29,17 @@ def brute_force_evidence(f: np.ndarray, y: np.ndarray) -> float:
     for c in np.unique(y):
         t = (y == c).astype(float)
 
-        def neg_log_evidence(p):
+        def neg_log_evidence(p, t=t):  # bound now: the loop rebinds t
             a, b = np.exp(p)
             cov = np.eye(n) / b + gram / a
             _, logdet = np.linalg.slogdet(cov)
             return 0.5 * (logdet + t @ np.linalg.solve(cov, t) + n * np.log(2 * np.pi))
 
         grid = np.linspace(-8, 8, 33)
-        start = min(((neg_log_evidence(np.array([la, lb])), la, lb) for la in grid for lb in grid))[1:]
-        best = minimize(neg_log_evidence, np.array(start), method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-11})
+        start = min((neg_log_evidence(np.array([la, lb])), la, lb) for la in grid for lb in grid)[1:]
+        best = minimize(
+            neg_log_evidence, np.array(start), method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-11}
+        )
         out.append(-best.fun / n)
     return float(np.mean(out))
 
@@ -107,8 +109,13 @@ def test_chart(per_class, shift, probe, chance, side, expected):
 @pytest.mark.parametrize("precision", ["auto", "bf16"])  # the test split is evaluated on cached features at either
 def test_rank_rows_and_shared_cache(tiny_folder, tmp_path, precision):
     cache = tmp_path / "cache"
-    rows = transferkit.rank(tiny_folder, ["efficientnet_lite0", "file:/nowhere/weights.pth"], cache_dir=str(cache),
-                            feature_precision=precision, **FAST)
+    rows = transferkit.rank(
+        tiny_folder,
+        ["efficientnet_lite0", "file:/nowhere/weights.pth"],
+        cache_dir=str(cache),
+        feature_precision=precision,
+        **FAST,
+    )
     best, failed = rows
     assert best.recommended and best.backbone == "efficientnet_lite0" and "highest combined score" in best.reason
     assert best.feature_dim == 1280 and best.image_size == 32 and 3 < best.params_m < 4 and best.imagenet_top1 == 75.1
@@ -119,8 +126,14 @@ def test_rank_rows_and_shared_cache(tiny_folder, tmp_path, precision):
     # split's features (which it evaluates the head on, instead of a second forward pass of the backbone).
     before = sorted(p.name for p in cache.rglob("*.safetensors"))
     assert len(before) == 2  # train and val
-    transferkit.fit(tiny_folder, strategy="linear", cache_dir=str(cache), out=str(tmp_path / "runs"),
-                    feature_precision=precision, **FAST)
+    transferkit.fit(
+        tiny_folder,
+        strategy="linear",
+        cache_dir=str(cache),
+        out=str(tmp_path / "runs"),
+        feature_precision=precision,
+        **FAST,
+    )
     after = sorted(p.name for p in cache.rglob("*.safetensors"))
     assert set(before) < set(after) and len(after) == 3
 
@@ -174,10 +187,14 @@ def test_paired_test_and_verdict():
 
 def test_compare_on_one_split(tmp_path):
     data = write_folder(tmp_path / "colours", per_class=10)
-    result = transferkit.compare(data, strategies="linear,finetune", seeds=2, epochs=1, out=str(tmp_path / "cmp"), **FAST)
+    result = transferkit.compare(
+        data, strategies="linear,finetune", seeds=2, epochs=1, out=str(tmp_path / "cmp"), **FAST
+    )
     assert len(result.runs) == 4 and len(result.rows) == 2 and result.winner == result.rows[0].label
     folder = tmp_path / "cmp" / "compare-colours"
-    assert (folder / "compare.png").stat().st_size > 1000 and json.loads((folder / "compare.json").read_text())["winner"]
+    assert (folder / "compare.png").stat().st_size > 1000 and json.loads((folder / "compare.json").read_text())[
+        "winner"
+    ]
     splits = {(Path(r.path) / "split.csv").read_text() for r in result.runs}
     assert len(splits) == 1  # every strategy and seed saw the same split
 

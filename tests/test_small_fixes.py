@@ -65,8 +65,10 @@ def test_twice_the_limit_is_still_refused(big_png, monkeypatch):
 def test_no_raw_pillow_warning_reaches_the_terminal(big_png):
     # As a user runs it: default warning filters, stderr captured. Before the fix this printed
     # "DecompressionBombWarning: Image size (10000 pixels) exceeds limit of 9000 pixels, ...".
-    code = ("from PIL import Image; from transferkit.data.images import open_rgb; "
-            f"Image.MAX_IMAGE_PIXELS = {LIMIT}; print(open_rgb({str(big_png)!r}, 32).size)")
+    code = (
+        "from PIL import Image; from transferkit.data.images import open_rgb; "
+        f"Image.MAX_IMAGE_PIXELS = {LIMIT}; print(open_rgb({str(big_png)!r}, 32).size)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(32, 32)" and "DecompressionBomb" not in out.stderr, out.stderr
@@ -83,29 +85,35 @@ def test_the_silencing_does_not_leak_to_the_callers_own_pillow_use(big_png):
 # --- parse_split -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("0.7,0.2,0.1", (0.7, 0.2, 0.1)),
-    ("0.8,0.2", (0.8, 0.2, 0.0)),
-    ((0.6, 0.2, 0.2), (0.6, 0.2, 0.2)),
-    (" 0.7 , 0.3 ", (0.7, 0.3, 0.0)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0.7,0.2,0.1", (0.7, 0.2, 0.1)),
+        ("0.8,0.2", (0.8, 0.2, 0.0)),
+        ((0.6, 0.2, 0.2), (0.6, 0.2, 0.2)),
+        (" 0.7 , 0.3 ", (0.7, 0.3, 0.0)),
+    ],
+)
 def test_parse_split_accepts(text, expected):
     assert parse_split(text) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("text, words", [
-    # They add up to 1: the problem is the empty validation split, and the message must say so, not "add up to 1".
-    ("1,0,0", ["validation fraction is 0", "early stopping", "calibration", "e.g. 0.8,0.2,0"]),
-    ("0.9,0", ["validation fraction is 0"]),
-    ("0,0.5,0.5", ["train fraction is 0", "nothing to train on"]),
-    ("0.8,0.3,-0.1", ["test fraction is -0.1", "cannot be negative"]),
-    ("0.5,0.2,0.2,0.1", ["4 numbers", "two or three"]),
-    ("0.7", ["1 number", "two or three"]),
-    ("0.7,abc,0.1", ["'abc' is not a number"]),
-    ("0.7,nan,0.3", ["'nan' is not a number"]),
-    ("0.9,0.3", ["add up to 1.2, not 1", "0.75,0.25"]),
-    ("0.33,0.33,0.33", ["add up to 0.99, not 1", "0.34,0.33,0.33"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        # They add up to 1: the problem is the empty validation split, and the message must say so, not "add up to 1".
+        ("1,0,0", ["validation fraction is 0", "early stopping", "calibration", "e.g. 0.8,0.2,0"]),
+        ("0.9,0", ["validation fraction is 0"]),
+        ("0,0.5,0.5", ["train fraction is 0", "nothing to train on"]),
+        ("0.8,0.3,-0.1", ["test fraction is -0.1", "cannot be negative"]),
+        ("0.5,0.2,0.2,0.1", ["4 numbers", "two or three"]),
+        ("0.7", ["1 number", "two or three"]),
+        ("0.7,abc,0.1", ["'abc' is not a number"]),
+        ("0.7,nan,0.3", ["'nan' is not a number"]),
+        ("0.9,0.3", ["add up to 1.2, not 1", "0.75,0.25"]),
+        ("0.33,0.33,0.33", ["add up to 0.99, not 1", "0.34,0.33,0.33"]),
+    ],
+)
 def test_parse_split_says_what_is_wrong(text, words):
     with pytest.raises(ConfigError) as e:
         parse_split(text)

@@ -30,8 +30,21 @@ _LAZY = {
     "Predictor": "transferkit.predict",
 }
 __all__ = [  # the public API; `_LAZY` says where each lives
-    "fit", "load", "evaluate", "Run", "list_backbones", "open_source", "from_arrays", "from_dataset", "doctor", "rank",
-    "advise", "compare", "RunConfig", "Predictor", "__version__",
+    "fit",
+    "load",
+    "evaluate",
+    "Run",
+    "list_backbones",
+    "open_source",
+    "from_arrays",
+    "from_dataset",
+    "doctor",
+    "rank",
+    "advise",
+    "compare",
+    "RunConfig",
+    "Predictor",
+    "__version__",
 ]
 
 if _typing.TYPE_CHECKING:

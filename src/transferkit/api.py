@@ -1,10 +1,10 @@
 """The Python API under the CLI: `fit`, `evaluate`, `load`.
 
-    import transferkit
-    run = transferkit.fit("data/hymenoptera", strategy="auto")       # a run directory, trained and evaluated
-    run.test_metrics["accuracy"]
-    model = transferkit.load(run.path / "best")
-    model.predict("bee.jpg")                                          # [{'label': 'bees', 'probability': ...}]
+import transferkit
+run = transferkit.fit("data/hymenoptera", strategy="auto")       # a run directory, trained and evaluated
+run.test_metrics["accuracy"]
+model = transferkit.load(run.path / "best")
+model.predict("bee.jpg")                                          # [{'label': 'bees', 'probability': ...}]
 """
 
 from __future__ import annotations
@@ -45,14 +45,16 @@ class Run:
     def best(self) -> Path:
         return self.path / "best"
 
-    def load(self) -> "Predictor":
+    def load(self) -> Predictor:
         return load(self.best)
 
     def evaluate(self, data: str | os.PathLike | None = None, split: str = "auto") -> dict[str, Any]:
         return evaluate(self.best, data or self.config.data.path, split=split)
 
 
-def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | None = None, reporter=None, **overrides) -> Run:
+def fit(
+    data=None, config: RunConfig | None = None, resume: str | os.PathLike | None = None, reporter=None, **overrides
+) -> Run:
     """Train a classifier on `data` (a path or a DataSource) and return the `Run`.
 
     Keyword arguments set config fields by name: backbone, strategy, epochs, head, split, seed, lr, out, name, ...
@@ -76,8 +78,9 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
     try:
         _write_start(run, cfg, opened, strategy, reason, bcfg, size, skipped, new)
         history, trainer = _train(run, cfg, net, bcfg, strategy, prepared, reporter, resume=not new)
-        metrics, eval_split = _finish(run, trainer, prepared, opened, strategy, reason, bcfg, size, skipped, history,
-                                      started, reporter)
+        metrics, eval_split = _finish(
+            run, trainer, prepared, opened, strategy, reason, bcfg, size, skipped, history, started, reporter
+        )
     except BaseException as e:
         if new and not (run / RunDir.LAST).is_file():
             run.discard()  # nothing worth keeping: no half-made run directory is left behind
@@ -85,8 +88,18 @@ def fit(data=None, config: RunConfig | None = None, resume: str | os.PathLike | 
             run.mark_failed(e)  # kept for --resume; failed.json says why it stopped (Ctrl-C on a resume: as it was)
         raise
     (run / RunDir.FAILED).unlink(missing_ok=True)  # a resumed run that finished is no longer a failed one
-    return Run(run.path, cfg, opened.classes, strategy.label, reason, history, metrics, eval_split,
-               [(k, why) for _, k, why in skipped], time.perf_counter() - started)
+    return Run(
+        run.path,
+        cfg,
+        opened.classes,
+        strategy.label,
+        reason,
+        history,
+        metrics,
+        eval_split,
+        [(k, why) for _, k, why in skipped],
+        time.perf_counter() - started,
+    )
 
 
 @dataclass
@@ -102,7 +115,7 @@ class _Opened:
     fingerprint: str  # of the source's files and labels (stats every file: computed once)
 
 
-def _settings(data, config, resume, overrides) -> tuple[RunConfig, "RunDir | None"]:
+def _settings(data, config, resume, overrides) -> tuple[RunConfig, RunDir | None]:
     """The run's config and, for --resume, its RunDir. Only options that change what is left to train may be
     given with --resume; the rest were fixed when the run started and are refused by name, never dropped."""
     from .data.sources import DataSource
@@ -125,8 +138,10 @@ def _settings(data, config, resume, overrides) -> tuple[RunConfig, "RunDir | Non
             f"{', '.join('--' + k for k in RESUMABLE)}. To change the others, start a new run."
         )
     if data is not None and not isinstance(data, DataSource) and Path(data).resolve() != Path(cfg.data.path).resolve():
-        raise ConfigError(f"--resume '{run.path}' was trained on '{cfg.data.path}', not '{data}': leave DATA out "
-                          "(the run knows its data), or start a new run on the new data.")
+        raise ConfigError(
+            f"--resume '{run.path}' was trained on '{cfg.data.path}', not '{data}': leave DATA out "
+            "(the run knows its data), or start a new run on the new data."
+        )
     apply_overrides(cfg, given)
     validate(cfg)
     return cfg, run
@@ -141,7 +156,11 @@ def _open_data(data, cfg: RunConfig, run, reporter) -> _Opened:
 
     tune_malloc()
     set_threads(cfg.runtime.threads)
-    src = data if isinstance(data, DataSource) else open_source(cfg.data.path, cfg.data.layout, **cfg.data.source_options())
+    src = (
+        data
+        if isinstance(data, DataSource)
+        else open_source(cfg.data.path, cfg.data.layout, **cfg.data.source_options())
+    )
     classes = list(src.classes)
     if run is not None:
         classes = run.read_json(RunDir.CONFIG).get("classes", classes)  # classes dropped at the start stay dropped
@@ -150,8 +169,15 @@ def _open_data(data, cfg: RunConfig, run, reporter) -> _Opened:
         splits = make_splits(src, cfg.data.split, cfg.train.seed)
     if not splits.get("val"):
         raise TransferkitError("The validation split is empty: add images, or give --split a larger val fraction.")
-    checked = preflight(src, splits, reporter, strict=cfg.train.strict, force=cfg.train.force,
-                        image_size=cfg.data.image_size, balance=cfg.data.balance)
+    checked = preflight(
+        src,
+        splits,
+        reporter,
+        strict=cfg.train.strict,
+        force=cfg.train.force,
+        image_size=cfg.data.image_size,
+        balance=cfg.data.balance,
+    )
     side, aspect = survey_sides(src, splits["train"])
     return _Opened(src, splits, classes, checked, side, aspect, src.fingerprint())
 
@@ -166,14 +192,18 @@ def _saved_splits(run: RunDir, src, classes: list[str]) -> dict:
     try:
         splits = load_splits(path)
     except (OSError, UnicodeDecodeError, KeyError, ValueError, IndexError, csv.Error) as e:
-        raise TransferkitError(f"'{path}' cannot be read ({type(e).__name__}: {e}); it was damaged or edited. The run "
-                               "cannot be continued without the split it was trained on: start a new run.") from None
+        raise TransferkitError(
+            f"'{path}' cannot be read ({type(e).__name__}: {e}); it was damaged or edited. The run "
+            "cannot be continued without the split it was trained on: start a new run."
+        ) from None
     known = {s.key for v in src.splits.values() for s in v}
     bad = [s for v in splits.values() for s in v if not 0 <= s.label < len(classes) or s.key not in known]
     if bad or not splits.get("train"):
         what = f"e.g. '{bad[0].key}' (label {bad[0].label})" if bad else "no training rows"
-        raise TransferkitError(f"'{path}' does not match the run's data or classes ({what}): it was edited, or the "
-                               "data changed. Start a new run.")
+        raise TransferkitError(
+            f"'{path}' does not match the run's data or classes ({what}): it was edited, or the "
+            "data changed. Start a new run."
+        )
     return splits
 
 
@@ -225,21 +255,37 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
                 (imgs, labels), bad = reuse[split], measured.skipped[(short, bcfg.interpolation)][split]
                 advance(len(samples))
             else:
-                imgs, labels, bad = decode_samples(opened.src, samples, short, bcfg.interpolation, progress=advance,
-                                                   store=cfg.data.decode_store, store_dir=store_dir(cfg.runtime.cache_dir))
+                imgs, labels, bad = decode_samples(
+                    opened.src,
+                    samples,
+                    short,
+                    bcfg.interpolation,
+                    progress=advance,
+                    store=cfg.data.decode_store,
+                    store_dir=store_dir(cfg.runtime.cache_dir),
+                )
             decoded[split] = (imgs, labels)
             skipped += [(split, k, why) for k, why in bad]
     if skipped:
         listing = "; ".join(f"{k} ({why})" for _, k, why in skipped[:5])
         if cfg.train.strict:
-            raise TransferkitError(f"{len(skipped)} file(s) could not be read and --strict is on: {listing}. "
-                                   "Nothing was trained.")
+            raise TransferkitError(
+                f"{len(skipped)} file(s) could not be read and --strict is on: {listing}. Nothing was trained."
+            )
         reporter.message(f"Skipped {len(skipped)} unreadable file(s) (listed in the run's skipped.csv): {listing}")
     _drop_empty_classes(opened, decoded, skipped, cfg.data.drop_empty_classes, reporter)
 
     ev = eval_transform(size, bcfg.crop_pct, bcfg.mean, bcfg.std, bcfg.interpolation)
-    tr = train_transform(size, bcfg.mean, bcfg.std, bcfg.interpolation, crop_scale=cfg.data.crop_scale,
-                         flip=cfg.data.flip, rotate=cfg.data.rotate, color_jitter=cfg.data.color_jitter)
+    tr = train_transform(
+        size,
+        bcfg.mean,
+        bcfg.std,
+        bcfg.interpolation,
+        crop_scale=cfg.data.crop_scale,
+        flip=cfg.data.flip,
+        rotate=cfg.data.rotate,
+        color_jitter=cfg.data.color_jitter,
+    )
     prepared = PreparedData(
         classes=opened.classes,
         train=DecodedImages(*decoded["train"], tr),
@@ -247,12 +293,15 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
         val=DecodedImages(*decoded["val"], ev),
         test=DecodedImages(*decoded["test"], ev) if decoded.get("test", ([], []))[0] else None,
         image_size=size,
-        cache_key=feature_cache_key(cfg, bcfg, opened.fingerprint, size, opened.splits,
-                                    [len(v[0]) for v in decoded.values()]),
+        cache_key=feature_cache_key(
+            cfg, bcfg, opened.fingerprint, size, opened.splits, [len(v[0]) for v in decoded.values()]
+        ),
     )
     if len(prepared.train) == 0 or len(prepared.val) == 0:
-        raise TransferkitError("No readable images are left in the train or val split: run `transferkit doctor "
-                               f"{cfg.data.path}` to see what is wrong with the files.")
+        raise TransferkitError(
+            "No readable images are left in the train or val split: run `transferkit doctor "
+            f"{cfg.data.path}` to see what is wrong with the files."
+        )
     return prepared, skipped
 
 
@@ -273,7 +322,9 @@ def _drop_empty_classes(opened: _Opened, decoded: dict, skipped: list, drop: boo
     for c in empty:
         files = [s.key for s in opened.splits["train"] if s.label == c]
         shown = "; ".join(f"{k} ({why.get(k, 'unreadable')})" for k in files[:3]) + (" ..." if len(files) > 3 else "")
-        described.append(f"'{opened.classes[c]}' ({len(files)} file(s): {shown})" if files else f"'{opened.classes[c]}' (no files)")
+        described.append(
+            f"'{opened.classes[c]}' ({len(files)} file(s): {shown})" if files else f"'{opened.classes[c]}' (no files)"
+        )
     if not drop:
         raise DataError(
             f"{len(empty)} class(es) have no readable training image: {', '.join(described)}. A model cannot learn a "
@@ -287,28 +338,43 @@ def _drop_empty_classes(opened: _Opened, decoded: dict, skipped: list, drop: boo
     for split, (imgs, labels) in decoded.items():
         idx = [i for i, y in enumerate(labels) if y in remap]
         decoded[split] = ([imgs[i] for i in idx], [remap[labels[i]] for i in idx])
-    opened.splits = {k: [Sample(s.key, remap[s.label]) for s in v if s.label in remap] for k, v in opened.splits.items()}
-    reporter.message(f"Dropped {len(empty)} class(es) with no readable training image (--drop-empty-classes): "
-                     f"{', '.join(described)}. They are not in the model; their val/test images are left out.")
+    opened.splits = {
+        k: [Sample(s.key, remap[s.label]) for s in v if s.label in remap] for k, v in opened.splits.items()
+    }
+    reporter.message(
+        f"Dropped {len(empty)} class(es) with no readable training image (--drop-empty-classes): "
+        f"{', '.join(described)}. They are not in the model; their val/test images are left out."
+    )
     opened.classes = [opened.classes[c] for c in keep]
 
 
-def _write_start(run: RunDir, cfg: RunConfig, opened: _Opened, strategy, reason, bcfg, size, skipped, new: bool) -> None:
+def _write_start(
+    run: RunDir, cfg: RunConfig, opened: _Opened, strategy, reason, bcfg, size, skipped, new: bool
+) -> None:
     from .bundle import versions
     from .data.split import save_splits
 
     if new:
         save_splits(run / RunDir.SPLIT, opened.splits, opened.classes)
-    run.write_json(RunDir.CONFIG, {
-        "config": cfg.to_dict(),
-        "resolved": {"strategy": strategy.label, "strategy_reason": reason, "image_size": size,
-                     "median_short_side": opened.side, "backbone_cfg": bcfg.to_dict(), "layout": opened.src.layout},
-        "data_fingerprint": opened.fingerprint,
-        "split_sizes": {k: len(v) for k, v in opened.splits.items()},
-        "classes": opened.classes,
-        "versions": versions(),
-        "platform": platform.platform(),
-    })
+    run.write_json(
+        RunDir.CONFIG,
+        {
+            "config": cfg.to_dict(),
+            "resolved": {
+                "strategy": strategy.label,
+                "strategy_reason": reason,
+                "image_size": size,
+                "median_short_side": opened.side,
+                "backbone_cfg": bcfg.to_dict(),
+                "layout": opened.src.layout,
+            },
+            "data_fingerprint": opened.fingerprint,
+            "split_sizes": {k: len(v) for k, v in opened.splits.items()},
+            "classes": opened.classes,
+            "versions": versions(),
+            "platform": platform.platform(),
+        },
+    )
     run.write_json(RunDir.DOCTOR, opened.checked.to_dict())
     if skipped:
         run.write_skipped(skipped)
@@ -318,7 +384,6 @@ def _train(run: RunDir, cfg: RunConfig, net, bcfg, strategy, prepared, reporter,
     from .backbones.model import TransferModel
     from .engine.runtime import make_accelerator
     from .engine.trainer import Trainer
-
     from .tasks import get_task
 
     outputs = get_task(cfg.train.task).num_outputs(prepared.classes)
@@ -328,13 +393,16 @@ def _train(run: RunDir, cfg: RunConfig, net, bcfg, strategy, prepared, reporter,
         return trainer.fit(resume=resume), trainer
     except KeyboardInterrupt:
         if (run / RunDir.LAST).is_file():
-            reporter.message(f"Interrupted. The last finished epoch is in {run / RunDir.LAST}; continue with: "
-                             f"transferkit train --resume {run.path}")
+            reporter.message(
+                f"Interrupted. The last finished epoch is in {run / RunDir.LAST}; continue with: "
+                f"transferkit train --resume {run.path}"
+            )
         raise
 
 
-def _finish(run: RunDir, trainer, prepared, opened: _Opened, strategy, reason, bcfg, size, skipped, history, started,
-            reporter):
+def _finish(
+    run: RunDir, trainer, prepared, opened: _Opened, strategy, reason, bcfg, size, skipped, history, started, reporter
+):
     """Test metrics of the best checkpoint (val when there is no test split), report.json, then calibration, plots
     and report.html (evaluation/finish.py)."""
     from .bundle import load_bundle
@@ -345,9 +413,18 @@ def _finish(run: RunDir, trainer, prepared, opened: _Opened, strategy, reason, b
     eval_split = "test" if prepared.test is not None else "val"
     logits, labels = trainer.split_logits(eval_split, prepared.test or prepared.val)
     metrics = trainer.task.metrics(logits, labels, opened.classes)
-    report = {"task": trainer.task.name, "split": eval_split, "metrics": metrics, "strategy": strategy.label, "strategy_reason": reason,
-              "best_epoch": _best_epoch(history), "seconds": time.perf_counter() - started,
-              "skipped": len(skipped), "image_size": size, "backbone": bcfg.name}
+    report = {
+        "task": trainer.task.name,
+        "split": eval_split,
+        "metrics": metrics,
+        "strategy": strategy.label,
+        "strategy_reason": reason,
+        "best_epoch": _best_epoch(history),
+        "seconds": time.perf_counter() - started,
+        "skipped": len(skipped),
+        "image_size": size,
+        "backbone": bcfg.name,
+    }
     if trainer.head_solvers:  # both head solvers' val results, and which was kept
         report["head_solvers"] = trainer.head_solvers
     run.write_json(RunDir.REPORT, report)
@@ -364,11 +441,18 @@ def _best_epoch(history: list[dict]) -> int | None:
 def _add_metrics_to_bundle(bundle: Path, split: str, metrics: dict) -> None:
     from .bundle import update_meta
 
-    update_meta(bundle, metrics={"split": split, "accuracy": metrics["accuracy"], "loss": metrics["loss"],
-                                 "macro_f1": metrics.get("macro_f1")})
+    update_meta(
+        bundle,
+        metrics={
+            "split": split,
+            "accuracy": metrics["accuracy"],
+            "loss": metrics["loss"],
+            "macro_f1": metrics.get("macro_f1"),
+        },
+    )
 
 
-def load(path: str | os.PathLike, **options) -> "Predictor":
+def load(path: str | os.PathLike, **options) -> Predictor:
     """A Predictor for a saved bundle (a run's best/ folder, or the run folder itself).
     options: device ("auto"), batch_size (32), precision ("auto": bf16 where the device runs it natively, else fp32)."""
     from .engine.runtime import set_threads, tune_malloc
@@ -379,8 +463,15 @@ def load(path: str | os.PathLike, **options) -> "Predictor":
     return Predictor(path, **options)
 
 
-def evaluate(bundle: str | os.PathLike, data: str | os.PathLike, split: str = "auto", batch_size: int = 64,
-             tta: bool = False, precision: str = "auto", **source_options) -> dict[str, Any]:
+def evaluate(
+    bundle: str | os.PathLike,
+    data: str | os.PathLike,
+    split: str = "auto",
+    batch_size: int = 64,
+    tta: bool = False,
+    precision: str = "auto",
+    **source_options,
+) -> dict[str, Any]:
     """Metrics of a saved model on `data`. tta=True: of the average over crops and mirrors, and `metrics["tta"]`
     says what that changed against the plain prediction.
 

@@ -41,7 +41,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def bundle_meta(model, classes: list[str], image_size: int, strategy: str, task: str = "classification", **extra) -> dict[str, Any]:
+def bundle_meta(
+    model, classes: list[str], image_size: int, strategy: str, task: str = "classification", **extra
+) -> dict[str, Any]:
     cfg = model.cfg
     return {
         "format_version": FORMAT_VERSION,
@@ -103,16 +105,22 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         path = path / "best"
     file = path / META
     if not file.is_file():
-        cut = " It has model.safetensors without it: a run killed while saving its first best model? Continue the run " \
-              "with `transferkit train --resume RUN_DIR`, or train again." if (path / WEIGHTS).is_file() else ""
+        cut = (
+            " It has model.safetensors without it: a run killed while saving its first best model? Continue the run "
+            "with `transferkit train --resume RUN_DIR`, or train again."
+            if (path / WEIGHTS).is_file()
+            else ""
+        )
         raise TransferkitError(
             f"'{path}' is not a transferkit model: it has no {META}. Give a run's best/ folder (or the run folder).{cut}"
         )
     try:
         meta = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TransferkitError(f"'{file}' is not valid JSON ({e}). It was edited or cut short: put back the bundle's "
-                               f"own copy (it is written with {WEIGHTS}), or train again.") from e
+        raise TransferkitError(
+            f"'{file}' is not valid JSON ({e}). It was edited or cut short: put back the bundle's "
+            f"own copy (it is written with {WEIGHTS}), or train again."
+        ) from e
     _check_meta(meta, file)
     meta["_path"] = str(path)
     return meta
@@ -120,15 +128,19 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 def _check_meta(meta: Any, file: Path) -> None:
     def bad(what: str) -> TransferkitError:
-        return TransferkitError(f"'{file}' {what}, so the model cannot be loaded. The file was edited or damaged: put "
-                                f"back the bundle's own copy (it is written with {WEIGHTS}), or train again.")
+        return TransferkitError(
+            f"'{file}' {what}, so the model cannot be loaded. The file was edited or damaged: put "
+            f"back the bundle's own copy (it is written with {WEIGHTS}), or train again."
+        )
 
     if not isinstance(meta, dict):
         raise bad(f"holds a JSON {type(meta).__name__}, not the object transferkit writes")
     version = meta.get("format_version", FORMAT_VERSION)
     if isinstance(version, int) and version > FORMAT_VERSION:
-        raise TransferkitError(f"'{file}' is bundle format {version}, written by a newer transferkit (this one reads "
-                               f"format {FORMAT_VERSION}). Upgrade: pip install -U transferkit.")
+        raise TransferkitError(
+            f"'{file}' is bundle format {version}, written by a newer transferkit (this one reads "
+            f"format {FORMAT_VERSION}). Upgrade: pip install -U transferkit."
+        )
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise bad(f"misses {', '.join(repr(k) for k in missing)}")
@@ -146,15 +158,23 @@ def _check_meta(meta: Any, file: Path) -> None:
             raise bad(f"misses 'preprocessing.{key}'")
     size, crop = pre["image_size"], pre["crop_pct"]
     if not _is_int(size) or not 16 <= size <= MAX_IMAGE_SIZE:
-        raise bad(f"asks for image_size {size!r}: it must be a whole number of pixels from 16 to {MAX_IMAGE_SIZE} "
-                  f"(larger inputs would take minutes and gigabytes per image)")
+        raise bad(
+            f"asks for image_size {size!r}: it must be a whole number of pixels from 16 to {MAX_IMAGE_SIZE} "
+            f"(larger inputs would take minutes and gigabytes per image)"
+        )
     if not _is_number(crop) or not crop > 0 or math.floor(size / crop) > MAX_RESIZE:
-        raise bad(f"asks for crop_pct {crop!r}: images would be resized to image_size / crop_pct, which must be a "
-                  f"positive fraction giving at most {MAX_RESIZE} px")
+        raise bad(
+            f"asks for crop_pct {crop!r}: images would be resized to image_size / crop_pct, which must be a "
+            f"positive fraction giving at most {MAX_RESIZE} px"
+        )
     for key in ("mean", "std"):
         v = pre[key]
-        if not (isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v)) or (key == "std" and min(v) <= 0):
-            raise bad(f"has preprocessing.{key} {v!r}: three numbers (one per RGB channel{', each above 0' if key == 'std' else ''}) belong there")
+        if not (isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v)) or (
+            key == "std" and min(v) <= 0
+        ):
+            raise bad(
+                f"has preprocessing.{key} {v!r}: three numbers (one per RGB channel{', each above 0' if key == 'std' else ''}) belong there"
+            )
     width = meta["backbone_cfg"].get("num_features")
     if not _is_int(width) or not 0 < width <= MAX_WIDTH:
         raise bad(f"has backbone_cfg.num_features {width!r}: a feature width from 1 to {MAX_WIDTH} belongs there")
@@ -176,13 +196,17 @@ def _read_weights(file: Path) -> tuple[dict, dict[str, str]]:
     from safetensors import safe_open
 
     if not file.is_file():
-        raise TransferkitError(f"'{file.parent}' has {META} but no {WEIGHTS}: copy the bundle folder whole, or train again.")
+        raise TransferkitError(
+            f"'{file.parent}' has {META} but no {WEIGHTS}: copy the bundle folder whole, or train again."
+        )
     try:
         with safe_open(str(file), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: all mean the file cannot be used
-        raise TransferkitError(f"'{file}' is not a readable safetensors file ({e}): it is cut short or damaged (a copy "
-                               f"that did not finish?). Copy the bundle again, or train again.") from e
+        raise TransferkitError(
+            f"'{file}' is not a readable safetensors file ({e}): it is cut short or damaged (a copy "
+            f"that did not finish?). Copy the bundle again, or train again."
+        ) from e
 
 
 def _mismatch(model, state: dict, meta: dict[str, Any]) -> str | None:
@@ -196,12 +220,15 @@ def _mismatch(model, state: dict, meta: dict[str, Any]) -> str | None:
     parts = []
     head_bias = [k for k in want if k.startswith("head.") and k.endswith(".bias")]
     if head_bias and head_bias[-1] in wrong:  # the usual case: the class list and the head disagree
-        parts.append(f"its head has {state[head_bias[-1]].shape[0]} outputs but {META} lists "
-                     f"{len(meta['classes'])} classes")
+        parts.append(
+            f"its head has {state[head_bias[-1]].shape[0]} outputs but {META} lists {len(meta['classes'])} classes"
+        )
     elif wrong:
         k = wrong[0]
-        parts.append(f"{k} is {tuple(state[k].shape)} in it but {tuple(want[k].shape)} in the model {META} describes"
-                     + (f" ({len(wrong)} tensors differ)" if len(wrong) > 1 else ""))
+        parts.append(
+            f"{k} is {tuple(state[k].shape)} in it but {tuple(want[k].shape)} in the model {META} describes"
+            + (f" ({len(wrong)} tensors differ)" if len(wrong) > 1 else "")
+        )
     if missing:
         parts.append(f"{len(missing)} tensor(s) the model needs are not in it (e.g. {missing[0]})")
     if extra:
@@ -216,8 +243,8 @@ def load_bundle(path: str | os.PathLike):
     from dataclasses import fields
 
     from .backbones import create_backbone
-    from .backbones.model import TransferModel
     from .backbones.cfg import BackboneCfg
+    from .backbones.model import TransferModel
 
     meta = read_meta(path)
     folder = Path(meta["_path"])
@@ -234,14 +261,19 @@ def load_bundle(path: str | os.PathLike):
     try:
         cfg = BackboneCfg(**stored)
     except TypeError as e:  # a required field is missing
-        raise TransferkitError(f"'{folder / META}' has an incomplete backbone_cfg ({e}): put back the bundle's own "
-                               f"copy, or train again.") from e
+        raise TransferkitError(
+            f"'{folder / META}' has an incomplete backbone_cfg ({e}): put back the bundle's own copy, or train again."
+        ) from e
     # One output per name in `classes` (the classes; for every task the names of the head's outputs).
-    model = TransferModel(net, cfg, num_outputs=len(meta["classes"]), head=meta["head"], dropout=meta.get("dropout", 0.0))
+    model = TransferModel(
+        net, cfg, num_outputs=len(meta["classes"]), head=meta["head"], dropout=meta.get("dropout", 0.0)
+    )
     why = _mismatch(model, state, meta)
     if why:
-        raise TransferkitError(f"'{folder / WEIGHTS}' does not fit '{folder / META}': {why}. The two files come from "
-                               f"different models (one was replaced or edited): put back the pair saved together, "
-                               f"or train again.")
+        raise TransferkitError(
+            f"'{folder / WEIGHTS}' does not fit '{folder / META}': {why}. The two files come from "
+            f"different models (one was replaced or edited): put back the pair saved together, "
+            f"or train again."
+        )
     model.load_state_dict(state, strict=True)
     return model.eval(), meta

@@ -68,8 +68,17 @@ class Comparison:
         return asdict(self)
 
 
-def compare(data, strategies=("linear", "two-phase", "finetune"), backbones=None, seeds=3, out: str = "runs",
-            name: str | None = None, config: RunConfig | None = None, reporter=None, **overrides) -> Comparison:
+def compare(
+    data,
+    strategies=("linear", "two-phase", "finetune"),
+    backbones=None,
+    seeds=3,
+    out: str = "runs",
+    name: str | None = None,
+    config: RunConfig | None = None,
+    reporter=None,
+    **overrides,
+) -> Comparison:
     """Train every strategy x backbone for each seed. `seeds`: a count (0..n-1) or a list. Keyword arguments set
     config fields as in `fit` (epochs, image_size, lr, ...). Runs land in out/<name>/<strategy>-<backbone>-s<seed>
     (e.g. freeze-2-efficientnet_lite0-s0)."""
@@ -77,13 +86,13 @@ def compare(data, strategies=("linear", "two-phase", "finetune"), backbones=None
     import dataclasses
 
     from .api import fit
-    from .options import apply_overrides, validate
-    from .rundir import RunDir
     from .backbones import check_backbone_name
     from .data.sources import DataSource, open_source
     from .data.split import make_splits
-    from .progress import make_reporter
     from .evaluation.plots import plot_comparison
+    from .options import apply_overrides, validate
+    from .progress import make_reporter
+    from .rundir import RunDir
     from .strategies import parse_strategy
 
     cfg = apply_overrides(config or RunConfig(), dict(overrides))
@@ -92,7 +101,9 @@ def compare(data, strategies=("linear", "two-phase", "finetune"), backbones=None
     backbones = _names(backbones) or [cfg.model.backbone]
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not strategies or not seeds:
-        raise ConfigError("compare needs at least one strategy and one seed, e.g. --strategies linear,finetune --seeds 3.")
+        raise ConfigError(
+            "compare needs at least one strategy and one seed, e.g. --strategies linear,finetune --seeds 3."
+        )
     for s in strategies:
         parse_strategy(s)  # typos fail before the first of many runs
     for b in backbones:
@@ -103,19 +114,40 @@ def compare(data, strategies=("linear", "two-phase", "finetune"), backbones=None
     fixed = dataclasses.replace(src, splits=make_splits(src, cfg.data.split, seeds[0]))  # one split for every run
     folder = RunDir.create(out, name or f"compare-{Path(str(src.root)).name or 'data'}").path
     total = len(strategies) * len(backbones) * len(seeds)
-    reporter.message(f"Comparing {total} runs ({len(strategies)} strategies x {len(backbones)} backbones x "
-                     f"{len(seeds)} seeds) on one split: " + ", ".join(f"{k} {len(v)}" for k, v in fixed.splits.items()))
+    reporter.message(
+        f"Comparing {total} runs ({len(strategies)} strategies x {len(backbones)} backbones x "
+        f"{len(seeds)} seeds) on one split: " + ", ".join(f"{k} {len(v)}" for k, v in fixed.splits.items())
+    )
     runs = []
     for backbone in backbones:
         for strategy in strategies:
             for seed in seeds:
-                run = fit(fixed, config=copy.deepcopy(cfg),  # fit sets fields in place: each run gets a copy
-                          strategy=strategy, backbone=backbone, seed=seed, out=str(folder),
-                          name=re.sub(r"[^\w.-]+", "-", f"{strategy}-{backbone}-s{seed}"), quiet=True)
-                runs.append(CompareRun(strategy, run.strategy, backbone, seed, float(run.test_metrics["accuracy"]),
-                                       run.eval_split, run.seconds, str(run.path)))
-                reporter.message(f"[{len(runs)}/{total}] {strategy} @ {backbone}, seed {seed}: "
-                                 f"{run.eval_split} accuracy {runs[-1].accuracy:.4f} in {run.seconds:.0f} s")
+                run = fit(
+                    fixed,
+                    config=copy.deepcopy(cfg),  # fit sets fields in place: each run gets a copy
+                    strategy=strategy,
+                    backbone=backbone,
+                    seed=seed,
+                    out=str(folder),
+                    name=re.sub(r"[^\w.-]+", "-", f"{strategy}-{backbone}-s{seed}"),
+                    quiet=True,
+                )
+                runs.append(
+                    CompareRun(
+                        strategy,
+                        run.strategy,
+                        backbone,
+                        seed,
+                        float(run.test_metrics["accuracy"]),
+                        run.eval_split,
+                        run.seconds,
+                        str(run.path),
+                    )
+                )
+                reporter.message(
+                    f"[{len(runs)}/{total}] {strategy} @ {backbone}, seed {seed}: "
+                    f"{run.eval_split} accuracy {runs[-1].accuracy:.4f} in {run.seconds:.0f} s"
+                )
     result = summarize(runs, seeds)
     result.folder = str(folder)
     result.split_sizes = {k: len(v) for k, v in fixed.splits.items()}
@@ -142,9 +174,18 @@ def summarize(runs: list[CompareRun], seeds: list[int]) -> Comparison:
         accs = [r.accuracy for r in group]
         resolved = {r.resolved for r in group} - {strategy}
         shown = f"{strategy} ({', '.join(sorted(resolved))})" if resolved else strategy
-        rows.append(CompareRow(shown, backbone, accs, statistics.fmean(accs),
-                               statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                               statistics.fmean(r.seconds for r in group), None, ""))
+        rows.append(
+            CompareRow(
+                shown,
+                backbone,
+                accs,
+                statistics.fmean(accs),
+                statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                statistics.fmean(r.seconds for r in group),
+                None,
+                "",
+            )
+        )
     rows.sort(key=lambda r: (-r.mean, r.seconds))
     best = rows[0]
     for r in rows[1:]:
@@ -167,7 +208,6 @@ def paired_t_test(a: list[float], b: list[float]) -> float | None:
         # exact sign test answers (n seeds all one way: p = 2 * 0.5^n, 0.25 for 3 seeds)
         return 1.0 if diffs[0] == 0 else float(binomtest(len(diffs), len(diffs)).pvalue)
     return float(ttest_rel(a, b).pvalue)
-
 
 
 def _verdict(rows: list[CompareRow], n_seeds: int) -> tuple[bool | None, str]:
@@ -198,9 +238,15 @@ def print_comparison(result: Comparison, console=None) -> None:
     for col in ("strategy", "backbone", "accuracy", "per seed", "s / run", "p vs best", "wins vs best"):
         t.add_column(col, justify="left" if col in ("strategy", "backbone") else "right")
     for i, r in enumerate(result.rows):
-        t.add_row(("[bold]" if i == 0 else "") + r.strategy + ("[/bold]" if i == 0 else ""), r.backbone,
-                  f"{r.mean:.1%} ± {r.std:.1%}", " ".join(f"{a:.3f}" for a in r.accuracies), f"{r.seconds:.0f}",
-                  "-" if r.p_vs_best is None else f"{r.p_vs_best:.3f}", r.wins_vs_best or "-")
+        t.add_row(
+            ("[bold]" if i == 0 else "") + r.strategy + ("[/bold]" if i == 0 else ""),
+            r.backbone,
+            f"{r.mean:.1%} ± {r.std:.1%}",
+            " ".join(f"{a:.3f}" for a in r.accuracies),
+            f"{r.seconds:.0f}",
+            "-" if r.p_vs_best is None else f"{r.p_vs_best:.3f}",
+            r.wins_vs_best or "-",
+        )
     console.print(t)
     console.print(f"[bold]{result.verdict}.[/bold]", highlight=False)
     if result.chart:

@@ -29,7 +29,9 @@ class Opt:
     min: float | None = None  # smallest allowed value (numbers)
     max: float | None = None  # largest allowed value (numbers)
     source: bool = False  # how the data is read: every command that reads data takes these
-    flag: str | None = None  # the CLI names when not --<name>, space-separated ("--no-flip" for a field that defaults to True)
+    flag: str | None = (
+        None  # the CLI names when not --<name>, space-separated ("--no-flip" for a field that defaults to True)
+    )
     cli: bool = True  # False: set through the API or the config file only
 
 
@@ -45,48 +47,72 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", group: str = "Data",
 
 @dataclass
 class DataConfig:
-    path: str = opt("", "An image folder, a pre-split folder, a list file (.txt/.tsv/.csv) or an HDF5 file/folder.",
-                    cli=False)  # the DATA argument of each command
+    path: str = opt(
+        "", "An image folder, a pre-split folder, a list file (.txt/.tsv/.csv) or an HDF5 file/folder.", cli=False
+    )  # the DATA argument of each command
     layout: Literal["auto", "folders", "presplit", "list", "hdf5"] = opt(
-        "auto", "How DATA is laid out; auto looks at what is there.", source=True)
+        "auto", "How DATA is laid out; auto looks at what is there.", source=True
+    )
     path_column: str | None = opt(None, "List files: the column with image paths (name or 0-based index).", source=True)
     label_column: str | None = opt(None, "List files: the column with labels (name or 0-based index).", source=True)
     h5_x: str | None = opt(None, "HDF5: the images' key; {split} stands for train/val/test (X_{split}).", source=True)
     h5_y: str | None = opt(None, "HDF5: the labels' key; {split} stands for train/val/test (y_{split}).", source=True)
     split: tuple[float, float, float] = opt(
-        (0.7, 0.15, 0.15), "train,val,test fractions for data that is not pre-split (test may be 0).")
+        (0.7, 0.15, 0.15), "train,val,test fractions for data that is not pre-split (test may be 0)."
+    )
     # None follows the data: 8x8 digits train at 64 px, 10x faster than 224 at the same accuracy
-    image_size: int | None = opt(None, "Input size in pixels (default: follow the data, at most the backbone's).",
-                                 min=16, max=2048)
-    flip: bool = opt(True, "No random horizontal flips in training (for digits, text: where left/right matters).",
-                     "Augmentation", flag="--no-flip")
+    image_size: int | None = opt(
+        None, "Input size in pixels (default: follow the data, at most the backbone's).", min=16, max=2048
+    )
+    flip: bool = opt(
+        True,
+        "No random horizontal flips in training (for digits, text: where left/right matters).",
+        "Augmentation",
+        flag="--no-flip",
+    )
     # timm's (0.08, 1) is too harsh for a few hundred images
-    crop_scale: tuple[float, float] = opt((0.35, 1.0), "Random-resized-crop area range in training, e.g. 0.35 1.0.",
-                                         "Augmentation")
+    crop_scale: tuple[float, float] = opt(
+        (0.35, 1.0), "Random-resized-crop area range in training, e.g. 0.35 1.0.", "Augmentation"
+    )
     rotate: float = opt(0.0, "Random rotation in degrees during training (0 = off).", "Augmentation", min=0, max=180)
-    color_jitter: float = opt(0.0, "Brightness/contrast/saturation jitter strength in training (0 = off).",
-                               "Augmentation", min=0)
+    color_jitter: float = opt(
+        0.0, "Brightness/contrast/saturation jitter strength in training (0 = off).", "Augmentation", min=0
+    )
     # 32 keeps BatchNorm statistics sane and fits a laptop's memory at 224 px
     batch_size: int = opt(32, "Images per batch.", "Optimisation", min=1)
     decode_store: Literal["auto", "memory", "disk"] = opt(
-        "auto", "Where decoded images live: memory, disk (a memory-mapped file in the cache), auto (disk when they "
-        "would not fit in memory).", "Runtime")
-    workers: int = opt(0, "DataLoader workers (images are decoded once up front, so 0 is enough on a CPU).",
-                       "Runtime", min=0)
-    balance: Literal["none", "weights", "sampler"] = opt("none", "Counter class imbalance: a weighted loss or sampler.",
-                                                         "Optimisation")
-    drop_empty_classes: bool = opt(False, "Train without classes that have no readable training image "
-                                          "(default: stop and name them).")
+        "auto",
+        "Where decoded images live: memory, disk (a memory-mapped file in the cache), auto (disk when they "
+        "would not fit in memory).",
+        "Runtime",
+    )
+    workers: int = opt(
+        0, "DataLoader workers (images are decoded once up front, so 0 is enough on a CPU).", "Runtime", min=0
+    )
+    balance: Literal["none", "weights", "sampler"] = opt(
+        "none", "Counter class imbalance: a weighted loss or sampler.", "Optimisation"
+    )
+    drop_empty_classes: bool = opt(
+        False, "Train without classes that have no readable training image (default: stop and name them)."
+    )
 
     def source_options(self) -> dict[str, str | None]:
         """What `open_source` takes besides path and layout."""
-        return {"path_column": self.path_column, "label_column": self.label_column, "h5_x": self.h5_x, "h5_y": self.h5_y}
+        return {
+            "path_column": self.path_column,
+            "label_column": self.label_column,
+            "h5_x": self.h5_x,
+            "h5_y": self.h5_y,
+        }
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = opt(DEFAULT_BACKBONE, "Built-in name, timm:<name>, torchvision:<name> or file:<path> "
-                                          "(see `transferkit backbones`).", "Model")
+    backbone: str = opt(
+        DEFAULT_BACKBONE,
+        "Built-in name, timm:<name>, torchvision:<name> or file:<path> (see `transferkit backbones`).",
+        "Model",
+    )
     arch: str | None = opt(None, "With --backbone file:<path>: the architecture of the weights.", "Model")
     head: str = opt("linear", "The new head: linear | mlp:<hidden> (e.g. mlp:460).", "Model")
     # mlp heads default to 0.4 when this is 0
@@ -95,50 +121,69 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    task: Literal["classification"] = opt("classification", "What the head predicts (tasks.py holds the table).",
-                                          "Strategy")
-    strategy: str = opt("auto", "linear | freeze:K | finetune | scratch | two-phase | auto (measured on the data).",
-                        "Strategy")
+    task: Literal["classification"] = opt(
+        "classification", "What the head predicts (tasks.py holds the table).", "Strategy"
+    )
+    strategy: str = opt(
+        "auto", "linear | freeze:K | finetune | scratch | two-phase | auto (measured on the data).", "Strategy"
+    )
     epochs: int = opt(10, "Maximum epochs; early stopping usually ends sooner.", "Strategy", min=1)
     head_epochs: int = opt(3, "two-phase: head-only epochs before unfreezing.", "Strategy", min=1)
     head_solver: Literal["auto", "lbfgs", "adamw"] = opt(
-        "auto", "Heads on cached features: L-BFGS logistic regression, minibatch AdamW, or auto (both; the more "
-        "accurate on val).", "Strategy")
-    aug_views: int = opt(0, "Heads on cached features: also use features of V augmented views per training image.",
-                         "Strategy", min=0)
+        "auto",
+        "Heads on cached features: L-BFGS logistic regression, minibatch AdamW, or auto (both; the more "
+        "accurate on val).",
+        "Strategy",
+    )
+    aug_views: int = opt(
+        0, "Heads on cached features: also use features of V augmented views per training image.", "Strategy", min=0
+    )
     lr: float = opt(1e-3, "Head learning rate (the backbone gets lr x --backbone-lr-mult).", "Optimisation", min=0)
     # discriminative LRs: pretrained layers move 10x slower than the new head
     backbone_lr_mult: float = opt(0.1, "Backbone LR as a fraction of the head's.", "Optimisation", min=0)
     optimizer: Literal["adamw", "sgd"] = opt("adamw", "The optimizer.", "Optimisation")
     momentum: float = opt(0.9, "SGD momentum (sgd only).", "Optimisation", min=0, max=1)
     weight_decay: float = opt(0.01, "Weight decay (AdamW's decoupled; 1e-4 is typical for sgd).", "Optimisation", min=0)
-    schedule: Literal["cosine", "onecycle", "constant"] = opt("cosine", "LR schedule after the warm-up.", "Optimisation")
+    schedule: Literal["cosine", "onecycle", "constant"] = opt(
+        "cosine", "LR schedule after the warm-up.", "Optimisation"
+    )
     # half an epoch protects pretrained weights from the new head's first gradients
     warmup_epochs: float = opt(0.5, "Linear LR warm-up, in epochs.", "Optimisation", min=0)
-    label_smoothing: float = opt(0.0, "Cross-entropy label smoothing (0.1 is common for fine-tuning).", "Optimisation",
-                                 min=0, max=0.99)
-    patience: int = opt(3, "Early stopping: epochs without a better val loss (0 = never stop early).", "Optimisation",
-                        min=0)
+    label_smoothing: float = opt(
+        0.0, "Cross-entropy label smoothing (0.1 is common for fine-tuning).", "Optimisation", min=0, max=0.99
+    )
+    patience: int = opt(
+        3, "Early stopping: epochs without a better val loss (0 = never stop early).", "Optimisation", min=0
+    )
     seed: int = opt(0, "Seed for the split, initialisation, augmentation and batch order.", "Data")
     strict: bool = opt(False, "Stop before training on any file problem doctor finds or any unreadable file.", "Data")
-    force: bool = opt(False, "Train despite doctor errors that skipping files cannot fix (conflicting labels, ...).",
-                      "Data")
+    force: bool = opt(
+        False, "Train despite doctor errors that skipping files cannot fix (conflicting labels, ...).", "Data"
+    )
 
 
 @dataclass
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "Where to run (handed to accelerate).", "Runtime")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = opt(
-        "auto", "Training precision; auto: bf16 on a GPU that has it, off on a CPU.", "Runtime")
+        "auto", "Training precision; auto: bf16 on a GPU that has it, off on a CPU.", "Runtime"
+    )
     feature_precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
-        "auto", "Frozen feature extraction; auto: bf16 where the CPU/GPU runs it natively.", "Runtime")
+        "auto",
+        "Frozen feature extraction; auto: fp32 on CPUs (bf16 changes answers, BENCHMARKS.md), bf16 on GPUs.",
+        "Runtime",
+    )
     # convnets run 1.5-2x faster in NHWC on CPUs and tensor cores
-    channels_last: bool = opt(True, "Keep the default NCHW memory format instead of channels_last.", "Runtime",
-                              flag="--no-channels-last")
+    channels_last: bool = opt(
+        True, "Keep the default NCHW memory format instead of channels_last.", "Runtime", flag="--no-channels-last"
+    )
     compile: bool = opt(False, "torch.compile the model (minutes of compiling pay off only on long runs).", "Runtime")
     threads: int = opt(0, "Torch threads (0 = one per core).", "Runtime", min=0)
-    cache_dir: str | None = opt(None, "Feature and decode cache (default $TRANSFERKIT_CACHE, $XDG_CACHE_HOME/transferkit "
-                                      "or ~/.cache/transferkit).", "Runtime")
+    cache_dir: str | None = opt(
+        None,
+        "Feature and decode cache (default $TRANSFERKIT_CACHE, $XDG_CACHE_HOME/transferkit or ~/.cache/transferkit).",
+        "Runtime",
+    )
 
 
 def cache_home(cache_dir: str | None = None) -> Path:
@@ -161,7 +206,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     out: str = opt("runs", "Folder for run directories (the run lands in OUT/NAME).", "Output")
-    name: str | None = opt(None, "Run name (default <data>-<strategy>); a taken name gets a -2, -3, ... suffix.", "Output")
+    name: str | None = opt(
+        None, "Run name (default <data>-<strategy>); a taken name gets a -2, -3, ... suffix.", "Output"
+    )
     quiet: bool = opt(False, "Print only errors and the run's path.", "Output", flag="--quiet -q")
 
     PARTS = ("data", "model", "train", "runtime")  # the sub-configs, in the order options are looked up
@@ -170,7 +217,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         def build(kind, values):
             names = {f.name: f for f in dataclasses.fields(kind)}
             kw = {}
@@ -217,11 +264,13 @@ class OptionField:
         literal = next((a for a in args if typing.get_origin(a) is Literal), None)
         return typing.get_args(literal) if literal is not None else None
 
-    def get(self, cfg: "RunConfig") -> Any:
+    def get(self, cfg: RunConfig) -> Any:
         return getattr(getattr(cfg, self.part) if self.part else cfg, self.name)
 
-    def set(self, cfg: "RunConfig", value: Any) -> None:
-        setattr(getattr(cfg, self.part) if self.part else cfg, self.name, tuple(value) if isinstance(value, list) else value)
+    def set(self, cfg: RunConfig, value: Any) -> None:
+        setattr(
+            getattr(cfg, self.part) if self.part else cfg, self.name, tuple(value) if isinstance(value, list) else value
+        )
 
 
 def option_fields() -> list[OptionField]:

@@ -44,15 +44,19 @@ def validate(cfg: RunConfig) -> None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             lo, hi = f.opt.min, f.opt.max
             if (lo is not None and value < lo) or (hi is not None and value > hi):
-                bounds = f"at least {lo:g}" if hi is None else f"{lo:g} to {hi:g}" if lo is not None else f"at most {hi:g}"
+                bounds = (
+                    f"at least {lo:g}" if hi is None else f"{lo:g} to {hi:g}" if lo is not None else f"at most {hi:g}"
+                )
                 raise ConfigError(f"{f.flag} {value}: give {bounds}. ({f.opt.help})")
     parse_strategy(cfg.train.strategy)
     parse_head(cfg.model.head)
     cfg.data.split = parse_split(cfg.data.split)
     check_backbone_name(cfg.model.backbone)
     if cfg.train.head_solver == "lbfgs" and parse_head(cfg.model.head)[0] != "linear":
-        raise ConfigError(f"--head-solver lbfgs fits a logistic regression, so it needs --head linear (not "
-                          f"'{cfg.model.head}'); use --head-solver adamw or auto for an mlp head.")
+        raise ConfigError(
+            f"--head-solver lbfgs fits a logistic regression, so it needs --head linear (not "
+            f"'{cfg.model.head}'); use --head-solver adamw or auto for an mlp head."
+        )
     lo, hi = cfg.data.crop_scale
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"--crop-scale {lo} {hi}: give two area fractions 0 < low <= high <= 1, e.g. 0.35 1.0.")

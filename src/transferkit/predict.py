@@ -25,7 +25,7 @@ from torchvision.transforms import v2 as T
 
 from .bundle import load_bundle
 from .data.decode import decode_one
-from .data.images import IMAGE_EXTENSIONS, array_to_image, is_hidden, resize_short, to_rgb
+from .data.images import array_to_image, image_inputs, resize_short, to_rgb
 from .data.sources import DataSource, Sample
 from .data.transforms import eval_transform, resize_size
 from .engine.runtime import PRECISIONS, autocast_for, inference_precision
@@ -43,15 +43,6 @@ def _centre(a: np.ndarray, size: int) -> np.ndarray:
     return a[top : top + size, left : left + size]
 
 
-def image_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    return sorted(
-        p for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(is_hidden(part) for part in p.relative_to(path).parts)
-    )
-
-
 class Preprocess:
     """The bundle's preprocessing preset: the size images are decoded at, the batch transform, the TTA views.
     Exactly training's eval transform, so `predict` and `evaluate` give the numbers the run reported."""
@@ -60,12 +51,20 @@ class Preprocess:
         self.image_size = pre["image_size"]
         self.short_side = resize_size(pre["image_size"], pre["crop_pct"])
         self.interpolation = pre["interpolation"]
-        self.transform = eval_transform(pre["image_size"], pre["crop_pct"], pre["mean"], pre["std"], pre["interpolation"])
+        self.transform = eval_transform(
+            pre["image_size"], pre["crop_pct"], pre["mean"], pre["std"], pre["interpolation"]
+        )
         # The eval transform's float steps (scale, normalise), run once per batch: same ops, so the same numbers.
         steps = self.transform.transforms
         self._to_float = T.Compose(steps[next(i for i, t in enumerate(steps) if isinstance(t, T.ToDtype)) :])
-        self.views = TTAViews(pre["image_size"], crop_pct=pre["crop_pct"], mean=pre["mean"], std=pre["std"],
-                              interpolation=pre["interpolation"], flip=flip)
+        self.views = TTAViews(
+            pre["image_size"],
+            crop_pct=pre["crop_pct"],
+            mean=pre["mean"],
+            std=pre["std"],
+            interpolation=pre["interpolation"],
+            flip=flip,
+        )
 
     def decode(self, src: DataSource, key: str) -> Decoded:
         """As `decode_samples` decodes (same size, same error text): an unreadable file is reported, never fatal."""
@@ -160,8 +159,9 @@ class Predictor:
             return torch.cat(out)
         return torch.empty(0, views, len(self.classes)) if tta else torch.empty(0, len(self.classes))
 
-    def _decoded(self, items: Sequence[Item], load: Callable[[Item], Decoded], tta: bool,
-                 batch_size: int | None = None) -> Iterator[list[Decoded]]:
+    def _decoded(
+        self, items: Sequence[Item], load: Callable[[Item], Decoded], tta: bool, batch_size: int | None = None
+    ) -> Iterator[list[Decoded]]:
         """`load` of every item on a thread pool (Pillow releases the GIL), one forward's worth at a time, in order;
         chunk i+1 decodes during chunk i's forward (`overlap`) or right after it. At most two chunks are in memory."""
         n = self._per_batch(tta, batch_size)
@@ -210,8 +210,10 @@ class Predictor:
         compute; no mirrors for models trained without flips) and adds `without_tta` (the plain label and
         probability) to each result.
         """
-        single = not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, (str, Path)) and Path(inputs).is_dir())
-        items = self._items(inputs)
+        single = not isinstance(inputs, (list, tuple)) and not (
+            isinstance(inputs, (str, Path)) and Path(inputs).is_dir()
+        )
+        items = image_inputs(inputs)
         results: list[dict] = []
         for chunk in self._decoded(items, self.pre.load, tta):
             good = [a for a, _ in chunk if a is not None]
@@ -229,23 +231,3 @@ class Predictor:
                     results[-1]["without_tta"] = {"label": self.classes[j], "probability": float(plain[gi, j])}
                 gi += 1
         return results[0] if single and len(results) == 1 else results
-
-    def _items(self, inputs) -> list:
-        if isinstance(inputs, (list, tuple)):
-            out = []
-            for x in inputs:
-                out += self._items(x)
-            return out
-        if isinstance(inputs, (str, Path)):
-            path = Path(inputs).expanduser()
-            if not path.exists():
-                from .errors import TransferkitError
-
-                raise TransferkitError(f"'{path}' does not exist.")
-            files = image_files(path)
-            if not files:
-                from .errors import TransferkitError
-
-                raise TransferkitError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in '{path}'.")
-            return files
-        return [inputs]

@@ -150,7 +150,9 @@ class TeeReporter(Reporter):
 class RichReporter(Reporter):
     """A live bar per step (batches, ETA, running loss); a table row per epoch that stays on screen."""
 
-    HEADER = f"{'epoch':>7}  {'phase':<10} {'train loss':>10} {'train acc':>9} {'val loss':>9} {'val acc':>8} {'time':>8}"
+    HEADER = (
+        f"{'epoch':>7}  {'phase':<10} {'train loss':>10} {'train acc':>9} {'val loss':>9} {'val acc':>8} {'time':>8}"
+    )
 
     def __init__(self):
         from rich.console import Console
@@ -162,11 +164,24 @@ class RichReporter(Reporter):
         self.console.print(text, highlight=False)
 
     def _progress(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         return Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
         )
 
     @contextmanager
@@ -198,8 +213,10 @@ class RichReporter(Reporter):
             self.header_shown = True
         epoch = f"{row['epoch']}/{row.get('epochs', '?')}"
         train_acc = "" if row.get("train_acc") is None else f"{row['train_acc']:.4f}"
-        line = (f"{epoch:>7}  {row['phase']:<10} {row['train_loss']:>10.4f} {train_acc:>9} {row['val_loss']:>9.4f} "
-                f"{row['val_acc']:>8.4f} {row['seconds']:>7.1f}s")
+        line = (
+            f"{epoch:>7}  {row['phase']:<10} {row['train_loss']:>10.4f} {train_acc:>9} {row['val_loss']:>9.4f} "
+            f"{row['val_acc']:>8.4f} {row['seconds']:>7.1f}s"
+        )
         self.console.print(line + ("  [bold green]* best[/bold green]" if row.get("best") else ""), highlight=False)
 
 

@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .faults import write_atomic
 from .errors import TransferkitError
+from .faults import write_atomic
 
 
 def portable_name(name: str) -> str:
@@ -44,17 +44,20 @@ class RunDir:
         return str(self.path)
 
     @classmethod
-    def create(cls, out: str | os.PathLike, name: str) -> "RunDir":
+    def create(cls, out: str | os.PathLike, name: str) -> RunDir:
         """out/name, or out/name-2, -3, ...: an existing run is never overwritten."""
         base, name = Path(out).expanduser(), portable_name(name)
         try:
             base.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
-            raise TransferkitError(f"--out '{base}' is a file, not a folder: give a folder for the run directories "
-                                   "(it is created when missing).") from None
+            raise TransferkitError(
+                f"--out '{base}' is a file, not a folder: give a folder for the run directories "
+                "(it is created when missing)."
+            ) from None
         except OSError as e:
-            raise TransferkitError(f"--out '{base}' cannot be created ({e.strerror or e}): give a folder you can write "
-                                   "to.") from None
+            raise TransferkitError(
+                f"--out '{base}' cannot be created ({e.strerror or e}): give a folder you can write to."
+            ) from None
         if not base.is_dir():
             raise TransferkitError(f"--out '{base}' is not a folder: give a folder for the run directories.")
         for i in range(1, 10_000):
@@ -65,25 +68,35 @@ class RunDir:
             except FileExistsError:
                 continue
             except OSError as e:
-                raise TransferkitError(f"--out '{base}' is not writable ({e.strerror or e}): give a folder you can "
-                                       "write to, e.g. --out ./runs.") from None
+                raise TransferkitError(
+                    f"--out '{base}' is not writable ({e.strerror or e}): give a folder you can "
+                    "write to, e.g. --out ./runs."
+                ) from None
         raise TransferkitError(f"Too many runs named '{name}' in '{base}'; pick another --name.")
 
     @classmethod
-    def for_resume(cls, path: str | os.PathLike) -> "RunDir":
+    def for_resume(cls, path: str | os.PathLike) -> RunDir:
         run = cls(path)
         if not run.path.is_dir():
-            raise TransferkitError(f"--resume '{run.path}': no such folder. Give a run directory (the path "
-                                   "`transferkit train` printed last).")
+            raise TransferkitError(
+                f"--resume '{run.path}': no such folder. Give a run directory (the path "
+                "`transferkit train` printed last)."
+            )
         if not (run / cls.CONFIG).is_file():
-            raise TransferkitError(f"--resume '{run.path}': not a run directory (it has no {cls.CONFIG}). Give the "
-                                   "folder `transferkit train` printed, not its best/ folder.")
+            raise TransferkitError(
+                f"--resume '{run.path}': not a run directory (it has no {cls.CONFIG}). Give the "
+                "folder `transferkit train` printed, not its best/ folder."
+            )
         if not (run / cls.LAST).is_file():
             epochs = len(run.metrics_rows())
-            why = (f"{cls.METRICS} lists {epochs} finished epoch(s), so the checkpoint was deleted or moved"
-                   if epochs else "the run stopped before its first epoch finished")
-            raise TransferkitError(f"--resume '{run.path}': there is no {cls.LAST} to continue from ({why}). "
-                                   "Start a new run instead.")
+            why = (
+                f"{cls.METRICS} lists {epochs} finished epoch(s), so the checkpoint was deleted or moved"
+                if epochs
+                else "the run stopped before its first epoch finished"
+            )
+            raise TransferkitError(
+                f"--resume '{run.path}': there is no {cls.LAST} to continue from ({why}). Start a new run instead."
+            )
         return run
 
     def write_text(self, name: str, text: str) -> Path:
@@ -98,8 +111,10 @@ class RunDir:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
-            raise TransferkitError(f"'{path}' cannot be read as JSON ({e}); it may have been edited or cut short. "
-                                   "Start a new run, or restore the file.") from None
+            raise TransferkitError(
+                f"'{path}' cannot be read as JSON ({e}); it may have been edited or cut short. "
+                "Start a new run, or restore the file."
+            ) from None
 
     def update_json(self, name: str, **fields) -> dict:
         data = self.read_json(name) if (self / name).exists() else {}

@@ -44,7 +44,9 @@ class Strategy:
     name: str  # a key of TABLE
     pretrained: bool = True
     frozen_stages: int | None = None  # freeze:K only
-    backbone_lr_mult: float | None = None  # set by `auto` (finetune, freeze:K) for data far from ImageNet: pretrained layers must move more
+    backbone_lr_mult: float | None = (
+        None  # set by `auto` (finetune, freeze:K) for data far from ImageNet: pretrained layers must move more
+    )
 
     def phases(self, epochs: int, head_epochs: int = 3) -> list[Phase]:
         make = TABLE[self.name].phases
@@ -74,16 +76,27 @@ def _two_phase(s: Strategy, epochs: int, head_epochs: int) -> list[Phase]:
 
 
 TABLE: dict[str, Kind] = {
-    "linear": Kind("linear", "the head only, on cached backbone features",
-                   lambda s, e, h: [Phase("head", e, ALL, cached=True)]),
-    "freeze": Kind("freeze:K", "everything after the stem and the first K stages",
-                   lambda s, e, h: [Phase(f"freeze:{s.frozen_stages}", e, s.frozen_stages, backbone_lr_mult=s.backbone_lr_mult)],
-                   takes_k=True),
-    "finetune": Kind("finetune", "everything; the backbone at a lower learning rate than the head",
-                     lambda s, e, h: [Phase("finetune", e, None, backbone_lr_mult=s.backbone_lr_mult)]),
+    "linear": Kind(
+        "linear", "the head only, on cached backbone features", lambda s, e, h: [Phase("head", e, ALL, cached=True)]
+    ),
+    "freeze": Kind(
+        "freeze:K",
+        "everything after the stem and the first K stages",
+        lambda s, e, h: [Phase(f"freeze:{s.frozen_stages}", e, s.frozen_stages, backbone_lr_mult=s.backbone_lr_mult)],
+        takes_k=True,
+    ),
+    "finetune": Kind(
+        "finetune",
+        "everything; the backbone at a lower learning rate than the head",
+        lambda s, e, h: [Phase("finetune", e, None, backbone_lr_mult=s.backbone_lr_mult)],
+    ),
     # nothing is pretrained, so no reason to slow any layer down
-    "scratch": Kind("scratch", "the same architecture from random initialisation",
-                    lambda s, e, h: [Phase("scratch", e, None, backbone_lr_mult=1.0)], pretrained=False),
+    "scratch": Kind(
+        "scratch",
+        "the same architecture from random initialisation",
+        lambda s, e, h: [Phase("scratch", e, None, backbone_lr_mult=1.0)],
+        pretrained=False,
+    ),
     "two-phase": Kind("two-phase", "the head first (cached features), then everything", _two_phase),
     "auto": Kind("auto", "one of the above, measured on the data (selection/advise.py)", None),
 }
@@ -113,7 +126,7 @@ def is_frozen(stage: int, frozen: int | str | None, n_stages: int) -> bool:
     return stage < int(frozen)  # the stem is stage -1, so freeze:0 freezes the stem alone
 
 
-def apply_phase(model: "TransferModel", phase: Phase) -> None:
+def apply_phase(model: TransferModel, phase: Phase) -> None:
     n = len(model.cfg.stages)
     if isinstance(phase.frozen, int) and phase.frozen > n:
         raise ConfigError(
@@ -126,7 +139,7 @@ def apply_phase(model: "TransferModel", phase: Phase) -> None:
             p.requires_grad_(not is_frozen(model.stage_of(name), phase.frozen, n))
 
 
-def set_train_mode(model: "TransferModel") -> None:
+def set_train_mode(model: TransferModel) -> None:
     """model.train(), except BatchNorm layers whose parameters are frozen: their running statistics stay put."""
     from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -136,7 +149,7 @@ def set_train_mode(model: "TransferModel") -> None:
             m.eval()
 
 
-def param_groups(model: "TransferModel", lr: float, backbone_lr_mult: float, weight_decay: float) -> list[dict]:
+def param_groups(model: TransferModel, lr: float, backbone_lr_mult: float, weight_decay: float) -> list[dict]:
     """Head at `lr`, trainable backbone at `lr * backbone_lr_mult`; no weight decay on biases and norm weights."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
@@ -146,10 +159,12 @@ def param_groups(model: "TransferModel", lr: float, backbone_lr_mult: float, wei
         groups.setdefault(key, []).append(p)
     out = []
     for (is_head, decays), params in groups.items():
-        out.append({
-            "params": params,
-            "lr": lr if is_head else lr * backbone_lr_mult,
-            "weight_decay": weight_decay if decays else 0.0,
-            "name": ("head" if is_head else "backbone") + ("" if decays else "_no_decay"),
-        })
+        out.append(
+            {
+                "params": params,
+                "lr": lr if is_head else lr * backbone_lr_mult,
+                "weight_decay": weight_decay if decays else 0.0,
+                "name": ("head" if is_head else "backbone") + ("" if decays else "_no_decay"),
+            }
+        )
     return out

@@ -73,18 +73,22 @@ class Classification:
         return torch.softmax(torch.as_tensor(logits, dtype=torch.float32) / temperature, dim=-1)
 
     def answers(self, probs, classes: list[str], top_k: int) -> list[dict]:
-        """Per image: the label, its probability and the top k (label, probability), as `predict --json` prints."""
-        import torch
+        """Per image: the label, its probability and the top k (label, probability), as `predict --json` prints.
+        `probs` is (N, K), a tensor or an array: numpy only, so torch-free runners (ONNX Runtime) share it."""
+        import numpy as np
 
+        p = np.asarray(probs)
         k = max(1, min(top_k, len(classes)))
         out = []
-        for p in probs:
-            top = torch.topk(p, k)
-            out.append({
-                "label": classes[int(top.indices[0])],
-                "probability": float(top.values[0]),
-                "top_k": [{"label": classes[int(i)], "probability": float(v)} for v, i in zip(top.values, top.indices)],
-            })
+        for row in p.reshape(len(p), -1) if len(p) else []:
+            top = np.argsort(-row, kind="stable")[:k]
+            out.append(
+                {
+                    "label": classes[int(top[0])],
+                    "probability": float(row[top[0]]),
+                    "top_k": [{"label": classes[int(i)], "probability": float(row[i])} for i in top],
+                }
+            )
         return out
 
 
@@ -93,6 +97,10 @@ TASKS: dict[str, Any] = {"classification": Classification()}
 
 def get_task(name: str = "classification"):
     if name not in TASKS:
-        raise unknown_choice("task", name, TASKS, hint="This transferkit knows the tasks above; a bundle from a newer "
-                                                       "version may need a newer transferkit.")
+        raise unknown_choice(
+            "task",
+            name,
+            TASKS,
+            hint="This transferkit knows the tasks above; a bundle from a newer version may need a newer transferkit.",
+        )
     return TASKS[name]

@@ -1,6 +1,7 @@
 """Backbones: one registry, one factory (`create_backbone`), and the model that puts a new head on any of them."""
 
 # Builders register themselves on import (none imports torch until it builds); the registry imports none of them.
+from ..config import DEFAULT_BACKBONE
 from . import files, lite, timm_, tv  # noqa: F401
 from .cfg import BackboneCfg
 from .registry import (
@@ -12,7 +13,6 @@ from .registry import (
     register_scheme,
     schemes,
 )
-from ..config import DEFAULT_BACKBONE
 
 __all__ = [
     "DEFAULT_BACKBONE",

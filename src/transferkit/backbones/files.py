@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
@@ -24,7 +23,7 @@ log = logging.getLogger("transferkit")
 MIN_MATCHED = 0.5  # below half of the backbone's tensors matched, the file is for another architecture
 
 
-def read_state_dict(path: Path) -> "dict[str, torch.Tensor]":
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
     if path.suffix == ".safetensors":
@@ -48,7 +47,7 @@ def read_state_dict(path: Path) -> "dict[str, torch.Tensor]":
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items() if torch.is_tensor(v)}
 
 
-def match_state_dict(net: "nn.Module", state: "dict[str, torch.Tensor]", classifier: str) -> dict[str, object]:
+def match_state_dict(net: nn.Module, state: dict[str, torch.Tensor], classifier: str) -> dict[str, object]:
     """Load what matches into `net`, except the classifier. Returns the report."""
     own = {k: v for k, v in net.state_dict().items() if not k.startswith(classifier + ".")}
     state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
@@ -67,7 +66,7 @@ def match_state_dict(net: "nn.Module", state: "dict[str, torch.Tensor]", classif
 
 
 @register_scheme("file", "a local weights file (.pth/.safetensors) with --arch <architecture>")
-def build_from_file(path_str: str, pretrained: bool, arch: str | None = None) -> "tuple[nn.Module, BackboneCfg]":
+def build_from_file(path_str: str, pretrained: bool, arch: str | None = None) -> tuple[nn.Module, BackboneCfg]:
     if not arch:
         raise ConfigError(
             f"--backbone file:{path_str} needs the architecture the weights belong to, e.g. "
@@ -96,6 +95,15 @@ def build_from_file(path_str: str, pretrained: bool, arch: str | None = None) ->
         )
     log.info(
         "loaded %d tensors from %s; skipped %d (shape mismatch), missing %d",
-        report["loaded"], path, len(report["skipped"]), len(report["missing"]),
+        report["loaded"],
+        path,
+        len(report["skipped"]),
+        len(report["missing"]),
     )
-    return net, replace(cfg, extra={**cfg.extra, "load_report": {k: (v if isinstance(v, (int, float)) else len(v)) for k, v in report.items()}})
+    return net, replace(
+        cfg,
+        extra={
+            **cfg.extra,
+            "load_report": {k: (v if isinstance(v, (int, float)) else len(v)) for k, v in report.items()},
+        },
+    )

@@ -29,7 +29,7 @@ def parse_head(spec: str) -> tuple[str, int | None]:
     raise ConfigError(f"--head '{spec}' is not a head. Valid choices: {', '.join(HEADS)}.")
 
 
-def build_head(spec: str, in_features: int, num_outputs: int, dropout: float = 0.0) -> "nn.Module":
+def build_head(spec: str, in_features: int, num_outputs: int, dropout: float = 0.0) -> nn.Module:
     from torch import nn  # here, so that option checks (parse_head) never import torch
 
     kind, hidden = parse_head(spec)

@@ -50,7 +50,7 @@ def weights_path(name: str) -> str:
     return getattr(mod, cls).get_model_file_path()
 
 
-def lukemelas_to_timm(state: "dict[str, torch.Tensor]", net: "nn.Module") -> "dict[str, torch.Tensor]":
+def lukemelas_to_timm(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
     """Rename a lukemelas EfficientNet state_dict (flat `_blocks.N`) to timm's nested `blocks.<stage>.<i>`."""
     flat = [(s, i) for s, stage in enumerate(net.blocks) for i in range(len(stage))]
     out: dict = {}
@@ -70,7 +70,7 @@ def lukemelas_to_timm(state: "dict[str, torch.Tensor]", net: "nn.Module") -> "di
     return out
 
 
-def _build(name: str, pretrained: bool) -> "tuple[nn.Module, BackboneCfg]":
+def _build(name: str, pretrained: bool) -> tuple[nn.Module, BackboneCfg]:
     import timm
     import torch
 

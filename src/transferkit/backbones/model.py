@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .cfg import BackboneCfg
 from .heads import build_head
 from .modules import set_submodule
-from .cfg import BackboneCfg
 
 
 def remove_classifier(net: nn.Module, cfg: BackboneCfg) -> nn.Module:

@@ -31,7 +31,7 @@ _BUILTINS: dict[str, tuple[Builder, str]] = {}
 class Scheme:
     """A family of names `<prefix>:<rest>` (timm:, torchvision:, file:): one builder for every name in it."""
 
-    build: Callable[..., "tuple[nn.Module, BackboneCfg]"]  # (rest, pretrained=..., arch=...) -> (net, cfg)
+    build: Callable[..., tuple[nn.Module, BackboneCfg]]  # (rest, pretrained=..., arch=...) -> (net, cfg)
     description: str
     names: Callable[[], list[str]] | None = None  # the names it knows, for `list_backbones(prefix)`
 
@@ -85,7 +85,7 @@ def _split(name: str) -> tuple[Scheme | None, str]:
     return (_SCHEMES.get(prefix), rest) if sep else (None, name)
 
 
-def create_backbone(name: str, pretrained: bool = True, arch: str | None = None) -> "tuple[nn.Module, BackboneCfg]":
+def create_backbone(name: str, pretrained: bool = True, arch: str | None = None) -> tuple[nn.Module, BackboneCfg]:
     """The single door: returns the network with its original classifier still attached, and its config."""
     scheme, rest = _split(name)
     if scheme is not None:
@@ -97,7 +97,9 @@ def create_backbone(name: str, pretrained: bool = True, arch: str | None = None)
 
 def _unknown(name: str) -> ConfigError:
     others = "; ".join(f"'{p}<name>' ({d})" for p, d in schemes().items())
-    return unknown_choice("backbone", name, sorted(_BUILTINS), hint=f"Other models: {others}. See `transferkit backbones`.")
+    return unknown_choice(
+        "backbone", name, sorted(_BUILTINS), hint=f"Other models: {others}. See `transferkit backbones`."
+    )
 
 
 def check_backbone_name(name: str) -> None:

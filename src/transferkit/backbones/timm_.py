@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # registering on import costs no torch import
     from torch import nn
 
 
-def _stages(net: "nn.Module") -> tuple[str, ...]:
+def _stages(net: nn.Module) -> tuple[str, ...]:
     from torch import nn
 
     from .modules import child_stages
@@ -34,7 +34,7 @@ def _timm_names() -> list[str]:
 
 
 @register_scheme("timm", "any timm model; pretrained weights from its hub, with a network", names=_timm_names)
-def build_timm(model_name: str, pretrained: bool, arch: str | None = None) -> "tuple[nn.Module, BackboneCfg]":
+def build_timm(model_name: str, pretrained: bool, arch: str | None = None) -> tuple[nn.Module, BackboneCfg]:
     import timm
 
     if not timm.is_model(model_name):
@@ -64,7 +64,9 @@ def build_timm(model_name: str, pretrained: bool, arch: str | None = None) -> "t
         mean=tuple(pc.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(pc.get("std", (0.229, 0.224, 0.225))),
         classifier=classifier,
-        num_features=int(getattr(net, "head_hidden_size", None) or net.num_features),  # after a pre-logits layer (MobileNetV3) they differ
+        num_features=int(
+            getattr(net, "head_hidden_size", None) or net.num_features
+        ),  # after a pre-logits layer (MobileNetV3) they differ
         stages=_stages(net),
         imagenet_top1=None,
         offline=False,

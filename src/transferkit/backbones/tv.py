@@ -39,9 +39,12 @@ _RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
 _AUX = ("AuxLogits", "aux1", "aux2")
 
 
-@register_scheme("torchvision", "torchvision's classification zoo; pretrained weights with a network",
-                 names=lambda: list(TORCHVISION_MODELS))
-def build_torchvision(model_name: str, pretrained: bool, arch: str | None = None) -> "tuple[nn.Module, BackboneCfg]":
+@register_scheme(
+    "torchvision",
+    "torchvision's classification zoo; pretrained weights with a network",
+    names=lambda: list(TORCHVISION_MODELS),
+)
+def build_torchvision(model_name: str, pretrained: bool, arch: str | None = None) -> tuple[nn.Module, BackboneCfg]:
     import torchvision.models as tvm
 
     from .modules import child_stages, in_features

@@ -1,7 +1,7 @@
 """`transferkit advise DATA`: the strategy `--strategy auto` would pick, with the measurements behind it.
 
-    transferkit advise data/hymenoptera
-    transferkit advise data/digits --backbone efficientnet_lite2 --json
+transferkit advise data/hymenoptera
+transferkit advise data/digits --backbone efficientnet_lite2 --json
 """
 
 from __future__ import annotations

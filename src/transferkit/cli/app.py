@@ -50,5 +50,7 @@ def main() -> None:
     except TransferkitError as e:
         from rich.console import Console
 
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/bold red] {e}", highlight=False)  # no hard breaks inside paths
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]Error:[/bold red] {e}", highlight=False
+        )  # no hard breaks inside paths
         sys.exit(2)

@@ -17,8 +17,10 @@ def backbones() -> None:
         t.add_row(name + (" (default)" if name == DEFAULT_BACKBONE else ""), desc)
     c = Console()
     c.print(t)
-    c.print("Also: timm:<any timm model>, torchvision:<model> (pretrained weights need a network on first use), "
-            "file:<weights.pth|.safetensors> with --arch <architecture>.")
+    c.print(
+        "Also: timm:<any timm model>, torchvision:<model> (pretrained weights need a network on first use), "
+        "file:<weights.pth|.safetensors> with --arch <architecture>."
+    )
 
 
 def register(app: typer.Typer) -> None:

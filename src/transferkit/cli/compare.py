@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,10 +20,12 @@ from .options import config_command
 def compare(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
     strategies: str = typer.Option("linear,two-phase,finetune", help="Comma-separated strategies (auto allowed)."),
-    backbones: Optional[str] = typer.Option(None, help="Comma-separated backbones (default: efficientnet_lite0)."),
+    backbones: str | None = typer.Option(None, help="Comma-separated backbones (default: efficientnet_lite0)."),
     seeds: int = typer.Option(3, help="Runs per combination (seeds 0..N-1), paired across combinations."),
-    out: Path = typer.Option(Path("runs"), help="Folder for the comparison's folder (runs, compare.json, compare.png)."),
-    name: Optional[str] = typer.Option(None, help="Name of the comparison's folder (default compare-<data>)."),
+    out: Path = typer.Option(
+        Path("runs"), help="Folder for the comparison's folder (runs, compare.json, compare.png)."
+    ),
+    name: str | None = typer.Option(None, help="Name of the comparison's folder (default compare-<data>)."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print the result as JSON instead of the table."),
     *,
     overrides: dict,
@@ -34,8 +35,16 @@ def compare(
     from ..comparison import compare as run_compare
     from ..comparison import print_comparison
 
-    result = run_compare(data, strategies=strategies, backbones=backbones, seeds=seeds, out=str(out), name=name,
-                         quiet=as_json, **overrides)
+    result = run_compare(
+        data,
+        strategies=strategies,
+        backbones=backbones,
+        seeds=seeds,
+        out=str(out),
+        name=name,
+        quiet=as_json,
+        **overrides,
+    )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return

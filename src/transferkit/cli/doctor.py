@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import typer
 
 from .options import config_command, data_source
@@ -24,7 +25,9 @@ def doctor(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print the report as JSON instead of the summary."),
     out: Path = typer.Option(Path("doctor.json"), help="Where to write the full report (JSON)."),
-    fast: bool = typer.Option(False, metavar="", help="Headers and bytes only: no decoding (misses truncation, near duplicates)."),
+    fast: bool = typer.Option(
+        False, metavar="", help="Headers and bytes only: no decoding (misses truncation, near duplicates)."
+    ),
     *,
     overrides: dict,
     typed: set,
@@ -64,8 +67,10 @@ def print_report(report, out: Path) -> None:
         console.print(table)
     if report.sizes:
         w, h = report.sizes["width"], report.sizes["height"]
-        console.print(f"Sizes: width {w['min']}-{w['max']} (median {w['median']:g}), height {h['min']}-{h['max']} "
-                      f"(median {h['median']:g}). Modes: {_counts(report.modes)}. Formats: {_counts(report.formats)}.")
+        console.print(
+            f"Sizes: width {w['min']}-{w['max']} (median {w['median']:g}), height {h['min']}-{h['max']} "
+            f"(median {h['median']:g}). Modes: {_counts(report.modes)}. Formats: {_counts(report.formats)}."
+        )
     if report.imbalance:
         console.print(f"Imbalance (largest / smallest class): {report.imbalance:g}:1.")
     by_code: dict[str, list] = {}

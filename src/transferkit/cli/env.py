@@ -18,8 +18,10 @@ def env() -> None:
     print(f"python {platform.python_version()} on {platform.platform()}")
     for k, v in versions().items():
         print(f"{k} {v}")
-    print(f"cpu cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"bf16 on cpu {'yes' if cpu_bf16_supported() else 'no'}")
+    print(
+        f"cpu cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"bf16 on cpu {'yes' if cpu_bf16_supported() else 'no'}"
+    )
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             print(f"cuda:{i} {torch.cuda.get_device_name(i)}")

@@ -34,8 +34,17 @@ def data_source(f: OptionField) -> bool:
     return f.opt.cli and f.opt.source
 
 
-MEASURING = ("split", "seed", "image_size", "batch_size", "device", "feature_precision", "threads", "cache_dir",
-             "decode_store")
+MEASURING = (
+    "split",
+    "seed",
+    "image_size",
+    "batch_size",
+    "device",
+    "feature_precision",
+    "threads",
+    "cache_dir",
+    "decode_store",
+)
 
 
 def measuring(f: OptionField) -> bool:
@@ -48,10 +57,12 @@ def _cli_type(f: OptionField) -> Any:
     choices, exit 2), the split is one comma-separated word, None-able numbers stay optional."""
     if f.name == "split":
         return str
+    optional = type(None) in typing.get_args(f.type)
     if f.choices is not None:
-        return Optional[str] if type(None) in typing.get_args(f.type) else str
-    return f.type if typing.get_origin(f.type) is tuple else (
-        Optional[typing.get_args(f.type)[0]] if type(None) in typing.get_args(f.type) else f.type)
+        return Optional[str] if optional else str  # noqa: UP045 - typer reads typing.Optional
+    if typing.get_origin(f.type) is tuple or not optional:
+        return f.type
+    return Optional[typing.get_args(f.type)[0]]  # noqa: UP045 - typer reads typing.Optional
 
 
 def _help(f: OptionField) -> str:
@@ -67,11 +78,14 @@ def parameter(f: OptionField) -> inspect.Parameter:
         default = ",".join(f"{x:g}" for x in default)
     if f.type is bool:
         # One flag a field: `--strict` sets True; `--no-flip` sets flip to False (default False means "not given").
-        info = typer.Option(False, *f.flags, help=f.opt.help, rich_help_panel=f.opt.group, metavar="", show_default=False)
+        info = typer.Option(
+            False, *f.flags, help=f.opt.help, rich_help_panel=f.opt.group, metavar="", show_default=False
+        )
         return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=bool)
     metavar = "LO HI" if typing.get_origin(f.type) is tuple else None
-    info = typer.Option(default, *f.flags, help=_help(f), rich_help_panel=f.opt.group, show_default=default is not None,
-                        metavar=metavar)
+    info = typer.Option(
+        default, *f.flags, help=_help(f), rich_help_panel=f.opt.group, show_default=default is not None, metavar=metavar
+    )
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=_cli_type(f))
 
 
@@ -98,11 +112,16 @@ def config_command(select: Select = everything, exclude: tuple[str, ...] = ()) -
             typed = {n for n in names if (s := _ctx.get_parameter_source(n)) is not None and s.name != "DEFAULT"}
             return fn(**kwargs, overrides=overrides, typed=typed)
 
-        params = [ctx_param, *[p for p in own if p.kind != p.KEYWORD_ONLY], *[p for p in own if p.kind == p.KEYWORD_ONLY]]
+        params = [
+            ctx_param,
+            *[p for p in own if p.kind != p.KEYWORD_ONLY],
+            *[p for p in own if p.kind == p.KEYWORD_ONLY],
+        ]
         params += [parameter(f) for f in chosen]
         # Positional-or-keyword parameters cannot follow keyword-only ones; typer reads names, not positions.
-        command.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if i else p
-                                                   for i, p in enumerate(params)])
+        command.__signature__ = inspect.Signature(
+            [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if i else p for i, p in enumerate(params)]
+        )
         command.config_fields = chosen  # for tests and docs
         return command
 
@@ -118,9 +137,17 @@ def markdown_tables() -> str:
             continue
         out += [f"**{group}**", "", "| option | default | |", "|---|---|---|"]
         for f in rows:
-            default = "" if negated(f) or f.type is bool else (
-                ",".join(f"{x:g}" for x in f.default) if isinstance(f.default, tuple) else
-                "–" if f.default is None else f"`{f.default}`")
+            default = (
+                ""
+                if negated(f) or f.type is bool
+                else (
+                    ",".join(f"{x:g}" for x in f.default)
+                    if isinstance(f.default, tuple)
+                    else "–"
+                    if f.default is None
+                    else f"`{f.default}`"
+                )
+            )
             out.append(f"| `{f.flag}` | {default} | {_help(f).replace('|', '&#124;')} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"

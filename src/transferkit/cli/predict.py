@@ -11,16 +11,27 @@ RUNTIMES = ("torch", "onnx")
 
 
 def predict(
-    bundle: Path = typer.Argument(..., help="A run's best/ folder (or the run folder); with --runtime onnx, an .onnx "
-                                  "export or a folder holding model.onnx."),
+    bundle: Path = typer.Argument(
+        ...,
+        help="A run's best/ folder (or the run folder); with --runtime onnx, an .onnx "
+        "export or a folder holding model.onnx.",
+    ),
     images: list[Path] = typer.Argument(..., help="Image files or folders."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
     as_json: bool = typer.Option(False, "--json", help="One JSON list: path, label, probability, top_k per image."),
-    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average 5 crops and their mirrors (10x the compute); "
-                             "shows where it changed the answer."),
-    precision: str = typer.Option("auto", help="auto (fp32 on CPUs, where bf16 changes answers: see BENCHMARKS.md; bf16 "
-                                  "on GPUs) | fp32 | bf16 | fp16."),
-    runtime: str = typer.Option("torch", help="torch (the bundle) | onnx (its ONNX export, on ONNX Runtime; see `transferkit export`)."),
+    tta: bool = typer.Option(
+        False,
+        "--tta",
+        help="Test-time augmentation: average 5 crops and their mirrors (10x the compute); "
+        "shows where it changed the answer.",
+    ),
+    precision: str = typer.Option(
+        "auto",
+        help="auto (fp32 on CPUs, where bf16 changes answers: see BENCHMARKS.md; bf16 on GPUs) | fp32 | bf16 | fp16.",
+    ),
+    runtime: str = typer.Option(
+        "torch", help="torch (the bundle) | onnx (its ONNX export, on ONNX Runtime; see `transferkit export`)."
+    ),
 ) -> None:
     """Predict the class of each image."""
     from ..api import load
@@ -51,12 +62,18 @@ def predict(
         if "error" in r:
             t.add_row(r["path"], "[red]unreadable[/red]", "", r["error"])
             continue
-        cells = [r["path"], r["label"], f"{r['probability']:.3f}",
-                 ", ".join(f"{x['label']} {x['probability']:.3f}" for x in r["top_k"])]
+        cells = [
+            r["path"],
+            r["label"],
+            f"{r['probability']:.3f}",
+            ", ".join(f"{x['label']} {x['probability']:.3f}" for x in r["top_k"]),
+        ]
         if tta:
             plain = r["without_tta"]
             changed = plain["label"] != r["label"]
-            cells.append(f"{'[yellow]' if changed else ''}{plain['label']} {plain['probability']:.3f}{'[/yellow]' if changed else ''}")
+            cells.append(
+                f"{'[yellow]' if changed else ''}{plain['label']} {plain['probability']:.3f}{'[/yellow]' if changed else ''}"
+            )
         t.add_row(*cells)
     console = Console()
     console.print(t)
@@ -72,8 +89,10 @@ def _fail_if_none_read(results: list[dict]) -> None:
     if results and all("error" in r for r in results):
         from ..errors import TransferkitError
 
-        raise TransferkitError(f"None of the {len(results)} image(s) could be read (first: '{results[0]['path']}': "
-                               f"{results[0]['error']}). Give JPEG, PNG, WebP, BMP, GIF or TIFF files.")
+        raise TransferkitError(
+            f"None of the {len(results)} image(s) could be read (first: '{results[0]['path']}': "
+            f"{results[0]['error']}). Give JPEG, PNG, WebP, BMP, GIF or TIFF files."
+        )
 
 
 def register(app: typer.Typer) -> None:

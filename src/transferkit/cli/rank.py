@@ -1,14 +1,13 @@
 """`transferkit rank DATA`: score candidate backbones for DATA from one forward pass each, best first.
 
-    transferkit rank data/hymenoptera
-    transferkit rank data/hymenoptera --candidates efficientnet_lite0,timm:resnet50 --json
+transferkit rank data/hymenoptera
+transferkit rank data/hymenoptera --candidates efficientnet_lite0,timm:resnet50 --json
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,7 +17,7 @@ from .options import config_command, measuring
 @config_command(measuring)
 def rank(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
-    candidates: Optional[str] = typer.Option(None, help="Comma-separated backbone names (default: every built-in one)."),
+    candidates: str | None = typer.Option(None, help="Comma-separated backbone names (default: every built-in one)."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print the rows as JSON instead of the table."),
     *,
     overrides: dict,

@@ -6,7 +6,6 @@ Every option comes from config.py (cli/options.py turns the fields into flags, g
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,12 +14,23 @@ from .options import config_command
 
 @config_command()
 def train(
-    data: Optional[Path] = typer.Argument(None, help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
-    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run directory from its last.ckpt "
-                                          "(with --epochs or --patience to change how long).", rich_help_panel="Output"),
-    log_json: bool = typer.Option(False, "--log-json", metavar="", rich_help_panel="Output",
-                                  help="Events as JSON lines on stdout, ending with a 'done' event that holds the run's "
-                                       "path; human output stays on stderr."),
+    data: Path | None = typer.Argument(
+        None, help="Image folder (class sub-folders), pre-split folder, list file or HDF5."
+    ),
+    resume: Path | None = typer.Option(
+        None,
+        help="Continue an interrupted run directory from its last.ckpt "
+        "(with --epochs or --patience to change how long).",
+        rich_help_panel="Output",
+    ),
+    log_json: bool = typer.Option(
+        False,
+        "--log-json",
+        metavar="",
+        rich_help_panel="Output",
+        help="Events as JSON lines on stdout, ending with a 'done' event that holds the run's "
+        "path; human output stays on stderr.",
+    ),
     *,
     overrides: dict,
     typed: set,
@@ -38,8 +48,14 @@ def train(
     run = fit(data, resume=resume, reporter=reporter, **overrides)
     if log_json:
         m = run.test_metrics
-        reporter.emit("done", path=str(run.path), split=run.eval_split, strategy=run.strategy, seconds=round(run.seconds, 3),
-                      metrics={k: m.get(k) for k in ("n", "accuracy", "loss", "macro_f1")})
+        reporter.emit(
+            "done",
+            path=str(run.path),
+            split=run.eval_split,
+            strategy=run.strategy,
+            seconds=round(run.seconds, 3),
+            metrics={k: m.get(k) for k in ("n", "accuracy", "loss", "macro_f1")},
+        )
         return
     summarize(run, quiet)
 

@@ -14,24 +14,44 @@ from collections import Counter, defaultdict
 import numpy as np
 from PIL import Image
 
-from .survey import ImageInfo
 from .problems import Problem, problem
 from .sizes import choose_image_size
 from .sources import is_array_key
+from .survey import ImageInfo
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class: past 3:1 an unweighted loss visibly neglects the small class
-NEAR_BITS = 5  # dHash bits that may differ for "near duplicate": copies differ by 0-3; distinct hymenoptera photos by >= 12
+NEAR_BITS = (
+    5  # dHash bits that may differ for "near duplicate": copies differ by 0-3; distinct hymenoptera photos by >= 12
+)
 OUTLIER_SHARE = 0.05  # a format held by at most 5% of a class (and at least 80% share one format) is an outlier
 SMALL_FACTOR = 4  # short side under 1/4 of the class median: a thumbnail or icon rather than a photo like the rest
 ELONGATED = 4.0  # aspect ratio past max(4, 3x the class median): a banner or a strip, not an object photo
 SHOWN = 5  # files named in a message; the full list is in Problem.files
 
-EXTENSIONS = {"JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"), "PNG": (".png",), "GIF": (".gif",), "BMP": (".bmp",),
-              "TIFF": (".tif", ".tiff"), "WEBP": (".webp",), "PPM": (".ppm", ".pgm", ".pbm", ".pnm")}
-MODE_WORDS = {"RGBA": "have an alpha channel (dropped)", "LA": "are grayscale with alpha (alpha dropped)",
-              "P": "are palette images", "PA": "are palette images with alpha", "CMYK": "are CMYK (print colours)",
-              "I;16": "are 16-bit", "I;16B": "are 16-bit", "I;16L": "are 16-bit", "I": "are 32-bit integer",
-              "F": "are floating point", "L": "are grayscale", "1": "are black-and-white (1 bit)", "YCbCr": "are YCbCr"}
+EXTENSIONS = {
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "PNG": (".png",),
+    "GIF": (".gif",),
+    "BMP": (".bmp",),
+    "TIFF": (".tif", ".tiff"),
+    "WEBP": (".webp",),
+    "PPM": (".ppm", ".pgm", ".pbm", ".pnm"),
+}
+MODE_WORDS = {
+    "RGBA": "have an alpha channel (dropped)",
+    "LA": "are grayscale with alpha (alpha dropped)",
+    "P": "are palette images",
+    "PA": "are palette images with alpha",
+    "CMYK": "are CMYK (print colours)",
+    "I;16": "are 16-bit",
+    "I;16B": "are 16-bit",
+    "I;16L": "are 16-bit",
+    "I": "are 32-bit integer",
+    "F": "are floating point",
+    "L": "are grayscale",
+    "1": "are black-and-white (1 bit)",
+    "YCbCr": "are YCbCr",
+}
 
 
 def short(key: str, root: str) -> str:
@@ -48,7 +68,9 @@ def name_list(keys: list[str], root: str) -> str:
 
 
 def file_errors(infos: list[ImageInfo], root: str) -> list[Problem]:
-    return [problem(i.error[0], f"{name_list([i.key], root)} ({i.split}) {i.error[1]}", [i.key]) for i in infos if i.error]
+    return [
+        problem(i.error[0], f"{name_list([i.key], root)} ({i.split}) {i.error[1]}", [i.key]) for i in infos if i.error
+    ]
 
 
 def class_checks(classes: list[str], counts: dict[str, dict[str, int]]) -> list[Problem]:
@@ -61,7 +83,9 @@ def class_checks(classes: list[str], counts: dict[str, dict[str, int]]) -> list[
             continue
         stray = [n for n in classes if c.get(n) and not train.get(n)]
         if stray:
-            out.append(problem("class-not-in-train", f"{split} has images of {', '.join(stray)}, which {base} has none of."))
+            out.append(
+                problem("class-not-in-train", f"{split} has images of {', '.join(stray)}, which {base} has none of.")
+            )
         absent = [n for n in classes if train.get(n) and not c.get(n)]
         if absent:
             out.append(problem("class-missing-from-split", f"{split} has no images of {', '.join(absent)}."))
@@ -73,15 +97,24 @@ def class_checks(classes: list[str], counts: dict[str, dict[str, int]]) -> list[
         big, small = max(sizes, key=sizes.get), min(sizes, key=sizes.get)
         ratio = sizes[big] / sizes[small]
         if ratio >= IMBALANCE_RATIO:
-            out.append(problem("imbalance", f"Classes are imbalanced {ratio:.1f}:1 in {base}: '{big}' has {sizes[big]} "
-                                            f"images, '{small}' {sizes[small]}."))
+            out.append(
+                problem(
+                    "imbalance",
+                    f"Classes are imbalanced {ratio:.1f}:1 in {base}: '{big}' has {sizes[big]} "
+                    f"images, '{small}' {sizes[small]}.",
+                )
+            )
     groups = defaultdict(list)
     for n in classes:
         groups[re.sub(r"[\W_]+", "", n.lower())].append(n)
     for names in groups.values():
         if len(names) > 1:
-            out.append(problem("similar-class-names", f"Classes {', '.join(repr(n) for n in names)} differ only in "
-                                                      "case, spaces or punctuation."))
+            out.append(
+                problem(
+                    "similar-class-names",
+                    f"Classes {', '.join(repr(n) for n in names)} differ only in case, spaces or punctuation.",
+                )
+            )
     return out
 
 
@@ -94,15 +127,22 @@ def image_checks(infos: list[ImageInfo], classes: list[str], root: str, image_si
         if i.mode not in ("RGB", None) and i.format != "array":
             by_mode[i.mode].append(i.key)
     for mode, keys in sorted(by_mode.items()):
-        out.append(problem("color-mode", f"{len(keys)} image(s) {MODE_WORDS.get(mode, f'are {mode}')} (mode {mode}): "
-                                         f"{name_list(keys, root)}.", keys))
+        out.append(
+            problem(
+                "color-mode",
+                f"{len(keys)} image(s) {MODE_WORDS.get(mode, f'are {mode}')} (mode {mode}): {name_list(keys, root)}.",
+                keys,
+            )
+        )
     groups = {
         "grayscale-as-rgb": ([i.key for i in ok if i.gray_rgb], "are grayscale pictures stored as colour"),
         "exif-rotation": ([i.key for i in ok if i.orientation != 1], "carry an EXIF rotation"),
         "animated": ([i.key for i in ok if i.frames > 1], "are animated"),
         "large-image": ([i.key for i in ok if i.large], f"have more than {Image.MAX_IMAGE_PIXELS:,} pixels"),
-        "extension-mismatch": ([i.key for i in ok if i.format in EXTENSIONS
-                                and not i.key.lower().endswith(EXTENSIONS[i.format])], "have an extension that is not their format"),
+        "extension-mismatch": (
+            [i.key for i in ok if i.format in EXTENSIONS and not i.key.lower().endswith(EXTENSIONS[i.format])],
+            "have an extension that is not their format",
+        ),
     }
     for code, (keys, what) in groups.items():
         if keys:
@@ -112,8 +152,14 @@ def image_checks(infos: list[ImageInfo], classes: list[str], root: str, image_si
         target = image_size or choose_image_size(statistics.median(short), 224)
         small = [i.key for i, s in zip(ok, short) if s * 2 < target]
         if small:
-            out.append(problem("too-small", f"{len(small)} image(s) have a short side under {target // 2} px, half the "
-                                            f"{target} px input: {name_list(small, root)}.", small))
+            out.append(
+                problem(
+                    "too-small",
+                    f"{len(small)} image(s) have a short side under {target // 2} px, half the "
+                    f"{target} px input: {name_list(small, root)}.",
+                    small,
+                )
+            )
     return out + outliers(ok, classes, root)
 
 
@@ -131,17 +177,33 @@ def outliers(ok: list[ImageInfo], classes: list[str], root: str) -> list[Problem
             for fmt, n in formats.items():
                 if fmt != common and n <= max(1, OUTLIER_SHARE * len(items)):
                     keys = [i.key for i in items if i.format == fmt]
-                    out.append(problem("format-outlier", f"{n} of {len(items)} '{name}' image(s) are {fmt} while "
-                                                         f"{top} are {common}: {name_list(keys, root)}.", keys))
+                    out.append(
+                        problem(
+                            "format-outlier",
+                            f"{n} of {len(items)} '{name}' image(s) are {fmt} while "
+                            f"{top} are {common}: {name_list(keys, root)}.",
+                            keys,
+                        )
+                    )
         if len(items) < 5:
             continue
         med_short = statistics.median(min(i.width, i.height) for i in items)
         med_aspect = statistics.median(max(i.width, i.height) / max(1, min(i.width, i.height)) for i in items)
-        odd = [i.key for i in items if min(i.width, i.height) * SMALL_FACTOR < med_short
-               or max(i.width, i.height) / max(1, min(i.width, i.height)) > max(ELONGATED, 3 * med_aspect)]
+        odd = [
+            i.key
+            for i in items
+            if min(i.width, i.height) * SMALL_FACTOR < med_short
+            or max(i.width, i.height) / max(1, min(i.width, i.height)) > max(ELONGATED, 3 * med_aspect)
+        ]
         if odd:
-            out.append(problem("size-outlier", f"{len(odd)} '{name}' image(s) are far smaller or more elongated than "
-                                               f"the class's typical {med_short:.0f} px short side: {name_list(odd, root)}.", odd))
+            out.append(
+                problem(
+                    "size-outlier",
+                    f"{len(odd)} '{name}' image(s) are far smaller or more elongated than "
+                    f"the class's typical {med_short:.0f} px short side: {name_list(odd, root)}.",
+                    odd,
+                )
+            )
     return out
 
 
@@ -190,8 +252,11 @@ def duplicates(infos: list[ImageInfo], classes: list[str], root: str) -> list[Pr
     with_hash = [n for n, i in enumerate(hashed) if i.dhash is not None]
     if len(with_hash) > 1:
         hashes = np.array([hashed[n].dhash for n in with_hash], dtype=np.uint64)
-        pairs = [(with_hash[a], with_hash[b]) for a, b in _near_pairs(hashes, NEAR_BITS)
-                 if hashed[with_hash[a]].sha != hashed[with_hash[b]].sha]
+        pairs = [
+            (with_hash[a], with_hash[b])
+            for a, b in _near_pairs(hashes, NEAR_BITS)
+            if hashed[with_hash[a]].sha != hashed[with_hash[b]].sha
+        ]
         for g in _groups_of_pairs(len(hashed), pairs):
             out.append(_describe(hashed, g, classes, root, near=True))
     return out
@@ -203,8 +268,9 @@ def _describe(items: list[ImageInfo], group: list[int], classes: list[str], root
     where = "; ".join(f"{name_list([m.key], root)} ({m.split}/{classes[m.label]})" for m in members[:SHOWN])
     what = "Nearly identical images" if near else "Identical images"
     if len({m.label for m in members}) > 1:
-        return problem("conflicting-labels", f"{what} with different labels: {where}.", keys,
-                       severity="warning" if near else None)
+        return problem(
+            "conflicting-labels", f"{what} with different labels: {where}.", keys, severity="warning" if near else None
+        )
     if len({m.split for m in members}) > 1:
         code = "near-duplicate-across-splits" if near else "duplicate-across-splits"
         return problem(code, f"{what} in more than one split: {where}.", keys)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from ..errors import DataError, TransferkitError
 from . import checks
-from .survey import inspect_samples
 from .problems import SEVERITIES, SKIPPED_FILE_ERRORS, Problem, by_severity, problem
 from .sources import DataSource, Sample, open_source
+from .survey import inspect_samples
 
 
 @dataclass
@@ -35,7 +35,9 @@ class DoctorReport:
     classes: list[str] = field(default_factory=list)  # class names, index = label
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> listed images
     imbalance: float | None = None  # largest / smallest class in the training part; None with < 2 non-empty classes
-    sizes: dict[str, dict[str, float]] = field(default_factory=dict)  # width / height -> min, median, max (readable images)
+    sizes: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # width / height -> min, median, max (readable images)
     modes: dict[str, int] = field(default_factory=dict)  # Pillow mode as stored -> images
     formats: dict[str, int] = field(default_factory=dict)  # file format -> images
     problems: list[Problem] = field(default_factory=list)  # errors first, then warnings, then notes
@@ -98,8 +100,9 @@ def doctor(
         try:
             src = open_source(data, layout, lenient=True, **source_options)
         except DataError as e:
-            return DoctorReport(str(data), "", problems=[problem("unreadable-dataset", str(e))],
-                                seconds=time.perf_counter() - started)
+            return DoctorReport(
+                str(data), "", problems=[problem("unreadable-dataset", str(e))], seconds=time.perf_counter() - started
+            )
     splits = splits if splits is not None else src.splits
     root = os.path.abspath(src.root if src.root.is_dir() else src.root.parent)  # messages name files relative to it
     infos = inspect_samples(src, splits, deep=deep, workers=workers, progress=progress)
@@ -113,11 +116,18 @@ def doctor(
     base = counts.get("train", counts.get("all", {}))
     nonzero = [n for n in base.values() if n]
     return DoctorReport(
-        root=str(src.root), layout=src.layout, classes=list(src.classes), counts=counts,
+        root=str(src.root),
+        layout=src.layout,
+        classes=list(src.classes),
+        counts=counts,
         imbalance=round(max(nonzero) / min(nonzero), 2) if len(nonzero) >= 2 else None,
         sizes={dim: _stats([getattr(i, dim) for i in ok]) for dim in ("width", "height")} if ok else {},
-        modes=dict(Counter(i.mode for i in ok)), formats=dict(Counter(i.format for i in ok)),
-        problems=_order(found), deep=deep, files=len(infos), seconds=round(time.perf_counter() - started, 3),
+        modes=dict(Counter(i.mode for i in ok)),
+        formats=dict(Counter(i.format for i in ok)),
+        problems=_order(found),
+        deep=deep,
+        files=len(infos),
+        seconds=round(time.perf_counter() - started, 3),
     )
 
 
@@ -125,8 +135,16 @@ def _stats(values: list[int]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def preflight(src: DataSource, splits: dict[str, list[Sample]], reporter, *, strict: bool = False, force: bool = False,
-              image_size: int | None = None, balance: str = "none") -> DoctorReport:
+def preflight(
+    src: DataSource,
+    splits: dict[str, list[Sample]],
+    reporter,
+    *,
+    strict: bool = False,
+    force: bool = False,
+    image_size: int | None = None,
+    balance: str = "none",
+) -> DoctorReport:
     """The check at the start of `train`: headers and bytes only (decoding follows anyway and skips what fails).
     Prints one line. Errors that skipping a file cannot fix (conflicting labels, a class only in val/test) stop the
     run unless `force`; with `strict`, any error or warning about a file stops it too, before anything is decoded."""
@@ -138,13 +156,17 @@ def preflight(src: DataSource, splits: dict[str, list[Sample]], reporter, *, str
     blocking = [p for p in report.problems if p.severity in ("error", "warning") and p.files]
     if strict and blocking:
         listing = "; ".join(f"[{p.code}] {p.message}" for p in blocking[:5])
-        raise TransferkitError(f"--strict: {len(blocking)} problem(s) with files, so nothing was trained: {listing}"
-                               f"{' ...' if len(blocking) > 5 else ''} Run `transferkit doctor {src.root}` for the full "
-                               "list and suggested fixes, or train without --strict to skip unreadable files.")
+        raise TransferkitError(
+            f"--strict: {len(blocking)} problem(s) with files, so nothing was trained: {listing}"
+            f"{' ...' if len(blocking) > 5 else ''} Run `transferkit doctor {src.root}` for the full "
+            "list and suggested fixes, or train without --strict to skip unreadable files."
+        )
     wrong = [p for p in report.problems if p.severity == "error" and p.code not in SKIPPED_FILE_ERRORS]
     if wrong and not force:
         listing = "; ".join(f"[{p.code}] {p.message}" for p in wrong[:5])
-        raise DataError(f"The data has {len(wrong)} error(s) that would make the model or its metrics wrong, so nothing "
-                        f"was trained: {listing}{' ...' if len(wrong) > 5 else ''} Run `transferkit doctor {src.root}` "
-                        "for the full list and how to fix each; give --force to train anyway.")
+        raise DataError(
+            f"The data has {len(wrong)} error(s) that would make the model or its metrics wrong, so nothing "
+            f"was trained: {listing}{' ...' if len(wrong) > 5 else ''} Run `transferkit doctor {src.root}` "
+            "for the full list and how to fix each; give --force to train anyway."
+        )
     return report

@@ -60,13 +60,18 @@ def _pairs(h, f: Path, x_key: str | None, y_key: str | None) -> list[tuple[str, 
         if not (x_key and y_key):
             raise ConfigError("Give both --h5-x (the images' key) and --h5-y (the labels' key).")
         if "{split}" in x_key:
-            found = [(s, x_key.replace("{split}", w), y_key.replace("{split}", w)) for w, s in SPLIT_WORDS.items()
-                     if x_key.replace("{split}", w) in h]
+            found = [
+                (s, x_key.replace("{split}", w), y_key.replace("{split}", w))
+                for w, s in SPLIT_WORDS.items()
+                if x_key.replace("{split}", w) in h
+            ]
         else:
             found = [(file_split, x_key, y_key)] if x_key in h else []
         if not found:
-            raise DataError(f"'{f}' has no array '{x_key}'. Its arrays: {_describe(h)}. Give the right key with --h5-x "
-                            "(use {split} for one key per split, e.g. --h5-x X_{split}).")
+            raise DataError(
+                f"'{f}' has no array '{x_key}'. Its arrays: {_describe(h)}. Give the right key with --h5-x "
+                "(use {split} for one key per split, e.g. --h5-x X_{split})."
+            )
         return found
     names: list[str] = []
     h.visititems(lambda name, obj: names.append(name) if hasattr(obj, "shape") else None)
@@ -85,8 +90,10 @@ def _pairs(h, f: Path, x_key: str | None, y_key: str | None) -> list[tuple[str, 
         if partner:
             found.append((_split_of(base) or file_split, n, partner))
     if not found:
-        raise DataError(f"'{f}' has no image/label arrays transferkit recognises (it has: {_describe(h)}). Name them with "
-                        "--h5-x KEY --h5-y KEY (use {split} for one key per split, e.g. --h5-x X_{split}).")
+        raise DataError(
+            f"'{f}' has no image/label arrays transferkit recognises (it has: {_describe(h)}). Name them with "
+            "--h5-x KEY --h5-y KEY (use {split} for one key per split, e.g. --h5-x X_{split})."
+        )
     return found
 
 
@@ -97,17 +104,23 @@ def _labels(y: np.ndarray, n: int, f: Path, kx: str, ky: str) -> np.ndarray:
         y = y.argmax(1)
     y = y.reshape(-1)
     if len(y) != n:
-        raise DataError(f"'{f}': '{kx}' has {n} images but '{ky}' has {len(y)} labels. Each image needs exactly one "
-                        "label: check that the two keys belong together (--h5-x / --h5-y).")
+        raise DataError(
+            f"'{f}': '{kx}' has {n} images but '{ky}' has {len(y)} labels. Each image needs exactly one "
+            "label: check that the two keys belong together (--h5-x / --h5-y)."
+        )
     if y.dtype.kind in "SUO":
         return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in y], dtype=object)
     if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
         bad = y[~(np.isfinite(y) & (y == np.round(y)))][0]
-        raise DataError(f"'{f}': '{ky}' holds labels that are not whole numbers (e.g. {bad}). Labels must be class "
-                        "indices 0, 1, 2, ... or class names.")
+        raise DataError(
+            f"'{f}': '{ky}' holds labels that are not whole numbers (e.g. {bad}). Labels must be class "
+            "indices 0, 1, 2, ... or class names."
+        )
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
-        raise DataError(f"'{f}': '{ky}' has negative labels ({int(y.min())}). Labels must be class indices 0, 1, 2, ...")
+        raise DataError(
+            f"'{f}': '{ky}' has negative labels ({int(y.min())}). Labels must be class indices 0, 1, 2, ..."
+        )
     return y
 
 
@@ -126,10 +139,14 @@ def read_hdf5(root: Path, x_key: str | None = None, y_key: str | None = None) ->
                     raise DataError(f"'{f}': array '{kx}' has no labels '{ky}'. Its arrays: {_describe(h)}.")
                 x = h[kx][()]
                 if x.ndim not in (3, 4):
-                    raise DataError(f"'{f}': '{kx}' has shape {x.shape}; expected images (N, H, W[, C]) or (N, C, H, W).")
+                    raise DataError(
+                        f"'{f}': '{kx}' has shape {x.shape}; expected images (N, H, W[, C]) or (N, C, H, W)."
+                    )
                 if split in arrays:
-                    raise DataError(f"Two arrays claim the {split} split: {origin[split]} and {f.name}:{kx}. Point "
-                                    "transferkit at one file, or name the keys with --h5-x / --h5-y.")
+                    raise DataError(
+                        f"Two arrays claim the {split} split: {origin[split]} and {f.name}:{kx}. Point "
+                        "transferkit at one file, or name the keys with --h5-x / --h5-y."
+                    )
                 arrays[split], labels[split], origin[split] = x, _labels(h[ky][()], len(x), f, kx, ky), f"{f.name}:{kx}"
             key = next((k for k in CLASS_KEYS if k in h), None)
             if key and names is None:
@@ -138,8 +155,10 @@ def read_hdf5(root: Path, x_key: str | None = None, y_key: str | None = None) ->
         arrays["train"], labels["train"] = arrays.pop("all"), labels.pop("all")
     base = "train" if "train" in arrays else "all"
     if base not in arrays:
-        raise DataError(f"'{root}' has no training arrays (found: {', '.join(origin.values())}). Name the files "
-                        "train_*.h5 / test_*.h5, or the keys with --h5-x / --h5-y.")
+        raise DataError(
+            f"'{root}' has no training arrays (found: {', '.join(origin.values())}). Name the files "
+            "train_*.h5 / test_*.h5, or the keys with --h5-x / --h5-y."
+        )
     classes, labels = _classes(labels, base, names, root)
     order = sorted(arrays, key=("train", "all", "val", "test").index)
     splits = {s: [Sample(f"{root.name}#{s}[{i}]", int(v)) for i, v in enumerate(labels[s])] for s in order}
@@ -154,17 +173,23 @@ def _classes(labels: dict[str, np.ndarray], base: str, names: list[str] | None, 
         for s, y in labels.items():
             unknown = sorted(set(y.tolist()) - set(index))
             if unknown:
-                raise DataError(f"'{root}': the {s} labels include classes the training labels do not: "
-                                f"{', '.join(map(str, unknown[:10]))}. A model cannot learn them; remove them or add training images.")
+                raise DataError(
+                    f"'{root}': the {s} labels include classes the training labels do not: "
+                    f"{', '.join(map(str, unknown[:10]))}. A model cannot learn them; remove them or add training images."
+                )
         return classes, {s: np.array([index[v] for v in y.tolist()], dtype=np.int64) for s, y in labels.items()}
     top = max((int(y.max()) for y in labels.values() if len(y)), default=-1)
     if names is not None and top >= len(names):
-        raise DataError(f"'{root}': labels go up to {top} but the class-name array has {len(names)} names "
-                        f"({', '.join(names)}). Fix the labels or the names.")
+        raise DataError(
+            f"'{root}': labels go up to {top} but the class-name array has {len(names)} names "
+            f"({', '.join(names)}). Fix the labels or the names."
+        )
     trained = set(labels[base].tolist())
     for s, y in labels.items():
         unknown = sorted(set(y.tolist()) - trained)
         if unknown:
-            raise DataError(f"'{root}': the {s} labels include {', '.join(map(str, unknown[:10]))}, which no training "
-                            "image has. A model cannot learn them; remove those images or add training images.")
+            raise DataError(
+                f"'{root}': the {s} labels include {', '.join(map(str, unknown[:10]))}, which no training "
+                "image has. A model cannot learn them; remove those images or add training images."
+            )
     return names or [str(i) for i in range(top + 1)], labels

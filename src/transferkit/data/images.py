@@ -9,14 +9,23 @@ from __future__ import annotations
 import threading
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 # Files and folders that operating systems and zip tools leave behind; never data, never worth a warning.
-SYSTEM_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macosx", "@eadir", "$recycle.bin",
-                "system volume information")
+SYSTEM_FILES = (
+    "thumbs.db",
+    "ehthumbs.db",
+    "desktop.ini",
+    ".ds_store",
+    "__macosx",
+    "@eadir",
+    "$recycle.bin",
+    "system volume information",
+)
 # Pillow refuses images above twice this (DecompressionBombError) and warns above it: a small file can claim
 # billions of pixels. 200M (~14k x 14k, 600 MB as RGB) allows any real photo; Pillow's own 89M rejects some panoramas.
 Image.MAX_IMAGE_PIXELS = 200_000_000
@@ -28,7 +37,11 @@ Image.MAX_IMAGE_PIXELS = 200_000_000
 # decoding is not.
 _QUIET_OPEN = threading.Lock()
 
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 
 def is_hidden(name: str) -> bool:
@@ -93,3 +106,35 @@ def array_to_image(a: np.ndarray) -> Image.Image:
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     return to_rgb(Image.fromarray(a))
+
+
+def image_files(path: Path) -> list[Path]:
+    """`path` itself if it is a file, else every image below it (hidden and system files left out), sorted."""
+    if path.is_file():
+        return [path]
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(is_hidden(part) for part in p.relative_to(path).parts)
+    )
+
+
+def image_inputs(inputs) -> list:
+    """What `predict` takes, as a flat list: files and folders become image paths (in sorted order), lists are
+    flattened, anything else (a PIL image, an array) stays as it is. A path that is missing or holds no image is
+    a TransferkitError naming it."""
+    from ..errors import TransferkitError
+
+    if isinstance(inputs, (list, tuple)):
+        return [x for item in inputs for x in image_inputs(item)]
+    if isinstance(inputs, (str, Path)):
+        path = Path(inputs).expanduser()
+        if not path.exists():
+            raise TransferkitError(f"'{path}' does not exist.")
+        files = image_files(path)
+        if not files:
+            raise TransferkitError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in '{path}'.")
+        return files
+    return [inputs]

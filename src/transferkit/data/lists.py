@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from .base import LIST_SUFFIXES, VAL_NAMES, DataSource, Sample
 from .images import IMAGE_EXTENSIONS
 from .problems import Problem, problem
-from .base import LIST_SUFFIXES, VAL_NAMES, DataSource, Sample
 
 PATH_COLUMNS = ("path", "filename", "file", "image", "img", "filepath", "file_path", "image_path", "image_id", "name")
 LABEL_COLUMNS = ("label", "class", "category", "target", "y", "class_name", "species", "breed")
@@ -54,8 +54,9 @@ def _exists(parent: Path, p: str) -> bool:
     return bool(p) and (parent / p).exists()
 
 
-def read_list(path: Path, path_column: str | int | None, label_column: str | int | None,
-              problems: list[Problem]) -> list[Row]:
+def read_list(
+    path: Path, path_column: str | int | None, label_column: str | int | None, problems: list[Problem]
+) -> list[Row]:
     path_column, label_column = (None if c is None else str(c) for c in (path_column, label_column))
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -74,8 +75,10 @@ def read_list(path: Path, path_column: str | int | None, label_column: str | int
     lcol = _column(label_column, header if has_header else None, LABEL_COLUMNS, "--label-column", path)
     if has_header and (pcol is None or lcol is None):
         missing = "--path-column" if pcol is None else "--label-column"
-        raise DataError(f"{path}: cannot tell which column holds the {'path' if pcol is None else 'label'}. "
-                        f"Its header has: {', '.join(header)}. Choose one with {missing} NAME.")
+        raise DataError(
+            f"{path}: cannot tell which column holds the {'path' if pcol is None else 'label'}. "
+            f"Its header has: {', '.join(header)}. Choose one with {missing} NAME."
+        )
     pcol = 0 if pcol is None else pcol
     lcol = 1 if lcol is None else lcol
     if not has_header and len(rows) > 1:
@@ -84,9 +87,11 @@ def read_list(path: Path, path_column: str | int | None, label_column: str | int
         if file_col is not None and not any(c.strip().lower().endswith(IMAGE_EXTENSIONS) for c in rows[0]):
             pname = header[min(file_col, len(header) - 1)]
             lname = header[-1] if header[-1] != pname else header[0]
-            raise DataError(f"{path} starts with a header ({', '.join(header)}) whose column names transferkit does not "
-                            f"know. Say which columns hold the image path and the label, e.g. --path-column {pname} "
-                            f"--label-column {lname}.")
+            raise DataError(
+                f"{path} starts with a header ({', '.join(header)}) whose column names transferkit does not "
+                f"know. Say which columns hold the image path and the label, e.g. --path-column {pname} "
+                f"--label-column {lname}."
+            )
     out, bad = [], []
     for (n, raw), row in zip(lines[1:] if has_header else lines, rows[1:] if has_header else rows):
         if delim == " " and len(row) > 2 and max(pcol, lcol) <= 1:  # a space in the path: the label is the last field
@@ -99,13 +104,20 @@ def read_list(path: Path, path_column: str | int | None, label_column: str | int
         out.append(Row(n, p, lab))
     if bad and len(bad) > len(out):
         n, raw = bad[0]
-        raise DataError(f"{path}: {len(bad)} of {len(bad) + len(out)} lines do not have both a path and a label (line "
-                        f"{n}: {raw!r}). Separate them with a tab, comma or semicolon, or choose the columns with "
-                        "--path-column / --label-column.")
+        raise DataError(
+            f"{path}: {len(bad)} of {len(bad) + len(out)} lines do not have both a path and a label (line "
+            f"{n}: {raw!r}). Separate them with a tab, comma or semicolon, or choose the columns with "
+            "--path-column / --label-column."
+        )
     if bad:
         where = ", ".join(str(n) for n, _ in bad[:10]) + (", ..." if len(bad) > 10 else "")
-        problems.append(problem("bad-list-row", f"{path.name}: {len(bad)} line(s) without a path or a label were "
-                                f"skipped (line {where}).", [f"{path}:{n}" for n, _ in bad]))
+        problems.append(
+            problem(
+                "bad-list-row",
+                f"{path.name}: {len(bad)} line(s) without a path or a label were skipped (line {where}).",
+                [f"{path}:{n}" for n, _ in bad],
+            )
+        )
     return out
 
 
@@ -128,8 +140,9 @@ def find_lists(root: Path) -> dict[str, Path]:
     return files
 
 
-def read_lists(root: Path, path_column: str | None = None, label_column: str | None = None,
-               lenient: bool = False) -> DataSource:
+def read_lists(
+    root: Path, path_column: str | None = None, label_column: str | None = None, lenient: bool = False
+) -> DataSource:
     files = find_lists(root)
     problems: list[Problem] = []
     rows = {split: read_list(p, path_column, label_column, problems) for split, p in files.items()}
@@ -142,12 +155,21 @@ def read_lists(root: Path, path_column: str | None = None, label_column: str | N
         unknown = sorted({r.label for r in split_rows if r.label not in index}, key=_label_order)
         if unknown:
             lines = [r for r in split_rows if r.label not in index]
-            msg = (f"{files[split]}: {len(lines)} line(s) have labels the training list does not have: "
-                   f"{', '.join(unknown[:10])} (first on line {lines[0].line}). Known labels: {', '.join(classes[:20])}.")
+            msg = (
+                f"{files[split]}: {len(lines)} line(s) have labels the training list does not have: "
+                f"{', '.join(unknown[:10])} (first on line {lines[0].line}). Known labels: {', '.join(classes[:20])}."
+            )
             if not lenient:
                 raise DataError(msg + " Fix the labels or add training images of those classes.")
-            problems.append(problem("class-not-in-train", msg + " Those lines are left out.",
-                                    [os.path.abspath(parent / r.path) for r in lines]))
+            problems.append(
+                problem(
+                    "class-not-in-train",
+                    msg + " Those lines are left out.",
+                    [os.path.abspath(parent / r.path) for r in lines],
+                )
+            )
         # Missing files stay samples: decoding lists them in skipped.csv and doctor reports them, so none is lost quietly.
-        splits[split] = [Sample(os.path.abspath(parent / r.path), index[r.label]) for r in split_rows if r.label in index]
+        splits[split] = [
+            Sample(os.path.abspath(parent / r.path), index[r.label]) for r in split_rows if r.label in index
+        ]
     return DataSource(root, "list", classes, splits, problems=problems)

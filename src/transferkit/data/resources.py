@@ -45,8 +45,11 @@ def check_decode_fits(n_images: int, short_side: int, aspect: float, store: str,
     disk = free_disk(store_dir) if store != "memory" else 0
     if store != "memory" and need <= disk * DISK_SHARE:
         return need
-    where = (f"{gb(memory)} of memory is available" if store == "memory" else
-             f"{gb(memory)} of memory is available and {gb(disk)} is free on the disk of {store_dir}")
+    where = (
+        f"{gb(memory)} of memory is available"
+        if store == "memory"
+        else f"{gb(memory)} of memory is available and {gb(disk)} is free on the disk of {store_dir}"
+    )
     raise DataError(
         f"Decoding {n_images} images at {short_side} px on the short side (for --image-size {image_size}) needs about "
         f"{gb(need)} ({n_images} x {short_side} x {int(short_side * aspect)} x 3 bytes), but {where}. Use a smaller "

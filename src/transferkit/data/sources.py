@@ -40,6 +40,7 @@ from .base import (  # noqa: F401 - re-exported: the base types are part of this
 from .images import IMAGE_EXTENSIONS, is_hidden
 from .problems import Problem, problem
 
+
 def open_source(
     path: str | os.PathLike,
     layout: str = "auto",
@@ -114,7 +115,9 @@ def _walk_images(top: Path, problems: list[Problem]) -> list[str]:
             full = os.path.join(dirpath, n)
             real = os.path.realpath(full)
             if real in seen:
-                problems.append(problem("link-not-followed", f"'{full}' links to '{real}', which is read already.", [full]))
+                problems.append(
+                    problem("link-not-followed", f"'{full}' links to '{real}', which is read already.", [full])
+                )
                 continue
             seen.add(real)
             kept.append(n)
@@ -127,8 +130,13 @@ def _walk_images(top: Path, problems: list[Problem]) -> list[str]:
             (files if n.lower().endswith(IMAGE_EXTENSIONS) else others).append(full)
     if others:
         shown = ", ".join(os.path.basename(f) for f in others[:5]) + (", ..." if len(others) > 5 else "")
-        problems.append(problem("not-image-extension", f"{len(others)} file(s) in '{top}' without an image extension "
-                                f"were not read: {shown}.", others))
+        problems.append(
+            problem(
+                "not-image-extension",
+                f"{len(others)} file(s) in '{top}' without an image extension were not read: {shown}.",
+                others,
+            )
+        )
     return files
 
 
@@ -142,8 +150,11 @@ def _drop_empty(files: dict[str, list[str]], where: Path, problems: list[Problem
     """Class names with images; an empty class folder would give the model an output it can never learn."""
     empty = [n for n, f in files.items() if not f]
     for n in empty:
-        problems.append(problem("empty-class", f"Class folder '{where / n}' has no images; the class is left out.",
-                                [str(where / n)]))
+        problems.append(
+            problem(
+                "empty-class", f"Class folder '{where / n}' has no images; the class is left out.", [str(where / n)]
+            )
+        )
     return [n for n in files if files[n]]
 
 
@@ -176,8 +187,14 @@ def _presplit(root: Path, lenient: bool = False) -> DataSource:
                 f"sees, and mixing them in would mislabel images. Add them to train/ or remove them from {d.name}/."
             )
         for n in unknown:
-            problems.append(problem("class-not-in-train", f"{d.name}/{n}/ has {len(files[n])} image(s) of a class "
-                                    "that train/ does not have; they are left out.", files[n]))
+            problems.append(
+                problem(
+                    "class-not-in-train",
+                    f"{d.name}/{n}/ has {len(files[n])} image(s) of a class "
+                    "that train/ does not have; they are left out.",
+                    files[n],
+                )
+            )
         splits[split] = [Sample(f, index[n]) for n in files if n in index for f in files[n]]
     return DataSource(root, "presplit", classes, splits, problems=problems)
 
@@ -226,8 +243,10 @@ def check_classes(src: DataSource, lenient: bool = False) -> None:
     present = sorted({s.label for s in train})
     if len(src.classes) < 2 or len(present) < 2:
         found = ", ".join(src.classes) or "none"
-        msg = (f"'{src.root}' has fewer than two classes with images (found: {found}). A classifier needs at least two: "
-               "put each class's images in its own sub-folder, e.g. data/cats/*.jpg and data/dogs/*.jpg.")
+        msg = (
+            f"'{src.root}' has fewer than two classes with images (found: {found}). A classifier needs at least two: "
+            "put each class's images in its own sub-folder, e.g. data/cats/*.jpg and data/dogs/*.jpg."
+        )
         if not lenient:
             raise DataError(msg)
         src.problems.append(problem("single-class", msg))

@@ -31,23 +31,28 @@ def parse_split(text: str | tuple | list) -> tuple[float, float, float]:
             raise ConfigError(f"{head}: {str(item)!r} is not a number. Give two or three fractions, {example}.")
         parts.append(value)
     if len(parts) not in (2, 3):
-        raise ConfigError(f"{head} has {len(parts)} number{'s' if len(parts) != 1 else ''}; give two or three "
-                          f"fractions, train,val[,test], {example}.")
+        raise ConfigError(
+            f"{head} has {len(parts)} number{'s' if len(parts) != 1 else ''}; give two or three "
+            f"fractions, train,val[,test], {example}."
+        )
     if len(parts) == 2:
         parts.append(0.0)
     for name, value in zip(("train", "validation", "test"), parts):
         if value < 0:
             raise ConfigError(f"{head}: the {name} fraction is {value:g}; fractions cannot be negative, {example}.")
     if parts[0] == 0:
-        raise ConfigError(f"{head}: the train fraction is 0, which leaves nothing to train on. Give it the largest "
-                          f"share, {example}.")
+        raise ConfigError(
+            f"{head}: the train fraction is 0, which leaves nothing to train on. Give it the largest share, {example}."
+        )
     if parts[1] == 0:
         # Val's 0.2 taken from train, test kept: 1,0,0 -> 0.8,0.2,0; 0.9,0,0.1 -> 0.7,0.2,0.1.
         fits = parts[0] >= 0.5 and abs(sum(parts) - 1) <= 1e-6
         fix = f"{parts[0] - 0.2:g},0.2,{parts[2]:g}" if fits else "0.7,0.15,0.15"
-        raise ConfigError(f"{head}: the validation fraction is 0, but a validation split is needed: it picks the "
-                          f"best epoch (early stopping), the head's regularisation and the calibration temperature. "
-                          f"Give it a share, e.g. {fix}.")
+        raise ConfigError(
+            f"{head}: the validation fraction is 0, but a validation split is needed: it picks the "
+            f"best epoch (early stopping), the head's regularisation and the calibration temperature. "
+            f"Give it a share, e.g. {fix}."
+        )
     total = sum(parts)
     if abs(total - 1) > 1e-6:
         # The same proportions scaled by 1/sum, to 2 decimals, rounding's remainder given to train so that the
@@ -55,8 +60,9 @@ def parse_split(text: str | tuple | list) -> tuple[float, float, float]:
         scaled = [round(p / total, 2) for p in parts[: len(items)]]
         scaled[0] = round(1 - sum(scaled[1:]), 2)
         fix = ",".join(f"{p:g}" for p in scaled) if min(scaled[:2]) > 0 else "0.7,0.15,0.15"
-        raise ConfigError(f"{head}: the fractions add up to {total:.6g}, not 1. The same proportions adding up to 1: "
-                          f"{fix}.")
+        raise ConfigError(
+            f"{head}: the fractions add up to {total:.6g}, not 1. The same proportions adding up to 1: {fix}."
+        )
     return parts[0], parts[1], parts[2]
 
 

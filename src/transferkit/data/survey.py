@@ -174,7 +174,9 @@ def inspect_samples(
                 return inspect_array(src, key, split, label)
             return inspect_file(key, split, label, deep)
         except Exception as e:  # noqa: BLE001 - whatever a file does, the check of the others goes on
-            return ImageInfo(key, split, label, error=("unreadable", f"could not be checked ({type(e).__name__}: {e})."))
+            return ImageInfo(
+                key, split, label, error=("unreadable", f"could not be checked ({type(e).__name__}: {e}).")
+            )
 
     out = []
     with ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) * 2)) as pool:

@@ -11,16 +11,26 @@ from torchvision.transforms import v2 as T
 
 from .sizes import choose_image_size, resize_size  # noqa: F401 - re-exported; sizes.py is torch-free for doctor
 
-_MODES = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR, "nearest": T.InterpolationMode.NEAREST}
+_MODES = {
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "nearest": T.InterpolationMode.NEAREST,
+}
 
 
 def eval_transform(size: int, crop_pct: float, mean, std, interpolation: str = "bicubic") -> T.Compose:
-    return T.Compose([
-        T.Resize(resize_size(size, crop_pct), interpolation=_MODES.get(interpolation, T.InterpolationMode.BICUBIC), antialias=True),
-        T.CenterCrop(size),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(mean, std),
-    ])
+    return T.Compose(
+        [
+            T.Resize(
+                resize_size(size, crop_pct),
+                interpolation=_MODES.get(interpolation, T.InterpolationMode.BICUBIC),
+                antialias=True,
+            ),
+            T.CenterCrop(size),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean, std),
+        ]
+    )
 
 
 def train_transform(

@@ -8,8 +8,15 @@ from pathlib import Path
 
 
 def feature_cache_key(cfg, bcfg, fingerprint: str, size: int, splits, decoded_counts: list[int]) -> dict:
-    return {"data": fingerprint, "backbone": bcfg.name, "weights": _weights_id(cfg), "size": size,
-            "crop": bcfg.crop_pct, "keys": _keys_hash(splits), "decoded": list(decoded_counts)}
+    return {
+        "data": fingerprint,
+        "backbone": bcfg.name,
+        "weights": _weights_id(cfg),
+        "size": size,
+        "crop": bcfg.crop_pct,
+        "keys": _keys_hash(splits),
+        "decoded": list(decoded_counts),
+    }
 
 
 def _weights_id(cfg) -> str:

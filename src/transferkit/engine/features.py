@@ -29,7 +29,9 @@ def feature_key(**parts) -> str:
 
 
 @torch.no_grad()
-def extract(net: nn.Module, dataset, batch_size: int, device, autocast, memory_format, on_batch=lambda n=1: None) -> torch.Tensor:
+def extract(
+    net: nn.Module, dataset, batch_size: int, device, autocast, memory_format, on_batch=lambda n=1: None
+) -> torch.Tensor:
     """Pooled features (N, F) in float32 on the CPU, for every item of `dataset` in order."""
     net.eval()
     out = []
@@ -70,9 +72,20 @@ def save_cached(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
 
-def cached_features(net: nn.Module, dataset, *, key: dict, cache_dir: str | None, batch_size: int, device,
-                    precision: str, memory_format, reporter, label: str, seed: int | None = None
-                    ) -> tuple[torch.Tensor, float | None]:
+def cached_features(
+    net: nn.Module,
+    dataset,
+    *,
+    key: dict,
+    cache_dir: str | None,
+    batch_size: int,
+    device,
+    precision: str,
+    memory_format,
+    reporter,
+    label: str,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, float | None]:
     """(pooled features of `dataset`, seconds per image or None): from the cache when these images were seen with
     this backbone, preprocessing and precision, else extracted once and cached. The one get-or-extract: `fit`
     (cached phases), `rank` and `advise` all come here, so each image's features are computed once.
@@ -92,8 +105,15 @@ def cached_features(net: nn.Module, dataset, *, key: dict, cache_dir: str | None
     with reporter.task(f"Features ({label}, {precision})", len(dataset)) as advance, torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        out = extract(net, dataset, batch_size, device, autocast_for(precision, device.type), memory_format,
-                      on_batch=lambda n=1: advance(batch_size))
+        out = extract(
+            net,
+            dataset,
+            batch_size,
+            device,
+            autocast_for(precision, device.type),
+            memory_format,
+            on_batch=lambda n=1: advance(batch_size),
+        )
     per_image = (time.perf_counter() - start) / max(1, len(dataset))
     try:
         save_cached(path, {"features": out, "seconds_per_image": torch.tensor([per_image])})
@@ -124,7 +144,7 @@ def train_head(
     steps_per_epoch = max(1, -(-len(xs) // batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
     best, best_state, bad, history = None, None, 0, []
-    for epoch in range(1, epochs + 1):
+    for _ in range(epochs):
         head.train()
         perm = torch.randperm(len(xs), generator=g)
         total, correct = 0.0, 0
@@ -194,10 +214,17 @@ def fit_logistic(
     params = [linear.weight, linear.bias]
     path, best = [], None
     for l2 in sorted(l2_grid, reverse=True):
-        opt = torch.optim.LBFGS(params, lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-6,
-                                tolerance_change=1e-9, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            params,
+            lr=1,
+            max_iter=max_iter,
+            history_size=20,
+            tolerance_grad=1e-6,
+            tolerance_change=1e-9,
+            line_search_fn="strong_wolfe",
+        )
 
-        def closure(l2=l2):
+        def closure(l2=l2, opt=opt):  # bound now: the loop rebinds both
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(F.linear(xs, *params), ys, weight=class_weights, label_smoothing=label_smoothing)
             loss = loss + 0.5 * l2 * linear.weight.pow(2).sum()  # no penalty on the bias, as in scikit-learn
@@ -207,7 +234,11 @@ def fit_logistic(
         opt.step(closure)
         with torch.no_grad():
             lv = F.linear(xv, *params)
-            row = {"l2": l2, "val_loss": F.cross_entropy(lv, yv).item(), "val_acc": (lv.argmax(1) == yv).float().mean().item()}
+            row = {
+                "l2": l2,
+                "val_loss": F.cross_entropy(lv, yv).item(),
+                "val_acc": (lv.argmax(1) == yv).float().mean().item(),
+            }
             lt = F.linear(xs, *params)
             row["train_loss"] = F.cross_entropy(lt, ys).item()
             row["train_acc"] = (lt.argmax(1) == ys).float().mean().item()

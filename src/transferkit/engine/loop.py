@@ -1,7 +1,7 @@
 """The science of one epoch: no I/O, no device names. The accelerator moves batches and scales losses.
 
-    loss, score = train_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, score_fn=task.score)
-    logits, labels = predict(model, loader, accelerator)
+loss, score = train_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, score_fn=task.score)
+logits, labels = predict(model, loader, accelerator)
 """
 
 from __future__ import annotations
@@ -44,8 +44,13 @@ def train_epoch(
 
 
 @torch.no_grad()
-def predict(model, loader, accelerator, memory_format: torch.memory_format = torch.preserve_format,
-            on_batch: Callable[..., None] = lambda n=1: None) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model,
+    loader,
+    accelerator,
+    memory_format: torch.memory_format = torch.preserve_format,
+    on_batch: Callable[..., None] = lambda n=1: None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, on the CPU) and labels for every item of `loader`, in order."""
     model.eval()
     outs, labels = [], []

@@ -34,8 +34,12 @@ def _lambda(after: Callable[[float], float]):
 
 
 def _onecycle(optimizer, groups, total_steps: int, warmup_steps: int):
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps,
-                                               pct_start=max(0.05, warmup_steps / total_steps))
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[g["lr"] for g in groups],
+        total_steps=total_steps,
+        pct_start=max(0.05, warmup_steps / total_steps),
+    )
 
 
 OPTIMIZERS: dict[str, Callable] = {

@@ -1,8 +1,8 @@
 """How the work runs (device, precision, threads, memory allocator), kept apart from what is computed.
 
-    accelerator = make_accelerator(cfg.runtime)
-    with feature_autocast(accelerator, cfg.runtime):   # bf16 on CPUs that have it, for frozen inference
-        feats = net(x)
+accelerator = make_accelerator(cfg.runtime)
+with feature_autocast(accelerator, cfg.runtime):   # bf16 on CPUs that have it, for frozen inference
+    feats = net(x)
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ def tune_malloc() -> bool:
 
 
 def set_threads(threads: int = 0) -> int:
-    n = threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (threads or os.cpu_count() or 1)
+    n = (
+        threads or len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else (threads or os.cpu_count() or 1)
+    )
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
 
@@ -70,8 +74,12 @@ def make_accelerator(runtime):
     return Accelerator(
         cpu=device == "cpu",
         mixed_precision=resolve_precision(runtime.mixed_precision, device),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # same seed -> same batch order, also on resume
-        dynamo_backend="inductor" if runtime.compile else "no",  # torch.compile inside prepare(), undone by unwrap_model
+        dataloader_config=DataLoaderConfiguration(
+            use_seedable_sampler=True
+        ),  # same seed -> same batch order, also on resume
+        dynamo_backend="inductor"
+        if runtime.compile
+        else "no",  # torch.compile inside prepare(), undone by unwrap_model
     )
 
 

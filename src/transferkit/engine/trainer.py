@@ -32,9 +32,23 @@ from .loop import predict, train_epoch
 from .optim import OPTIMIZERS, SCHEDULES
 from .runtime import feature_precision, make_accelerator, memory_format
 
-METRIC_FIELDS = ("epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "train_seconds",
-                 "train_images", "best", "solver")
-CACHED_HEAD_EPOCHS = 60  # epochs over cached features cost milliseconds; early stopping (patience 10) ends most runs sooner
+METRIC_FIELDS = (
+    "epoch",
+    "phase",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "seconds",
+    "train_seconds",
+    "train_images",
+    "best",
+    "solver",
+)
+CACHED_HEAD_EPOCHS = (
+    60  # epochs over cached features cost milliseconds; early stopping (patience 10) ends most runs sooner
+)
 
 
 @dataclass
@@ -98,8 +112,13 @@ class Trainer:
 
     def save_best(self) -> None:
         meta = bundle_meta(
-            self.plain_model(), self.data.classes, self.data.image_size, self.strategy.label, task=self.task.name,
-            dropout=self.cfg.model.dropout, tta={"flip": self.cfg.data.flip},  # all predict needs travels in the bundle
+            self.plain_model(),
+            self.data.classes,
+            self.data.image_size,
+            self.strategy.label,
+            task=self.task.name,
+            dropout=self.cfg.model.dropout,
+            tta={"flip": self.cfg.data.flip},  # all predict needs travels in the bundle
             val_metrics={"loss": self.best[0], "accuracy": -self.best[1]} if self.best else {},
             epoch=self.global_epoch,
         )
@@ -142,8 +161,13 @@ class Trainer:
             with open(path, "rb") as f:
                 head = f.read(4)
             # torch's own wording, first sentence only: the rest of it suggests weights_only=False, i.e. running pickle
-            why = ("it is empty (0 bytes)" if not head else "it is not a torch checkpoint (those are zip archives)"
-                   if head != b"PK\x03\x04" else f"it is cut short or damaged ({str(e).split('. ')[0][:120]})")
+            why = (
+                "it is empty (0 bytes)"
+                if not head
+                else "it is not a torch checkpoint (those are zip archives)"
+                if head != b"PK\x03\x04"
+                else f"it is cut short or damaged ({str(e).split('. ')[0][:120]})"
+            )
             raise broken(why) from e
         need = ("model", "phase_index", "epoch_in_phase", "phase_done", "global_epoch", "best", "history")
         missing = [k for k in need if k not in state] if isinstance(state, dict) else list(need)
@@ -157,7 +181,9 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as e:
-            raise broken(f"its weights do not fit the model in this run's config.json ({str(e).splitlines()[0]})") from e
+            raise broken(
+                f"its weights do not fit the model in this run's config.json ({str(e).splitlines()[0]})"
+            ) from e
         return state
 
     # ---- training ----------------------------------------------------------------------------------------------
@@ -177,13 +203,18 @@ class Trainer:
                 tmp.unlink(missing_ok=True)
         # A run whose report exists is finished; one killed after its last checkpoint but before the report is
         # finished here (every phase skipped, then evaluated as usual).
-        if state and (self.run_dir / "report.json").is_file() and all(
-                self._phase_finished(pi, phase, state) for pi, phase in enumerate(self.phases)):
+        if (
+            state
+            and (self.run_dir / "report.json").is_file()
+            and all(self._phase_finished(pi, phase, state) for pi, phase in enumerate(self.phases))
+        ):
             from ..errors import ConfigError
 
-            raise ConfigError(f"--resume {self.run_dir}: the run already finished (epoch {self.global_epoch} of "
-                              f"{self.cfg.train.epochs}, patience {self.cfg.train.patience}). Give a larger --epochs "
-                              "(or --patience, if it stopped early) to train longer.")
+            raise ConfigError(
+                f"--resume {self.run_dir}: the run already finished (epoch {self.global_epoch} of "
+                f"{self.cfg.train.epochs}, patience {self.cfg.train.patience}). Give a larger --epochs "
+                "(or --patience, if it stopped early) to train longer."
+            )
         for pi, phase in enumerate(self.phases):
             if state and self._phase_finished(pi, phase, state):
                 continue
@@ -215,12 +246,22 @@ class Trainer:
         extra = {}
         if view:
             d = self.cfg.data
-            extra = {"view": view, "view_seed": self.cfg.train.seed, "augment": [d.crop_scale, d.flip, d.rotate, d.color_jitter]}
+            extra = {
+                "view": view,
+                "view_seed": self.cfg.train.seed,
+                "augment": [d.crop_scale, d.flip, d.rotate, d.color_jitter],
+            }
         out, _ = feats.cached_features(
-            self.plain_model().net, dataset, key={"split": split, **self.data.cache_key, **extra},
-            cache_dir=self.cfg.runtime.cache_dir, batch_size=self.cfg.data.batch_size, device=device,
-            precision=feature_precision(self.cfg.runtime, device.type), memory_format=self.memory_format,
-            reporter=self.reporter, label=f"{split}, view {view}" if view else split,
+            self.plain_model().net,
+            dataset,
+            key={"split": split, **self.data.cache_key, **extra},
+            cache_dir=self.cfg.runtime.cache_dir,
+            batch_size=self.cfg.data.batch_size,
+            device=device,
+            precision=feature_precision(self.cfg.runtime, device.type),
+            memory_format=self.memory_format,
+            reporter=self.reporter,
+            label=f"{split}, view {view}" if view else split,
             seed=self.cfg.train.seed * 1_000_003 + view if view else None,
         )
         return out
@@ -243,21 +284,41 @@ class Trainer:
         fitted: dict[str, tuple[nn.Module, dict]] = {}
         if t.head_solver in ("auto", "lbfgs"):
             t0, h = time.perf_counter(), copy.deepcopy(head)
-            res = feats.fit_logistic(h, (xtr, ytr), (xva, yva), label_smoothing=t.label_smoothing,
-                                     class_weights=self.class_weights)
+            res = feats.fit_logistic(
+                h, (xtr, ytr), (xva, yva), label_smoothing=t.label_smoothing, class_weights=self.class_weights
+            )
             if res is not None:  # None: not a logistic-regression head (mlp), which only AdamW trains
-                fitted["lbfgs"] = (h, {**{k: res[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
-                                       "l2": res["l2"], "seconds": time.perf_counter() - t0})
+                fitted["lbfgs"] = (
+                    h,
+                    {
+                        **{k: res[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+                        "l2": res["l2"],
+                        "seconds": time.perf_counter() - t0,
+                    },
+                )
         if t.head_solver in ("auto", "adamw") or not fitted:
             t0, h = time.perf_counter(), copy.deepcopy(head)
             rows = feats.train_head(
-                h, (xtr, ytr), (xva, yva), epochs=max(CACHED_HEAD_EPOCHS, phase.epochs), lr=t.lr,
-                weight_decay=t.weight_decay, label_smoothing=t.label_smoothing, seed=t.seed,
-                batch_size=self.cfg.data.batch_size, class_weights=self.class_weights,
+                h,
+                (xtr, ytr),
+                (xva, yva),
+                epochs=max(CACHED_HEAD_EPOCHS, phase.epochs),
+                lr=t.lr,
+                weight_decay=t.weight_decay,
+                label_smoothing=t.label_smoothing,
+                seed=t.seed,
+                batch_size=self.cfg.data.batch_size,
+                class_weights=self.class_weights,
             )
             best_row = min(rows, key=lambda r: self.task.sort_key(r["val_loss"], r["val_acc"]))
-            fitted["adamw"] = (h, {**{k: best_row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
-                                   "passes": len(rows), "seconds": time.perf_counter() - t0})
+            fitted["adamw"] = (
+                h,
+                {
+                    **{k: best_row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+                    "passes": len(rows),
+                    "seconds": time.perf_counter() - t0,
+                },
+            )
         # The more accurate on val; equal accuracy (common on a few hundred images): the lower val loss.
         solver = max(fitted, key=lambda k: (fitted[k][1]["val_acc"], -fitted[k][1]["val_loss"]))
         head.load_state_dict(fitted[solver][0].state_dict())
@@ -265,13 +326,22 @@ class Trainer:
         self.head_solvers = {k: {**v, "kept": k == solver} for k, (_, v) in fitted.items()}
         elapsed = time.perf_counter() - start
         self.global_epoch += 1
-        row = {**fitted[solver][1], "epoch": self.global_epoch, "phase": phase.name, "lr": t.lr, "seconds": elapsed,
-               "epochs": self._total_epochs(), "solver": solver, "features_seconds": features_seconds}
+        row = {
+            **fitted[solver][1],
+            "epoch": self.global_epoch,
+            "phase": phase.name,
+            "lr": t.lr,
+            "seconds": elapsed,
+            "epochs": self._total_epochs(),
+            "solver": solver,
+            "features_seconds": features_seconds,
+        }
         row["best"] = self._is_best(row["val_loss"], row["val_acc"])
         self._record(row)
         summary = "; ".join(
             f"{k}{' (L2 %.0e)' % v['l2'] if 'l2' in v else ''} val acc {v['val_acc']:.4f} loss {v['val_loss']:.4f} "
-            f"in {v['seconds']:.2f} s" for k, (_, v) in fitted.items()
+            f"in {v['seconds']:.2f} s"
+            for k, (_, v) in fitted.items()
         )
         self.reporter.message(
             f"Head on cached features of {len(self.data.train_plain)} training images{f' ({t.aug_views + 1} views each)' if t.aug_views else ''}: "
@@ -291,19 +361,27 @@ class Trainer:
         sampler = None
         if d.balance == "sampler":
             w = self.task.loss_weights(self.data.train.labels, self.data.classes)[torch.tensor(self.data.train.labels)]
-            sampler = WeightedRandomSampler(w.double(), num_samples=len(w), generator=torch.Generator().manual_seed(t.seed))
+            sampler = WeightedRandomSampler(
+                w.double(), num_samples=len(w), generator=torch.Generator().manual_seed(t.seed)
+            )
         train_loader = DataLoader(
-            self.data.train, batch_size=d.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=d.workers,
+            self.data.train,
+            batch_size=d.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=d.workers,
             drop_last=len(self.data.train) > d.batch_size,  # a last batch of 1 breaks BatchNorm
-            pin_memory=acc.device.type == "cuda", persistent_workers=d.workers > 0,
+            pin_memory=acc.device.type == "cuda",
+            persistent_workers=d.workers > 0,
         )
         val_loader = DataLoader(self.data.val, batch_size=d.batch_size * 2, num_workers=d.workers)
         mult = phase.backbone_lr_mult if phase.backbone_lr_mult is not None else t.backbone_lr_mult
         groups = param_groups(self.plain_model(), t.lr, mult, t.weight_decay)
         optimizer = OPTIMIZERS[t.optimizer](groups, t)
         steps = phase.epochs * max(1, len(train_loader))
-        scheduler = SCHEDULES[t.schedule](optimizer, groups, total_steps=steps,
-                                          warmup_steps=int(t.warmup_epochs * len(train_loader)))
+        scheduler = SCHEDULES[t.schedule](
+            optimizer, groups, total_steps=steps, warmup_steps=int(t.warmup_epochs * len(train_loader))
+        )
         model, optimizer, train_loader, val_loader, scheduler = acc.prepare(
             self.model, optimizer, train_loader, val_loader, scheduler
         )
@@ -324,18 +402,32 @@ class Trainer:
                 train_loader.set_epoch(self.global_epoch)
             with self.reporter.epoch(f"Epoch {self.global_epoch} [{phase.name}]", len(train_loader)) as advance:
                 tr_loss, tr_acc = train_epoch(
-                    model, train_loader, optimizer, scheduler, self.loss_fn, acc, on_batch=advance,
-                    memory_format=self.memory_format, before_epoch=lambda: set_train_mode(self.plain_model()),
+                    model,
+                    train_loader,
+                    optimizer,
+                    scheduler,
+                    self.loss_fn,
+                    acc,
+                    on_batch=advance,
+                    memory_format=self.memory_format,
+                    before_epoch=lambda: set_train_mode(self.plain_model()),
                     score_fn=self.task.score,
                 )
             train_seconds = time.perf_counter() - t0  # the benchmark's fine-tune throughput: train images / this
             logits, labels = predict(model, val_loader, acc, self.memory_format)
             val_loss, val_acc = self.task.val_loss(logits, labels), self.task.score(logits, labels)
             row = {
-                "epoch": self.global_epoch, "epochs": self._total_epochs(), "phase": phase.name, "train_loss": tr_loss,
-                "train_acc": tr_acc, "val_loss": val_loss, "val_acc": val_acc,
-                "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
-                "train_seconds": train_seconds, "train_images": len(train_loader) * d.batch_size,
+                "epoch": self.global_epoch,
+                "epochs": self._total_epochs(),
+                "phase": phase.name,
+                "train_loss": tr_loss,
+                "train_acc": tr_acc,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+                "train_seconds": train_seconds,
+                "train_images": len(train_loader) * d.batch_size,
             }
             row["best"] = self._is_best(val_loss, val_acc)
             bad = 0 if row["best"] else bad + 1

@@ -141,12 +141,19 @@ def trusted_temperature(logits, labels) -> tuple[float, dict]:
     """The temperature to keep (1.0 unless the fit is checked and helps) and what was found, as Calibration fields."""
     z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     n = len(y)
-    found: dict = {"fitted": False, "fitted_temperature": None, "cv_nll_before": None, "cv_nll_after": None,
-                   "check": "", "note": ""}
+    found: dict = {
+        "fitted": False,
+        "fitted_temperature": None,
+        "cv_nll_before": None,
+        "cv_nll_after": None,
+        "check": "",
+        "note": "",
+    }
     keep = "Probabilities are left as the model gives them (T = 1)."
     if n < MIN_FIT_IMAGES:
-        found["note"] = (f"Not fitted: the validation split has {n} images and a temperature needs at least "
-                         f"{MIN_FIT_IMAGES}. {keep}")
+        found["note"] = (
+            f"Not fitted: the validation split has {n} images and a temperature needs at least {MIN_FIT_IMAGES}. {keep}"
+        )
         return 1.0, found
     rows = np.arange(n)
     others = z.copy()
@@ -156,24 +163,31 @@ def trusted_temperature(logits, labels) -> tuple[float, dict]:
         # NLL(T) = mean log(1 + sum_{k != y} exp(-(z_y - z_k) / T)): with every z_y - z_k >= 0 no term grows as
         # T -> 0 and the right-with-margin ones shrink to 0, so the minimum is at T = 0 and "fitting" only finds
         # the bottom of the search range (cat/non-cat, smallest margin 2.09: T = 0.05, logits x 20).
-        found["note"] = (f"Not fitted: every one of the {n} validation images is right (smallest margin "
-                         f"{margin.min():.2f} logits), so the NLL keeps falling as T -> 0 and has no minimum to fit; "
-                         f"the val split cannot tell how over-confident the model is. {keep} A larger or harder "
-                         f"validation split would allow it.")
+        found["note"] = (
+            f"Not fitted: every one of the {n} validation images is right (smallest margin "
+            f"{margin.min():.2f} logits), so the NLL keeps falling as T -> 0 and has no minimum to fit; "
+            f"the val split cannot tell how over-confident the model is. {keep} A larger or harder "
+            f"validation split would allow it."
+        )
         return 1.0, found
     t = fit_temperature(z, y)
     found["fitted_temperature"] = t
     if _at_bound(t):
-        found["note"] = (f"Not kept: the temperature fitted on {n} validation images ran to the bound {t:g} of its "
-                         f"search range {T_BOUNDS[0]:g}..{T_BOUNDS[1]:g}, so no minimum was found inside it. {keep}")
+        found["note"] = (
+            f"Not kept: the temperature fitted on {n} validation images ran to the bound {t:g} of its "
+            f"search range {T_BOUNDS[0]:g}..{T_BOUNDS[1]:g}, so no minimum was found inside it. {keep}"
+        )
         return 1.0, found
     before, after = cross_validated_nll(z, y)
     found["cv_nll_before"], found["cv_nll_after"] = before, after
-    found["check"] = (f"{CV_FOLDS}-fold cross-validation on the {n} validation images: held-out NLL {before:.4f} "
-                      f"with T = 1, {after:.4f} with T fitted on the other folds")
+    found["check"] = (
+        f"{CV_FOLDS}-fold cross-validation on the {n} validation images: held-out NLL {before:.4f} "
+        f"with T = 1, {after:.4f} with T fitted on the other folds"
+    )
     if not after < before:
-        found["note"] = (f"Not kept: T = {t:.3f} fitted on val does not survive a held-out check ({found['check']}). "
-                         f"{keep}")
+        found["note"] = (
+            f"Not kept: T = {t:.3f} fitted on val does not survive a held-out check ({found['check']}). {keep}"
+        )
         return 1.0, found
     found["fitted"] = True
     return t, found
@@ -213,8 +227,15 @@ def calibrate(val_logits, val_labels, eval_logits, eval_labels, measured_on: str
     t, found = trusted_temperature(val_logits, val_labels)
     before, after = softmax(eval_logits), softmax(eval_logits, t)
     return Calibration(
-        temperature=t, fitted_on="val", fitted_n=int(len(val_labels)), measured_on=measured_on,
-        ece_before=expected_calibration_error(before, eval_labels), ece_after=expected_calibration_error(after, eval_labels),
-        nll_before=nll(eval_logits, eval_labels), nll_after=nll(eval_logits, eval_labels, t),
-        bins_before=reliability_bins(before, eval_labels), bins_after=reliability_bins(after, eval_labels), **found,
+        temperature=t,
+        fitted_on="val",
+        fitted_n=int(len(val_labels)),
+        measured_on=measured_on,
+        ece_before=expected_calibration_error(before, eval_labels),
+        ece_after=expected_calibration_error(after, eval_labels),
+        nll_before=nll(eval_logits, eval_labels),
+        nll_after=nll(eval_logits, eval_labels, t),
+        bins_before=reliability_bins(before, eval_labels),
+        bins_after=reliability_bins(after, eval_labels),
+        **found,
     )

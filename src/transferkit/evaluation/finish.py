@@ -36,14 +36,20 @@ def store_temperature(bundle: Path, temperature: float, fitted_on: str, n: int, 
 def calibration_line(cal, eval_split: str) -> str:
     """The one line `fit` prints: which temperature is kept, why, and what it does on the evaluated split."""
     if cal.fitted:
-        return (f"Calibration: temperature {cal.temperature:.3f} (fitted on {cal.fitted_n} val images; {cal.check}); "
-                f"on {eval_split} ECE {cal.ece_before:.4f} -> {cal.ece_after:.4f}, "
-                f"NLL {cal.nll_before:.4f} -> {cal.nll_after:.4f}")
-    return (f"Calibration: temperature 1 kept. {cal.note} On {eval_split}: ECE {cal.ece_before:.4f}, "
-            f"NLL {cal.nll_before:.4f}.")
+        return (
+            f"Calibration: temperature {cal.temperature:.3f} (fitted on {cal.fitted_n} val images; {cal.check}); "
+            f"on {eval_split} ECE {cal.ece_before:.4f} -> {cal.ece_after:.4f}, "
+            f"NLL {cal.nll_before:.4f} -> {cal.nll_after:.4f}"
+        )
+    return (
+        f"Calibration: temperature 1 kept. {cal.note} On {eval_split}: ECE {cal.ece_before:.4f}, "
+        f"NLL {cal.nll_before:.4f}."
+    )
 
 
-def write_predictions(path: Path, keys: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> np.ndarray:
+def write_predictions(
+    path: Path, keys: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]
+) -> np.ndarray:
     """predictions.csv (calibrated probabilities); returns each image's loss, -log p(true class)."""
     pred = probs.argmax(1)
     p_true = probs[np.arange(len(labels)), labels]
@@ -92,8 +98,10 @@ def finish_run(run_dir, trainer, data, eval_split: str, samples, skipped, eval_o
         plot_top_losses(images, labels, probs, losses, data.classes, plots / "top_losses.png")
         path = build_report(run_dir)
     except Exception as e:  # noqa: BLE001 - the model is trained and saved; a drawing problem must not lose the run
-        reporter.message(f"note: the report could not be written ({type(e).__name__}: {e}); the model is saved. "
-                         f"Try again with: transferkit report {run_dir}")
+        reporter.message(
+            f"note: the report could not be written ({type(e).__name__}: {e}); the model is saved. "
+            f"Try again with: transferkit report {run_dir}"
+        )
         return None
     reporter.emit("report", path=str(path))
     reporter.message(f"Report: {path}")

@@ -55,14 +55,23 @@ def plot_training_curves(rows: Sequence[dict], path: str | Path, best_epoch: int
         if best_epoch is not None and best_epoch in epochs:
             i = int(np.where(epochs == best_epoch)[0][0])
             ax.axvline(best_epoch, color="0.5", ls="--", lw=1)
-            ax.plot([best_epoch], [col(f"val_{what}")[i]], "*", color=VAL_C, ms=14, mec="black",
-                    label=f"best epoch ({best_epoch})")
+            ax.plot(
+                [best_epoch],
+                [col(f"val_{what}")[i]],
+                "*",
+                color=VAL_C,
+                ms=14,
+                mec="black",
+                label=f"best epoch ({best_epoch})",
+            )
         phases = [r.get("phase") for r in rows]
         for i in range(1, len(rows)):
             if phases[i] != phases[i - 1]:
                 x = (epochs[i - 1] + epochs[i]) / 2
                 ax.axvline(x, color="0.3", ls=":", lw=1)
-                ax.annotate(f" {phases[i]}", (x, 1), xycoords=("data", "axes fraction"), va="top", fontsize=8, color="0.3")
+                ax.annotate(
+                    f" {phases[i]}", (x, 1), xycoords=("data", "axes fraction"), va="top", fontsize=8, color="0.3"
+                )
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -89,13 +98,21 @@ def plot_confusion_matrix(cm, classes: Sequence[str], path: str | Path) -> Path:
     side = max(2.6, 0.45 * n if n <= 30 else 0.2 * n)
     fig = _figure(2 * (side + label) + (0 if annotate else 1.2) + 0.3, side + label + 0.6)
     axes = fig.subplots(1, 2)
-    for ax, data, title, vmax in ((axes[0], cm, "counts", max(1.0, cm.max())),
-                                  (axes[1], norm, "row-normalised (recall per class)", 1.0)):
+    for ax, data, title, vmax in (
+        (axes[0], cm, "counts", max(1.0, cm.max())),
+        (axes[1], norm, "row-normalised (recall per class)", 1.0),
+    ):
         im = ax.imshow(data, cmap="Blues", vmin=0, vmax=vmax)
         ax.set_title(title, fontsize=10)
         rotate = max(len(s) for s in names) > (4 if n > 3 else 10)  # wider than a 0.45 in cell at 9 pt: slant it
-        ax.set_xticks(range(n), names, rotation=45 if rotate else 0, ha="right" if rotate else "center",
-                      rotation_mode="anchor", fontsize=fontsize)
+        ax.set_xticks(
+            range(n),
+            names,
+            rotation=45 if rotate else 0,
+            ha="right" if rotate else "center",
+            rotation_mode="anchor",
+            fontsize=fontsize,
+        )
         ax.set_yticks(range(n), names, fontsize=fontsize)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
@@ -106,8 +123,15 @@ def plot_confusion_matrix(cm, classes: Sequence[str], path: str | Path) -> Path:
                     if v == 0 and i != j:
                         continue  # empty off-diagonal cells stay blank: the mistakes stand out
                     text = f"{int(v)}" if data is cm else f"{v:.2f}"
-                    ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
-                            color="white" if v > 0.55 * vmax else "black")
+                    ax.text(
+                        j,
+                        i,
+                        text,
+                        ha="center",
+                        va="center",
+                        fontsize=fontsize,
+                        color="white" if v > 0.55 * vmax else "black",
+                    )
         else:
             fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(f"Confusion matrix ({int(cm.sum())} images)")
@@ -151,8 +175,14 @@ def _rgb(colour: str) -> np.ndarray:
     return np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
 
 
-def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], colours: Sequence[str], path: str | Path,
-                    title: str, cols: int = 6) -> Path:
+def plot_image_grid(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    colours: Sequence[str],
+    path: str | Path,
+    title: str,
+    cols: int = 6,
+) -> Path:
     """Thumbnails in a grid, each in a coloured frame under a coloured caption; used by the gallery and top losses.
 
     The thumbnails are pasted into one mosaic array shown by a single axes, with the captions as text on it: one
@@ -192,8 +222,9 @@ def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], colours
     return _save(fig, path, photo=True)
 
 
-def plot_gallery(images, labels, probs: np.ndarray, classes: Sequence[str], path: str | Path, n: int = 24,
-                 seed: int = 0) -> Path:
+def plot_gallery(
+    images, labels, probs: np.ndarray, classes: Sequence[str], path: str | Path, n: int = 24, seed: int = 0
+) -> Path:
     """A fixed random sample of evaluated images: predicted class and its probability, green if right, red if wrong."""
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False)) if len(images) else []
@@ -205,26 +236,41 @@ def plot_gallery(images, labels, probs: np.ndarray, classes: Sequence[str], path
         titles.append(text if ok else f"{text}\ntrue: {short(classes[labels[i]], 16)}")
         colours.append(RIGHT if ok else WRONG)
     right = int((pred[idx] == np.asarray(labels)[idx]).sum()) if len(idx) else 0
-    return plot_image_grid([images[i] for i in idx], titles, colours, path,
-                           f"Predictions: {right} of {len(idx)} right (green), wrong in red with the true class")
+    return plot_image_grid(
+        [images[i] for i in idx],
+        titles,
+        colours,
+        path,
+        f"Predictions: {right} of {len(idx)} right (green), wrong in red with the true class",
+    )
 
 
-def plot_top_losses(images, labels, probs: np.ndarray, losses: np.ndarray, classes: Sequence[str], path: str | Path,
-                    n: int = 12) -> Path:
+def plot_top_losses(
+    images, labels, probs: np.ndarray, losses: np.ndarray, classes: Sequence[str], path: str | Path, n: int = 12
+) -> Path:
     """The n images with the highest loss: the most confidently wrong first (fastai's plot_top_losses)."""
     order = np.argsort(-np.asarray(losses))[:n]
     pred = probs.argmax(1)
     titles, colours = [], []
     for i in order:
-        titles.append(f"{short(classes[pred[i]], 16)} ({probs[i, pred[i]]:.2f})\ntrue: {short(classes[labels[i]], 16)}"
-                      f" · loss {losses[i]:.2f}")
+        titles.append(
+            f"{short(classes[pred[i]], 16)} ({probs[i, pred[i]]:.2f})\ntrue: {short(classes[labels[i]], 16)}"
+            f" · loss {losses[i]:.2f}"
+        )
         colours.append(RIGHT if pred[i] == labels[i] else WRONG)
-    return plot_image_grid([images[i] for i in order], titles, colours, path,
-                           "Top losses: predicted (probability), true class and loss", cols=4)
+    return plot_image_grid(
+        [images[i] for i in order],
+        titles,
+        colours,
+        path,
+        "Top losses: predicted (probability), true class and loss",
+        cols=4,
+    )
 
 
-def plot_reliability(bins_before: dict, bins_after: dict, ece: tuple[float, float], temperature: float,
-                     path: str | Path) -> Path:
+def plot_reliability(
+    bins_before: dict, bins_after: dict, ece: tuple[float, float], temperature: float, path: str | Path
+) -> Path:
     """Accuracy against confidence per bin, before and after temperature scaling; the diagonal is perfect.
 
     Blue bars: accuracy in the bin. Red boxes: the gap to the bin's mean confidence, above the bar when the model is
@@ -232,8 +278,12 @@ def plot_reliability(bins_before: dict, bins_after: dict, ece: tuple[float, floa
     """
     fig = _figure(10, 5.4)
     grid = fig.add_gridspec(2, 2, height_ratios=[3, 1])
-    for k, (bins, title) in enumerate(((bins_before, f"before (T = 1): ECE {ece[0]:.3f}"),
-                                        (bins_after, f"after (T = {temperature:.2f}): ECE {ece[1]:.3f}"))):
+    for k, (bins, title) in enumerate(
+        (
+            (bins_before, f"before (T = 1): ECE {ece[0]:.3f}"),
+            (bins_after, f"after (T = {temperature:.2f}): ECE {ece[1]:.3f}"),
+        )
+    ):
         edges = np.asarray(bins["edges"])
         centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
         acc = np.array([np.nan if a is None else a for a in bins["accuracy"]])
@@ -241,8 +291,16 @@ def plot_reliability(bins_before: dict, bins_after: dict, ece: tuple[float, floa
         full = ~np.isnan(acc)
         ax = fig.add_subplot(grid[0, k])
         ax.bar(centres[full], acc[full], width=width[full], color="#0969da", edgecolor="white", label="accuracy")
-        ax.bar(centres[full], (conf - acc)[full], bottom=acc[full], width=width[full], facecolor=(0.81, 0.13, 0.18, 0.25),
-               edgecolor=WRONG, linewidth=1.2, label="gap to mean confidence")
+        ax.bar(
+            centres[full],
+            (conf - acc)[full],
+            bottom=acc[full],
+            width=width[full],
+            facecolor=(0.81, 0.13, 0.18, 0.25),
+            edgecolor=WRONG,
+            linewidth=1.2,
+            label="gap to mean confidence",
+        )
         ax.plot([0, 1], [0, 1], "--", color="0.3", label="perfectly calibrated")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
@@ -267,11 +325,23 @@ def plot_comparison(rows, split: str, n_seeds: int, path: str | Path) -> Path:
     fig = _figure(max(5.0, 1.3 * len(rows) + 2), 4)
     ax = fig.add_subplot()
     xs = list(range(len(rows)))
-    ax.bar(xs, [r.mean * 100 for r in rows], yerr=[r.std * 100 for r in rows], capsize=4,
-           color=[RIGHT if i == 0 else TRAIN_C for i in xs])
+    ax.bar(
+        xs,
+        [r.mean * 100 for r in rows],
+        yerr=[r.std * 100 for r in rows],
+        capsize=4,
+        color=[RIGHT if i == 0 else TRAIN_C for i in xs],
+    )
     for x, r in zip(xs, rows):
-        ax.annotate(f"{r.mean:.1%}\n{r.seconds:.0f} s", (x, (r.mean + r.std) * 100), xytext=(0, 3),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            f"{r.mean:.1%}\n{r.seconds:.0f} s",
+            (x, (r.mean + r.std) * 100),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     low = min((r.mean - r.std) * 100 for r in rows)
     ax.set_ylim(max(0.0, math.floor(low / 5) * 5 - 5), 115)  # zoomed in, so that a point's difference shows
     ax.set_yticks([t for t in ax.get_yticks() if t <= 100])  # the room above 100 is for the labels

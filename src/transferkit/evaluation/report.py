@@ -25,19 +25,37 @@ from ..faults import write_atomic
 PLOTS_DIR = "plots"
 # (file in plots/, title, how to read it): the order of the "Plots" section.
 PLOTS = (
-    ("curves.png", "Training curves",
-     "Loss and accuracy per epoch on train and val; the star marks the epoch kept as best/."),
-    ("confusion_matrix.png", "Confusion matrix",
-     "Rows are true classes, columns predictions; right: each row divided by its total (recall)."),
-    ("per_class.png", "Per-class precision, recall and F1",
-     "Low recall: the class is missed; low precision: other classes are called this one."),
-    ("gallery.png", "Prediction gallery",
-     "A fixed random sample of evaluated images: green right, red wrong (with the true class). "
-     "Probabilities are calibrated."),
-    ("top_losses.png", "Top losses",
-     "The images the model got most confidently wrong (or least confidently right): look here for label errors."),
-    ("reliability.png", "Reliability diagram",
-     "Bars on the diagonal: the probabilities can be taken at face value. Bars below it: over-confident."),
+    (
+        "curves.png",
+        "Training curves",
+        "Loss and accuracy per epoch on train and val; the star marks the epoch kept as best/.",
+    ),
+    (
+        "confusion_matrix.png",
+        "Confusion matrix",
+        "Rows are true classes, columns predictions; right: each row divided by its total (recall).",
+    ),
+    (
+        "per_class.png",
+        "Per-class precision, recall and F1",
+        "Low recall: the class is missed; low precision: other classes are called this one.",
+    ),
+    (
+        "gallery.png",
+        "Prediction gallery",
+        "A fixed random sample of evaluated images: green right, red wrong (with the true class). "
+        "Probabilities are calibrated.",
+    ),
+    (
+        "top_losses.png",
+        "Top losses",
+        "The images the model got most confidently wrong (or least confidently right): look here for label errors.",
+    ),
+    (
+        "reliability.png",
+        "Reliability diagram",
+        "Bars on the diagonal: the probabilities can be taken at face value. Bars below it: over-confident.",
+    ),
 )
 SECTIONS = ("config", "data", "strategy", "metrics", "calibration", "plots", "misclassified")
 MAX_MISCLASSIFIED = 100  # rows in the table; predictions.csv has them all
@@ -129,8 +147,15 @@ def redraw_plots(run_dir: Path) -> list[Path]:
         made.append(plot_per_class(metrics["per_class"], classes, plots / "per_class.png"))
     cal = report.get("calibration")
     if cal:
-        made.append(plot_reliability(cal["bins_before"], cal["bins_after"], (cal["ece_before"], cal["ece_after"]),
-                                     cal["temperature"], plots / "reliability.png"))
+        made.append(
+            plot_reliability(
+                cal["bins_before"],
+                cal["bins_after"],
+                (cal["ece_before"], cal["ece_after"]),
+                cal["temperature"],
+                plots / "reliability.png",
+            )
+        )
     return made
 
 
@@ -159,14 +184,18 @@ def section_config(config: dict) -> str:
 def section_data(run_dir: Path, config: dict, report: dict) -> str:
     resolved = config.get("resolved", {})
     classes = config.get("classes", [])
-    parts = [kv_table([
-        ("data", config.get("config", {}).get("data", {}).get("path", "")),
-        ("layout", resolved.get("layout", "")),
-        ("classes", len(classes)),
-        ("median short side of the images", f"{resolved.get('median_short_side', 0):.0f} px"),
-        ("input size", f"{resolved.get('image_size', '?')} px"),
-        ("unreadable files skipped", report.get("skipped", 0)),
-    ])]
+    parts = [
+        kv_table(
+            [
+                ("data", config.get("config", {}).get("data", {}).get("path", "")),
+                ("layout", resolved.get("layout", "")),
+                ("classes", len(classes)),
+                ("median short side of the images", f"{resolved.get('median_short_side', 0):.0f} px"),
+                ("input size", f"{resolved.get('image_size', '?')} px"),
+                ("unreadable files skipped", report.get("skipped", 0)),
+            ]
+        )
+    ]
     split_rows = read_csv(run_dir / "split.csv")
     if split_rows:
         splits = list(dict.fromkeys(r["split"] for r in split_rows))
@@ -179,12 +208,16 @@ def section_data(run_dir: Path, config: dict, report: dict) -> str:
             for c in classes
         )
         totals = "".join(f'<td class="n">{sum(counts.get((s, c), 0) for c in classes)}</td>' for s in splits)
-        parts.append(f"<h3>Images per class and split</h3><table><tr><th>class</th>{head}</tr>{rows}"
-                     f"<tr><th>total</th>{totals}</tr></table>")
+        parts.append(
+            f"<h3>Images per class and split</h3><table><tr><th>class</th>{head}</tr>{rows}"
+            f"<tr><th>total</th>{totals}</tr></table>"
+        )
     skipped = read_csv(run_dir / "skipped.csv")
     if skipped:
-        rows = "".join(f"<tr><td>{esc(r['split'])}</td><td>{esc(r['key'])}</td><td>{esc(r['reason'])}</td></tr>"
-                       for r in skipped[:50])
+        rows = "".join(
+            f"<tr><td>{esc(r['split'])}</td><td>{esc(r['key'])}</td><td>{esc(r['reason'])}</td></tr>"
+            for r in skipped[:50]
+        )
         parts.append(f"<h3>Skipped files</h3><table><tr><th>split</th><th>file</th><th>reason</th></tr>{rows}</table>")
     parts.append("<h3>Data check (doctor)</h3>" + doctor_summary(read_json(run_dir / "doctor.json")))
     return "".join(parts)
@@ -193,8 +226,10 @@ def section_data(run_dir: Path, config: dict, report: dict) -> str:
 def doctor_summary(doctor: dict | None) -> str:
     """doctor.json as far as it can be read: its facts (sizes, modes, imbalance, ...), its problems, the rest folded."""
     if doctor is None:
-        return ('<p class="muted">No doctor.json in this run: the data was not checked '
-                "(run <code>transferkit doctor DATA</code>).</p>")
+        return (
+            '<p class="muted">No doctor.json in this run: the data was not checked '
+            "(run <code>transferkit doctor DATA</code>).</p>"
+        )
     out = []
     if isinstance(doctor.get("summary"), str):
         out.append(f"<p>{esc(doctor['summary'])}</p>")
@@ -209,54 +244,86 @@ def doctor_summary(doctor: dict | None) -> str:
             p = p if isinstance(p, dict) else {"message": p}
             files = p.get("files") or []
             files = [files] if isinstance(files, str) else list(files)
-            shown = "<br>".join(esc(f) for f in files[:5]) + (f"<br>... {len(files) - 5} more" if len(files) > 5 else "")
+            shown = "<br>".join(esc(f) for f in files[:5]) + (
+                f"<br>... {len(files) - 5} more" if len(files) > 5 else ""
+            )
             level = p.get("severity", "")
             css = "bad" if level == "error" else ""
-            rows.append(f'<tr><td class="{css}">{esc(level)}</td><td>{esc(p.get("code", ""))}</td>'
-                        f'<td>{esc(p.get("message", ""))}</td><td>{shown}</td><td>{esc(p.get("action", ""))}</td></tr>')
-        out.append("<table><tr><th>level</th><th>kind</th><th>problem</th><th>files</th><th>what to do</th></tr>"
-                   + "".join(rows) + "</table>")
+            rows.append(
+                f'<tr><td class="{css}">{esc(level)}</td><td>{esc(p.get("code", ""))}</td>'
+                f"<td>{esc(p.get('message', ''))}</td><td>{shown}</td><td>{esc(p.get('action', ''))}</td></tr>"
+            )
+        out.append(
+            "<table><tr><th>level</th><th>kind</th><th>problem</th><th>files</th><th>what to do</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
     else:
         out.append('<p class="good">No problems found.</p>')
-    out.append(f"<details><summary>doctor.json</summary><pre>{esc(json.dumps(doctor, indent=2)[:20000])}</pre></details>")
+    out.append(
+        f"<details><summary>doctor.json</summary><pre>{esc(json.dumps(doctor, indent=2)[:20000])}</pre></details>"
+    )
     return "".join(out)
 
 
 def section_strategy(config: dict, report: dict) -> str:
     resolved = config.get("resolved", {})
-    return kv_table([
-        ("strategy", report.get("strategy", resolved.get("strategy", ""))),
-        ("why", report.get("strategy_reason", resolved.get("strategy_reason", ""))),
-        ("backbone", report.get("backbone", resolved.get("backbone_cfg", {}).get("name", ""))),
-        ("input size", f"{report.get('image_size', resolved.get('image_size', '?'))} px"),
-        ("best epoch", report.get("best_epoch")),
-        ("run time (decoding, training, evaluation)", f"{report.get('seconds', 0):.1f} s"),
-    ])
+    return kv_table(
+        [
+            ("strategy", report.get("strategy", resolved.get("strategy", ""))),
+            ("why", report.get("strategy_reason", resolved.get("strategy_reason", ""))),
+            ("backbone", report.get("backbone", resolved.get("backbone_cfg", {}).get("name", ""))),
+            ("input size", f"{report.get('image_size', resolved.get('image_size', '?'))} px"),
+            ("best epoch", report.get("best_epoch")),
+            ("run time (decoding, training, evaluation)", f"{report.get('seconds', 0):.1f} s"),
+        ]
+    )
 
 
 def section_metrics(report: dict, classes: list[str]) -> str:
     m = report.get("metrics")
     if not m:
         return '<p class="muted">No metrics: the run did not finish (no report.json).</p>'
-    columns = (("n", "images"), ("accuracy", "accuracy"), ("loss", "loss"), ("macro_precision", "macro precision"),
-               ("macro_recall", "macro recall"), ("macro_f1", "macro F1"))
-    head = (f"<p>On the <b>{esc(report.get('split', '?'))}</b> split, best model (best/).</p><table><tr>"
-            + "".join(f"<th>{title}</th>" for _, title in columns) + "</tr><tr>"
-            + "".join(num(m.get(key), f"metrics.{key}") for key, _ in columns) + "</tr></table>")
+    columns = (
+        ("n", "images"),
+        ("accuracy", "accuracy"),
+        ("loss", "loss"),
+        ("macro_precision", "macro precision"),
+        ("macro_recall", "macro recall"),
+        ("macro_f1", "macro F1"),
+    )
+    head = (
+        f"<p>On the <b>{esc(report.get('split', '?'))}</b> split, best model (best/).</p><table><tr>"
+        + "".join(f"<th>{title}</th>" for _, title in columns)
+        + "</tr><tr>"
+        + "".join(num(m.get(key), f"metrics.{key}") for key, _ in columns)
+        + "</tr></table>"
+    )
     rows = "".join(
-        f"<tr><td>{esc(c)}</td>" + "".join(num(m["per_class"][c][k], f"metrics.per_class.{c}.{k}", 3)
-                                           for k in ("precision", "recall", "f1", "support")) + "</tr>"
-        for c in classes if c in m.get("per_class", {})
+        f"<tr><td>{esc(c)}</td>"
+        + "".join(
+            num(m["per_class"][c][k], f"metrics.per_class.{c}.{k}", 3) for k in ("precision", "recall", "f1", "support")
+        )
+        + "</tr>"
+        for c in classes
+        if c in m.get("per_class", {})
     )
     table = f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>"
     cm = m.get("confusion_matrix") or []
     cm_html = ""
     if cm and len(classes) <= 30:
-        cm_html = ("<h3>Confusion matrix (rows true, columns predicted)</h3><table><tr><th></th>"
-                   + "".join(f"<th>{esc(c)}</th>" for c in classes) + "</tr>"
-                   + "".join(f"<tr><th>{esc(c)}</th>" + "".join(
-                       num(v, f"metrics.confusion_matrix.{i}.{j}") for j, v in enumerate(row)) + "</tr>"
-                       for i, (c, row) in enumerate(zip(classes, cm))) + "</table>")
+        cm_html = (
+            "<h3>Confusion matrix (rows true, columns predicted)</h3><table><tr><th></th>"
+            + "".join(f"<th>{esc(c)}</th>" for c in classes)
+            + "</tr>"
+            + "".join(
+                f"<tr><th>{esc(c)}</th>"
+                + "".join(num(v, f"metrics.confusion_matrix.{i}.{j}") for j, v in enumerate(row))
+                + "</tr>"
+                for i, (c, row) in enumerate(zip(classes, cm))
+            )
+            + "</table>"
+        )
     return head + "<h3>Per class</h3>" + table + cm_html
 
 
@@ -264,24 +331,36 @@ def section_calibration(report: dict) -> str:
     cal = report.get("calibration")
     if not cal:
         return '<p class="muted">No calibration in report.json.</p>'
-    intro = (f"<p>Temperature scaling: the logits are divided by one number fitted on the {esc(cal['fitted_on'])} "
-             f"split ({cal['fitted_n']} images) by minimising the negative log-likelihood. The top class (and "
-             f"accuracy) does not change; the probabilities <code>predict</code> reports do. Measured on the "
-             f"{esc(cal['measured_on'])} split.</p>")
+    intro = (
+        f"<p>Temperature scaling: the logits are divided by one number fitted on the {esc(cal['fitted_on'])} "
+        f"split ({cal['fitted_n']} images) by minimising the negative log-likelihood. The top class (and "
+        f"accuracy) does not change; the probabilities <code>predict</code> reports do. Measured on the "
+        f"{esc(cal['measured_on'])} split.</p>"
+    )
     if cal["measured_on"] == cal["fitted_on"]:
-        intro += ('<p class="muted">The run has no test split, so calibration is measured on the split it was fitted '
-                  "on: an optimistic figure.</p>")
+        intro += (
+            '<p class="muted">The run has no test split, so calibration is measured on the split it was fitted '
+            "on: an optimistic figure.</p>"
+        )
     if cal.get("note"):
         intro += f'<p class="bad">{esc(cal["note"])}</p>'
     rows = [
         ("temperature", '<td class="n">1</td>' + num(cal["temperature"], "calibration.temperature")),
-        ("expected calibration error", num(cal["ece_before"], "calibration.ece_before")
-         + num(cal["ece_after"], "calibration.ece_after")),
-        ("negative log-likelihood", num(cal["nll_before"], "calibration.nll_before")
-         + num(cal["nll_after"], "calibration.nll_after")),
+        (
+            "expected calibration error",
+            num(cal["ece_before"], "calibration.ece_before") + num(cal["ece_after"], "calibration.ece_after"),
+        ),
+        (
+            "negative log-likelihood",
+            num(cal["nll_before"], "calibration.nll_before") + num(cal["nll_after"], "calibration.nll_after"),
+        ),
     ]
-    return (intro + "<table><tr><th></th><th>before (T = 1)</th><th>after</th></tr>"
-            + "".join(f"<tr><th>{name}</th>{cells}</tr>" for name, cells in rows) + "</table>")
+    return (
+        intro
+        + "<table><tr><th></th><th>before (T = 1)</th><th>after</th></tr>"
+        + "".join(f"<tr><th>{name}</th>{cells}</tr>" for name, cells in rows)
+        + "</table>"
+    )
 
 
 def section_plots(run_dir: Path) -> str:
@@ -289,8 +368,10 @@ def section_plots(run_dir: Path) -> str:
     for name, title, how in PLOTS:
         path = run_dir / PLOTS_DIR / name
         if path.is_file():
-            out.append(f'<figure id="plot-{esc(path.stem)}"><h3>{esc(title)}</h3><img class="plot" alt="{esc(title)}" '
-                       f'src="{embed_png(path)}"><figcaption>{esc(how)}</figcaption></figure>')
+            out.append(
+                f'<figure id="plot-{esc(path.stem)}"><h3>{esc(title)}</h3><img class="plot" alt="{esc(title)}" '
+                f'src="{embed_png(path)}"><figcaption>{esc(how)}</figcaption></figure>'
+            )
         else:
             out.append(f'<p class="muted">{esc(title)}: not available ({esc(name)} was not drawn).</p>')
     return "".join(out)
@@ -302,19 +383,24 @@ def section_misclassified(run_dir: Path) -> str:
         return '<p class="muted">No predictions.csv in this run.</p>'
     wrong = sorted((r for r in rows if r["correct"] == "0"), key=lambda r: -float(r["loss"]))
     if not wrong:
-        return f"<p class=\"good\">None: all {len(rows)} evaluated images are right.</p>"
+        return f'<p class="good">None: all {len(rows)} evaluated images are right.</p>'
     body = []
     for r in wrong[:MAX_MISCLASSIFIED]:
         thumb = thumbnail(r["key"])
         img = f'<img class="thumb" alt="{esc(Path(r["key"]).name)}" src="{thumb}">' if thumb else ""
-        body.append(f"<tr><td>{img}</td><td>{esc(r['key'])}</td><td>{esc(r['true'])}</td><td class=\"bad\">"
-                    f"{esc(r['predicted'])}</td><td class=\"n\">{float(r['probability']):.3f}</td>"
-                    f"<td class=\"n\">{float(r['p_true']):.3f}</td></tr>")
+        body.append(
+            f'<tr><td>{img}</td><td>{esc(r["key"])}</td><td>{esc(r["true"])}</td><td class="bad">'
+            f'{esc(r["predicted"])}</td><td class="n">{float(r["probability"]):.3f}</td>'
+            f'<td class="n">{float(r["p_true"]):.3f}</td></tr>'
+        )
     more = len(wrong) - MAX_MISCLASSIFIED
-    return (f"<p>{len(wrong)} of {len(rows)} evaluated images are wrong, the most confident mistakes first"
-            f"{f' (the first {MAX_MISCLASSIFIED} here; all in predictions.csv)' if more > 0 else ''}.</p>"
-            "<table><tr><th></th><th>file</th><th>true</th><th>predicted</th><th>probability</th><th>p(true)</th></tr>"
-            + "".join(body) + "</table>")
+    return (
+        f"<p>{len(wrong)} of {len(rows)} evaluated images are wrong, the most confident mistakes first"
+        f"{f' (the first {MAX_MISCLASSIFIED} here; all in predictions.csv)' if more > 0 else ''}.</p>"
+        "<table><tr><th></th><th>file</th><th>true</th><th>predicted</th><th>probability</th><th>p(true)</th></tr>"
+        + "".join(body)
+        + "</table>"
+    )
 
 
 def render_html(run_dir: Path) -> str:
@@ -322,10 +408,21 @@ def render_html(run_dir: Path) -> str:
     report = read_json(run_dir / "report.json") or {}
     classes = config.get("classes", [])
     m = report.get("metrics", {})
-    headline = (f"{esc(report.get('split', ''))} accuracy <b>{m['accuracy']:.4f}</b>, "
-                f"macro F1 {m.get('macro_f1', 0):.4f} on {m.get('n', 0)} images" if m else "unfinished run")
-    titles = {"config": "Configuration", "data": "Data", "strategy": "Strategy", "metrics": "Metrics",
-              "calibration": "Calibration", "plots": "Plots", "misclassified": "Misclassified examples"}
+    headline = (
+        f"{esc(report.get('split', ''))} accuracy <b>{m['accuracy']:.4f}</b>, "
+        f"macro F1 {m.get('macro_f1', 0):.4f} on {m.get('n', 0)} images"
+        if m
+        else "unfinished run"
+    )
+    titles = {
+        "config": "Configuration",
+        "data": "Data",
+        "strategy": "Strategy",
+        "metrics": "Metrics",
+        "calibration": "Calibration",
+        "plots": "Plots",
+        "misclassified": "Misclassified examples",
+    }
     bodies = {
         "config": section_config(config),
         "data": section_data(run_dir, config, report),
@@ -337,11 +434,13 @@ def render_html(run_dir: Path) -> str:
     }
     nav = "".join(f'<a href="#{s}">{titles[s]}</a>' for s in SECTIONS)
     sections = "".join(f'<section id="{s}"><h2>{titles[s]}</h2>{bodies[s]}</section>' for s in SECTIONS)
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>transferkit report: {esc(run_dir.name)}</title><style>{CSS}</style></head>"
-            f"<body><h1>{esc(run_dir.name)}</h1>"
-            f"<p class=\"muted\">transferkit run in {esc(run_dir.resolve())}, report written "
-            f"{datetime.now():%Y-%m-%d %H:%M}. {headline}.</p><nav>{nav}</nav>{sections}</body></html>\n")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>transferkit report: {esc(run_dir.name)}</title><style>{CSS}</style></head>"
+        f"<body><h1>{esc(run_dir.name)}</h1>"
+        f'<p class="muted">transferkit run in {esc(run_dir.resolve())}, report written '
+        f"{datetime.now():%Y-%m-%d %H:%M}. {headline}.</p><nav>{nav}</nav>{sections}</body></html>\n"
+    )
 
 
 def build_report(run_dir: str | Path, redraw: bool = True) -> Path:

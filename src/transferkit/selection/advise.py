@@ -105,42 +105,70 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         probe_acc = float((logme_fit(ff.train, ff.train_labels).predict(ff.val) == ff.val_labels).mean())
         chance = float(np.bincount(ff.val_labels).max() / len(ff.val_labels))
     shift, bcfg, image_size = domain_shift(d, cfg.model.backbone, cfg)
-    name, mult, size, similar, reason = decide(per_class, shift, probe_acc, chance, d.median_side, len(bcfg.stages),
-                                               cfg.model.backbone)
+    name, mult, size, similar, reason = decide(
+        per_class, shift, probe_acc, chance, d.median_side, len(bcfg.stages), cfg.model.backbone
+    )
     counts = Counter(s.label for s in d.splits["train"])
     return Advice(
-        strategy=name, backbone_lr_mult=mult, reason=reason, size=size, similar=similar, backbone=cfg.model.backbone,
-        n_train=n_train, n_classes=n_classes, per_class=per_class, smallest_class=min(counts.values(), default=0),
-        median_side=d.median_side, image_size=image_size, shift=shift, probe_acc=probe_acc, chance_acc=chance,
+        strategy=name,
+        backbone_lr_mult=mult,
+        reason=reason,
+        size=size,
+        similar=similar,
+        backbone=cfg.model.backbone,
+        n_train=n_train,
+        n_classes=n_classes,
+        per_class=per_class,
+        smallest_class=min(counts.values(), default=0),
+        median_side=d.median_side,
+        image_size=image_size,
+        shift=shift,
+        probe_acc=probe_acc,
+        chance_acc=chance,
         seconds=time.perf_counter() - start,
     )
 
 
-def decide(per_class: float, shift: float | None, probe_acc: float | None, chance: float | None, median_side: float,
-           n_stages: int, backbone: str = "the backbone") -> tuple[str, float | None, str, bool, str]:
+def decide(
+    per_class: float,
+    shift: float | None,
+    probe_acc: float | None,
+    chance: float | None,
+    median_side: float,
+    n_stages: int,
+    backbone: str = "the backbone",
+) -> tuple[str, float | None, str, bool, str]:
     """The chart as a function of the measurements: (strategy, backbone LR mult, size band, similar, reason)."""
     size = "small" if per_class < SMALL else "medium" if per_class < LARGE else "large"
     similar = shift < SHIFT_DIFFERENT if shift is not None else median_side >= TINY_SIDE
     name = CHART[(size, similar)]
     why = [f"{per_class:.0f} training images per class ({_band_text(per_class)})"]
     if shift is not None:
-        why.append(f"domain shift {shift:.2f} {'<' if similar else '>='} {SHIFT_DIFFERENT} "
-                   f"({'similar to' if similar else 'different from'} ImageNet for {backbone})")
+        why.append(
+            f"domain shift {shift:.2f} {'<' if similar else '>='} {SHIFT_DIFFERENT} "
+            f"({'similar to' if similar else 'different from'} ImageNet for {backbone})"
+        )
     else:
-        why.append(f"no BatchNorm statistics to measure; median image side {median_side:.0f}px "
-                   f"({'>=' if similar else '<'} {TINY_SIDE}px)")
+        why.append(
+            f"no BatchNorm statistics to measure; median image side {median_side:.0f}px "
+            f"({'>=' if similar else '<'} {TINY_SIDE}px)"
+        )
     if probe_acc is not None:
         why.append(f"frozen features reach {probe_acc:.1%} val accuracy (commonest class {chance:.1%})")
         if name == "linear" and (1 - probe_acc) > WEAK_PROBE * (1 - chance):
             name = "two-phase"
-            why.append(f"they leave {(1 - probe_acc) / (1 - chance):.0%} of the errors of guessing (> {WEAK_PROBE:.0%}): "
-                       "fine-tune after the head")
+            why.append(
+                f"they leave {(1 - probe_acc) / (1 - chance):.0%} of the errors of guessing (> {WEAK_PROBE:.0%}): "
+                "fine-tune after the head"
+            )
     if name == "freeze" and median_side < TINY_SIDE:
         # Upscaled from a few pixels, the images show the stem interpolation blur, not photo edges: no stage is
         # generic enough to keep. Measured on the digits (8 px): freeze:2 97.4% test vs finetune 98.5%.
         name = "finetune"
-        why.append(f"images are tiny (median side {median_side:.0f}px < {TINY_SIDE}px), upscaled: no layer is generic "
-                   "enough to freeze, fine-tune all")
+        why.append(
+            f"images are tiny (median side {median_side:.0f}px < {TINY_SIDE}px), upscaled: no layer is generic "
+            "enough to freeze, fine-tune all"
+        )
     if name == "freeze":
         k = max(1, n_stages // 3)  # stem + first third: general to any images (Yosinski et al. 2014)
         name = f"freeze:{k}"
@@ -167,10 +195,14 @@ def print_advice(advice: Advice, console=None) -> None:
     console = console or Console()
     t = Table("measured", "value", title=f"Strategy advice ({advice.backbone})")
     a = advice
-    t.add_row("training images",
-              f"{a.n_train} in {a.n_classes} classes ({a.per_class:.0f} per class, rarest {a.smallest_class})")
+    t.add_row(
+        "training images",
+        f"{a.n_train} in {a.n_classes} classes ({a.per_class:.0f} per class, rarest {a.smallest_class})",
+    )
     t.add_row("image size", f"median short side {a.median_side:.0f}px, trained at {a.image_size}px")
-    t.add_row("domain shift from ImageNet", "-" if a.shift is None else f"{a.shift:.3f} (different at >= {SHIFT_DIFFERENT})")
+    t.add_row(
+        "domain shift from ImageNet", "-" if a.shift is None else f"{a.shift:.3f} (different at >= {SHIFT_DIFFERENT})"
+    )
     if a.probe_acc is not None:
         t.add_row("frozen-feature probe", f"{a.probe_acc:.1%} val accuracy (commonest class {a.chance_acc:.1%})")
     t.add_row("chart cell", f"{a.size} / {'similar' if a.similar else 'different'}")

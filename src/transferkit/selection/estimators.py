@@ -61,8 +61,12 @@ def logme_fit(features, labels, max_iter: int = 100, tol: float = 1e-6) -> LogME
         m2, res2 = _fit(alpha, beta, sigma, z2, outside)
         log_det_a = np.log(alpha + beta * sigma).sum() + (d - k) * np.log(alpha)
         evidence = (
-            d / 2 * np.log(alpha) + n / 2 * np.log(beta) - n / 2 * np.log(2 * np.pi)
-            - beta / 2 * res2 - alpha / 2 * m2 - log_det_a / 2
+            d / 2 * np.log(alpha)
+            + n / 2 * np.log(beta)
+            - n / 2 * np.log(2 * np.pi)
+            - beta / 2 * res2
+            - alpha / 2 * m2
+            - log_det_a / 2
         )
         evidences.append(evidence / n)
         weights.append(basis @ (beta * z / (alpha + beta * sigma)))  # m = sum_i v_i beta s_i z_i / (alpha + beta s_i^2)

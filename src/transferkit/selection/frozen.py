@@ -64,7 +64,9 @@ def open_data(data, cfg: RunConfig) -> Data:
     src = data if isinstance(data, DataSource) else open_source(data, cfg.data.layout, **cfg.data.source_options())
     splits = make_splits(src, cfg.data.split, cfg.train.seed)
     if not splits.get("train") or not splits.get("val"):
-        raise TransferkitError("The train or validation split is empty: add images, or give --split a larger val fraction.")
+        raise TransferkitError(
+            "The train or validation split is empty: add images, or give --split a larger val fraction."
+        )
     return Data(src, splits, survey_sides(src, splits["train"])[0], src.fingerprint())
 
 
@@ -77,8 +79,14 @@ def _decoded(data: Data, short: int, interpolation: str, cfg: RunConfig) -> dict
     if key not in data.decoded:
         out, bad = {}, {}
         for split in ("train", "val"):
-            images, labels, bad[split] = decode_samples(data.src, data.splits[split], short, interpolation,
-                                                        store=cfg.data.decode_store, store_dir=store_dir(cfg.runtime.cache_dir))
+            images, labels, bad[split] = decode_samples(
+                data.src,
+                data.splits[split],
+                short,
+                interpolation,
+                store=cfg.data.decode_store,
+                store_dir=store_dir(cfg.runtime.cache_dir),
+            )
             out[split] = (images, labels)
         data.decoded[key], data.skipped[key] = out, bad
     return data.decoded[key]
@@ -104,16 +112,18 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None) ->
 
     import torch
 
-    from ..engine.cache_keys import feature_cache_key
     from ..data.dataset import DecodedImages
     from ..data.transforms import choose_image_size, eval_transform, resize_size
     from ..engine import features as feats
+    from ..engine.cache_keys import feature_cache_key
     from ..engine.runtime import feature_precision, memory_format, resolve_device
     from ..errors import TransferkitError
     from ..progress import QuietReporter
 
     reporter = reporter or QuietReporter()
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))  # the key names the backbone
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, backbone=backbone)
+    )  # the key names the backbone
     net, bcfg, classifier, params = _backbone(backbone, cfg)
     size = cfg.data.image_size or choose_image_size(data.median_side, bcfg.input_size)
     decoded = _decoded(data, resize_size(size, bcfg.crop_pct), bcfg.interpolation, cfg)
@@ -132,19 +142,33 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None) ->
     out, timed = {}, []
     for split in ("train", "val"):
         out[split], per_image = feats.cached_features(
-            net, DecodedImages(*decoded[split], ev), key={"split": split, **key}, cache_dir=cfg.runtime.cache_dir,
-            batch_size=bs, device=device, precision=precision, memory_format=fmt, reporter=reporter,
-            label=f"{backbone}, {split}")
+            net,
+            DecodedImages(*decoded[split], ev),
+            key={"split": split, **key},
+            cache_dir=cfg.runtime.cache_dir,
+            batch_size=bs,
+            device=device,
+            precision=precision,
+            memory_format=fmt,
+            reporter=reporter,
+            label=f"{backbone}, {split}",
+        )
         if per_image is not None:
             timed.append(per_image)
     if not timed:  # both splits cached by `fit`, which records no timing: time one batch (after a warm-up)
         timed.append(_time_batch(net, DecodedImages(*decoded["val"], ev), bs, device, precision, fmt))
 
     return FrozenFeatures(
-        backbone=backbone, cfg=bcfg, image_size=size,
-        train=out["train"].numpy(), train_labels=np.asarray(decoded["train"][1]),
-        val=out["val"].numpy(), val_labels=np.asarray(decoded["val"][1]),
-        imagenet_train=_imagenet_probs(classifier, out["train"]), seconds_per_image=min(timed), params=params,
+        backbone=backbone,
+        cfg=bcfg,
+        image_size=size,
+        train=out["train"].numpy(),
+        train_labels=np.asarray(decoded["train"][1]),
+        val=out["val"].numpy(),
+        val_labels=np.asarray(decoded["val"][1]),
+        imagenet_train=_imagenet_probs(classifier, out["train"]),
+        seconds_per_image=min(timed),
+        params=params,
     )
 
 
@@ -168,11 +192,15 @@ def domain_shift(data: Data, backbone: str, cfg: RunConfig, n: int = 64) -> tupl
         images, labels = [images[i] for i in order], [labels[i] for i in order]
     else:
         order = torch.randperm(len(data.splits["train"]), generator=pick)[:n].tolist()
-        images, labels, _ = decode_samples(data.src, [data.splits["train"][i] for i in order], short, bcfg.interpolation)
+        images, labels, _ = decode_samples(
+            data.src, [data.splits["train"][i] for i in order], short, bcfg.interpolation
+        )
     device = torch.device(resolve_device(cfg.runtime.device))
     fmt = memory_format(cfg.runtime)
     net.to(device, memory_format=fmt)
-    dataset = DecodedImages(images, labels, eval_transform(size, bcfg.crop_pct, bcfg.mean, bcfg.std, bcfg.interpolation))
+    dataset = DecodedImages(
+        images, labels, eval_transform(size, bcfg.crop_pct, bcfg.mean, bcfg.std, bcfg.interpolation)
+    )
     return bn_shift(net, dataset, cfg.data.batch_size, device, fmt), bcfg, size
 
 
@@ -253,4 +281,3 @@ def _time_batch(net, dataset, batch_size: int, device, precision: str, fmt) -> f
         if device.type == "cuda":
             torch.cuda.synchronize()
     return (time.perf_counter() - start) / n
-

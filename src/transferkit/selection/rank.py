@@ -49,12 +49,13 @@ class RankRow:
         return asdict(self)
 
 
-def rank(data, candidates: list[str] | str | None = None, config: RunConfig | None = None, reporter=None,
-         **overrides) -> list[RankRow]:
+def rank(
+    data, candidates: list[str] | str | None = None, config: RunConfig | None = None, reporter=None, **overrides
+) -> list[RankRow]:
     """Rows best first. `candidates`: registry names (default: every built-in, offline backbone). Keyword
     arguments set config fields as in `fit` (image_size, split, seed, batch_size, device, cache_dir, ...)."""
-    from ..options import apply_overrides, validate
     from ..backbones import check_backbone_name, list_backbones
+    from ..options import apply_overrides, validate
     from ..progress import make_reporter
     from .frozen import open_data
 
@@ -83,8 +84,24 @@ def _measure(d, name: str, cfg: RunConfig, reporter) -> RankRow:
     try:
         ff = frozen_features(d, name, cfg, reporter)
     except (TransferkitError, ImportError, OSError) as e:  # weights that cannot be had here: a row that says why
-        return RankRow(name, None, None, None, None, None, 0, 0.0, float("nan"), None, 0, 0.0, False, "",
-                       time.perf_counter() - start, error=str(e))
+        return RankRow(
+            name,
+            None,
+            None,
+            None,
+            None,
+            None,
+            0,
+            0.0,
+            float("nan"),
+            None,
+            0,
+            0.0,
+            False,
+            "",
+            time.perf_counter() - start,
+            error=str(e),
+        )
     probs = ff.imagenet_train
     fitted = E.logme_fit(ff.train, ff.train_labels)
     return RankRow(
@@ -99,7 +116,9 @@ def _measure(d, name: str, cfg: RunConfig, reporter) -> RankRow:
         ms_per_image=ff.seconds_per_image * 1000,
         imagenet_top1=ff.cfg.imagenet_top1,
         image_size=ff.image_size,
-        score=0.0, recommended=False, reason="",
+        score=0.0,
+        recommended=False,
+        reason="",
         seconds=time.perf_counter() - start,
     )
 
@@ -133,14 +152,23 @@ def _vote(rows: list[RankRow]) -> list[RankRow]:
     if ok:
         best = ok[0]
         best.recommended = True
-        best.reason = (f"highest combined score {best.score:.2f} of {len(ok)} ({best.reason}); "
-                       f"{best.ms_per_image:.1f} ms/image")
-        faster = [r for r in ok[1:] if r.probe_acc is not None and best.probe_acc is not None
-                  and r.ms_per_image * 1.5 < best.ms_per_image and r.probe_acc >= best.probe_acc - 0.01]
+        best.reason = (
+            f"highest combined score {best.score:.2f} of {len(ok)} ({best.reason}); {best.ms_per_image:.1f} ms/image"
+        )
+        faster = [
+            r
+            for r in ok[1:]
+            if r.probe_acc is not None
+            and best.probe_acc is not None
+            and r.ms_per_image * 1.5 < best.ms_per_image
+            and r.probe_acc >= best.probe_acc - 0.01
+        ]
         if faster:
             f = min(faster, key=lambda r: r.ms_per_image)
-            best.reason += (f". {f.backbone} is {best.ms_per_image / f.ms_per_image:.1f}x faster with a probe accuracy "
-                            f"within 1 point ({f.probe_acc:.1%}): prefer it where speed matters")
+            best.reason += (
+                f". {f.backbone} is {best.ms_per_image / f.ms_per_image:.1f}x faster with a probe accuracy "
+                f"within 1 point ({f.probe_acc:.1%}): prefer it where speed matters"
+            )
     return ok + [r for r in rows if r.error is not None]
 
 
@@ -150,10 +178,25 @@ def ranking_table(rows: list[RankRow], title: str = "Backbones for this data"):
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    t = Table(title=title, caption="probe: val accuracy of a linear classifier on frozen features. score: mean rank score "
-                                   "over LogME, LEEP, probe and ImageNet prior (1 = first on all).")
-    for col in ("backbone", "LogME", "LEEP", "NCE", "H-score", "probe", "dim", "params", "ms/img", "IN top-1", "size",
-                "score"):
+    t = Table(
+        title=title,
+        caption="probe: val accuracy of a linear classifier on frozen features. score: mean rank score "
+        "over LogME, LEEP, probe and ImageNet prior (1 = first on all).",
+    )
+    for col in (
+        "backbone",
+        "LogME",
+        "LEEP",
+        "NCE",
+        "H-score",
+        "probe",
+        "dim",
+        "params",
+        "ms/img",
+        "IN top-1",
+        "size",
+        "score",
+    ):
         t.add_column(col, justify="left" if col == "backbone" else "right")
     for r in rows:
         if r.error is not None:
@@ -161,9 +204,17 @@ def ranking_table(rows: list[RankRow], title: str = "Backbones for this data"):
             continue
         t.add_row(
             ("[bold]* " if r.recommended else "") + r.backbone + ("[/bold]" if r.recommended else ""),
-            num(r.logme, ".3f"), num(r.leep, ".3f"), num(r.nce, ".3f"), num(r.hscore, ".2f"), num(r.probe_acc, ".1%"),
-            str(r.feature_dim), f"{r.params_m:.1f}M", f"{r.ms_per_image:.1f}", num(r.imagenet_top1, ".1f"),
-            str(r.image_size), f"{r.score:.2f}",
+            num(r.logme, ".3f"),
+            num(r.leep, ".3f"),
+            num(r.nce, ".3f"),
+            num(r.hscore, ".2f"),
+            num(r.probe_acc, ".1%"),
+            str(r.feature_dim),
+            f"{r.params_m:.1f}M",
+            f"{r.ms_per_image:.1f}",
+            num(r.imagenet_top1, ".1f"),
+            str(r.image_size),
+            f"{r.score:.2f}",
         )
     return t
 
