@@ -121,7 +121,7 @@ def write(path: Path, rows: list[tuple[str, dict]], speed: dict, machine: str, c
             "Every val and test image of each bundle, predicted at fp32 and at bf16 (autocast, as `--precision auto` "
             "runs on this CPU); probabilities are calibrated (the bundle's temperature).",
             "",
-            "| bundle | images | top-1 agreement | max \\|Δp\\| | bf16 speed-up |",
+            "| bundle | images | top-1 agreement | max \\|Δp\\| | bf16 speed-up (one pass, decoding included: noisy) |",
             "|---|---:|---:|---:|---:|",
             *[
                 f"| {label} | {r['images']} | {100 * r['agreement']:.2f}% | {r['max_dp']:.4f} | {r['speedup']:.2f}x |"

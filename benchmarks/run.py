@@ -287,7 +287,7 @@ NOTES = """
   decoding instead of +150 MiB, ~25 µs more per image per epoch).
 - glibc's malloc is told not to return activation memory to the OS after every batch (2-2.5x faster CPU passes here).
 - Frozen features, `predict` and `evaluate` run at fp32 on every CPU: on AVX2-only CPUs bf16 is emulated (10-20x
-  slower); on AVX512-BF16 CPUs it ran EfficientNet-Lite0 no faster and changed 0.7-6% of top-1 answers on the real
+  slower); on AVX512-BF16 CPUs its forward pass is 1.8x faster but it changed 1.2-6% of top-1 answers on the real
   data (see "Inference precision" below), so the floor and `linear` are both fp32 on both kinds.
 - Head solvers: on ants/bees AdamW (with early stopping on val) is 0.7 points more accurate than L-BFGS logistic
   regression and is kept; on cat/non-cat both reach 100% on val and L-BFGS, with the lower val loss, is kept (94.0% on
@@ -296,7 +296,7 @@ NOTES = """
 - P1 met at fp32 on an AVX512-BF16 CPU: 1.23x (15.6 s vs 12.7 s, medians of three alternating pairs; the
   previous round measured 1.38x on an AVX2-only CPU with the code before this round). `linear` now evaluates test on
   its cached features at any feature precision instead of a second forward pass, and both the floor and `linear`
-  extract at fp32 on every CPU (bf16 was no faster and changed answers, "Inference precision" below), so the same
+  extract at fp32 on every CPU (bf16 changed answers, "Inference precision" below), so the same
   work is measured on both kinds of CPU. What remains over the floor: matplotlib's import and six plots plus
   report.html (~2 s), the doctor pre-check and calibration (~0.4 s), both head solvers (~0.7 s), bundle and
   checkpoint writes and the CLI's own imports.

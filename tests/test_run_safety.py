@@ -141,8 +141,10 @@ def test_decoding_that_does_not_fit_is_refused_with_the_numbers(tmp_path, monkey
 def test_out_that_is_a_file_or_under_a_file(tiny_folder, tmp_path):
     f = tmp_path / "afile"
     f.write_text("keep me")
+    t0 = time.perf_counter()
     with pytest.raises(TransferkitError, match="is a file, not a folder"):
         transferkit.fit(tiny_folder, strategy="linear", out=str(f), **FAST)
+    assert time.perf_counter() - t0 < 5  # checked before the data is read or a model built
     with pytest.raises(TransferkitError, match="cannot be created"):
         transferkit.fit(tiny_folder, strategy="linear", out=str(f / "runs"), **FAST)
     assert f.read_text() == "keep me"

@@ -126,6 +126,7 @@ def _settings(data, config, resume, overrides) -> tuple[RunConfig, RunDir | None
         if data is not None:
             cfg.data.path = str(data.root if isinstance(data, DataSource) else data)
         validate(cfg)
+        RunDir.check_out(cfg.out)
         return cfg, None
     run = RunDir.for_resume(resume)
     saved = run.read_json(RunDir.CONFIG)

@@ -43,10 +43,33 @@ class RunDir:
     def __fspath__(self) -> str:
         return str(self.path)
 
-    @classmethod
-    def create(cls, out: str | os.PathLike, name: str) -> RunDir:
-        """out/name, or out/name-2, -3, ...: an existing run is never overwritten."""
-        base, name = Path(out).expanduser(), portable_name(name)
+    @staticmethod
+    def check_out(out: str | os.PathLike) -> None:
+        """Whether runs can be made in `out`, creating nothing: checked before any work, so that a wrong --out
+        fails in a second, not after decoding."""
+        base = Path(out).expanduser()
+        ancestor = base
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if ancestor == base and not base.is_dir():
+            raise TransferkitError(
+                f"--out '{base}' is a file, not a folder: give a folder for the run directories "
+                "(it is created when missing)."
+            )
+        if not ancestor.is_dir():
+            raise TransferkitError(
+                f"--out '{base}' cannot be created ('{ancestor}' is a file): give a folder you can write to."
+            )
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise TransferkitError(
+                f"--out '{base}' is not writable ('{ancestor}' is read-only to you): give a "
+                "folder you can write to, e.g. --out ./runs."
+            )
+
+    @staticmethod
+    def prepare_out(out: str | os.PathLike) -> Path:
+        """The folder runs go in, created when missing."""
+        base = Path(out).expanduser()
         try:
             base.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
@@ -60,6 +83,12 @@ class RunDir:
             ) from None
         if not base.is_dir():
             raise TransferkitError(f"--out '{base}' is not a folder: give a folder for the run directories.")
+        return base
+
+    @classmethod
+    def create(cls, out: str | os.PathLike, name: str) -> RunDir:
+        """out/name, or out/name-2, -3, ...: an existing run is never overwritten."""
+        base, name = cls.prepare_out(out), portable_name(name)
         for i in range(1, 10_000):
             path = base / (name if i == 1 else f"{name}-{i}")
             try:

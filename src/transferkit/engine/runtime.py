@@ -94,7 +94,7 @@ def best_precision(device_type: str) -> str:
     """What `auto` runs frozen features, `predict` and `evaluate` at: the precision that gives fp32's answers.
 
     On a CPU that is fp32, even with AVX512-BF16: measured on the real data (benchmarks/precision.py, BENCHMARKS.md)
-    bf16 changed 0.7-6% of top-1 answers (the bar is 0.5%) and ran EfficientNet-Lite0 no faster than fp32; on an
+    bf16 changed 1.2-6% of top-1 answers (the bar is 0.5%), although its forward pass ran 1.8x faster; on an
     AVX2-only CPU bf16 is emulated, 10-20x slower. On a GPU, bf16 (fp16 before Ampere), as training's AMP uses.
     `--feature-precision bf16` / `--precision bf16` still choose it; training and prediction then agree with each
     other, since `linear` is evaluated on its cached features at that precision."""
