@@ -238,7 +238,7 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
     """Every image decoded once at the size the transforms need; classes left with no readable training image are
     refused (or dropped with --drop-empty-classes). Returns (PreparedData, skipped [(split, key, why)])."""
     from .data.dataset import DecodedImages
-    from .data.decode import decode_samples, store_dir
+    from .data.decode import decode_splits, store_dir
     from .data.resources import check_decode_fits
     from .data.transforms import eval_transform, resize_size, train_transform
     from .engine.cache_keys import feature_cache_key
@@ -248,25 +248,20 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
     splits = opened.splits
     total = sum(len(v) for v in splits.values())
     check_decode_fits(total, short, opened.aspect, cfg.data.decode_store, store_dir(cfg.runtime.cache_dir), size)
-    decoded, skipped = {}, []
-    reuse = measured.decoded.get((short, bcfg.interpolation), {}) if measured else {}
+    key = (short, bcfg.interpolation)
+    done = (measured.decoded.get(key, {}), measured.skipped.get(key, {})) if measured else None
     with reporter.task("Decoding images", total) as advance:
-        for split, samples in splits.items():
-            if split in reuse:
-                (imgs, labels), bad = reuse[split], measured.skipped[(short, bcfg.interpolation)][split]
-                advance(len(samples))
-            else:
-                imgs, labels, bad = decode_samples(
-                    opened.src,
-                    samples,
-                    short,
-                    bcfg.interpolation,
-                    progress=advance,
-                    store=cfg.data.decode_store,
-                    store_dir=store_dir(cfg.runtime.cache_dir),
-                )
-            decoded[split] = (imgs, labels)
-            skipped += [(split, k, why) for k, why in bad]
+        decoded, bad = decode_splits(
+            opened.src,
+            splits,
+            short,
+            bcfg.interpolation,
+            store=cfg.data.decode_store,
+            store_dir=store_dir(cfg.runtime.cache_dir),
+            progress=advance,
+            done=done,
+        )
+    skipped = [(split, k, why) for split, found in bad.items() for k, why in found]
     if skipped:
         listing = "; ".join(f"{k} ({why})" for _, k, why in skipped[:5])
         if cfg.train.strict:

@@ -107,3 +107,32 @@ def decode_samples(
             writer.abort()
         raise
     return (writer.finish() if writer is not None else images), labels, skipped
+
+
+def decode_splits(
+    src: DataSource,
+    splits: dict[str, list[Sample]],
+    short_side: int,
+    interpolation: str = "bicubic",
+    *,
+    store: str = "auto",
+    store_dir: str | os.PathLike | None = None,
+    progress: Callable[[int], None] | None = None,
+    done: tuple[dict, dict] | None = None,
+) -> tuple[dict[str, tuple[list[np.ndarray], list[int]]], dict[str, list[tuple[str, str]]]]:
+    """Every split decoded once: ({split: (images, labels)}, {split: [(key, why)]}), the one decode path of `fit`,
+    `rank` and `advise`. `done` holds splits already decoded at this size and filter, in the same two dicts (what
+    the advisor decoded under `auto`), reused as they are."""
+    done_images, done_skipped = done or ({}, {})
+    decoded, skipped = {}, {}
+    for split, samples in splits.items():
+        if split in done_images:
+            decoded[split], skipped[split] = done_images[split], done_skipped[split]
+            if progress:
+                progress(len(samples))
+            continue
+        images, labels, skipped[split] = decode_samples(
+            src, samples, short_side, interpolation, progress=progress, store=store, store_dir=store_dir
+        )
+        decoded[split] = (images, labels)
+    return decoded, skipped

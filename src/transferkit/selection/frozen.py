@@ -73,22 +73,18 @@ def open_data(data, cfg: RunConfig) -> Data:
 def _decoded(data: Data, short: int, interpolation: str, cfg: RunConfig) -> dict:
     """Train and val decoded once per size (candidates with the same input size share them), stored as `fit` stores
     them (`--decode-store`), since `fit` under `auto` reuses them."""
-    from ..data.decode import decode_samples, store_dir
+    from ..data.decode import decode_splits, store_dir
 
     key = (short, interpolation)
     if key not in data.decoded:
-        out, bad = {}, {}
-        for split in ("train", "val"):
-            images, labels, bad[split] = decode_samples(
-                data.src,
-                data.splits[split],
-                short,
-                interpolation,
-                store=cfg.data.decode_store,
-                store_dir=store_dir(cfg.runtime.cache_dir),
-            )
-            out[split] = (images, labels)
-        data.decoded[key], data.skipped[key] = out, bad
+        data.decoded[key], data.skipped[key] = decode_splits(
+            data.src,
+            {split: data.splits[split] for split in ("train", "val")},
+            short,
+            interpolation,
+            store=cfg.data.decode_store,
+            store_dir=store_dir(cfg.runtime.cache_dir),
+        )
     return data.decoded[key]
 
 
