@@ -91,10 +91,9 @@ def write_meta(path: str | os.PathLike, meta: dict[str, Any]) -> None:
 
 def update_meta(path: str | os.PathLike, **fields) -> dict[str, Any]:
     """Set top-level fields of a bundle's transferkit.json (test metrics, calibration), written in one rename."""
-    meta = json.loads((Path(path) / META).read_text(encoding="utf-8"))
-    meta.update(fields)
-    write_meta(path, meta)
-    return meta
+    from .rundir import RunDir
+
+    return RunDir(path).update_json(META, **fields)
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
