@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast lint format bench bench-precision clean
+.PHONY: demo test test-fast lint format bench bench-accuracy bench-precision bench-scaling clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,19 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/advisor.py
 
+# Accuracy with 95% intervals over repeated splits against each fixed strategy, backbone and peers (fastai, a
+# scikit-learn probe), sized for about 45 minutes on 2 cores; `python benchmarks/accuracy.py --quick` for development.
+bench-accuracy: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) benchmarks/accuracy.py
+
 bench-precision: $(STAMP)
 	$(PY) benchmarks/precision.py
+
+# Wall time and peak RSS of `linear` and one fine-tune epoch on 1k-50k generated images (about 2 hours on 2 cores);
+# `python benchmarks/scaling.py --sizes 500,2000` for development.
+bench-scaling: $(STAMP)
+	$(PY) benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

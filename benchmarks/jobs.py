@@ -150,27 +150,27 @@ def seed_baseline(data: str, epochs: str = "5") -> dict:
     return {"accuracy": best}
 
 
+def fastai_learner(dls, net, cfg):
+    """fastai's recipe on transferkit's backbone and weights: the body cut where vision_learner cuts (feature maps)
+    plus fastai's head (create_head doubles the width for its concat pooling), body and head as two param groups."""
+    from fastai.vision.all import CrossEntropyLossFlat, Learner, accuracy, create_head, params
+    from torch import nn
+
+    body = nn.Sequential(net.conv_stem, net.bn1, net.blocks, net.conv_head, net.bn2)
+    model = nn.Sequential(body, create_head(cfg.num_features, len(dls.vocab)))
+    return Learner(
+        dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, splitter=lambda m: [params(m[0]), params(m[1])]
+    )
+
+
 def fastai(data: str, epochs: str = "2") -> dict:
     """fastai's recipe on the same backbone and weights: vision_learner-style body + fastai head, fine_tune."""
     import torch
-    from fastai.vision.all import (
-        CrossEntropyLossFlat,
-        ImageDataLoaders,
-        Learner,
-        Normalize,
-        Resize,
-        accuracy,
-        aug_transforms,
-        create_head,
-        params,
-    )
-    from torch import nn
+    from fastai.vision.all import ImageDataLoaders, Normalize, Resize, aug_transforms
 
     torch.manual_seed(0)
     _settings()
     net, cfg, _ = _lite0()
-    body = nn.Sequential(net.conv_stem, net.bn1, net.blocks, net.conv_head, net.bn2)  # feature maps, as fastai cuts
-    model = nn.Sequential(body, create_head(cfg.num_features, 2))  # create_head doubles it for its concat pooling
     dls = ImageDataLoaders.from_folder(
         data,
         train="train",
@@ -180,9 +180,7 @@ def fastai(data: str, epochs: str = "2") -> dict:
         num_workers=0,
         batch_tfms=[*aug_transforms(size=224), Normalize.from_stats(list(cfg.mean), list(cfg.std))],
     )
-    learn = Learner(
-        dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, splitter=lambda m: [params(m[0]), params(m[1])]
-    )
+    learn = fastai_learner(dls, net, cfg)
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(int(epochs), base_lr=2e-3)
     return {"accuracy": float(learn.validate()[1])}

@@ -283,7 +283,7 @@ NOTES = """
   the head trains on them in well under a second. The warm run skips the forward pass altogether.
 - Every image is decoded once per run (JPEG draft mode, parallel threads) and kept as uint8 at the size the
   transforms need; epochs reuse it. `--decode-store auto` puts them in one memory-mapped file instead when they would
-  take more than half the free memory (measured on ants/bees forced to disk: same decode time, +23 MiB peak RSS during
+  take more than 128 MiB or half the free memory (measured on ants/bees forced to disk: same decode time, +23 MiB peak RSS during
   decoding instead of +150 MiB, ~25 µs more per image per epoch).
 - glibc's malloc is told not to return activation memory to the OS after every batch (2-2.5x faster CPU passes here).
 - Frozen features, `predict` and `evaluate` run at fp32 on every CPU: on AVX2-only CPUs bf16 is emulated (10-20x

@@ -21,6 +21,7 @@ LAYERS = {
     "api": 4,
     "demo": 4,
     "comparison": 4,
+    "crossval": 4,
     "selection": 3,
     "engine": 3,
     "evaluation": 3,

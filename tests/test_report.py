@@ -15,6 +15,13 @@ from PIL import Image
 from transferkit.evaluation.report import PLOTS, SECTIONS, build_report
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+# The plots a classification run draws (PLOTS also lists the other tasks' own).
+CLASSIFICATION_PLOTS = [
+    p
+    for p in PLOTS
+    if p[0]
+    in ("curves.png", "confusion_matrix.png", "per_class.png", "gallery.png", "top_losses.png", "reliability.png")
+]
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +90,10 @@ def lookup(report: dict, key: str):
 def test_run_leaves_report_plots_and_predictions(run):
     for name in ("report.html", "predictions.csv", "report.json"):
         assert (run.path / name).is_file(), name
-    for name, _, _ in PLOTS:
-        assert (run.path / "plots" / name).stat().st_size > 5000, name
+    for name, _, _ in CLASSIFICATION_PLOTS:
+        if name != "curves.png":
+            assert (run.path / "plots" / name).stat().st_size > 5000, name
+    assert not (run.path / "plots" / "curves.png").exists()  # `linear` is one epoch: one point is no curve
     report = json.loads((run.path / "report.json").read_text())
     cal = report["calibration"]
     assert cal["fitted_on"] == "val" and cal["fitted_n"] == 24 and cal["measured_on"] == "test"
@@ -99,8 +108,8 @@ def test_report_html_sections_images_and_numbers(run):
     assert page.sections == list(SECTIONS)
     # Every plot embedded as a decodable image; nothing fetched from anywhere (links are in-page anchors only).
     alts = {alt for _, alt in page.images}
-    for _, title, _ in PLOTS:
-        assert title in alts, title
+    for name, title, _ in CLASSIFICATION_PLOTS:
+        assert (title in alts) == (name != "curves.png"), title
     for src, alt in page.images:
         assert src.startswith("data:image/"), alt
         head = base64.b64decode(src.split(",", 1)[1])[:8]
@@ -135,7 +144,7 @@ def test_report_html_sections_images_and_numbers(run):
         if line.endswith(",0")
     ]
     rows = (run.path / "predictions.csv").read_text().splitlines()[1:]
-    misclassified = html[html.index('<section id="misclassified">') :]
+    misclassified = html[html.index('<section id="mistakes">') :]
     for key in wrong:
         assert key in misclassified
     if wrong:
@@ -184,7 +193,7 @@ def test_report_command_regenerates_and_shows_doctor(run):
     from transferkit.cli.app import app
 
     (run.path / "report.html").unlink()
-    (run.path / "plots" / "curves.png").unlink()
+    (run.path / "plots" / "curves.png").write_bytes(b"stale")  # left by an older version: one epoch has none
     doctor = run.path / "doctor.json"
     saved = doctor.read_text() if doctor.exists() else None
     doctor.write_text(
@@ -209,7 +218,7 @@ def test_report_command_regenerates_and_shows_doctor(run):
         assert result.exit_code == 0, result.output
         assert result.output.strip().endswith("report.html")
         html = (run.path / "report.html").read_text(encoding="utf-8")
-        assert (run.path / "plots" / "curves.png").is_file()
+        assert not (run.path / "plots" / "curves.png").is_file()  # one epoch: not drawn again
         assert "near-duplicate" in html and "Remove one of them." in html
         doctor.unlink()
         html = build_report(run.path, redraw=False).read_text(encoding="utf-8")
@@ -227,3 +236,44 @@ def test_report_command_on_a_folder_that_is_not_a_run(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code != 0
     assert "not a run directory" in str(result.exception)
+
+
+def test_report_opens_with_the_result_and_folds_the_configuration(run):
+    html = (run.path / "report.html").read_text(encoding="utf-8")
+    report = json.loads((run.path / "report.json").read_text())
+    iv = report["metrics"]["interval"]
+    assert iv["method"] == "wilson" and iv["low"] <= report["metrics"]["accuracy"] <= iv["high"]
+    # The headline (accuracy with its interval and what the split can resolve) comes before everything else ...
+    headline = html.index('data-key="metrics.accuracy"')
+    assert headline < html.index('data-key="metrics.interval.low"') < html.index('<section id="metrics">')
+    assert iv["note"] in html and "Wilson" in html
+    # ... and the 45-odd options come last, folded.
+    config = html.index('<section id="config">')
+    assert headline < html.index('<section id="mistakes">') < config
+    assert html.index("<details>", config) < html.index("<th>train.lr</th>", config)
+    assert html.rindex("</details>") > html.index("<th>train.lr</th>")
+    # `linear` trained one epoch: no curve; what was measured to choose the head is shown instead.
+    choice = html[html.index('<section id="choice">') : html.index('<section id="calibration">')]
+    assert 'alt="Training curves"' not in html and "no training curve" in choice
+    assert "Head solvers" in choice and "kept" in choice
+    assert "--strategy linear" in choice  # a given strategy: nothing was measured to choose it
+
+
+def test_report_shows_what_auto_measured_and_curves_of_several_epochs(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["advice"] = {"strategy": "two-phase", "reason": "small data, similar -> two-phase: measured", "shift": 0.12}
+    (copy / "config.json").write_text(json.dumps(config))
+    rows = (copy / "metrics.csv").read_text().splitlines()
+    head, first = rows[0], rows[1].split(",")
+    epoch = head.split(",").index("epoch")
+    second = list(first)
+    second[epoch] = "2"
+    (copy / "metrics.csv").write_text("\n".join([head, ",".join(first), ",".join(second)]) + "\n")
+    html = build_report(copy).read_text(encoding="utf-8")
+    choice = html[html.index('<section id="choice">') : html.index('<section id="calibration">')]
+    assert "small data, similar -&gt; two-phase: measured" in choice and "domain shift from ImageNet" in choice
+    assert 'alt="Training curves"' in choice and (copy / "plots" / "curves.png").is_file()

@@ -185,7 +185,7 @@ def test_paired_test_and_verdict():
     assert paired_t_test([0.9, 0.9, 0.9], [0.8, 0.8, 0.8]) == pytest.approx(0.25)  # sign test: 3 of 3 one way
 
 
-def test_compare_on_one_split(tmp_path):
+def test_compare_on_repeated_splits(tmp_path):
     data = write_folder(tmp_path / "colours", per_class=10)
     result = transferkit.compare(
         data, strategies="linear,finetune", seeds=2, epochs=1, out=str(tmp_path / "cmp"), **FAST
@@ -195,8 +195,25 @@ def test_compare_on_one_split(tmp_path):
     assert (folder / "compare.png").stat().st_size > 1000 and json.loads((folder / "compare.json").read_text())[
         "winner"
     ]
-    splits = {(Path(r.path) / "split.csv").read_text() for r in result.runs}
-    assert len(splits) == 1  # every strategy and seed saw the same split
+    # Un-split data: each seed draws its own split, and every strategy of that seed sees it (the pairing).
+    assert result.resplit
+    by_seed = {}
+    for r in result.runs:
+        by_seed.setdefault(r.seed, set()).add((Path(r.path) / "split.csv").read_text())
+    assert all(len(v) == 1 for v in by_seed.values()) and by_seed[0] != by_seed[1]
+    for row in result.rows:  # mean with its 95% t-interval over the 2 repeats (t = 12.7 for 1 degree of freedom)
+        assert row.low <= row.mean <= row.high and row.half == pytest.approx(12.706 * row.std / 2**0.5, rel=1e-3)
+
+
+def test_compare_pre_split_repeats_seeds_and_one_seed_pairs_images(tiny_presplit, tmp_path):
+    result = transferkit.compare(
+        tiny_presplit, strategies="linear,finetune", seeds=1, epochs=1, out=str(tmp_path / "cmp"), **FAST
+    )
+    assert not result.resplit and result.split_sizes == {"train": 30, "val": 15, "test": 15}
+    for row in result.rows:  # one repeat: the Wilson interval of its 15 test images
+        assert row.high - row.low > 0.1
+    # One seed: no t-test, McNemar on the shared test images instead (a p-value, and the verdict says how).
+    assert result.rows[1].p_vs_best is not None and "McNemar" in result.verdict
 
 
 def test_cli_rank_and_advise(tmp_path):

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "fit": "transferkit.api",
     "load": "transferkit.api",
+    "feature_extractor": "transferkit.api",
     "evaluate": "transferkit.api",
     "Run": "transferkit.api",
     "list_backbones": "transferkit.backbones.registry",
@@ -32,6 +33,7 @@ _LAZY = {
 __all__ = [  # the public API; `_LAZY` says where each lives
     "fit",
     "load",
+    "feature_extractor",
     "evaluate",
     "Run",
     "list_backbones",
@@ -48,7 +50,7 @@ __all__ = [  # the public API; `_LAZY` says where each lives
 ]
 
 if _typing.TYPE_CHECKING:
-    from .api import Run, evaluate, fit, load
+    from .api import Run, evaluate, feature_extractor, fit, load
     from .backbones.registry import list_backbones
     from .comparison import compare
     from .config import RunConfig

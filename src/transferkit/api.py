@@ -15,7 +15,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .config import RunConfig
 from .errors import ConfigError, DataError, TransferkitError
@@ -40,6 +40,7 @@ class Run:
     eval_split: str = "test"
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    cv: dict | None = None  # --cv K: each fold's metrics and their mean with its 95% interval (crossval.py)
 
     @property
     def best(self) -> Path:
@@ -62,32 +63,45 @@ def fit(
     `epochs`, `patience` and `quiet` may be given with it (anything else is refused by name).
     A run that fails before its first checkpoint leaves no run directory; one that fails later keeps its
     checkpoint (for --resume) and says why in failed.json.
+    Under torchrun or accelerate launch every process calls this and gets the same Run; process 0 alone writes
+    and prints (docs/distributed.md).
     """
     started = time.perf_counter()
     cfg, run = _settings(data, config, resume, overrides)  # every option checked, before torch is imported
-    from .progress import make_reporter
+    from .progress import QuietReporter, make_reporter
 
-    reporter = reporter or make_reporter(cfg.quiet)
+    procs = _processes(cfg)  # one, or those torchrun / accelerate launch started: only the main one writes and prints
+    reporter = (reporter or make_reporter(cfg.quiet)) if procs.is_main_process else QuietReporter()
     opened = _open_data(data, cfg, run, reporter)  # read, split, check the files (doctor)
-    strategy, reason, measured = _resolve_strategy(opened, cfg, reporter)
+    folds = _cv_folds(opened, cfg)  # --cv K: the folds are made (and a too-rare class refused) before training
+    strategy, reason, measured, advice = _resolve_strategy(opened, cfg, reporter)
     net, bcfg, size = _backbone(cfg, strategy, opened)
     prepared, skipped = _decode(opened, cfg, bcfg, size, measured, reporter)
     new = run is None
     if new:
-        run = RunDir.create(cfg.out, cfg.name or f"{Path(cfg.data.path).name or 'data'}-{strategy.label}")
+        name = cfg.name or f"{Path(cfg.data.path).name or 'data'}-{strategy.label}"
+        run = procs.on_main(lambda: RunDir.create(cfg.out, name))  # one directory, named by the main process
     try:
-        _write_start(run, cfg, opened, strategy, reason, bcfg, size, skipped, new)
+        if procs.is_main_process:
+            _write_start(run, cfg, opened, strategy, reason, bcfg, size, skipped, new)
+            if advice:  # what `auto` measured to decide: report.html shows it
+                run.update_json(RunDir.CONFIG, advice=advice)
         history, trainer = _train(run, cfg, net, bcfg, strategy, prepared, reporter, resume=not new)
         metrics, eval_split = _finish(
             run, trainer, prepared, opened, strategy, reason, bcfg, size, skipped, history, started, reporter
         )
     except BaseException as e:
+        if not procs.is_main_process:
+            raise
         if new and not (run / RunDir.LAST).is_file():
             run.discard()  # nothing worth keeping: no half-made run directory is left behind
         elif new or not isinstance(e, (KeyboardInterrupt, TransferkitError)):
             run.mark_failed(e)  # kept for --resume; failed.json says why it stopped (Ctrl-C on a resume: as it was)
         raise
-    (run / RunDir.FAILED).unlink(missing_ok=True)  # a resumed run that finished is no longer a failed one
+    if procs.is_main_process:
+        (run / RunDir.FAILED).unlink(missing_ok=True)  # a resumed run that finished is no longer a failed one
+    procs.wait()  # every process returns once the main one has written the run (the caller may read or move it)
+    cv = _cross_validate(run, opened, folds, cfg, reporter) if folds else None
     return Run(
         run.path,
         cfg,
@@ -99,6 +113,7 @@ def fit(
         eval_split,
         [(k, why) for _, k, why in skipped],
         time.perf_counter() - started,
+        cv,
     )
 
 
@@ -148,10 +163,24 @@ def _settings(data, config, resume, overrides) -> tuple[RunConfig, RunDir | None
     return cfg, run
 
 
+def _processes(cfg: RunConfig):
+    """This run's processes (engine/runtime.py): one for a plain run; under torchrun or accelerate launch, the
+    group they joined, checked against the options that need GPUs before any work."""
+    from .engine.runtime import processes, resolve_device
+
+    procs = processes(cfg.runtime.device)
+    if cfg.runtime.sync_bn and procs.num_processes > 1 and resolve_device(cfg.runtime.device) != "cuda":
+        raise ConfigError(
+            "--sync-bn synchronises BatchNorm statistics across GPU processes (torch's SyncBatchNorm runs on CUDA "
+            "only), and these processes run on the CPU: leave --sync-bn out."
+        )
+    return procs
+
+
 def _open_data(data, cfg: RunConfig, run, reporter) -> _Opened:
     from .data.doctor import preflight
     from .data.sizes import survey_sides
-    from .data.sources import DataSource, open_source
+    from .data.sources import DataSource, check_task, open_source
     from .data.split import make_splits
     from .engine.runtime import set_threads, tune_malloc
 
@@ -160,8 +189,9 @@ def _open_data(data, cfg: RunConfig, run, reporter) -> _Opened:
     src = (
         data
         if isinstance(data, DataSource)
-        else open_source(cfg.data.path, cfg.data.layout, **cfg.data.source_options())
+        else open_source(cfg.data.path, cfg.data.layout, task=cfg.train.task, **cfg.data.source_options())
     )
+    check_task(src, cfg.train.task)  # a DataSource made for another task (from_arrays without task=...)
     classes = list(src.classes)
     if run is not None:
         classes = run.read_json(RunDir.CONFIG).get("classes", classes)  # classes dropped at the start stay dropped
@@ -170,9 +200,10 @@ def _open_data(data, cfg: RunConfig, run, reporter) -> _Opened:
         splits = make_splits(src, cfg.data.split, cfg.train.seed)
     if not splits.get("val"):
         raise TransferkitError("The validation split is empty: add images, or give --split a larger val fraction.")
+    viewed, viewed_splits = src.class_view(splits)  # doctor's checks think in classes (see DataSource.class_view)
     checked = preflight(
-        src,
-        splits,
+        viewed,
+        viewed_splits,
         reporter,
         strict=cfg.train.strict,
         force=cfg.train.force,
@@ -197,8 +228,18 @@ def _saved_splits(run: RunDir, src, classes: list[str]) -> dict:
             f"'{path}' cannot be read ({type(e).__name__}: {e}); it was damaged or edited. The run "
             "cannot be continued without the split it was trained on: start a new run."
         ) from None
+    from .data.base import label_classes
+
     known = {s.key for v in src.splits.values() for s in v}
-    bad = [s for v in splits.values() for s in v if not 0 <= s.label < len(classes) or s.key not in known]
+    kind = type(next((s.label for v in src.splits.values() for s in v), 0))  # int, float or tuple, by the task
+    bad = [
+        s
+        for v in splits.values()
+        for s in v
+        if s.key not in known
+        or not isinstance(s.label, kind)
+        or (kind is not float and not all(0 <= i < len(classes) for i in label_classes(s.label)))
+    ]
     if bad or not splits.get("train"):
         what = f"e.g. '{bad[0].key}' (label {bad[0].label})" if bad else "no training rows"
         raise TransferkitError(
@@ -209,18 +250,48 @@ def _saved_splits(run: RunDir, src, classes: list[str]) -> dict:
 
 
 def _resolve_strategy(opened: _Opened, cfg: RunConfig, reporter):
-    """(Strategy, why, what the advisor decoded or None). `auto` measures the data (see selection/advise.py)."""
+    """(Strategy, why, what the advisor decoded or None, what it measured or None). `auto` measures the data (see
+    selection/advise.py)."""
     from .strategies import parse_strategy
 
     strategy = parse_strategy(cfg.train.strategy)
     if strategy.name != "auto":
-        return strategy, "chosen with --strategy", None
+        return strategy, "chosen with --strategy", None, None
+    from .engine.runtime import processes
     from .selection.advise import advise_opened
     from .selection.frozen import Data
 
     measured = Data(opened.src, opened.splits, opened.side, opened.fingerprint)
     advice = advise_opened(measured, cfg, reporter)  # images per class, shift from ImageNet, frozen-feature accuracy
-    return advice.to_strategy(), advice.reason, measured
+    advice = processes().from_main(advice)  # launched: every process measured (features sharded); main's decides
+    return advice.to_strategy(), advice.reason, measured, advice.to_dict()
+
+
+def _cv_folds(opened: _Opened, cfg: RunConfig) -> list[dict] | None:
+    if not cfg.train.cv:
+        return None
+    from .crossval import make_folds
+
+    return make_folds(opened.src, opened.splits, cfg.train.cv, cfg.data.split, cfg.train.seed)
+
+
+def _cross_validate(run: RunDir, opened: _Opened, folds: list[dict], cfg: RunConfig, reporter) -> dict:
+    """The K fold runs (crossval.py), their summary in report.json and the summary line, report.html remade."""
+    from .crossval import cross_validate
+    from .evaluation.report import build_report
+
+    folded = "train+val" if opened.splits.get("test") else "all images"
+    reporter.message(f"Cross-validation: {len(folds)} folds of {folded} in {run / 'cv'}")
+    from .engine.runtime import processes
+
+    cv = cross_validate(run.path, opened.src, folds, cfg, reporter, fit, folded)  # every process: fit is collective
+    main = processes().is_main_process
+    if main:
+        run.update_json(RunDir.REPORT, cv=cv)
+    reporter.emit("cv", **{k: v for k, v in cv.items() if k != "folds"})
+    if main:
+        build_report(run.path, redraw=False)
+    return cv
 
 
 def _backbone(cfg: RunConfig, strategy, opened: _Opened):
@@ -243,6 +314,7 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
     from .data.transforms import eval_transform, resize_size, train_transform
     from .engine.cache_keys import feature_cache_key
     from .engine.trainer import PreparedData
+    from .tasks import get_task
 
     short = resize_size(size, bcfg.crop_pct)
     splits = opened.splits
@@ -282,12 +354,18 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
         rotate=cfg.data.rotate,
         color_jitter=cfg.data.color_jitter,
     )
+    task = get_task(cfg.train.task)
+
+    def images(split: str, transform) -> DecodedImages:  # labels as the task's loss takes them (class, value, 0/1 row)
+        imgs, labels = decoded[split]
+        return DecodedImages(imgs, task.targets(labels, opened.classes), transform)
+
     prepared = PreparedData(
         classes=opened.classes,
-        train=DecodedImages(*decoded["train"], tr),
-        train_plain=DecodedImages(*decoded["train"], ev),
-        val=DecodedImages(*decoded["val"], ev),
-        test=DecodedImages(*decoded["test"], ev) if decoded.get("test", ([], []))[0] else None,
+        train=images("train", tr),
+        train_plain=images("train", ev),
+        val=images("val", ev),
+        test=images("test", ev) if decoded.get("test", ([], []))[0] else None,
         image_size=size,
         cache_key=feature_cache_key(
             cfg, bcfg, opened.fingerprint, size, opened.splits, [len(v[0]) for v in decoded.values()]
@@ -305,18 +383,20 @@ def _drop_empty_classes(opened: _Opened, decoded: dict, skipped: list, drop: boo
     """A class with no readable training image cannot be learnt: a model that keeps it in its outputs answers it
     with probability ~0 for ever and reports metrics over a class it never saw. Refuse, naming its files; or, with
     --drop-empty-classes, take it out of the classes, the splits and the decoded images (in place)."""
+    from .data.base import label_classes
     from .data.sources import Sample
 
     counts = [0] * len(opened.classes)
     for label in decoded["train"][1]:
-        counts[label] += 1
+        for c in label_classes(label):  # a class, each label of a set, or the one regression target
+            counts[c] += 1
     empty = [c for c, n in enumerate(counts) if n == 0]
     if not empty:
         return
     why = {k: reason for split, k, reason in skipped if split == "train"}
     described = []
     for c in empty:
-        files = [s.key for s in opened.splits["train"] if s.label == c]
+        files = [s.key for s in opened.splits["train"] if c in label_classes(s.label)]
         shown = "; ".join(f"{k} ({why.get(k, 'unreadable')})" for k in files[:3]) + (" ..." if len(files) > 3 else "")
         described.append(
             f"'{opened.classes[c]}' ({len(files)} file(s): {shown})" if files else f"'{opened.classes[c]}' (no files)"
@@ -384,7 +464,8 @@ def _train(run: RunDir, cfg: RunConfig, net, bcfg, strategy, prepared, reporter,
 
     outputs = get_task(cfg.train.task).num_outputs(prepared.classes)
     model = TransferModel(net, bcfg, num_outputs=outputs, head=cfg.model.head, dropout=cfg.model.dropout)
-    trainer = Trainer(model, strategy, cfg, prepared, run.path, reporter, accelerator=make_accelerator(cfg.runtime))
+    accelerator = make_accelerator(cfg.runtime, cfg.train.grad_accum, cfg.train.seed)
+    trainer = Trainer(model, strategy, cfg, prepared, run.path, reporter, accelerator=accelerator)
     try:
         return trainer.fit(resume=resume), trainer
     except KeyboardInterrupt:
@@ -403,12 +484,21 @@ def _finish(
     and report.html (evaluation/finish.py)."""
     from .bundle import load_bundle
     from .evaluation.finish import finish_run
+    from .evaluation.intervals import accuracy_interval
 
-    best_model, _ = load_bundle(run / RunDir.BEST)
-    trainer.plain_model().load_state_dict(best_model.state_dict())
+    main = trainer.procs.is_main_process
+    # best/ is read by the main process, which wrote it, and handed to the others: --out need not be shared by nodes
+    trainer.load_weights(trainer.procs.on_main(lambda: load_bundle(run / RunDir.BEST)[0].state_dict()))
     eval_split = "test" if prepared.test is not None else "val"
     logits, labels = trainer.split_logits(eval_split, prepared.test or prepared.val)
+    val_out = (logits, labels) if eval_split == "val" else trainer.split_logits("val", prepared.val)
+    trainer.task = trainer.task.tune(*val_out)  # multi-label: each label's threshold, picked on val
+    if main:
+        _store_task_state(run / RunDir.BEST, trainer.task)
     metrics = trainer.task.metrics(logits, labels, opened.classes)
+    interval = accuracy_interval(metrics)  # the 95% interval, and what differences this split can resolve
+    if interval:
+        metrics["interval"] = interval
     report = {
         "task": trainer.task.name,
         "split": eval_split,
@@ -423,8 +513,10 @@ def _finish(
     }
     if trainer.head_solvers:  # both head solvers' val results, and which was kept
         report["head_solvers"] = trainer.head_solvers
+    if not main:  # the same metrics on every process (gathered); one writes them
+        return metrics, eval_split
     run.write_json(RunDir.REPORT, report)
-    _add_metrics_to_bundle(run / RunDir.BEST, eval_split, metrics)
+    _add_metrics_to_bundle(run / RunDir.BEST, eval_split, metrics, trainer.task.headline)
     finish_run(run.path, trainer, prepared, eval_split, opened.splits[eval_split], skipped, (logits, labels), reporter)
     return metrics, eval_split
 
@@ -434,18 +526,20 @@ def _best_epoch(history: list[dict]) -> int | None:
     return best[-1] if best else None
 
 
-def _add_metrics_to_bundle(bundle: Path, split: str, metrics: dict) -> None:
+def _store_task_state(bundle: Path, task) -> None:
+    """What the task settled after training (multi-label thresholds) into the bundle, where `load` reads it."""
     from .bundle import update_meta
 
-    update_meta(
-        bundle,
-        metrics={
-            "split": split,
-            "accuracy": metrics["accuracy"],
-            "loss": metrics["loss"],
-            "macro_f1": metrics.get("macro_f1"),
-        },
-    )
+    if task.state():
+        update_meta(bundle, **task.state())
+
+
+def _add_metrics_to_bundle(
+    bundle: Path, split: str, metrics: dict, headline: tuple[str, ...] = ("accuracy", "loss", "macro_f1")
+) -> None:
+    from .bundle import update_meta
+
+    update_meta(bundle, metrics={"split": split, **{k: metrics.get(k) for k in headline}})
 
 
 def load(path: str | os.PathLike, **options) -> Predictor:
@@ -459,6 +553,33 @@ def load(path: str | os.PathLike, **options) -> Predictor:
     return Predictor(path, **options)
 
 
+class FeatureExtractor(NamedTuple):
+    """A backbone as plain PyTorch, for a network of your own (see `feature_extractor`)."""
+
+    net: Any  # torch.nn.Module: (N, 3, S, S) float -> (N, cfg.num_features) pooled features; its classifier removed
+    cfg: Any  # BackboneCfg: input_size (S), mean/std, interpolation, crop_pct, stages (freeze by their names)
+    transform: Any  # uint8 (..., 3, H, W) tensor -> the float (..., 3, S, S) tensor `net` takes (eval preprocessing)
+
+
+def feature_extractor(backbone: str, pretrained: bool = True, arch: str | None = None) -> FeatureExtractor:
+    """Any --backbone name as a feature extractor and its preprocessing, e.g. a trained model's body:
+
+        body, cfg, prep = transferkit.feature_extractor("bundle:runs/digits/best")
+        features = body(prep(images))                # images: uint8 (N, 3, H, W) -> (N, cfg.num_features)
+
+    `bundle:PATH` gives the body with the weights and preprocessing it was trained at, its head removed. The network
+    comes in train mode, as a fresh one would; call `.eval()` to extract features. pretrained=False: random weights.
+    """
+    from .backbones import check_backbone_name, create_backbone
+    from .backbones.model import remove_classifier
+    from .data.transforms import eval_transform
+
+    check_backbone_name(backbone)
+    net, cfg = create_backbone(backbone, pretrained=pretrained, arch=arch)
+    transform = eval_transform(cfg.input_size, cfg.crop_pct, cfg.mean, cfg.std, cfg.interpolation)
+    return FeatureExtractor(remove_classifier(net, cfg), cfg, transform)
+
+
 def evaluate(
     bundle: str | os.PathLike,
     data: str | os.PathLike,
@@ -468,14 +589,14 @@ def evaluate(
     precision: str = "auto",
     **source_options,
 ) -> dict[str, Any]:
-    """Metrics of a saved model on `data`. tta=True: of the average over crops and mirrors, and `metrics["tta"]`
+    """Metrics of a saved model on `data` (a path, or a DataSource). tta=True: of the average over crops and mirrors, and `metrics["tta"]`
     says what that changed against the plain prediction.
 
     split="auto": the run's own test split when `data` is the data it was trained on (read from the run's split.csv),
     else the data's test/ part, else its val/ part, else every image. source_options (layout, path_column,
     label_column, h5_x, h5_y) say how to read `data`; by default the run's own when it is the run's data.
     """
-    from .data.sources import open_source
+    from .data.sources import DataSource, check_task, open_source
     from .data.split import load_splits
 
     predictor = load(bundle, precision=precision)
@@ -483,11 +604,15 @@ def evaluate(
     options: dict[str, Any] = {}
     if (run_dir / "config.json").is_file():  # the run's own layout, list columns and HDF5 keys, if it is its data
         saved_data = json.loads((run_dir / "config.json").read_text())["config"]["data"]
-        if Path(saved_data.get("path", "")).resolve() == Path(data).resolve():
-            options = {k: saved_data.get(k) for k in ("path_column", "label_column", "h5_x", "h5_y")}
+        if not isinstance(data, DataSource) and Path(saved_data.get("path", "")).resolve() == Path(data).resolve():
+            options = {k: saved_data.get(k) for k in ("path_column", "label_column", "target_column", "h5_x", "h5_y")}
             options["layout"] = saved_data.get("layout", "auto")
     options.update({k: v for k, v in source_options.items() if v is not None})  # given: layout, columns, HDF5 keys
-    src = open_source(data, **options)
+    task = predictor.task
+    if tta and not task.tta:
+        raise ConfigError(f"--tta averages class probabilities over views; {task.name} models do not take it.")
+    src = data if isinstance(data, DataSource) else open_source(data, task=task.name, **options)
+    check_task(src, task.name)
     run_split = run_dir / "split.csv"
     splits = dict(src.splits)
     if run_split.is_file() and "all" in splits:
@@ -499,24 +624,32 @@ def evaluate(
         split = next((s for s in ("test", "val", "all", "train") if splits.get(s)), "all")
     if split not in splits:
         raise ConfigError(f"--split '{split}': the data has no such part. It has: {', '.join(splits)}.")
-    missing = [c for c in src.classes if c not in predictor.classes]
+    # A regression target may have another column name in other data; classes and labels must be the model's.
+    missing = [c for c in src.classes if c not in predictor.classes] if src.task != "regression" else []
     if missing:
         raise TransferkitError(
             f"The data has classes the model does not know: {', '.join(missing)}. The model knows: {', '.join(predictor.classes)}."
         )
     # The model's class order decides the label index; the data's names are mapped onto it.
-    remap = [predictor.classes.index(c) for c in src.classes]
+    remap = [predictor.classes.index(c) for c in src.classes] if not missing and src.task != "regression" else []
     samples = splits[split]
     logits, kept, skipped = predictor.logits_for(src, samples, batch_size=batch_size, tta=tta)
-    labels = [remap[s.label] for s in kept]
+    labels = task.targets([_relabel(s.label, remap) for s in kept], predictor.classes)
     if tta:
         from .evaluation.tta import averaged_logits, tta_summary
 
         logits, summary = averaged_logits(logits), tta_summary(logits, labels)
-    metrics = predictor.task.metrics(logits, labels, predictor.classes)
+    metrics = task.metrics(logits, labels, predictor.classes)
     if tta:
         metrics["tta"] = summary
     metrics["split"] = split
     metrics["precision"] = predictor.precision
     metrics["skipped"] = [{"key": k, "reason": why} for k, why in skipped]
     return metrics
+
+
+def _relabel(label, remap: list[int]):
+    """A data label in the model's class order: a class index, each index of a label set; a value as it is."""
+    if isinstance(label, tuple):
+        return tuple(sorted(remap[i] for i in label))
+    return remap[label] if isinstance(label, int) else label

@@ -241,9 +241,12 @@ def load_bundle(path: str | os.PathLike):
     TransferkitError naming the file."""
     from dataclasses import fields
 
-    from .backbones import create_backbone
     from .backbones.cfg import BackboneCfg
     from .backbones.model import TransferModel
+
+    # The registry, not the package: backbones/bundles.py (the `bundle:` scheme) imports this module. Importing the
+    # registry runs backbones/__init__.py all the same, so every scheme is registered.
+    from .backbones.registry import create_backbone
 
     meta = read_meta(path)
     folder = Path(meta["_path"])

@@ -1,18 +1,26 @@
-"""Compare strategies (and backbones) side by side: every combination trained with `fit` on one fixed split,
-repeated over seeds, and a paired test of whether the winner's lead is more than noise.
+"""Compare strategies (and backbones) side by side: every combination trained with `fit` on repeated splits, the
+mean with its 95% interval per row, and a paired test of whether the winner's lead is more than noise.
 
-    result = transferkit.compare("data/hymenoptera", strategies=["linear", "two-phase", "scratch"], seeds=3)
+    result = transferkit.compare("data/eurosat", strategies=["linear", "two-phase", "finetune"], seeds=5)
     result.winner, result.verdict           # 'two-phase @ efficientnet_lite0', 'wins by 1.3 points; p = 0.04 ...'
+    result.rows[0].low, result.rows[0].high # the 95% interval of the winner's mean over the 5 repeats
     print_comparison(result)                # the table `transferkit compare` prints; result.chart is the PNG
 
-The split is made once (from the first seed) and handed to every run, so runs differ only in strategy, backbone
-and the seed of initialisation, augmentation and batch order; seed i of one row is paired with seed i of another.
-Frozen strategies on the same backbone share their cached features, so linear and two-phase extract them once.
+One test split of 150 images measures an accuracy to about ±5 points, more than strategies usually differ by, so
+every row is repeated. Data that is not pre-split is split again for each seed (seed i: a seeded stratified
+train/val/test split), so a row's spread includes which images happened to be in the test split; pre-split data keeps
+its own split and repeats the training seed (initialisation, augmentation, batch order; val carved from train again
+where the data has no val part). Within seed i every row gets the same split, so seed i of one row is paired with
+seed i of another. With one seed the rows are paired image by image instead (McNemar's test on the shared test
+split). Frozen strategies on the same backbone share their cached features, so linear and two-phase extract them
+once per split.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import re
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -34,6 +42,7 @@ class CompareRun:
     split: str  # test | val
     seconds: float  # wall time of the whole fit: decoding, features, training, evaluation
     path: str  # the run directory
+    n: int = 0  # images the accuracy is measured on
 
 
 @dataclass
@@ -44,12 +53,21 @@ class CompareRow:
     mean: float
     std: float  # sample standard deviation over seeds; 0 with one seed
     seconds: float  # mean wall time per run
-    p_vs_best: float | None  # paired t-test against the winner over seeds; None for the winner or with one seed
+    p_vs_best: float | None  # paired test against the winner (t-test over seeds; one seed: McNemar); None: winner
     wins_vs_best: str  # "2/3": seeds on which this row beat the winner (ties count half)
+    # 95% interval of the mean: Student's t over the repeats; with one repeat, Wilson's on its test images
+    low: float = float("nan")
+    high: float = float("nan")
 
     @property
     def label(self) -> str:
         return f"{self.strategy} @ {self.backbone}"
+
+    @property
+    def half(self) -> float:
+        """Half the interval's width (0 when unknown), the '±' people read."""
+        half = (self.high - self.low) / 2
+        return half if math.isfinite(half) else 0.0
 
 
 @dataclass
@@ -62,7 +80,8 @@ class Comparison:
     verdict: str  # one sentence: who won, by how much, and whether that is more than seed noise
     chart: str | None = None  # bar chart PNG
     folder: str | None = None  # where the runs, compare.json and the chart are
-    split_sizes: dict[str, int] = field(default_factory=dict)  # the one split every run used
+    split_sizes: dict[str, int] = field(default_factory=dict)  # images per split (seed 0's; re-splits match it)
+    resplit: bool = False  # True: each seed split the data anew; False: the data's own split, seeds retrain
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,14 +108,22 @@ def compare(
     from .backbones import check_backbone_name
     from .data.sources import DataSource, open_source
     from .data.split import make_splits
+    from .engine.runtime import refuse_multiprocess
     from .evaluation.plots import plot_comparison
     from .options import apply_overrides, validate
     from .progress import make_reporter
     from .rundir import RunDir
     from .strategies import parse_strategy
 
+    refuse_multiprocess("compare", "many short runs, one after another; launch `transferkit train` for one long run")
     cfg = apply_overrides(config or RunConfig(), dict(overrides))
     validate(cfg)
+    if cfg.train.task != "classification":  # its rows, intervals and paired tests are about accuracy
+        raise ConfigError(
+            f"compare ranks strategies by test accuracy, which --task {cfg.train.task} has not. Train each strategy "
+            f"with `transferkit train DATA --task {cfg.train.task} --strategy NAME` (add --cv 5 for an estimate with "
+            "an interval) and compare their report.json."
+        )
     strategies = _names(strategies)
     backbones = _names(backbones) or [cfg.model.backbone]
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -111,17 +138,21 @@ def compare(
     reporter = reporter or make_reporter(cfg.quiet)
 
     src = data if isinstance(data, DataSource) else open_source(data, cfg.data.layout, **cfg.data.source_options())
-    fixed = dataclasses.replace(src, splits=make_splits(src, cfg.data.split, seeds[0]))  # one split for every run
+    resplit = "all" in src.splits  # not pre-split: every seed draws its own split
     folder = RunDir.create(out, name or f"compare-{Path(str(src.root)).name or 'data'}").path
     total = len(strategies) * len(backbones) * len(seeds)
+    first = make_splits(src, cfg.data.split, seeds[0])
+    how = "a seeded re-split per seed" if resplit else "the data's own split, training seeds repeated"
     reporter.message(
         f"Comparing {total} runs ({len(strategies)} strategies x {len(backbones)} backbones x "
-        f"{len(seeds)} seeds) on one split: " + ", ".join(f"{k} {len(v)}" for k, v in fixed.splits.items())
+        f"{len(seeds)} seeds) on {how}: " + ", ".join(f"{k} {len(v)}" for k, v in first.items())
     )
     runs = []
-    for backbone in backbones:
-        for strategy in strategies:
-            for seed in seeds:
+    for seed in seeds:
+        splits = make_splits(src, cfg.data.split, seed) if resplit and seed != seeds[0] else first
+        fixed = dataclasses.replace(src, splits=splits)  # this seed's split, the same for every row
+        for backbone in backbones:
+            for strategy in strategies:
                 run = fit(
                     fixed,
                     config=copy.deepcopy(cfg),  # fit sets fields in place: each run gets a copy
@@ -142,6 +173,7 @@ def compare(
                         run.eval_split,
                         run.seconds,
                         str(run.path),
+                        int(run.test_metrics.get("n", 0)),
                     )
                 )
                 reporter.message(
@@ -150,7 +182,8 @@ def compare(
                 )
     result = summarize(runs, seeds)
     result.folder = str(folder)
-    result.split_sizes = {k: len(v) for k, v in fixed.splits.items()}
+    result.split_sizes = {k: len(v) for k, v in first.items()}
+    result.resplit = resplit
     result.chart = str(plot_comparison(result.rows, result.runs[0].split, len(result.seeds), folder / "compare.png"))
     (folder / "compare.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
@@ -165,35 +198,62 @@ def _names(value) -> list[str]:
 
 def summarize(runs: list[CompareRun], seeds: list[int]) -> Comparison:
     """Rows from runs, the paired tests against the winner, and the verdict (no training: testable on its own)."""
+    from .evaluation.intervals import mean_interval, wilson
+
     groups: dict[tuple[str, str], list[CompareRun]] = {}
     for r in runs:
         groups.setdefault((r.strategy, r.backbone), []).append(r)
-    rows = []
+    rows, members = [], {}
     for (strategy, backbone), group in groups.items():
         group.sort(key=lambda r: r.seed)
         accs = [r.accuracy for r in group]
         resolved = {r.resolved for r in group} - {strategy}
         shown = f"{strategy} ({', '.join(sorted(resolved))})" if resolved else strategy
-        rows.append(
-            CompareRow(
-                shown,
-                backbone,
-                accs,
-                statistics.fmean(accs),
-                statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                statistics.fmean(r.seconds for r in group),
-                None,
-                "",
-            )
+        mean, low, high = mean_interval(accs)
+        if len(group) == 1 and group[0].n:  # one repeat: the interval of its one test split
+            low, high = wilson(round(group[0].accuracy * group[0].n), group[0].n)
+        row = CompareRow(
+            shown,
+            backbone,
+            accs,
+            mean,
+            statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            statistics.fmean(r.seconds for r in group),
+            None,
+            "",
+            low,
+            high,
         )
+        rows.append(row)
+        members[id(row)] = group
     rows.sort(key=lambda r: (-r.mean, r.seconds))
     best = rows[0]
     for r in rows[1:]:
         r.p_vs_best = paired_t_test(best.accuracies, r.accuracies)
+        if r.p_vs_best is None and len(r.accuracies) == 1:
+            r.p_vs_best = paired_on_images(members[id(best)][0], members[id(r)][0])
         wins = sum((a > b) + 0.5 * (a == b) for a, b in zip(r.accuracies, best.accuracies))
         r.wins_vs_best = f"{wins:g}/{len(r.accuracies)}"
     significant, verdict = _verdict(rows, len(seeds))
     return Comparison(rows, runs, seeds, best.label, significant, verdict)
+
+
+def paired_on_images(a: CompareRun, b: CompareRun) -> float | None:
+    """McNemar's exact test of two runs scored on the same test images (their predictions.csv); None when either
+    has none or they were not scored on the same images."""
+    from .evaluation.intervals import mcnemar
+
+    right = []
+    for run in (a, b):
+        path = Path(run.path) / "predictions.csv" if run.path else None
+        if path is None or not path.is_file():
+            return None
+        with open(path, newline="", encoding="utf-8") as f:
+            right.append({row["key"]: row["correct"] == "1" for row in csv.DictReader(f)})
+    if right[0].keys() != right[1].keys():
+        return None
+    keys = sorted(right[0])
+    return mcnemar([right[0][k] for k in keys], [right[1][k] for k in keys])
 
 
 def paired_t_test(a: list[float], b: list[float]) -> float | None:
@@ -220,9 +280,10 @@ def _verdict(rows: list[CompareRow], n_seeds: int) -> tuple[bool | None, str]:
     if second.p_vs_best is None:
         return None, head + f"; with {n_seeds} seed no test is possible (use --seeds 3 or more)"
     significant = second.p_vs_best < SIGNIFICANCE
+    paired = "paired image by image on the one test split (McNemar)" if n_seeds == 1 else f"paired over {n_seeds} seeds"
     return significant, head + (
-        f"; paired over {n_seeds} seeds p = {second.p_vs_best:.3f}: "
-        + ("a real difference" if significant else f"not significant at {SIGNIFICANCE} (could be seed noise)")
+        f"; {paired} p = {second.p_vs_best:.3f}: "
+        + ("a real difference" if significant else f"not significant at {SIGNIFICANCE} (could be noise)")
     )
 
 
@@ -234,14 +295,15 @@ def print_comparison(result: Comparison, console=None) -> None:
 
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     split = result.runs[0].split if result.runs else "test"
-    t = Table(title=f"Strategies compared ({len(result.seeds)} seeds, {split} accuracy)")
+    repeats = "re-splits" if result.resplit else "training seeds"
+    t = Table(title=f"Strategies compared ({split} accuracy, mean ± 95% interval over {len(result.seeds)} {repeats})")
     for col in ("strategy", "backbone", "accuracy", "per seed", "s / run", "p vs best", "wins vs best"):
         t.add_column(col, justify="left" if col in ("strategy", "backbone") else "right")
     for i, r in enumerate(result.rows):
         t.add_row(
             ("[bold]" if i == 0 else "") + r.strategy + ("[/bold]" if i == 0 else ""),
             r.backbone,
-            f"{r.mean:.1%} ± {r.std:.1%}",
+            f"{r.mean:.1%} ± {100 * r.half:.1f}",
             " ".join(f"{a:.3f}" for a in r.accuracies),
             f"{r.seconds:.0f}",
             "-" if r.p_vs_best is None else f"{r.p_vs_best:.3f}",

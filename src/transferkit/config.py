@@ -54,7 +54,15 @@ class DataConfig:
         "auto", "How DATA is laid out; auto looks at what is there.", source=True
     )
     path_column: str | None = opt(None, "List files: the column with image paths (name or 0-based index).", source=True)
-    label_column: str | None = opt(None, "List files: the column with labels (name or 0-based index).", source=True)
+    label_column: str | None = opt(
+        None,
+        "List files: the column with labels (name or 0-based index); multi-label: one column of 'a|b' labels, or "
+        "several 0/1 columns, comma-separated (default: every column but the path).",
+        source=True,
+    )
+    target_column: str | None = opt(
+        None, "Regression list files: the column with the target values (name or 0-based index).", source=True
+    )
     h5_x: str | None = opt(None, "HDF5: the images' key; {split} stands for train/val/test (X_{split}).", source=True)
     h5_y: str | None = opt(None, "HDF5: the labels' key; {split} stands for train/val/test (y_{split}).", source=True)
     split: tuple[float, float, float] = opt(
@@ -79,11 +87,16 @@ class DataConfig:
         0.0, "Brightness/contrast/saturation jitter strength in training (0 = off).", "Augmentation", min=0
     )
     # 32 keeps BatchNorm statistics sane and fits a laptop's memory at 224 px
-    batch_size: int = opt(32, "Images per batch.", "Optimisation", min=1)
+    batch_size: int = opt(
+        32,
+        "Images per batch, on each process when launched on several (torchrun, accelerate launch).",
+        "Optimisation",
+        min=1,
+    )
     decode_store: Literal["auto", "memory", "disk"] = opt(
         "auto",
-        "Where decoded images live: memory, disk (a memory-mapped file in the cache), auto (disk when they "
-        "would not fit in memory).",
+        "Where decoded images live: memory, disk (a memory-mapped file in the cache, flat in memory), auto "
+        "(disk past 128 MiB or half the free memory).",
         "Runtime",
     )
     workers: int = opt(
@@ -100,7 +113,7 @@ class DataConfig:
         """What `open_source` takes besides path and layout."""
         return {
             "path_column": self.path_column,
-            "label_column": self.label_column,
+            "label_column": self.target_column or self.label_column,  # the reader takes the numbers from it
             "h5_x": self.h5_x,
             "h5_y": self.h5_y,
         }
@@ -110,7 +123,8 @@ class DataConfig:
 class ModelConfig:
     backbone: str = opt(
         DEFAULT_BACKBONE,
-        "Built-in name, timm:<name>, torchvision:<name> or file:<path> (see `transferkit backbones`).",
+        "Built-in name, timm:<name>, torchvision:<name>, file:<path> or bundle:<a trained model's folder> "
+        "(see `transferkit backbones`).",
         "Model",
     )
     arch: str | None = opt(None, "With --backbone file:<path>: the architecture of the weights.", "Model")
@@ -121,8 +135,14 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    task: Literal["classification"] = opt(
-        "classification", "What the head predicts (tasks.py holds the table).", "Strategy"
+    task: Literal["classification", "regression", "multilabel"] = opt(
+        "classification",
+        "What the head predicts: one class per image, a number (regression), or any number of labels (multilabel).",
+        "Strategy",
+    )
+    # Huber is MSE within one standard deviation of the target and linear beyond: a few wrong targets pull less
+    loss: Literal["mse", "huber"] = opt(
+        "mse", "Regression: the loss on standardised targets (huber: less pull from outlying targets).", "Strategy"
     )
     strategy: str = opt(
         "auto", "linear | freeze:K | finetune | scratch | two-phase | auto (measured on the data).", "Strategy"
@@ -149,6 +169,13 @@ class TrainConfig:
     )
     # half an epoch protects pretrained weights from the new head's first gradients
     warmup_epochs: float = opt(0.5, "Linear LR warm-up, in epochs.", "Optimisation", min=0)
+    # 8 per process x 4 GPUs x 2 accumulated = 64 images per optimizer step (docs/distributed.md)
+    grad_accum: int = opt(
+        1,
+        "Batches whose gradients add up before each optimizer step: images per step = batch size x processes x this.",
+        "Optimisation",
+        min=1,
+    )
     label_smoothing: float = opt(
         0.0, "Cross-entropy label smoothing (0.1 is common for fine-tuning).", "Optimisation", min=0, max=0.99
     )
@@ -156,6 +183,16 @@ class TrainConfig:
         3, "Early stopping: epochs without a better val loss (0 = never stop early).", "Optimisation", min=0
     )
     seed: int = opt(0, "Seed for the split, initialisation, augmentation and batch order.", "Data")
+    # 150 test images measure an accuracy to ±5 points; K folds over train+val score every one of those images once
+    cv: int = opt(
+        0,
+        "K-fold estimate for small data: K more runs, each holding out one K-th of train+val (all images when there "
+        "is no test split; the test split is never used), reported as mean ± 95% interval beside the normal run, "
+        "whose model is kept (0 = off).",
+        "Data",
+        min=0,
+        max=20,
+    )
     strict: bool = opt(False, "Stop before training on any file problem doctor finds or any unreadable file.", "Data")
     force: bool = opt(
         False, "Train despite doctor errors that skipping files cannot fix (conflicting labels, ...).", "Data"
@@ -178,7 +215,15 @@ class RuntimeConfig:
         True, "Keep the default NCHW memory format instead of channels_last.", "Runtime", flag="--no-channels-last"
     )
     compile: bool = opt(False, "torch.compile the model (minutes of compiling pay off only on long runs).", "Runtime")
-    threads: int = opt(0, "Torch threads (0 = one per core).", "Runtime", min=0)
+    # on GPUs only (torch's SyncBatchNorm); without it each process normalises by its own batch's statistics
+    sync_bn: bool = opt(
+        False,
+        "Several GPU processes: BatchNorm statistics over the whole batch of all of them (SyncBatchNorm).",
+        "Runtime",
+    )
+    threads: int = opt(
+        0, "Torch threads (0 = the cores, shared by the processes launched on this machine).", "Runtime", min=0
+    )
     cache_dir: str | None = opt(
         None,
         "Feature and decode cache (default $TRANSFERKIT_CACHE, $XDG_CACHE_HOME/transferkit or ~/.cache/transferkit).",

@@ -60,3 +60,33 @@ def validate(cfg: RunConfig) -> None:
     lo, hi = cfg.data.crop_scale
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"--crop-scale {lo} {hi}: give two area fractions 0 < low <= high <= 1, e.g. 0.35 1.0.")
+    check_task_options(cfg)
+    if cfg.train.cv == 1:
+        raise ConfigError("--cv 1: one fold holds out everything it trains on; give 0 (off) or K >= 2, e.g. --cv 5.")
+
+
+# Options that mean something for some tasks only: (task, option, the values it may take there, why).
+TASK_OPTIONS = (
+    ("regression", "balance", ("none",), "balances classes; a regression target has none"),
+    ("multilabel", "balance", ("none", "weights"), "sampler draws by class; weights weighs each label's positives"),
+    ("regression", "drop_empty_classes", (False,), "drops classes; a regression target has none"),
+    ("multilabel", "drop_empty_classes", (False,), "drops classes of single-label data"),
+)
+
+
+def check_task_options(cfg: RunConfig) -> None:
+    """Refuse, by name, an option the run's task cannot use (rather than ignore it)."""
+    task = cfg.train.task
+    if cfg.data.target_column and task != "regression":
+        raise ConfigError(
+            f"--target-column is for --task regression; with --task {task} the labels' column is --label-column."
+        )
+    if cfg.data.target_column and cfg.data.label_column:
+        raise ConfigError("Give the regression target's column once: --target-column (or --label-column), not both.")
+    if cfg.train.loss != "mse" and task != "regression":
+        raise ConfigError(f"--loss {cfg.train.loss} is for --task regression; {task} trains with its own loss.")
+    for name, option, allowed, why in TASK_OPTIONS:
+        value = getattr(cfg.data, option)
+        if task == name and value not in allowed:
+            flag = "--" + option.replace("_", "-")
+            raise ConfigError(f"{flag} {value} cannot be used with --task {task}: it {why}.")

@@ -121,7 +121,8 @@ class Predictor:
 
     def __init__(self, path: str | os.PathLike, device: str = "auto", batch_size: int = 32, precision: str = "auto"):
         model, self.meta = load_bundle(path)
-        self.task = get_task(self.meta.get("task", "classification"))  # its post-processing and output format
+        # its post-processing and output format, with what the bundle stored for it (target statistics, thresholds)
+        self.task = get_task(self.meta.get("task", "classification"), self.meta)
         self.classes: list[str] = self.meta["classes"]
         self.pre = Preprocess(self.meta["preprocessing"], flip=trained_with_flip(self.meta))
         self.runner = TorchRunner(model, device, precision)
@@ -210,6 +211,10 @@ class Predictor:
         compute; no mirrors for models trained without flips) and adds `without_tta` (the plain label and
         probability) to each result.
         """
+        if tta and not self.task.tta:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--tta averages class probabilities over views; {self.task.name} models do not take it.")
         single = not isinstance(inputs, (list, tuple)) and not (
             isinstance(inputs, (str, Path)) and Path(inputs).is_dir()
         )

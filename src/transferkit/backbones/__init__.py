@@ -2,7 +2,7 @@
 
 # Builders register themselves on import (none imports torch until it builds); the registry imports none of them.
 from ..config import DEFAULT_BACKBONE
-from . import files, lite, timm_, tv  # noqa: F401
+from . import bundles, files, lite, timm_, tv  # noqa: F401
 from .cfg import BackboneCfg
 from .registry import (
     check_backbone_name,

@@ -5,7 +5,8 @@
     net, cfg = create_backbone("timm:resnet50", pretrained=False)
     net, cfg = create_backbone("file:my.pth", arch="torchvision:resnet18")
 
-Names: the built-ins (offline), `timm:<any timm model>`, `torchvision:<model>`, `file:<path>` (with `arch`).
+Names: the built-ins (offline), `timm:<any timm model>`, `torchvision:<model>`, `file:<path>` (with `arch`),
+`bundle:<path>` (a model transferkit trained).
 Nothing outside this package names an architecture; everything else asks the `BackboneCfg`.
 """
 
@@ -34,6 +35,7 @@ class Scheme:
     build: Callable[..., tuple[nn.Module, BackboneCfg]]  # (rest, pretrained=..., arch=...) -> (net, cfg)
     description: str
     names: Callable[[], list[str]] | None = None  # the names it knows, for `list_backbones(prefix)`
+    check: Callable[[str], None] | None = None  # cheap (no torch) check of <rest>, run with the option checks
 
 
 _SCHEMES: dict[str, Scheme] = {}
@@ -49,14 +51,20 @@ def register_backbone(name: str, description: str) -> Callable[[Builder], Builde
     return wrap
 
 
-def register_scheme(prefix: str, description: str, names: Callable[[], list[str]] | None = None) -> Callable:
+def register_scheme(
+    prefix: str,
+    description: str,
+    names: Callable[[], list[str]] | None = None,
+    check: Callable[[str], None] | None = None,
+) -> Callable:
     """Register the builder of every `<prefix>:<rest>` name. Builder modules call this on import; the registry
-    imports none of them (backbones/__init__.py does)."""
+    imports none of them (backbones/__init__.py does). `check(rest)` raises ConfigError for a name that cannot
+    work, before any data is read."""
 
     def wrap(fn):
         if prefix in _SCHEMES:
             raise ValueError(f"backbone scheme '{prefix}:' is already registered")
-        _SCHEMES[prefix] = Scheme(fn, description, names)
+        _SCHEMES[prefix] = Scheme(fn, description, names, check)
         return fn
 
     return wrap
@@ -108,6 +116,8 @@ def check_backbone_name(name: str) -> None:
     if scheme is not None:
         if not rest:
             raise ConfigError(f"Backbone '{name}' names no model after the colon, e.g. 'timm:resnet18'.")
+        if scheme.check is not None:
+            scheme.check(rest)
         return
     if name not in _BUILTINS:
         raise _unknown(name)

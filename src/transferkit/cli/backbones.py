@@ -19,7 +19,8 @@ def backbones() -> None:
     c.print(t)
     c.print(
         "Also: timm:<any timm model>, torchvision:<model> (pretrained weights need a network on first use), "
-        "file:<weights.pth|.safetensors> with --arch <architecture>."
+        "file:<weights.pth|.safetensors> with --arch <architecture>, "
+        "bundle:<a model transferkit trained, e.g. runs/x/best> (its body and preprocessing, its head dropped)."
     )
 
 

@@ -1,4 +1,4 @@
-"""`transferkit compare DATA`: train several strategies (and backbones) on one split over seeds; table, chart, verdict.
+"""`transferkit compare DATA`: train several strategies (and backbones) on repeated splits; table, chart, verdict.
 
     transferkit compare data/hymenoptera --strategies linear,freeze:2,two-phase,finetune,scratch --seeds 3
     transferkit compare data/digits --strategies auto,finetune --backbones efficientnet_lite0,efficientnet_lite2
@@ -21,7 +21,11 @@ def compare(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
     strategies: str = typer.Option("linear,two-phase,finetune", help="Comma-separated strategies (auto allowed)."),
     backbones: str | None = typer.Option(None, help="Comma-separated backbones (default: efficientnet_lite0)."),
-    seeds: int = typer.Option(3, help="Runs per combination (seeds 0..N-1), paired across combinations."),
+    seeds: int = typer.Option(
+        3,
+        help="Repeats per combination (seeds 0..N-1): data that is not pre-split is split anew for each seed, "
+        "pre-split data retrains with each seed; repeat i of every combination shares one split (paired).",
+    ),
     out: Path = typer.Option(
         Path("runs"), help="Folder for the comparison's folder (runs, compare.json, compare.png)."
     ),
@@ -31,7 +35,8 @@ def compare(
     overrides: dict,
     typed: set,
 ) -> None:
-    """Compare strategies on DATA: mean ± std accuracy, time per run, and whether the winner's lead is significant."""
+    """Compare strategies on DATA: mean accuracy ± its 95% interval, time per run, and whether the winner's lead is
+    more than noise."""
     from ..comparison import compare as run_compare
     from ..comparison import print_comparison
 

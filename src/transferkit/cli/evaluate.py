@@ -1,4 +1,6 @@
-"""`transferkit evaluate BUNDLE DATA`: accuracy, loss, per-class precision/recall/F1 and the confusion matrix."""
+"""`transferkit evaluate BUNDLE DATA`: the task's metrics. Classification: accuracy, loss, per-class
+precision/recall/F1 and the confusion matrix; regression: R², RMSE, MAE, Pearson and Spearman; multi-label: mAP,
+micro/macro F1 and per-label precision/recall at the bundle's thresholds."""
 
 from __future__ import annotations
 
@@ -42,9 +44,11 @@ def evaluate(
         print(json.dumps(metrics, indent=2))
         return
     from ..bundle import read_meta
-    from ..evaluation.metrics import print_metrics
+    from ..tasks import get_task
 
-    print_metrics(metrics, read_meta(bundle)["classes"], title=f"{data} [{metrics['split']}{', TTA' if tta else ''}]")
+    meta = read_meta(bundle)
+    title = f"{data} [{metrics['split']}{', TTA' if tta else ''}]"
+    get_task(meta.get("task", "classification"), meta).print_metrics(metrics, meta["classes"], title=title)
     if tta:
         from ..evaluation.tta import describe
 

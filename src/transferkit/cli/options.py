@@ -35,6 +35,7 @@ def data_source(f: OptionField) -> bool:
 
 
 MEASURING = (
+    "task",
     "split",
     "seed",
     "image_size",

@@ -1,4 +1,5 @@
-"""`transferkit predict BUNDLE IMAGE_OR_FOLDER`: class and probabilities for each image."""
+"""`transferkit predict BUNDLE IMAGE_OR_FOLDER`: the model's answer for each image: the class and probabilities,
+the predicted value (regression), or every label over its threshold (multi-label)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def predict(
         "torch", help="torch (the bundle) | onnx (its ONNX export, on ONNX Runtime; see `transferkit export`)."
     ),
 ) -> None:
-    """Predict the class of each image."""
+    """Predict each image: its class, its value (regression) or its labels (multi-label)."""
     from ..api import load
 
     if runtime not in RUNTIMES:
@@ -47,9 +48,11 @@ def predict(
             raise ConfigError("--tta runs on the bundle: use it without --runtime onnx.")
         from ..export.runner import OnnxPredictor, find_onnx
 
-        results = OnnxPredictor(find_onnx(bundle)).predict([str(p) for p in images], top_k=top_k)
+        onnx = OnnxPredictor(find_onnx(bundle))
+        results, task = onnx.predict([str(p) for p in images], top_k=top_k), onnx.task
     else:
-        results = load(bundle, precision=precision).predict([str(p) for p in images], top_k=top_k, tta=tta)
+        predictor = load(bundle, precision=precision)
+        results, task = predictor.predict([str(p) for p in images], top_k=top_k, tta=tta), predictor.task
     if as_json:
         print(json.dumps(results, indent=2))
         _fail_if_none_read(results)
@@ -57,17 +60,13 @@ def predict(
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("image", "label", "probability", f"top {top_k}", *(["without TTA"] if tta else []))
+    columns = task.answer_columns(top_k)  # classification: label, probability, top k; regression: the value; ...
+    t = Table("image", *columns, *(["without TTA"] if tta else []))
     for r in results:
         if "error" in r:
-            t.add_row(r["path"], "[red]unreadable[/red]", "", r["error"])
+            t.add_row(r["path"], "[red]unreadable[/red]", *[""] * (len(columns) - 2), r["error"])
             continue
-        cells = [
-            r["path"],
-            r["label"],
-            f"{r['probability']:.3f}",
-            ", ".join(f"{x['label']} {x['probability']:.3f}" for x in r["top_k"]),
-        ]
+        cells = [r["path"], *task.answer_cells(r)]
         if tta:
             plain = r["without_tta"]
             changed = plain["label"] != r["label"]

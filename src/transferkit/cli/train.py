@@ -38,6 +38,7 @@ def train(
     """Train a classifier on DATA and save the run (config, metrics, best model) in OUT/NAME."""
     from ..api import fit
     from ..progress import make_reporter
+    from ..tasks import get_task
 
     if data is None and resume is None:
         raise typer.BadParameter("give DATA (an image folder), or --resume RUN_DIR", param_hint="DATA")
@@ -46,6 +47,10 @@ def train(
     quiet = bool(overrides.get("quiet"))
     reporter = make_reporter(quiet, log_json)
     run = fit(data, resume=resume, reporter=reporter, **overrides)
+    from ..engine.runtime import processes
+
+    if not processes().is_main_process:  # launched on several (torchrun): the main process reports the run, once
+        return
     if log_json:
         m = run.test_metrics
         reporter.emit(
@@ -54,7 +59,8 @@ def train(
             split=run.eval_split,
             strategy=run.strategy,
             seconds=round(run.seconds, 3),
-            metrics={k: m.get(k) for k in ("n", "accuracy", "loss", "macro_f1")},
+            metrics={k: m.get(k) for k in ("n", *get_task(run.config.train.task).headline, "interval")},
+            **({"cv": {k: v for k, v in run.cv.items() if k != "folds"}} if run.cv else {}),
         )
         return
     summarize(run, quiet)
@@ -64,13 +70,27 @@ def summarize(run, quiet: bool) -> None:
     if not quiet:
         from rich.console import Console
 
-        m = run.test_metrics
-        Console(stderr=True).print(
-            f"[bold]{run.eval_split} accuracy {m['accuracy']:.4f}[/bold] (loss {m['loss']:.4f}, macro F1 {m['macro_f1']:.4f}) "
-            f"on {m['n']} images; strategy {run.strategy}; {run.seconds:.0f} s. Model: {run.best}",
-            highlight=False,
-        )
+        Console(stderr=True).print(summary_lines(run), highlight=False)
     print(run.path)
+
+
+def summary_lines(run) -> str:
+    """The result with its 95% interval; when the split is too small to separate two strategies, a line saying what
+    difference it can resolve; the --cv estimate when there is one."""
+    from ..crossval import cv_text
+    from ..evaluation.intervals import interval_text
+    from ..tasks import get_task
+
+    m = run.test_metrics
+    iv = m.get("interval")
+    shown = f" ({interval_text(iv)})" if iv else ""
+    line = get_task(run.config.train.task).summary(m, run.eval_split, shown)
+    lines = [f"{line}; strategy {run.strategy}; {run.seconds:.0f} s. Model: {run.best}"]
+    if iv and not iv["separates"]:
+        lines.append(iv["note"] + ".")
+    if run.cv:
+        lines.append(cv_text(run.cv) + f"; the folds are in {run.path / 'cv'}.")
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,10 +20,30 @@ LIST_SUFFIXES = (".txt", ".tsv", ".csv", ".lst")
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
+# What a sample's label is, by the source's `task`: a class index (classification), the target value (regression,
+# `classes` is [the target's name]), or the sorted indices of the labels it has (multilabel, possibly none).
+Label = int | float | tuple[int, ...]
+TASK_KINDS = ("classification", "regression", "multilabel")
+
+
 @dataclass(frozen=True)
 class Sample:
     key: str  # a file path (absolute) or an array reference "<source>#<split>[<i>]"
-    label: int
+    label: Label
+
+
+def label_classes(label: Label) -> tuple[int, ...]:
+    """The class indices a label counts for: its class, every label it has, or the one target (index 0)."""
+    if isinstance(label, tuple):
+        return label
+    return (label,) if isinstance(label, int) else (0,)
+
+
+def label_text(label: Label, classes: list[str]) -> str:
+    """How a label reads in split.csv and messages: the class name, 'a|b', or the value."""
+    if isinstance(label, tuple):
+        return "|".join(classes[i] for i in label)
+    return classes[label] if isinstance(label, int) else f"{label:g}"
 
 
 @dataclass
@@ -34,6 +54,7 @@ class DataSource:
     splits: dict[str, list[Sample]]  # "train"/"val"/"test", or "all" for data still to be split
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # for array layouts: split -> (N,H,W,C)
     problems: list[Problem] = field(default_factory=list)  # what reading the layout found (doctor adds per-file checks)
+    task: str = "classification"  # what the labels are (TASK_KINDS): the reader read them for this task
 
     def load(self, key: str, short_side: int | None = None, interpolation: str = "bicubic"):
         if is_array_key(key) and self.arrays:
@@ -73,9 +94,35 @@ class DataSource:
         for split, samples in self.splits.items():
             c = {name: 0 for name in self.classes}
             for s in samples:
-                c[self.classes[s.label]] += 1
+                for i in label_classes(s.label):
+                    c[self.classes[i]] += 1
             out[split] = c
         return out
+
+    def class_view(self, splits: dict[str, list[Sample]] | None = None) -> tuple[DataSource, dict[str, list[Sample]]]:
+        """The source (and `splits`) with one class index per sample, for the checks that think in classes (doctor):
+        a regression target is one class, so identical photos with different values are not "conflicting labels";
+        a multi-label set is a class of its own ('a|b'), so identical photos with different sets are."""
+        splits = self.splits if splits is None else splits
+        if self.task == "classification":
+            return self, splits
+        if self.task == "regression":
+            names = list(self.classes)
+            index = {}
+        else:
+            sets = sorted(
+                {s.label for v in splits.values() for s in v} | {s.label for v in self.splits.values() for s in v}
+            )
+            names = [label_text(t, self.classes) or "(none)" for t in sets]
+            index = {t: i for i, t in enumerate(sets)}
+
+        def view(samples: list[Sample]) -> list[Sample]:
+            return [Sample(s.key, index.get(s.label, 0)) for s in samples]
+
+        src = DataSource(
+            self.root, self.layout, names, {k: view(v) for k, v in self.splits.items()}, self.arrays, self.problems
+        )
+        return src, {k: view(v) for k, v in splits.items()}
 
 
 def is_array_key(key: str) -> bool:

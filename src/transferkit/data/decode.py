@@ -4,8 +4,10 @@ The arrays are reused by every epoch (and by evaluation), so JPEG decoding is pa
 Pillow releases the GIL while decoding, so threads use every core without copying data between processes.
 
 Where they are kept (`store`): "memory" (a list of arrays), "disk" (one memory-mapped file, see store.py: the same
-list interface, resident memory bounded by what epochs touch), or "auto": disk once the decoded size, estimated
-from the images decoded so far times the sample count, exceeds `budget` (default: half the available memory).
+list interface, resident memory bounded by store.RESIDENT whatever the data's size), or "auto": disk once the
+decoded size, estimated from the images decoded so far times the sample count, exceeds `budget` (default: half the
+available memory, at most AUTO_MEMORY). Either way decoding is a stream: a bounded window of images is in flight,
+and with the disk store each image goes to the file as it is decoded, so 100,000 images never sit in memory at once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from .store import StoreWriter, memory_budget
 
 STORES = ("auto", "memory", "disk")
 PROBE = 32  # images decoded before "auto" trusts its size estimate (unless they alone exceed the budget)
+# The most "auto" keeps in memory, all splits together. In memory, decoded pixels grow the process with the image
+# count (50,000 images at 73x73 px = 800 MB); the disk store reads at page-cache speed (~25 us more per image and
+# epoch, against ~5 ms of a 64 px training step) in flat memory. 128 MiB = 500 photos at 256x341 px, 8,000 at 73 px.
+AUTO_MEMORY = 128 * 2**20
 
 
 def decode_one(src: DataSource, key: str, short_side: int, interpolation: str) -> tuple[np.ndarray | None, str | None]:
@@ -54,7 +60,7 @@ def decode_samples(
     """Returns (HWC uint8 arrays, labels, skipped [(key, reason)]) in the order of `samples`, bad ones left out.
 
     store: "auto" | "memory" | "disk"; store_dir: where the disk file goes (default: the OS temp folder);
-    budget: bytes "auto" keeps in memory (default: `memory_budget()`).
+    budget: bytes "auto" keeps in memory (default: `auto_budget()`).
     """
     if store not in STORES:
         raise unknown_choice("decode store", store, STORES)
@@ -64,7 +70,7 @@ def decode_samples(
 
     workers = workers or min(8, os.cpu_count() or 1)
     if store == "auto" and budget is None:
-        budget = memory_budget()
+        budget = auto_budget()
     writer = StoreWriter(store_dir) if store == "disk" else None
     images: list[np.ndarray] = []  # in memory until (and unless) they go to the writer
     held = 0
@@ -109,6 +115,11 @@ def decode_samples(
     return (writer.finish() if writer is not None else images), labels, skipped
 
 
+def auto_budget() -> int:
+    """Bytes "auto" keeps in memory: half of what is available now, at most AUTO_MEMORY."""
+    return min(memory_budget(), AUTO_MEMORY)
+
+
 def decode_splits(
     src: DataSource,
     splits: dict[str, list[Sample]],
@@ -125,14 +136,16 @@ def decode_splits(
     the advisor decoded under `auto`), reused as they are."""
     done_images, done_skipped = done or ({}, {})
     decoded, skipped = {}, {}
+    budget, total = auto_budget(), max(1, sum(len(v) for v in splits.values()))
     for split, samples in splits.items():
         if split in done_images:
             decoded[split], skipped[split] = done_images[split], done_skipped[split]
             if progress:
                 progress(len(samples))
             continue
+        share = budget * len(samples) // total  # each split its share, so all of them together stay under the budget
         images, labels, skipped[split] = decode_samples(
-            src, samples, short_side, interpolation, progress=progress, store=store, store_dir=store_dir
+            src, samples, short_side, interpolation, progress=progress, store=store, store_dir=store_dir, budget=share
         )
         decoded[split] = (images, labels)
     return decoded, skipped

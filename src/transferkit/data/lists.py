@@ -5,6 +5,9 @@
 Accepted: tab-, comma-, semicolon- or space-separated; a header row with known names (path/filename/file/image...,
 label/class/category/target...) or any names chosen with --path-column / --label-column (a name, or a 0-based
 index when there is no header). Paths are relative to the list file. Lines starting with '#' are comments.
+
+By task: regression reads the label column as numbers (`--target-column log_price`); multi-label reads `a|b` in one
+column, or one 0/1 column per label (`--label-column cat,dog`, or every column but the path when none is named).
 """
 
 from __future__ import annotations
@@ -20,7 +23,21 @@ from .images import IMAGE_EXTENSIONS
 from .problems import Problem, problem
 
 PATH_COLUMNS = ("path", "filename", "file", "image", "img", "filepath", "file_path", "image_path", "image_id", "name")
-LABEL_COLUMNS = ("label", "class", "category", "target", "y", "class_name", "species", "breed")
+LABEL_COLUMNS = (
+    "label",
+    "class",
+    "category",
+    "target",
+    "y",
+    "class_name",
+    "species",
+    "breed",
+    "labels",
+    "tags",
+    "value",
+)
+MULTI_SEPARATOR = "|"  # between the labels of one image: 'cat|dog'
+OTHER_SEPARATORS = (",", ";", "+")  # what people also write between labels: refused, naming the line
 
 
 @dataclass(frozen=True)
@@ -54,10 +71,47 @@ def _exists(parent: Path, p: str) -> bool:
     return bool(p) and (parent / p).exists()
 
 
+def _multi_hot(
+    header: list[str], rows: list[list[str]], label_column: str | None, path_column: str | None, where: Path
+) -> tuple[int, list[int]] | None:
+    """(path column, label columns) when a multi-label list has one 0/1 column per label: the columns named
+    (`cat,dog`), or every column but the path when the header names a path column and no label column."""
+    lower = [h.lower() for h in header]
+    pcol = _column(path_column, header, PATH_COLUMNS, "--path-column", where)
+    if label_column is not None and "," in label_column:
+        return (0 if pcol is None else pcol), [
+            _column(c.strip(), header, LABEL_COLUMNS, "--label-column", where) for c in label_column.split(",")
+        ]
+    if label_column is not None or pcol is None or any(c in lower for c in LABEL_COLUMNS):
+        return None
+    return pcol, [j for j in range(len(header)) if j != pcol]
+
+
+def _hot_label(row: list[str], cols: list[int], header: list[str], n: int, where: Path) -> str:
+    """'cat|dog' from the 0/1 cells of one line."""
+    names = []
+    for j in cols:
+        cell = row[j].strip() if len(row) > j else ""
+        if cell not in ("0", "1", "0.0", "1.0"):
+            raise DataError(
+                f"{where}: line {n}: column '{header[j]}' holds {cell!r}; one-column-per-label lists hold 0 or 1 in "
+                f"every label column. Name the label columns with --label-column (e.g. --label-column "
+                f"{','.join(header[k] for k in cols[:2])}), or put the labels in one column as 'a|b'."
+            )
+        if cell.startswith("1"):
+            names.append(header[j])
+    return MULTI_SEPARATOR.join(names)
+
+
 def read_list(
-    path: Path, path_column: str | int | None, label_column: str | int | None, problems: list[Problem]
+    path: Path,
+    path_column: str | int | None,
+    label_column: str | int | None,
+    problems: list[Problem],
+    task: str = "classification",
 ) -> list[Row]:
     path_column, label_column = (None if c is None else str(c) for c in (path_column, label_column))
+    flag = "--target-column" if task == "regression" else "--label-column"
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -68,13 +122,21 @@ def read_list(
     delim = _delimiter(lines[0][1])
     rows = list(csv.reader([ln for _, ln in lines], delimiter=delim, skipinitialspace=True))
     header = [c.strip() for c in rows[0]]
+    hot = _multi_hot(header, rows, label_column, path_column, path) if task == "multilabel" else None
+    if hot is not None:
+        pcol, cols = hot
+        out = [
+            Row(n, row[pcol].strip(), _hot_label(row, cols, header, n, path))
+            for (n, _), row in zip(lines[1:], rows[1:])
+        ]
+        return [r for r in out if r.path]
     lower = [h.lower() for h in header]
     named = any(c is not None and not c.strip().lstrip("-").isdigit() for c in (path_column, label_column))
     has_header = named or (any(c in lower for c in PATH_COLUMNS) and any(c in lower for c in LABEL_COLUMNS))
     pcol = _column(path_column, header if has_header else None, PATH_COLUMNS, "--path-column", path)
-    lcol = _column(label_column, header if has_header else None, LABEL_COLUMNS, "--label-column", path)
+    lcol = _column(label_column, header if has_header else None, LABEL_COLUMNS, flag, path)
     if has_header and (pcol is None or lcol is None):
-        missing = "--path-column" if pcol is None else "--label-column"
+        missing = "--path-column" if pcol is None else flag
         raise DataError(
             f"{path}: cannot tell which column holds the {'path' if pcol is None else 'label'}. "
             f"Its header has: {', '.join(header)}. Choose one with {missing} NAME."
@@ -89,16 +151,23 @@ def read_list(
             lname = header[-1] if header[-1] != pname else header[0]
             raise DataError(
                 f"{path} starts with a header ({', '.join(header)}) whose column names transferkit does not "
-                f"know. Say which columns hold the image path and the label, e.g. --path-column {pname} "
-                f"--label-column {lname}."
+                f"know. Say which columns hold the image path and the {'target' if task == 'regression' else 'label'}, "
+                f"e.g. --path-column {pname} {flag} {lname}."
             )
     out, bad = [], []
+    width = len(header)
     for (n, raw), row in zip(lines[1:] if has_header else lines, rows[1:] if has_header else rows):
+        if task == "multilabel" and has_header and len(row) > width and delim in OTHER_SEPARATORS:
+            raise DataError(
+                f"{path}: line {n} has {len(row)} fields but the header has {width} ({raw!r}): are labels separated "
+                f"by '{delim}', the list's own separator? Separate the labels of one image with "
+                f"'{MULTI_SEPARATOR}' (e.g. cat{MULTI_SEPARATOR}dog)."
+            )
         if delim == " " and len(row) > 2 and max(pcol, lcol) <= 1:  # a space in the path: the label is the last field
             row = [" ".join(row[:-1]), row[-1]]
         p = row[pcol].strip() if len(row) > pcol else ""
         lab = row[lcol].strip() if len(row) > lcol else ""
-        if not p or not lab:
+        if not p or (not lab and task != "multilabel"):  # multi-label: an empty cell is an image with no label
             bad.append((n, raw))
             continue
         out.append(Row(n, p, lab))
@@ -140,12 +209,90 @@ def find_lists(root: Path) -> dict[str, Path]:
     return files
 
 
+def _target_name(path: Path, label_column: str | None) -> str:
+    """The regression target's name: its header cell (or the column chosen), else 'target'."""
+    if label_column is not None and not label_column.strip().lstrip("-").isdigit():
+        return label_column.strip()
+    first = next((ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()), "")
+    header = [c.strip() for c in next(csv.reader([first], delimiter=_delimiter(first)))]
+    lower = [h.lower() for h in header]
+    known = next((header[lower.index(c)] for c in LABEL_COLUMNS if c in lower), None)
+    return known or "target"
+
+
+def _number(row: Row, where: Path) -> float:
+    import math
+
+    try:
+        value = float(row.label)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise DataError(
+            f"{where}: line {row.line}: the target {row.label!r} (for '{row.path}') is not a number. Regression "
+            "targets must be numbers (e.g. 12.5); fix that line, or choose the target's column with --target-column."
+        )
+    return value
+
+
+def _regression(root: Path, files: dict, rows: dict, label_column: str | None, problems: list) -> DataSource:
+    name = _target_name(next(iter(files.values())), label_column)
+    splits = {
+        split: [Sample(os.path.abspath(files[split].parent / r.path), _number(r, files[split])) for r in split_rows]
+        for split, split_rows in rows.items()
+    }
+    return DataSource(root, "list", [name], splits, problems=problems, task="regression")
+
+
+def _label_set(row: Row, where: Path) -> list[str]:
+    """'cat|dog' -> ['cat', 'dog']; a line that separates its labels some other way is refused by number."""
+    names = [n.strip() for n in row.label.split(MULTI_SEPARATOR)] if row.label else []
+    odd = next((c for c in OTHER_SEPARATORS if any(c in n for n in names)), None)
+    if odd:
+        raise DataError(
+            f"{where}: line {row.line}: the labels {row.label!r} are separated by '{odd}'. Separate the labels of one "
+            f"image with '{MULTI_SEPARATOR}' (e.g. {row.label.replace(odd, MULTI_SEPARATOR)}), or give one 0/1 "
+            "column per label."
+        )
+    return [n for n in names if n]
+
+
+def _multilabel(root: Path, files: dict, rows: dict, lenient: bool, problems: list) -> DataSource:
+    sets = {split: [_label_set(r, files[split]) for r in split_rows] for split, split_rows in rows.items()}
+    base = "train" if "train" in sets else "all"
+    classes = sorted({n for names in sets[base] for n in names}, key=_label_order)
+    index = {n: i for i, n in enumerate(classes)}
+    splits: dict[str, list[Sample]] = {}
+    for split, split_rows in rows.items():
+        unknown = sorted({n for names in sets[split] for n in names if n not in index}, key=_label_order)
+        if unknown:
+            msg = f"{files[split]}: labels the training list does not have: {', '.join(unknown[:10])}."
+            if not lenient:
+                raise DataError(msg + " Fix the labels or add training images with them.")
+            problems.append(problem("class-not-in-train", msg + " They are left out."))
+        splits[split] = [
+            Sample(
+                os.path.abspath(files[split].parent / r.path), tuple(sorted({index[n] for n in names if n in index}))
+            )
+            for r, names in zip(split_rows, sets[split])
+        ]
+    return DataSource(root, "list", classes, splits, problems=problems, task="multilabel")
+
+
 def read_lists(
-    root: Path, path_column: str | None = None, label_column: str | None = None, lenient: bool = False
+    root: Path,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    lenient: bool = False,
+    task: str = "classification",
 ) -> DataSource:
     files = find_lists(root)
     problems: list[Problem] = []
-    rows = {split: read_list(p, path_column, label_column, problems) for split, p in files.items()}
+    rows = {split: read_list(p, path_column, label_column, problems, task) for split, p in files.items()}
+    if task == "regression":
+        return _regression(root, files, rows, label_column, problems)
+    if task == "multilabel":
+        return _multilabel(root, files, rows, lenient, problems)
     base = rows.get("train") or rows.get("all") or []
     classes = sorted({r.label for r in base}, key=_label_order)
     index = {n: i for i, n in enumerate(classes)}

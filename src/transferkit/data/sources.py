@@ -47,18 +47,23 @@ def open_source(
     *,
     path_column: str | None = None,
     label_column: str | None = None,
+    target_column: str | None = None,
     h5_x: str | None = None,
     h5_y: str | None = None,
     lenient: bool = False,
+    task: str = "classification",
 ) -> DataSource:
     """Read `path` as a dataset. Columns apply to list files, h5 keys to HDF5 (see their modules).
 
     lenient=True records problems that would make training wrong (classes only in val/test, a single class) in
     `src.problems` instead of raising; `doctor` uses it to report everything at once.
+    task: what the labels are (a class, a number, a set of labels); a layout that cannot hold them (class folders
+    for regression) is refused by `check_task`.
     """
     from .hdf5 import read_hdf5
     from .lists import read_lists
 
+    label_column = target_column or label_column  # --target-column: the regression name of the same column
     root = Path(path).expanduser()
     if layout not in LAYOUTS:
         raise unknown_choice("--layout", layout, LAYOUTS)
@@ -67,13 +72,34 @@ def open_source(
     if layout == "auto":
         layout = detect_layout(root)
     if layout == "list":
-        src = read_lists(root, path_column, label_column, lenient)
+        src = read_lists(root, path_column, label_column, lenient, task)
     elif layout == "hdf5":
-        src = read_hdf5(root, h5_x, h5_y)
+        src = read_hdf5(root, h5_x, h5_y, task)
     else:
         src = {"folders": _folders, "presplit": _presplit}[layout](root, lenient)
+    check_task(src, task)
     check_classes(src, lenient)
     return src
+
+
+TASK_DATA = {
+    "regression": "a list file or CSV with a number per image (path,value; --target-column NAME), an HDF5 file "
+    "(--h5-y KEY) or from_arrays(x, y, task='regression')",
+    "multilabel": "a list file or CSV with several labels per image ('a|b' in one column, or one 0/1 column per "
+    "label), an HDF5 file with a 0/1 row per image, or from_arrays(x, y, task='multilabel')",
+    "classification": "class folders, a list file, HDF5 or from_arrays with one class per image",
+}
+
+
+def check_task(src: DataSource, task: str) -> None:
+    """The data must hold what the task predicts: a class folder tree has no numbers for regression."""
+    if src.task != task:
+        raise DataError(
+            f"--task {task} needs {TASK_DATA[task]}; '{src.root}' is read as {src.layout} data with "
+            f"{'classes' if src.task == 'classification' else src.task + ' targets'} ({len(src.classes)}: "
+            f"{', '.join(src.classes[:5])}{', ...' if len(src.classes) > 5 else ''}). Give --task {src.task}, "
+            "or data of that kind. Nothing was written."
+        )
 
 
 def detect_layout(root: Path) -> str:
@@ -199,14 +225,38 @@ def _presplit(root: Path, lenient: bool = False) -> DataSource:
     return DataSource(root, "presplit", classes, splits, problems=problems)
 
 
-def from_arrays(x: np.ndarray, y: np.ndarray, classes: list[str] | None = None, name: str = "arrays") -> DataSource:
-    """NumPy images (N,H,W[,C]) and integer labels as an unsplit source."""
-    y = np.asarray(y).reshape(-1).astype(np.int64)
+def from_arrays(
+    x: np.ndarray, y: np.ndarray, classes: list[str] | None = None, name: str = "arrays", task: str = "classification"
+) -> DataSource:
+    """NumPy images (N,H,W[,C]) and their labels as an unsplit source: integer class indices (classification),
+    numbers (task="regression"; classes: [the target's name]) or a 0/1 row per image (task="multilabel")."""
+    y = np.asarray(y)
     if len(x) != len(y):
         raise DataError(f"{len(x)} images but {len(y)} labels: give one label per image.")
-    classes = classes or [str(i) for i in range(int(y.max()) + 1)]
-    samples = [Sample(f"{name}#all[{i}]", int(lab)) for i, lab in enumerate(y)]
-    src = DataSource(Path(name), "arrays", classes, {"all": samples}, arrays={"all": np.asarray(x)})
+    if task == "regression":
+        targets = y.reshape(len(y), -1)
+        bad = np.flatnonzero(~np.isfinite(targets[:, 0].astype(np.float64))) if targets.shape[1] == 1 else [0]
+        if len(bad):
+            raise DataError(
+                f"from_arrays(task='regression'): y[{bad[0]}] is {y.reshape(-1)[bad[0]]}; give one finite number per image."
+            )
+        labels, classes = [float(v) for v in targets[:, 0]], classes or ["target"]
+    elif task == "multilabel":
+        if y.ndim != 2 or not np.isin(y, (0, 1)).all():
+            raise DataError(f"from_arrays(task='multilabel'): y has shape {y.shape}; give one 0/1 row per image.")
+        labels = [tuple(int(j) for j in np.flatnonzero(row)) for row in y]
+        classes = classes or [str(i) for i in range(y.shape[1])]
+    else:
+        flat = y.reshape(-1)
+        if flat.dtype.kind == "f" and not np.all(flat == np.round(flat)):
+            raise DataError(
+                f"from_arrays: y holds numbers that are not class indices (e.g. {flat[flat != np.round(flat)][0]}); "
+                "for numeric targets give task='regression'."
+            )
+        labels = [int(v) for v in flat.astype(np.int64)]
+        classes = classes or [str(i) for i in range(max(labels) + 1)]
+    samples = [Sample(f"{name}#all[{i}]", lab) for i, lab in enumerate(labels)]
+    src = DataSource(Path(name), "arrays", classes, {"all": samples}, arrays={"all": np.asarray(x)}, task=task)
     check_classes(src)
     return src
 
@@ -240,6 +290,14 @@ def from_dataset(dataset, classes: list[str] | None = None, name: str = "dataset
 
 def check_classes(src: DataSource, lenient: bool = False) -> None:
     train = src.splits.get("train", src.splits.get("all", []))
+    if src.task == "regression":
+        if len({s.label for s in train}) < 2 and not lenient:
+            raise DataError(f"'{src.root}': every training target is the same value: there is nothing to learn.")
+        return
+    if src.task == "multilabel":
+        if not any(s.label for s in train) and not lenient:
+            raise DataError(f"'{src.root}': no training image has a label: there is nothing to learn.")
+        return
     present = sorted({s.label for s in train})
     if len(src.classes) < 2 or len(present) < 2:
         found = ", ".join(src.classes) or "none"

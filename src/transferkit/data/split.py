@@ -1,13 +1,21 @@
-"""A deterministic stratified split, saved with the run so that resume and evaluate reuse the very same one."""
+"""A deterministic stratified split, saved with the run so that resume and evaluate reuse the very same one.
+
+Stratified by class; regression targets by quantile bins (each part gets its share of cheap and dear houses);
+multi-label sets are split at random (a set of labels has no single stratum).
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
 from ..errors import ConfigError
+from .base import label_text
 from .sources import DataSource, Sample
+
+TARGET_BINS = 10  # quantile bins of a regression target: deciles, fewer when the part taken is smaller
 
 
 def parse_split(text: str | tuple | list) -> tuple[float, float, float]:
@@ -72,12 +80,28 @@ def _stratified(samples: list[Sample], fraction: float, seed: int) -> tuple[list
         return list(samples), []
     from sklearn.model_selection import train_test_split
 
-    labels = [s.label for s in samples]
+    labels = _strata(samples, max(1, round(fraction * len(samples))))
     counts = {lab: labels.count(lab) for lab in set(labels)}
     n_taken = max(1, round(fraction * len(samples)))
     stratify = labels if min(counts.values()) >= 2 and n_taken >= len(counts) else None
     rest, taken = train_test_split(samples, test_size=n_taken, random_state=seed, stratify=stratify)
     return rest, taken
+
+
+def _strata(samples: list[Sample], n_taken: int) -> list:
+    """What the split keeps in proportion: the class; a regression target's quantile bin (ranks cut into equal
+    parts: 100 targets and 10 bins put ranks 0-9 in bin 0); nothing for multi-label sets (one stratum)."""
+    labels = [s.label for s in samples]
+    if not labels or isinstance(labels[0], int):
+        return labels
+    if isinstance(labels[0], tuple):
+        return [0] * len(labels)
+    import numpy as np
+
+    bins = max(1, min(TARGET_BINS, n_taken, len(labels) // 2))
+    ranks = np.empty(len(labels), dtype=np.int64)
+    ranks[np.argsort(np.asarray(labels, dtype=np.float64), kind="stable")] = np.arange(len(labels))
+    return (ranks * bins // len(labels)).tolist()
 
 
 def make_splits(src: DataSource, fractions: tuple[float, float, float], seed: int) -> dict[str, list[Sample]]:
@@ -102,12 +126,25 @@ def save_splits(path: Path, splits: dict[str, list[Sample]], classes: list[str])
         w.writerow(["split", "key", "label", "class"])
         for split, samples in splits.items():
             for s in samples:
-                w.writerow([split, s.key, s.label, classes[s.label]])
+                label = list(s.label) if isinstance(s.label, tuple) else s.label
+                w.writerow([split, s.key, json.dumps(label), label_text(s.label, classes)])
+
+
+def _label(text: str):
+    """split.csv's label column: a class index (3), a regression target (12.5) or a multi-label set ([0, 2])."""
+    value = json.loads(text)
+    if isinstance(value, list):
+        return tuple(int(v) for v in value)
+    if isinstance(value, float) or "." in text or "e" in text.lower():
+        return float(value)
+    if isinstance(value, int):
+        return value
+    raise ValueError(f"label {text!r} is not a class index, a number or a list of label indices")
 
 
 def load_splits(path: Path) -> dict[str, list[Sample]]:
     splits: dict[str, list[Sample]] = {}
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            splits.setdefault(row["split"], []).append(Sample(row["key"], int(row["label"])))
+            splits.setdefault(row["split"], []).append(Sample(row["key"], _label(row["label"])))
     return splits

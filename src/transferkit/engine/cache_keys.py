@@ -11,7 +11,8 @@ def feature_cache_key(cfg, bcfg, fingerprint: str, size: int, splits, decoded_co
     return {
         "data": fingerprint,
         "backbone": bcfg.name,
-        "weights": _weights_id(cfg),
+        # A builder that loads a local file says which (`bundle:`: its path, size, mtime and save id); else by option
+        "weights": bcfg.extra.get("weights_key") or _weights_id(cfg),
         "size": size,
         "crop": bcfg.crop_pct,
         "keys": _keys_hash(splits),

@@ -32,15 +32,22 @@ def feature_key(**parts) -> str:
 def extract(
     net: nn.Module, dataset, batch_size: int, device, autocast, memory_format, on_batch=lambda n=1: None
 ) -> torch.Tensor:
-    """Pooled features (N, F) in float32 on the CPU, for every item of `dataset` in order."""
+    """Pooled features (N, F) in float32 on the CPU, for every item of `dataset` in order.
+
+    Each batch is written into its rows of one (N, F) matrix made at the first batch: a list of batches joined by
+    torch.cat would hold the features twice at the end (50,000 x 1,280 floats = 256 MB, twice)."""
     net.eval()
-    out = []
+    out, row = torch.empty(0), 0
     for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         with autocast:
-            out.append(net(x).float().cpu())
+            f = net(x).float().cpu()
+        if row == 0:
+            out = torch.empty((len(dataset), *f.shape[1:]), dtype=f.dtype)
+        out[row : row + len(f)] = f
+        row += len(f)
         on_batch(1)
-    return torch.cat(out) if out else torch.empty(0)
+    return out
 
 
 def load_cached(path: Path) -> dict[str, torch.Tensor] | None:
@@ -91,34 +98,49 @@ def cached_features(
     (cached phases), `rank` and `advise` all come here, so each image's features are computed once.
 
     seed: for augmenting datasets (feature views), the crops and flips are drawn under it, so the same view is the
-    same pixels in every run; the global RNG is left as it was."""
+    same pixels in every run (with as many processes); the global RNG is left as it was.
+
+    Launched on N processes (torchrun, accelerate launch) every process calls this together: each extracts its
+    contiguous 1/N of the images, every process gets all the rows (in order), and only the main process writes
+    the cache entry. One process without the entry (a node's own cache folder) makes all of them extract."""
     import time
 
-    from .runtime import autocast_for
+    from torch.utils.data import Subset
 
+    from .runtime import autocast_for, processes
+
+    procs = processes()
+    if seed is not None and procs.num_processes > 1:  # each share's draws start at its first image: not 1 process's
+        key = {**key, "view_processes": procs.num_processes}
     path = cache_root(cache_dir) / f"{feature_key(precision=precision, **key)}.safetensors"
     cached = load_cached(path)
-    if cached is not None and cached["features"].shape[0] == len(dataset):
+    if procs.all_true(cached is not None and cached["features"].shape[0] == len(dataset)):
         timed = cached.get("seconds_per_image")
         return cached["features"], float(timed[0]) if timed is not None else None
+    lo, hi = procs.shard(len(dataset))
+    share = dataset if (lo, hi) == (0, len(dataset)) else Subset(dataset, range(lo, hi))
+    on = f", {procs.num_processes} processes" if procs.num_processes > 1 else ""
+    shown = f"Features ({label}, {precision}{on})"
     start = time.perf_counter()
-    with reporter.task(f"Features ({label}, {precision})", len(dataset)) as advance, torch.random.fork_rng(devices=[]):
+    with reporter.task(shown, len(dataset)) as advance, torch.random.fork_rng(devices=[]):
         if seed is not None:
-            torch.manual_seed(seed)
+            torch.manual_seed(seed + lo)
         out = extract(
             net,
-            dataset,
+            share,
             batch_size,
             device,
             autocast_for(precision, device.type),
             memory_format,
-            on_batch=lambda n=1: advance(batch_size),
+            on_batch=lambda n=1: advance(batch_size * procs.num_processes),  # the bar shows all processes' progress
         )
-    per_image = (time.perf_counter() - start) / max(1, len(dataset))
-    try:
-        save_cached(path, {"features": out, "seconds_per_image": torch.tensor([per_image])})
-    except OSError as e:  # a read-only or full cache dir slows the next run, nothing more
-        reporter.message(f"note: could not write the feature cache at {path}: {e}")
+        per_image = (time.perf_counter() - start) / max(1, hi - lo)
+        out = procs.gather_rows(out)  # all rows, in order, on every process
+    if procs.is_main_process:
+        try:
+            save_cached(path, {"features": out, "seconds_per_image": torch.tensor([per_image])})
+        except OSError as e:  # a read-only or full cache dir slows the next run, nothing more
+            reporter.message(f"note: could not write the feature cache at {path}: {e}")
     return out, per_image
 
 
@@ -135,8 +157,17 @@ def train_head(
     batch_size: int = 32,
     patience: int = 10,
     class_weights: torch.Tensor | None = None,
+    loss_fn=None,
+    val_loss=None,
+    score=None,
 ) -> list[dict]:
-    """Minibatch AdamW on cached features; keeps the epoch with the best val loss (ties: accuracy). Returns the history."""
+    """Minibatch AdamW on cached features; keeps the epoch with the best val loss (ties: accuracy). Returns the history.
+
+    loss_fn(logits, y), val_loss(logits, y) -> float and score(logits, y) -> float are the task's (tasks.py); by
+    default cross-entropy (weighted, smoothed for training) and accuracy. `*_acc` in the rows holds the score."""
+    loss_fn = loss_fn or (lambda z, y: F.cross_entropy(z, y, weight=class_weights, label_smoothing=label_smoothing))
+    val_loss = val_loss or (lambda z, y: F.cross_entropy(z, y).item())
+    score = score or (lambda z, y: (z.argmax(1) == y).float().mean().item())
     g = torch.Generator().manual_seed(seed)
     xs, ys = train
     xv, yv = val
@@ -147,27 +178,27 @@ def train_head(
     for _ in range(epochs):
         head.train()
         perm = torch.randperm(len(xs), generator=g)
-        total, correct = 0.0, 0
+        total = 0.0
         for i in range(0, len(xs), batch_size):
             idx = perm[i : i + batch_size]
             logits = head(xs[idx])
-            loss = F.cross_entropy(logits, ys[idx], weight=class_weights, label_smoothing=label_smoothing)
+            loss = loss_fn(logits, ys[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-            correct += (logits.argmax(1) == ys[idx]).sum().item()
         head.eval()
         with torch.no_grad():
-            lv = head(xv)
-            val_loss = F.cross_entropy(lv, yv).item() if len(yv) else float("nan")
-            val_acc = (lv.argmax(1) == yv).float().mean().item() if len(yv) else float("nan")
-        row = {"train_loss": total / len(xs), "train_acc": correct / len(xs), "val_loss": val_loss, "val_acc": val_acc}
-        score = (val_loss, -val_acc)
-        row["best"] = best is None or score < best
+            lv, lt = head(xv), head(xs)
+            v_loss = float(val_loss(lv, yv)) if len(yv) else float("nan")
+            val_acc = float(score(lv, yv)) if len(yv) else float("nan")
+            train_acc = float(score(lt, ys))
+        row = {"train_loss": total / len(xs), "train_acc": train_acc, "val_loss": v_loss, "val_acc": val_acc}
+        key = (v_loss, -val_acc)
+        row["best"] = best is None or key < best
         if row["best"]:
-            best, best_state, bad = score, copy.deepcopy(head.state_dict()), 0
+            best, best_state, bad = key, copy.deepcopy(head.state_dict()), 0
         else:
             bad += 1
         history.append(row)
@@ -196,13 +227,22 @@ def fit_logistic(
     label_smoothing: float = 0.0,
     class_weights: torch.Tensor | None = None,
     max_iter: int = 100,
+    loss=None,
+    val_loss=None,
+    score=None,
 ) -> dict | None:
     """Full-batch L-BFGS logistic regression for a linear head, its L2 strength picked on validation (lowest val loss).
 
     The objective is convex, so each strength is solved to convergence in a few dozen steps (milliseconds for a few
     thousand cached features) and the result does not depend on a learning rate or a seed. Returns the chosen
     strength with its val loss/accuracy and the whole path, or None when the head is not a single Linear layer.
+    loss / val_loss / score: the task's (multi-label: binary cross-entropy per label and mAP); default softmax
+    cross-entropy and accuracy.
     """
+    loss = loss or (lambda z, y: F.cross_entropy(z, y, weight=class_weights, label_smoothing=label_smoothing))
+    val_loss = val_loss or (lambda z, y: F.cross_entropy(z, y).item())
+    score = score or (lambda z, y: (z.argmax(1) == y).float().mean().item())
+    objective = loss
     linear = _as_linear(head)
     if linear is None:
         return None
@@ -226,22 +266,18 @@ def fit_logistic(
 
         def closure(l2=l2, opt=opt):  # bound now: the loop rebinds both
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(F.linear(xs, *params), ys, weight=class_weights, label_smoothing=label_smoothing)
-            loss = loss + 0.5 * l2 * linear.weight.pow(2).sum()  # no penalty on the bias, as in scikit-learn
-            loss.backward()
-            return loss
+            value = objective(F.linear(xs, *params), ys)
+            value = value + 0.5 * l2 * linear.weight.pow(2).sum()  # no penalty on the bias, as in scikit-learn
+            value.backward()
+            return value
 
         opt.step(closure)
         with torch.no_grad():
             lv = F.linear(xv, *params)
-            row = {
-                "l2": l2,
-                "val_loss": F.cross_entropy(lv, yv).item(),
-                "val_acc": (lv.argmax(1) == yv).float().mean().item(),
-            }
+            row = {"l2": l2, "val_loss": float(val_loss(lv, yv)), "val_acc": float(score(lv, yv))}
             lt = F.linear(xs, *params)
-            row["train_loss"] = F.cross_entropy(lt, ys).item()
-            row["train_acc"] = (lt.argmax(1) == ys).float().mean().item()
+            row["train_loss"] = float(val_loss(lt, ys))
+            row["train_acc"] = float(score(lt, ys))
         path.append(row)
         if best is None or row["val_loss"] < best[0]["val_loss"]:
             best = (row, [p.detach().clone() for p in params])
@@ -249,3 +285,63 @@ def fit_logistic(
         for p, v in zip(params, best[1]):
             p.copy_(v)
     return {**best[0], "path": path}
+
+
+# Ridge penalties as multiples of the mean eigenvalue of the centred features' Gram matrix (trace / F), so one grid
+# suits features of any scale: 1e-3 (almost least squares) ... 1e2 (almost the mean), 3 steps a decade.
+RIDGE_GRID = tuple(10.0 ** (k / 3) for k in range(-9, 7))
+
+
+def ridge_path(x: torch.Tensor, y: torch.Tensor, alphas) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+    """[(alpha, weight (F,), bias)] minimising ||y - x w - b||² + alpha ||w||² (scikit-learn's Ridge, intercept
+    unpenalised), for every alpha from one eigendecomposition of the smaller Gram matrix of the centred features
+    (an SVD of x costs 5-10x more): n <= F: w = xᵀ U diag(1 / (s + alpha)) Uᵀ y with x xᵀ = U diag(s) Uᵀ;
+    n > F: w = V diag(1 / (s + alpha)) Vᵀ xᵀ y with xᵀ x = V diag(s) Vᵀ."""
+    x, y = x.double(), y.double().reshape(-1)
+    mx, my = x.mean(0), y.mean()
+    xc, yc = x - mx, y - my
+    small = len(x) <= x.shape[1]
+    s, vecs = torch.linalg.eigh(xc @ xc.T if small else xc.T @ xc)
+    s = s.clamp(min=0)  # rounding makes zero eigenvalues slightly negative
+    proj = vecs.T @ (yc if small else xc.T @ yc)
+    out = []
+    for alpha in alphas:
+        coef = vecs @ (proj / (s + alpha))
+        w = xc.T @ coef if small else coef
+        out.append((float(alpha), w, my - mx @ w))
+    return out
+
+
+def fit_ridge(
+    head: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    grid: tuple[float, ...] = RIDGE_GRID,
+) -> dict | None:
+    """Ridge regression for a linear head with one output, in closed form, its penalty picked on validation (the
+    lowest val MSE): the regression counterpart of `fit_logistic`. Targets as the head should output them (the task
+    standardises them). Returns the chosen penalty (`l2`, absolute, as scikit-learn's alpha) with its train/val MSE
+    and the path, or None when the head is not a single Linear layer with one output."""
+    linear = _as_linear(head)
+    if linear is None or linear.out_features != 1:
+        return None
+    xs, ys = train
+    xv, yv = val
+    xc = xs.double() - xs.double().mean(0)
+    scale = float((xc**2).sum()) / max(1, xs.shape[1])  # trace(XcᵀXc) / F: the mean eigenvalue
+    path, best = [], None
+    for alpha, w, b in ridge_path(xs, ys, [r * scale for r in grid]):
+        row = {
+            "l2": alpha,
+            "val_loss": float(((xv.double() @ w + b - yv.double().reshape(-1)) ** 2).mean()),
+            "train_loss": float(((xs.double() @ w + b - ys.double().reshape(-1)) ** 2).mean()),
+        }
+        path.append(row)
+        if best is None or row["val_loss"] < best[0]["val_loss"]:
+            best = (row, w, b)
+    row, w, b = best
+    with torch.no_grad():
+        linear.weight.copy_(w.reshape(1, -1).to(linear.weight.dtype))
+        linear.bias.copy_(b.reshape(1).to(linear.bias.dtype))
+    return {**row, "path": path}

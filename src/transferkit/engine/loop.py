@@ -28,13 +28,16 @@ def train_epoch(
     total_loss, total_score, seen = 0.0, 0.0, 0
     for x, y in loader:
         x = x.contiguous(memory_format=memory_format)
-        with accelerator.autocast():
-            logits = model(x)
-            loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        scheduler.step()
+        # accumulate: with --grad-accum K the optimizer, scheduler and zero_grad act on every K-th batch only (and
+        # processes skip the gradient all-reduce in between); with K = 1 every batch steps, as without it
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                logits = model(x)
+                loss = loss_fn(logits, y)
+            accelerator.backward(loss)  # divides the loss by K: K accumulated batches average, like one K x larger
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)  # after the step: before it would wipe the gradients accumulated
         n = y.shape[0]
         total_loss += loss.item() * n
         total_score += score_fn(logits.detach(), y) * n

@@ -1,8 +1,10 @@
-"""How the work runs (device, precision, threads, memory allocator), kept apart from what is computed.
+"""How the work runs (device, precision, threads, memory allocator, processes), kept apart from what is computed.
 
 accelerator = make_accelerator(cfg.runtime)
-with feature_autocast(accelerator, cfg.runtime):   # bf16 on CPUs that have it, for frozen inference
+with autocast_for(feature_precision(cfg.runtime, "cpu"), "cpu"):   # bf16 where asked for, for frozen inference
     feats = net(x)
+procs = processes(cfg.runtime.device)   # OneProcess() for a plain run; the launched group under torchrun
+run = procs.on_main(lambda: RunDir.create(...))   # made by the main process, the same path on every process
 """
 
 from __future__ import annotations
@@ -38,12 +40,10 @@ def tune_malloc() -> bool:
 
 
 def set_threads(threads: int = 0) -> int:
-    n = (
-        threads or len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else (threads or os.cpu_count() or 1)
-    )
-    torch.set_num_threads(max(1, n))
+    """`threads` torch threads; 0: the cores this process may use, shared among the processes a launcher started on
+    this machine (2 processes on 16 cores: 8 each), so that N processes do not oversubscribe the cores N-fold."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, threads or cores // local_processes()))
     return torch.get_num_threads()
 
 
@@ -65,18 +65,21 @@ def resolve_precision(mixed_precision: str, device: str) -> str:
     return "no"  # bf16 training on CPU is slower to converge and not faster for the backward pass
 
 
-def make_accelerator(runtime):
-    """An accelerate.Accelerator for these settings; the training loop only talks to it."""
+def make_accelerator(runtime, grad_accum: int = 1, data_seed: int | None = None):
+    """An accelerate.Accelerator for these settings; the training loop only talks to it. Under a launcher it joins
+    the process group `processes()` set up (one PartialState per process). data_seed: the batch order's seed, the
+    same on every process (None: torch's initial seed, which `set_seed(cfg.train.seed)` made the same number)."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
     device = resolve_device(runtime.device)
+    processes(runtime.device)  # the process group first, on the device the run asked for
     return Accelerator(
         cpu=device == "cpu",
         mixed_precision=resolve_precision(runtime.mixed_precision, device),
-        dataloader_config=DataLoaderConfiguration(
-            use_seedable_sampler=True
-        ),  # same seed -> same batch order, also on resume
+        gradient_accumulation_steps=grad_accum,  # accelerator.accumulate() steps the optimizer every K-th batch
+        # same seed -> same batch order, also on resume; and on every process, which each take their share of it
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=data_seed),
         dynamo_backend="inductor"
         if runtime.compile
         else "no",  # torch.compile inside prepare(), undone by unwrap_model
@@ -126,3 +129,138 @@ def autocast_for(precision: str, device_type: str):
 
 def memory_format(runtime) -> torch.memory_format:
     return torch.channels_last if runtime.channels_last else torch.preserve_format
+
+
+# ---- processes: one for a plain run, N under `torchrun` / `accelerate launch` ------------------------------------
+
+
+def launched_processes() -> int:
+    """How many processes a launcher started for this run (torchrun and accelerate launch set WORLD_SIZE in each);
+    1 for a plain `transferkit train`."""
+    return int(os.environ.get("WORLD_SIZE") or 1)
+
+
+def local_processes() -> int:
+    """How many of them run on this machine (LOCAL_WORLD_SIZE, set by torchrun); 1 for a plain run."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+
+
+def refuse_multiprocess(command: str, why: str) -> None:
+    """A clear error for commands that run on one process, instead of N copies racing over the same files."""
+    if launched_processes() > 1:
+        from ..errors import TransferkitError
+
+        raise TransferkitError(
+            f"`transferkit {command}` runs on one process ({why}), but this is one of {launched_processes()} "
+            f"processes started by torchrun or accelerate launch. Run it without the launcher: transferkit {command} ..."
+        )
+
+
+class OneProcess:
+    """The processes of a plain run: one, the main one. Every collective below is the identity, so code written
+    for N processes runs unchanged (and exactly as before) on one."""
+
+    num_processes, process_index, is_main_process = 1, 0, True
+
+    def on_main(self, fn):
+        """fn() on the main process; every process gets its result (or its error)."""
+        return fn()
+
+    def from_main(self, value):
+        """The main process's `value` on every process."""
+        return value
+
+    def all_true(self, flag: bool) -> bool:
+        """Whether `flag` holds on every process (e.g. a cache hit: extract unless all of them have the entry)."""
+        return flag
+
+    def shard(self, n: int) -> tuple[int, int]:
+        """This process's contiguous share [lo, hi) of n items."""
+        return 0, n
+
+    def gather_rows(self, rows):
+        """Every process's `rows` (a tensor, its share from `shard`) concatenated in process order: all n rows."""
+        return rows
+
+    def mean(self, values: list[float]) -> list[float]:
+        """The mean over processes of each value (e.g. each process's own training loss)."""
+        return values
+
+    def wait(self) -> None:
+        """Until every process has come here."""
+
+
+class Processes(OneProcess):
+    """The processes a launcher started, through accelerate's PartialState (the process group it joined: gloo on
+    CPUs, NCCL on GPUs). Process 0 is the main one: it alone writes the run directory, caches, reports and logs."""
+
+    def __init__(self, state):
+        self.state = state
+        self.num_processes, self.process_index = state.num_processes, state.process_index
+        self.is_main_process = state.is_main_process
+
+    def on_main(self, fn):
+        from accelerate.utils import broadcast_object_list
+
+        box = [None, None]  # (result, error message): an error on the main process must not leave the others waiting
+        error = None
+        if self.is_main_process:
+            try:
+                box[0] = fn()
+            except Exception as e:  # noqa: BLE001 - re-raised here as it was, and named on the other processes
+                error, box[1] = e, f"{type(e).__name__}: {e}"
+        broadcast_object_list(box, from_process=0)
+        if error is not None:
+            raise error
+        if box[1] is not None:
+            from ..errors import TransferkitError
+
+            raise TransferkitError(f"The main process stopped: {box[1]}")
+        return box[0]
+
+    def from_main(self, value):
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value], from_process=0)[0]
+
+    def all_true(self, flag: bool) -> bool:
+        from accelerate.utils import gather_object
+
+        return all(gather_object([bool(flag)]))
+
+    def shard(self, n: int) -> tuple[int, int]:
+        chunk = -(-n // self.num_processes)  # 397 images on 2 processes: 199 + 198
+        lo = min(n, self.process_index * chunk)
+        return lo, min(n, lo + chunk)
+
+    def gather_rows(self, rows):
+        from accelerate.utils import gather_object
+
+        parts = [p for p in gather_object([rows.cpu()]) if p.numel()]  # a process with no share sends no rows
+        return torch.cat(parts) if parts else rows
+
+    def mean(self, values: list[float]) -> list[float]:
+        from accelerate.utils import gather_object
+
+        every = gather_object([list(values)])
+        return [sum(v) / len(every) for v in zip(*every)]
+
+    def wait(self) -> None:
+        self.state.wait_for_everyone()
+
+
+_processes: OneProcess | None = None
+
+
+def processes(device: str = "auto") -> OneProcess:
+    """This run's processes: `OneProcess()` unless a launcher started several, then `Processes` joined to their
+    group on `device`'s backend (the first call decides; `make_accelerator` later joins the same group)."""
+    global _processes
+    if _processes is None:
+        if launched_processes() == 1:
+            _processes = OneProcess()
+        else:
+            from accelerate import PartialState
+
+            _processes = Processes(PartialState(cpu=resolve_device(device) == "cpu"))
+    return _processes

@@ -6,6 +6,10 @@
 Per phase of the strategy: a cached phase trains the head on features computed once; a loop phase trains through
 the accelerator. After every epoch: `best/` when val loss improved (ties broken by accuracy), `last.ckpt`, then the
 epoch's row in metrics.csv, in that order, so that after a kill at any point the run directory agrees with itself.
+
+Under torchrun / accelerate launch every process runs this same code on its share of the batches; val metrics are
+gathered, so all of them take the same decisions (best, early stop), and only the main process writes. Checkpoints
+hold the unwrapped model and optimizer, so a run saved by N processes resumes on any number.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from ..tasks import get_task
 from . import features as feats
 from .loop import predict, train_epoch
 from .optim import OPTIMIZERS, SCHEDULES
-from .runtime import feature_precision, make_accelerator, memory_format
+from .runtime import feature_precision, make_accelerator, memory_format, processes
 
 METRIC_FIELDS = (
     "epoch",
@@ -66,7 +70,10 @@ class Trainer:
     def __init__(self, model, strategy: Strategy, cfg, data: PreparedData, run_dir: Path, reporter, accelerator=None):
         self.model, self.strategy, self.cfg, self.data = model, strategy, cfg, data
         self.run_dir, self.reporter = Path(run_dir), reporter
-        self.accelerator = accelerator or make_accelerator(cfg.runtime)  # the how: created once per run, by the caller
+        # the how: created once per run, by the caller
+        self.accelerator = accelerator or make_accelerator(cfg.runtime, cfg.train.grad_accum, cfg.train.seed)
+        self.procs = processes(cfg.runtime.device)  # who writes (the main process) and what is gathered
+        self._split_out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # split_logits of the current weights
         self.memory_format = memory_format(cfg.runtime)
         self.history: list[dict] = []
         self.head_solvers: dict[str, dict] = {}  # cached phases: what each head solver reached on val (report.json)
@@ -74,7 +81,8 @@ class Trainer:
         self.global_epoch = 0
         t = cfg.train
         self.phases = strategy.phases(t.epochs, t.head_epochs)
-        self.task = get_task(t.task)  # the loss, the epoch's score and what "better" means
+        # the loss, the epoch's score and what "better" means; fitted to the training targets (regression's mean/std)
+        self.task = get_task(t.task).prepare(data.train_plain.labels, loss=t.loss)
         weights = self.task.loss_weights(data.train.labels, data.classes) if cfg.data.balance == "weights" else None
         self.class_weights = weights
         self.loss_fn = self.task.loss(weights, t.label_smoothing)
@@ -91,6 +99,8 @@ class Trainer:
         self._unwritten.append(row)
 
     def _write_metrics(self, rows: list[dict], rewrite: bool = False) -> None:
+        if not self.procs.is_main_process:
+            return
         path = self.run_dir / "metrics.csv"
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
@@ -111,6 +121,8 @@ class Trainer:
         return False
 
     def save_best(self) -> None:
+        if not self.procs.is_main_process:
+            return
         meta = bundle_meta(
             self.plain_model(),
             self.data.classes,
@@ -119,12 +131,16 @@ class Trainer:
             task=self.task.name,
             dropout=self.cfg.model.dropout,
             tta={"flip": self.cfg.data.flip},  # all predict needs travels in the bundle
-            val_metrics={"loss": self.best[0], "accuracy": -self.best[1]} if self.best else {},
+            val_metrics={"loss": self.best[0], self.task.score_name: -self.best[1]} if self.best else {},
             epoch=self.global_epoch,
+            **self.task.state(),  # regression: the target's mean and std, which predict needs to give values
         )
         save_bundle(self.run_dir / "best", self.plain_model(), meta)
 
     def save_last(self, phase_index: int, epoch_in_phase: int, phase_done: bool, optimizer=None, scheduler=None, bad=0):
+        if not self.procs.is_main_process:
+            self._unwritten = []
+            return
         state = {
             "model": self.plain_model().state_dict(),
             "phase_index": phase_index,
@@ -188,7 +204,10 @@ class Trainer:
 
     # ---- training ----------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> list[dict]:
+        if self.cfg.runtime.sync_bn and self.procs.num_processes > 1:  # checked for GPUs by api.fit, before any work
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # the same parameters, synced statistics
         self.model.to(self.accelerator.device, memory_format=self.memory_format)
+        self._split_out = {}
         state = None
         self._unwritten: list[dict] = []  # epochs recorded but not yet in metrics.csv (see _record)
         if resume:
@@ -200,7 +219,8 @@ class Trainer:
             # holds but a kill kept from the file come back. And the temporary files of writes a kill cut short.
             self._write_metrics(self.history, rewrite=True)
             for tmp in [*self.run_dir.glob(".*.tmp"), *(self.run_dir / "best").glob(".*.tmp")]:
-                tmp.unlink(missing_ok=True)
+                if self.procs.is_main_process:
+                    tmp.unlink(missing_ok=True)
         # A run whose report exists is finished; one killed after its last checkpoint but before the report is
         # finished here (every phase skipped, then evaluated as usual).
         if (
@@ -218,7 +238,7 @@ class Trainer:
         for pi, phase in enumerate(self.phases):
             if state and self._phase_finished(pi, phase, state):
                 continue
-            apply_phase(self.model, phase)
+            apply_phase(self.plain_model(), phase)  # the model itself: a previous phase may have wrapped it (DDP)
             if phase.cached:
                 self._cached_phase(pi, phase)
             else:
@@ -271,7 +291,8 @@ class Trainer:
         labels = torch.tensor(self.data.train_plain.labels)
         xs = [self.features("train", self.data.train_plain)]
         xs += [self.features("train", self.data.train, view=v) for v in range(1, self.cfg.train.aug_views + 1)]
-        return torch.cat(xs), labels.repeat(len(xs))
+        x = xs[0] if len(xs) == 1 else torch.cat(xs)  # one view is not copied: 40,000 x 1,280 floats = 205 MB
+        return x, labels.repeat(len(xs), *[1] * (labels.ndim - 1))  # (N,) or multi-label (N, K) rows
 
     def _cached_phase(self, pi: int, phase: Phase) -> None:
         t = self.cfg.train
@@ -282,13 +303,14 @@ class Trainer:
         features_seconds = time.perf_counter() - start
         head = self.plain_model().head.cpu()
         fitted: dict[str, tuple[nn.Module, dict]] = {}
-        if t.head_solver in ("auto", "lbfgs"):
+        if t.head_solver in ("auto", "lbfgs"):  # the task's convex solve: L-BFGS logistic regression, ridge
             t0, h = time.perf_counter(), copy.deepcopy(head)
-            res = feats.fit_logistic(
+            solved = self.task.fit_head(
                 h, (xtr, ytr), (xva, yva), label_smoothing=t.label_smoothing, class_weights=self.class_weights
             )
-            if res is not None:  # None: not a logistic-regression head (mlp), which only AdamW trains
-                fitted["lbfgs"] = (
+            if solved is not None:  # None: not a linear head (mlp), which only AdamW trains
+                name, res = solved
+                fitted[name] = (
                     h,
                     {
                         **{k: res[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
@@ -309,6 +331,9 @@ class Trainer:
                 seed=t.seed,
                 batch_size=self.cfg.data.batch_size,
                 class_weights=self.class_weights,
+                loss_fn=self.loss_fn,
+                val_loss=self.task.val_loss,
+                score=self.task.score,
             )
             best_row = min(rows, key=lambda r: self.task.sort_key(r["val_loss"], r["val_acc"]))
             fitted["adamw"] = (
@@ -322,6 +347,7 @@ class Trainer:
         # The more accurate on val; equal accuracy (common on a few hundred images): the lower val loss.
         solver = max(fitted, key=lambda k: (fitted[k][1]["val_acc"], -fitted[k][1]["val_loss"]))
         head.load_state_dict(fitted[solver][0].state_dict())
+        head.load_state_dict(self.procs.from_main(head.state_dict()))  # launched: every process has the main one's
         head.to(self.accelerator.device)
         self.head_solvers = {k: {**v, "kept": k == solver} for k, (_, v) in fitted.items()}
         elapsed = time.perf_counter() - start
@@ -337,9 +363,10 @@ class Trainer:
             "features_seconds": features_seconds,
         }
         row["best"] = self._is_best(row["val_loss"], row["val_acc"])
+        self.best = self.procs.from_main(self.best)  # so that every process stops early at the same epoch
         self._record(row)
         summary = "; ".join(
-            f"{k}{' (L2 %.0e)' % v['l2'] if 'l2' in v else ''} val acc {v['val_acc']:.4f} loss {v['val_loss']:.4f} "
+            f"{k}{' (L2 %.0e)' % v['l2'] if 'l2' in v else ''} val {self.task.score_name} {v['val_acc']:.4f} loss {v['val_loss']:.4f} "
             f"in {v['seconds']:.2f} s"
             for k, (_, v) in fitted.items()
         )
@@ -378,12 +405,22 @@ class Trainer:
         mult = phase.backbone_lr_mult if phase.backbone_lr_mult is not None else t.backbone_lr_mult
         groups = param_groups(self.plain_model(), t.lr, mult, t.weight_decay)
         optimizer = OPTIMIZERS[t.optimizer](groups, t)
-        steps = phase.epochs * max(1, len(train_loader))
+        # Schedule steps per epoch. Under N processes each takes every N-th batch (a short last round is dropped
+        # with drop_last, else padded), and accelerate steps the schedule N times per optimizer step: 96 batches of
+        # 8 -> 48 on each of 2 processes -> 2 x 48 = 96 steps. With --grad-accum K it steps on every K-th batch only
+        # (and on an epoch's last): 2 x ceil(48 / K). One process, K = 1: the number of batches.
+        n = acc.num_processes
+        rounds = len(train_loader) // n if train_loader.drop_last else -(-len(train_loader) // n)
+        per_epoch = n * -(-rounds // t.grad_accum)
+        steps = phase.epochs * max(1, per_epoch)
         scheduler = SCHEDULES[t.schedule](
-            optimizer, groups, total_steps=steps, warmup_steps=int(t.warmup_epochs * len(train_loader))
+            optimizer, groups, total_steps=steps, warmup_steps=int(t.warmup_epochs * per_epoch)
         )
+        # Prepared afresh in each phase, from the model itself: DDP all-reduces only the parameters that train
+        # when it wraps the model, so a phase that unfreezes more needs a new wrapper (and a new optimizer).
+        acc.free_memory()
         model, optimizer, train_loader, val_loader, scheduler = acc.prepare(
-            self.model, optimizer, train_loader, val_loader, scheduler
+            self.plain_model(), optimizer, train_loader, val_loader, scheduler
         )
         self.model = model
         start_epoch, bad = 0, 0
@@ -397,7 +434,9 @@ class Trainer:
         for e in range(start_epoch, phase.epochs):
             t0 = time.perf_counter()
             self.global_epoch += 1
-            torch.manual_seed(t.seed * 10_007 + self.global_epoch)  # augmentation: same per epoch, also after resume
+            # augmentation: same per epoch, also after resume; each process its own draws (the batch order is seeded
+            # apart, by the accelerator's data_seed)
+            torch.manual_seed(t.seed * 10_007 + self.global_epoch + 1_000_003 * self.procs.process_index)
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(self.global_epoch)
             with self.reporter.epoch(f"Epoch {self.global_epoch} [{phase.name}]", len(train_loader)) as advance:
@@ -413,6 +452,7 @@ class Trainer:
                     before_epoch=lambda: set_train_mode(self.plain_model()),
                     score_fn=self.task.score,
                 )
+            tr_loss, tr_acc = self.procs.mean([tr_loss, tr_acc])  # each process's mean over its own batches
             train_seconds = time.perf_counter() - t0  # the benchmark's fine-tune throughput: train images / this
             logits, labels = predict(model, val_loader, acc, self.memory_format)
             val_loss, val_acc = self.task.val_loss(logits, labels), self.task.score(logits, labels)
@@ -427,7 +467,7 @@ class Trainer:
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - t0,
                 "train_seconds": train_seconds,
-                "train_images": len(train_loader) * d.batch_size,
+                "train_images": len(train_loader) * d.batch_size * acc.num_processes,  # batches are per process
             }
             row["best"] = self._is_best(val_loss, val_acc)
             bad = 0 if row["best"] else bad + 1
@@ -446,11 +486,24 @@ class Trainer:
         loader = self.accelerator.prepare(DataLoader(dataset, batch_size=self.cfg.data.batch_size * 2))
         return predict(self.model, loader, self.accelerator, self.memory_format)
 
+    def load_weights(self, state: dict) -> None:
+        """Put `state` (e.g. best/'s weights) into the model; the logits of the weights before are forgotten."""
+        self.plain_model().load_state_dict(state)
+        self._split_out = {}
+
     def split_logits(self, split: str, dataset: DecodedImages) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's logits on a split. When no phase trained the backbone (`linear`), its features are the cached
-        ones and only the head runs: milliseconds instead of a second forward pass. The features are at the run's
-        feature precision (bf16 on CPUs and GPUs that have it), which is also what `predict` and `evaluate` run at by
-        default (`runtime.inference_precision`), so the run's test metrics are the ones they reproduce."""
+        """The model's logits on a split, computed once per split for the current weights (`fit` and `load_weights`
+        change them): under several processes the pass is a collective, so the main process's later uses (the
+        calibration's val logits) must not start another one alone."""
+        if split not in self._split_out:
+            self._split_out[split] = self._split_logits(split, dataset)
+        return self._split_out[split]
+
+    def _split_logits(self, split: str, dataset: DecodedImages) -> tuple[torch.Tensor, torch.Tensor]:
+        """When no phase trained the backbone (`linear`), its features are the cached ones and only the head runs:
+        milliseconds instead of a second forward pass. The features are at the run's feature precision (bf16 on CPUs
+        and GPUs that have it), which is also what `predict` and `evaluate` run at by default
+        (`runtime.inference_precision`), so the run's test metrics are the ones they reproduce."""
         if all(p.cached for p in self.phases):
             device = self.accelerator.device
             head = self.plain_model().head.eval()

@@ -75,27 +75,27 @@ def validation_logits(trainer, data) -> tuple[np.ndarray, np.ndarray]:
 def finish_run(run_dir, trainer, data, eval_split: str, samples, skipped, eval_out, reporter) -> Path | None:
     """Calibrate, store the temperature, write predictions.csv, the plots and report.html. Returns report.html's path.
 
-    `eval_out` is (logits, labels) of the best model on `eval_split`, as fit computed them for report.json.
+    `eval_out` is (logits, labels) of the best model on `eval_split`, as fit computed them for report.json. What is
+    calibrated and what predictions.csv holds are the task's (tasks.py): regression and multi-label calibrate nothing.
     """
     run_dir = Path(run_dir)
     logits, labels = (np.asarray(t) for t in eval_out)
-    val_logits, val_labels = (logits, labels) if eval_split == "val" else validation_logits(trainer, data)
-    cal = trainer.task.calibrate(val_logits, val_labels, logits, labels, measured_on=eval_split)
-    store_temperature(run_dir / "best", cal.temperature, "val", cal.fitted_n, cal.note)
-    report = RunDir(run_dir).update_json(RunDir.REPORT, calibration=cal.to_dict())
-    reporter.emit("calibration", **{k: v for k, v in report["calibration"].items() if not k.startswith("bins")})
-    reporter.message(calibration_line(cal, eval_split))
+    temperature = 1.0
+    val_logits, val_labels = (logits, labels) if eval_split == "val" else (None, None)
+    cal = _calibrate(trainer, data, eval_split, logits, labels, val_logits, val_labels)
+    if cal is not None:
+        temperature = cal.temperature
+        store_temperature(run_dir / "best", cal.temperature, "val", cal.fitted_n, cal.note)
+        report = RunDir(run_dir).update_json(RunDir.REPORT, calibration=cal.to_dict())
+        reporter.emit("calibration", **{k: v for k, v in report["calibration"].items() if not k.startswith("bins")})
+        reporter.message(calibration_line(cal, eval_split))
 
     # The images evaluated, in the order of the logits (decoding dropped unreadable files, in order).
     bad = {k for split, k, _ in skipped if split == eval_split}
     keys = [s.key for s in samples if s.key not in bad]
     images = (data.test if eval_split == "test" else data.val).images
-    probs = softmax(logits, cal.temperature)
-    losses = write_predictions(run_dir / PREDICTIONS, keys, labels, probs, data.classes)
     try:
-        plots = run_dir / PLOTS_DIR
-        plot_gallery(images, labels, probs, data.classes, plots / "gallery.png")
-        plot_top_losses(images, labels, probs, losses, data.classes, plots / "top_losses.png")
+        trainer.task.write_outputs(run_dir, keys, images, logits, labels, data.classes, temperature)
         path = build_report(run_dir)
     except Exception as e:  # noqa: BLE001 - the model is trained and saved; a drawing problem must not lose the run
         reporter.message(
@@ -106,3 +106,23 @@ def finish_run(run_dir, trainer, data, eval_split: str, samples, skipped, eval_o
     reporter.emit("report", path=str(path))
     reporter.message(f"Report: {path}")
     return path
+
+
+def _calibrate(trainer, data, eval_split: str, logits, labels, val_logits, val_labels):
+    """The task's calibration (classification: temperature scaling fitted on val), or None for tasks without one,
+    which then cost no pass over val."""
+    if not trainer.task.calibrates:
+        return None
+    if val_logits is None:
+        val_logits, val_labels = validation_logits(trainer, data)
+    return trainer.task.calibrate(val_logits, val_labels, logits, labels, measured_on=eval_split)
+
+
+def classification_outputs(run_dir, keys, images, logits, labels, classes, temperature: float) -> None:
+    """predictions.csv (calibrated probabilities), the prediction gallery and the top losses."""
+    run_dir = Path(run_dir)
+    probs = softmax(logits, temperature)
+    losses = write_predictions(run_dir / PREDICTIONS, keys, labels, probs, classes)
+    plots = run_dir / PLOTS_DIR
+    plot_gallery(images, labels, probs, classes, plots / "gallery.png")
+    plot_top_losses(images, labels, probs, losses, classes, plots / "top_losses.png")

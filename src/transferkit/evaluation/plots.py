@@ -318,8 +318,8 @@ def plot_reliability(
 
 
 def plot_comparison(rows, split: str, n_seeds: int, path: str | Path) -> Path:
-    """`compare`'s chart: mean accuracy per row (strategy @ backbone) with the seeds' standard deviation as error
-    bars; accuracy and seconds per run on top. `rows` have label, mean, std and seconds."""
+    """`compare`'s chart: mean accuracy per row (strategy @ backbone) with its 95% interval as error bars; accuracy
+    and seconds per run on top. `rows` have label, mean, half (the interval's half-width) and seconds."""
     import math
 
     fig = _figure(max(5.0, 1.3 * len(rows) + 2), 4)
@@ -328,24 +328,68 @@ def plot_comparison(rows, split: str, n_seeds: int, path: str | Path) -> Path:
     ax.bar(
         xs,
         [r.mean * 100 for r in rows],
-        yerr=[r.std * 100 for r in rows],
+        yerr=[r.half * 100 for r in rows],
         capsize=4,
         color=[RIGHT if i == 0 else TRAIN_C for i in xs],
     )
     for x, r in zip(xs, rows):
         ax.annotate(
             f"{r.mean:.1%}\n{r.seconds:.0f} s",
-            (x, (r.mean + r.std) * 100),
+            (x, (r.mean + r.half) * 100),
             xytext=(0, 3),
             textcoords="offset points",
             ha="center",
             va="bottom",
             fontsize=8,
         )
-    low = min((r.mean - r.std) * 100 for r in rows)
+    low = min((r.mean - r.half) * 100 for r in rows)
     ax.set_ylim(max(0.0, math.floor(low / 5) * 5 - 5), 115)  # zoomed in, so that a point's difference shows
     ax.set_yticks([t for t in ax.get_yticks() if t <= 100])  # the room above 100 is for the labels
     ax.set_xticks(xs, [r.label.replace(" @ ", "\n") for r in rows], fontsize=8)
     ax.set_ylabel(f"{split} accuracy (%)")
-    ax.set_title(f"mean ± std over {n_seeds} seed(s), wall time per run", fontsize=9)
+    ax.set_title(f"mean ± 95% interval over {n_seeds} repeat(s), wall time per run", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_predicted_vs_true(true, predicted, target: str, path: str | Path) -> Path:
+    """Regression: one dot per image, the diagonal where predictions are exact, R² and RMSE in the title."""
+    y, p = np.asarray(true, float), np.asarray(predicted, float)
+    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    r2 = 1 - float(((p - y) ** 2).sum()) / total if total > 0 else float("nan")
+    fig = _figure(5.2, 5)
+    ax = fig.subplots()
+    ax.scatter(y, p, s=14, alpha=0.6, color=TRAIN_C, edgecolors="none")
+    if len(y):
+        lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+        pad = 0.03 * (hi - lo or 1.0)  # the extreme dots stay whole inside the axes
+        lo, hi = lo - pad, hi + pad
+        ax.plot([lo, hi], [lo, hi], color="0.4", ls="--", lw=1, label="exact")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.legend(loc="upper left", fontsize=9)
+    rmse = float(np.sqrt(((p - y) ** 2).mean())) if len(y) else float("nan")
+    ax.set_title(f"{short(target, 30)}: R² {r2:.3f}, RMSE {rmse:.3g} (n={len(y)})")
+    ax.set_xlabel(f"true {short(target, 30)}")
+    ax.set_ylabel("predicted")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_residuals(true, predicted, target: str, path: str | Path) -> Path:
+    """Regression: residual (predicted - true) against the prediction, and the residuals' histogram."""
+    y, p = np.asarray(true, float), np.asarray(predicted, float)
+    res = p - y
+    fig = _figure(10, 3.8)
+    left, right = fig.subplots(1, 2)
+    left.scatter(p, res, s=14, alpha=0.6, color=VAL_C, edgecolors="none")
+    left.axhline(0, color="0.4", ls="--", lw=1)
+    left.set_xlabel(f"predicted {short(target, 30)}")
+    left.set_ylabel("predicted - true")
+    left.grid(alpha=0.3)
+    right.hist(res, bins=max(5, min(40, len(res) // 4 or 1)), color=VAL_C, alpha=0.8)
+    right.axvline(0, color="0.4", ls="--", lw=1)
+    right.set_xlabel("predicted - true")
+    right.set_ylabel("images")
+    mean = float(res.mean()) if len(res) else float("nan")
+    right.set_title(f"mean {mean:+.3g}, std {float(res.std()) if len(res) else float('nan'):.3g}")
     return _save(fig, path)

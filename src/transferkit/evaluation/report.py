@@ -6,6 +6,12 @@
 Everything comes from files the run left: config.json, report.json, metrics.csv, split.csv, predictions.csv,
 skipped.csv, doctor.json (when the data was checked) and plots/*.png. Every number in the page carries a
 `data-key` attribute naming its place in report.json ("metrics.accuracy"), so tests and tools can check it.
+
+The page opens with what a person looks for first: the headline metric with its 95% interval (and whether the split
+can tell two strategies apart), what was decided and why; then the task's own results (for classification the
+confusion matrix and per-class figures), the mistakes, what was measured to choose (the advisor's numbers, the head
+solvers, the training curves when there was more than one epoch), calibration, the data, and the configuration
+folded at the end. Each task's parts come from TASK_SECTIONS (task name -> its headline, results and mistakes).
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from typing import Any
 
 from ..errors import TransferkitError
 from ..faults import write_atomic
+from . import multilabel, regression
 
 PLOTS_DIR = "plots"
-# (file in plots/, title, how to read it): the order of the "Plots" section.
+# (file in plots/, title, how to read it): every plot a run may have; each section embeds its own.
 PLOTS = (
     (
         "curves.png",
@@ -57,7 +64,18 @@ PLOTS = (
         "Bars on the diagonal: the probabilities can be taken at face value. Bars below it: over-confident.",
     ),
 )
-SECTIONS = ("config", "data", "strategy", "metrics", "calibration", "plots", "misclassified")
+PLOTS += regression.PLOTS + multilabel.PLOTS  # the tasks' own plots (their modules draw and describe them)
+# The page's order: the result first, the configuration last (folded).
+SECTIONS = ("result", "metrics", "mistakes", "choice", "calibration", "data", "config")
+TITLES = {
+    "result": "Result",
+    "metrics": "Results in detail",
+    "mistakes": "Mistakes",
+    "choice": "How it was chosen",
+    "calibration": "Calibration",
+    "data": "Data",
+    "config": "Configuration",
+}
 MAX_MISCLASSIFIED = 100  # rows in the table; predictions.csv has them all
 EMBED_AS_PNG_BELOW = 400_000  # bytes: plots are 20-100 kB; only photo grids are larger
 
@@ -71,6 +89,7 @@ th{background:#f6f8fa} td.n{text-align:right;font-variant-numeric:tabular-nums}
 .muted{color:#656d76} .bad{color:#cf222e} .good{color:#1a7f37} figure{margin:1em 0} figcaption{color:#656d76}
 img.plot{max-width:100%;border:1px solid #d0d7de} img.thumb{width:72px;height:72px;object-fit:cover}
 nav a{margin-right:1em} pre{background:#f6f8fa;padding:.6em;overflow:auto;max-height:30em}
+p.headline{font-size:1.35em;margin:.4em 0} details>summary{cursor:pointer;color:#0969da}
 """
 
 
@@ -139,8 +158,10 @@ def redraw_plots(run_dir: Path) -> list[Path]:
     plots = run_dir / PLOTS_DIR
     made = []
     rows = read_csv(run_dir / "metrics.csv")
-    if rows:
+    if len(rows) > 1:
         made.append(plot_training_curves(rows, plots / "curves.png", best_epoch=report.get("best_epoch")))
+    else:  # one epoch (a head on cached features) is one point: no curve; the page shows what was measured instead
+        (plots / "curves.png").unlink(missing_ok=True)
     metrics, classes = report.get("metrics"), config.get("classes")
     if metrics and classes and metrics.get("confusion_matrix"):
         made.append(plot_confusion_matrix(metrics["confusion_matrix"], classes, plots / "confusion_matrix.png"))
@@ -156,6 +177,7 @@ def redraw_plots(run_dir: Path) -> list[Path]:
                 plots / "reliability.png",
             )
         )
+    made += task_parts(report).get("redraw", lambda _: [])(run_dir)  # the task's plots from predictions.csv
     return made
 
 
@@ -175,10 +197,14 @@ def flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def section_config(config: dict) -> str:
-    body = kv_table(flatten(config.get("config", {})))
+    """Every option as it was set, folded: what a person reads last (the versions help a bug report)."""
+    options = flatten(config.get("config", {}))
     versions = [(f"version of {k}", v) for k, v in config.get("versions", {}).items()]
     extra = [("platform", config.get("platform", ""))] + versions
-    return body + "<h3>Environment</h3>" + kv_table(extra)
+    return (
+        f"<details><summary>All {len(options)} options of this run, and the environment</summary>"
+        f"{kv_table(options)}<h3>Environment</h3>{kv_table(extra)}</details>"
+    )
 
 
 def section_data(run_dir: Path, config: dict, report: dict) -> str:
@@ -266,9 +292,107 @@ def doctor_summary(doctor: dict | None) -> str:
     return "".join(out)
 
 
-def section_strategy(config: dict, report: dict) -> str:
+def figure(run_dir: Path, name: str) -> str:
+    """One plot of PLOTS embedded with its title and how to read it; '' when the run has not drawn it."""
+    path = run_dir / PLOTS_DIR / name
+    title, how = next((t, h) for n, t, h in PLOTS if n == name)
+    if not path.is_file():
+        return ""
+    return (
+        f'<figure id="plot-{esc(path.stem)}"><h3>{esc(title)}</h3><img class="plot" alt="{esc(title)}" '
+        f'src="{embed_png(path)}"><figcaption>{esc(how)}</figcaption></figure>'
+    )
+
+
+def tagged(value: Any, key: str, digits: int = 4, tag: str = "b") -> str:
+    """A number in running text tagged with its report.json key (as `num` tags a table cell)."""
+    text = "n/a" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+    return f'<{tag} data-key="{esc(key)}">{esc(text)}</{tag}>'
+
+
+def classification_headline(report: dict) -> str:
+    """'test accuracy 0.9133 (95% interval 0.8583-0.9489) on 150 images', and what the split can resolve."""
+    m = report["metrics"]
+    split = esc(report.get("split", "?"))
+    out = f'<p class="headline">{split} accuracy {tagged(m.get("accuracy"), "metrics.accuracy")}'
+    iv = m.get("interval")
+    if iv:
+        out += (
+            f' <span class="muted">(95% interval {tagged(iv["low"], "metrics.interval.low", tag="span")}'
+            f"&ndash;{tagged(iv['high'], 'metrics.interval.high', tag='span')}, Wilson)</span>"
+        )
+    out += (
+        f" on {tagged(m.get('n'), 'metrics.n', tag='span')} images; macro F1 "
+        f"{tagged(m.get('macro_f1'), 'metrics.macro_f1', tag='span')}</p>"
+    )
+    if iv:
+        css = "good" if iv["separates"] else "bad"
+        out += f'<p class="{css}">{esc(iv["note"])}.</p>'
+    if report.get("split") == "val":
+        out += (
+            '<p class="bad">The data has no test split: this is measured on val, which also picked the best '
+            "epoch and the head, so it is optimistic. Give --split with a test share (or use --cv) for an honest "
+            "figure.</p>"
+        )
+    return out
+
+
+def cv_summary(report: dict) -> str:
+    """The --cv estimate: mean and 95% interval over the folds, each fold's figure folded below."""
+    cv = report.get("cv")
+    if not cv:
+        return ""
+    metrics = cv.get("metrics", {})
+    key = "accuracy" if "accuracy" in metrics else next(iter(metrics), None)
+    if key is None:
+        return ""
+    m = metrics[key]
+    untouched = "; the test split untouched" if cv.get("folded") == "train+val" else ""
+    pooled = cv.get("pooled")
+    pooled_text = (
+        f"; pooled over every held-out image {tagged(pooled['accuracy'], 'cv.pooled.accuracy', tag='span')} "
+        f"(95% interval {tagged(pooled['low'], 'cv.pooled.low', tag='span')}&ndash;"
+        f"{tagged(pooled['high'], 'cv.pooled.high', tag='span')}, Wilson)"
+        if pooled
+        else ""
+    )
+    line = (
+        f"<p><b>{cv['k']}-fold cross-validation</b> on {esc(cv['folded'])} ({cv['n']} held-out images, each scored "
+        f"once{untouched}): {esc(key)} {tagged(m['mean'], f'cv.metrics.{key}.mean')}"
+        f" (95% interval over folds {tagged(m['low'], f'cv.metrics.{key}.low', tag='span')}&ndash;"
+        f"{tagged(m['high'], f'cv.metrics.{key}.high', tag='span')}){pooled_text}.</p>"
+    )
+    rows = "".join(
+        f"<tr><td>{f['fold']}</td><td>{esc(f.get('strategy', ''))}</td>"
+        + num(f.get("n"), f"cv.folds.{i}.n")
+        + num(f.get(key), f"cv.folds.{i}.{key}")
+        + f"<td>{esc(f.get('path', ''))}</td></tr>"
+        for i, f in enumerate(cv.get("folds", []))
+    )
+    return line + (
+        f"<details><summary>Each fold</summary><table><tr><th>fold</th><th>strategy</th><th>images</th>"
+        f"<th>{esc(key)}</th><th>run</th></tr>{rows}</table></details>"
+    )
+
+
+def generic_headline(report: dict) -> str:
+    """A task without a headline of its own: its numbers, as report.json has them."""
+    m = report["metrics"]
+    shown = [(k, v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return (
+        f'<p class="headline">{esc(report.get("split", "?"))}: '
+        + ", ".join(f"{esc(k)} {tagged(v, f'metrics.{k}', tag='span')}" for k, v in shown)
+        + "</p>"
+    )
+
+
+def section_result(run_dir: Path, config: dict, report: dict) -> str:
+    """What a person looks for first: the headline metric with its interval, then what was decided and why."""
+    if not report.get("metrics"):
+        return '<p class="muted">No metrics: the run did not finish (no report.json).</p>'
     resolved = config.get("resolved", {})
-    return kv_table(
+    parts = task_parts(report)
+    decided = kv_table(
         [
             ("strategy", report.get("strategy", resolved.get("strategy", ""))),
             ("why", report.get("strategy_reason", resolved.get("strategy_reason", ""))),
@@ -278,6 +402,7 @@ def section_strategy(config: dict, report: dict) -> str:
             ("run time (decoding, training, evaluation)", f"{report.get('seconds', 0):.1f} s"),
         ]
     )
+    return parts["headline"](report) + cv_summary(report) + "<h3>What was decided</h3>" + decided
 
 
 def section_metrics(report: dict, classes: list[str]) -> str:
@@ -363,18 +488,302 @@ def section_calibration(report: dict) -> str:
     )
 
 
-def section_plots(run_dir: Path) -> str:
+# What `auto` measured, as labels people read (the rest of the advice is shown under its own name).
+ADVICE_LABELS = {
+    "n_train": "training images",
+    "n_classes": "classes",
+    "per_class": "training images per class (decides the size band)",
+    "smallest_class": "images in the rarest class",
+    "median_side": "median short side of the images (px)",
+    "image_size": "input size chosen (px)",
+    "shift": "domain shift from ImageNet (BatchNorm statistics; decides similar or different)",
+    "probe_acc": "val accuracy of a linear probe on frozen features",
+    "chance_acc": "val accuracy of always answering the commonest class",
+    "size": "size band",
+    "similar": "similar to ImageNet",
+    "strategy": "strategy chosen",
+    "backbone_lr_mult": "backbone LR / head LR",
+    "backbone": "backbone measured with",
+    "seconds": "measuring took (s)",
+}
+
+
+def rows_table(rows: list[dict]) -> str:
+    """A list of records (candidates measured, folds, ...) as one table, columns in first-seen order."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="n">{r[c]:.4g}</td>' if isinstance(r.get(c), float) else f"<td>{esc(r.get(c, ''))}</td>"
+            for c in columns
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def advice_html(advice: dict) -> str:
+    """The advisor's measurements: scalars in one table, any list of candidates it measured in a table each."""
+    pairs, lists = [], []
+    for key, value in advice.items():
+        if key == "reason":
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lists.append(f"<h4>{esc(key.replace('_', ' '))}</h4>" + rows_table(value))
+        elif not isinstance(value, (dict, list)):
+            shown = f"{value:.4g}" if isinstance(value, float) else value
+            pairs.append((ADVICE_LABELS.get(key, key.replace("_", " ")), "n/a" if value is None else shown))
+    return kv_table(pairs) + "".join(lists)
+
+
+def solver_how(v: dict) -> str:
+    return f"L2 {v['l2']:.0e} picked on val" if "l2" in v else f"{v.get('passes', '?')} passes, early stopping on val"
+
+
+def head_solvers_html(solvers: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{esc(name)}</td>"
+        + num(v.get("val_acc"), f"head_solvers.{name}.val_acc")
+        + num(v.get("val_loss"), f"head_solvers.{name}.val_loss")
+        + f"<td>{esc(solver_how(v))}</td>"
+        + num(v.get("seconds"), f"head_solvers.{name}.seconds", 2)
+        + f'<td class="{"good" if v.get("kept") else ""}">{"kept" if v.get("kept") else ""}</td></tr>'
+        for name, v in solvers.items()
+    )
+    return (
+        "<h3>Head solvers</h3><p>Both fitted on the same cached features; the more accurate on val is kept (ties: "
+        "the lower val loss).</p><table><tr><th>solver</th><th>val accuracy</th><th>val loss</th><th>how</th>"
+        f"<th>seconds</th><th></th></tr>{rows}</table>"
+    )
+
+
+def section_choice(run_dir: Path, config: dict, report: dict) -> str:
+    """What was measured to choose: the advisor's numbers (auto), the head solvers (cached phases), candidates any
+    chooser saved under report.json's "selection", and the training curves when there was more than one epoch."""
     out = []
-    for name, title, how in PLOTS:
-        path = run_dir / PLOTS_DIR / name
-        if path.is_file():
-            out.append(
-                f'<figure id="plot-{esc(path.stem)}"><h3>{esc(title)}</h3><img class="plot" alt="{esc(title)}" '
-                f'src="{embed_png(path)}"><figcaption>{esc(how)}</figcaption></figure>'
-            )
-        else:
-            out.append(f'<p class="muted">{esc(title)}: not available ({esc(name)} was not drawn).</p>')
+    advice = config.get("advice")
+    if advice:
+        out.append(
+            f"<h3>What <code>auto</code> measured</h3><p>{esc(advice.get('reason', ''))}.</p>" + advice_html(advice)
+        )
+    else:
+        strategy = report.get("strategy", config.get("resolved", {}).get("strategy", ""))
+        out.append(
+            f"<p>The strategy was given (<code>--strategy {esc(strategy)}</code>): nothing was measured to choose it.</p>"
+        )
+    selection = report.get("selection")
+    if isinstance(selection, list) and selection and all(isinstance(r, dict) for r in selection):
+        out.append("<h3>Candidates measured</h3>" + rows_table(selection))
+    if report.get("head_solvers"):
+        out.append(head_solvers_html(report["head_solvers"]))
+    epochs = len(read_csv(run_dir / "metrics.csv"))
+    curves = figure(run_dir, "curves.png")
+    if curves and epochs > 1:
+        out.append(curves)
+    else:
+        out.append(
+            f'<p class="muted">{epochs} epoch{"" if epochs == 1 else "s"} recorded: no training curve to draw '
+            "(a head fitted on cached features is one step; what was measured to fit it is above).</p>"
+        )
     return "".join(out)
+
+
+def section_mistakes(run_dir: Path, report: dict) -> str:
+    return figure(run_dir, "top_losses.png") + section_misclassified(run_dir) + figure(run_dir, "gallery.png")
+
+
+def section_classification(run_dir: Path, report: dict, classes: list[str]) -> str:
+    """The confusion matrix (figure and numbers), the metrics table and the per-class figure and numbers."""
+    return figure(run_dir, "confusion_matrix.png") + section_metrics(report, classes) + figure(run_dir, "per_class.png")
+
+
+def generic_results(run_dir: Path, report: dict, classes: list[str]) -> str:
+    m = report.get("metrics", {})
+    return kv_table(flatten({k: v for k, v in m.items() if k != "interval"}))
+
+
+# ---- regression (numbers in evaluation/regression.py) ------------------------------------------------------
+REGRESSION_COLUMNS = (
+    ("n", "images"),
+    ("r2", "R²"),
+    ("rmse", "RMSE"),
+    ("mae", "MAE"),
+    ("pearson", "Pearson r"),
+    ("spearman", "Spearman ρ"),
+    ("rmse_of_mean", "RMSE of the mean"),
+    ("loss", "loss (standardised)"),
+)
+
+
+def regression_metrics_table(report: dict, classes: list[str]) -> str:
+    """The report's Metrics section for a regression run: the numbers, and the largest errors."""
+
+    m = report.get("metrics") or {}
+    target = classes[0] if classes else "target"
+    return (
+        f"<p>Predicting <b>{esc(target)}</b> on the <b>{esc(report.get('split', '?'))}</b> split, best model (best/). "
+        "R² 0 is what always answering the training mean scores; RMSE of the mean is that baseline's error.</p>"
+        "<table><tr>"
+        + "".join(f"<th>{title}</th>" for _, title in REGRESSION_COLUMNS)
+        + "</tr><tr>"
+        + "".join(num(m.get(key), f"metrics.{key}") for key, _ in REGRESSION_COLUMNS)
+        + "</tr></table>"
+    )
+
+
+def regression_errors(run_dir: Path, limit: int = 20) -> str:
+    """The images with the largest absolute errors (predictions.csv holds them all)."""
+
+    found = regression.read_predictions(run_dir)
+    if found is None:
+        return '<p class="muted">No predictions.csv in this run.</p>'
+    keys, y, p = found
+    order = sorted(range(len(keys)), key=lambda i: -abs(p[i] - y[i]))[:limit]  # the largest errors first
+    body = []
+    for i in order:
+        thumb = thumbnail(keys[i])
+        img = f'<img class="thumb" alt="{esc(Path(keys[i]).name)}" src="{thumb}">' if thumb else ""
+        body.append(
+            f'<tr><td>{img}</td><td>{esc(keys[i])}</td><td class="n">{y[i]:.4g}</td><td class="n">{p[i]:.4g}</td>'
+            f'<td class="n">{p[i] - y[i]:+.4g}</td></tr>'
+        )
+    return (
+        f"<p>The {len(order)} largest errors of {len(keys)} evaluated images (all in predictions.csv).</p>"
+        "<table><tr><th></th><th>file</th><th>true</th><th>predicted</th><th>error</th></tr>"
+        + "".join(body)
+        + "</table>"
+    )
+
+
+def regression_headline(report: dict) -> str:
+    """The page's first line: 'test R² 0.5120 on 81 images; RMSE 0.61 against 0.87 for the training mean'."""
+
+    m = report["metrics"]
+    out = (
+        f'<p class="headline">{esc(report.get("split", "?"))} R² {tagged(m.get("r2"), "metrics.r2")} on '
+        f"{tagged(m.get('n'), 'metrics.n', tag='span')} images; RMSE {tagged(m.get('rmse'), 'metrics.rmse', tag='span')}"
+        f" against {tagged(m.get('rmse_of_mean'), 'metrics.rmse_of_mean', tag='span')} for always answering the "
+        f"training mean; MAE {tagged(m.get('mae'), 'metrics.mae', tag='span')}</p>"
+    )
+    if report.get("split") == "val":
+        out += (
+            '<p class="bad">The data has no test split: this is measured on val, which also picked the best epoch '
+            "and the ridge penalty, so it is optimistic.</p>"
+        )
+    return out
+
+
+def regression_results(run_dir: Path, report: dict, classes: list[str]) -> str:
+
+    return (
+        regression_metrics_table(report, classes)
+        + figure(run_dir, "predicted_vs_true.png")
+        + figure(run_dir, "residuals.png")
+    )
+
+
+def regression_mistakes(run_dir: Path, report: dict) -> str:
+    return regression_errors(Path(run_dir))
+
+
+# ---- multi-label (numbers in evaluation/multilabel.py) -----------------------------------------------------
+MULTILABEL_COLUMNS = (
+    ("n", "images"),
+    ("map", "mAP"),
+    ("micro_f1", "micro F1"),
+    ("macro_f1", "macro F1"),
+    ("micro_precision", "micro precision"),
+    ("micro_recall", "micro recall"),
+    ("exact_match", "exact set"),
+    ("loss", "loss"),
+)
+
+
+def multilabel_headline(report: dict) -> str:
+
+    m = report["metrics"]
+    return (
+        f'<p class="headline">{esc(report.get("split", "?"))} mAP {tagged(m.get("map"), "metrics.map")} on '
+        f"{tagged(m.get('n'), 'metrics.n', tag='span')} images; micro F1 "
+        f"{tagged(m.get('micro_f1'), 'metrics.micro_f1', tag='span')}, macro F1 "
+        f"{tagged(m.get('macro_f1'), 'metrics.macro_f1', tag='span')} at each label's threshold (tuned on val)</p>"
+    )
+
+
+def multilabel_results(run_dir: Path, report: dict, classes: list[str]) -> str:
+
+    m = report.get("metrics") or {}
+    table = (
+        "<table><tr>"
+        + "".join(f"<th>{t}</th>" for _, t in MULTILABEL_COLUMNS)
+        + "</tr><tr>"
+        + "".join(num(m.get(k), f"metrics.{k}") for k, _ in MULTILABEL_COLUMNS)
+        + "</tr></table>"
+    )
+    keys = ("threshold", "precision", "recall", "f1", "ap", "support")
+    rows = "".join(
+        f"<tr><td>{esc(c)}</td>" + "".join(num(v[k], f"metrics.per_label.{c}.{k}", 3) for k in keys) + "</tr>"
+        for c, v in (m.get("per_label") or {}).items()
+    )
+    per_label = (
+        "<h3>Per label</h3><table><tr><th>label</th><th>threshold</th><th>precision</th><th>recall</th><th>F1</th>"
+        f"<th>AP</th><th>support</th></tr>{rows}</table>"
+    )
+    return table + per_label + figure(run_dir, "per_label.png")
+
+
+def multilabel_mistakes(run_dir: Path, report: dict, limit: int = 30) -> str:
+
+    rows = [r for r in read_csv(Path(run_dir) / multilabel.PREDICTIONS) if "wrong_labels" in r]
+    if not rows:
+        return '<p class="muted">No predictions.csv in this run.</p>'
+    wrong = sorted((r for r in rows if r["wrong_labels"] != "0"), key=lambda r: -int(r["wrong_labels"]))
+    if not wrong:
+        return f'<p class="good">None: every label of all {len(rows)} evaluated images is right.</p>'
+    body = []
+    for r in wrong[:limit]:
+        thumb = thumbnail(r["key"])
+        img = f'<img class="thumb" alt="{esc(Path(r["key"]).name)}" src="{thumb}">' if thumb else ""
+        body.append(
+            f'<tr><td>{img}</td><td>{esc(r["key"])}</td><td>{esc(r["true"])}</td><td class="bad">'
+            f'{esc(r["predicted"])}</td><td class="n">{esc(r["wrong_labels"])}</td></tr>'
+        )
+    return (
+        f"<p>{len(wrong)} of {len(rows)} evaluated images have a wrong label set, the most wrong labels first.</p>"
+        "<table><tr><th></th><th>file</th><th>true</th><th>predicted</th><th>wrong labels</th></tr>"
+        + "".join(body)
+        + "</table>"
+    )
+
+
+# Each task's parts of the page: its headline (opens the page), its results in detail and its mistakes. A task
+# missing here gets its numbers as report.json has them.
+TASK_SECTIONS = {
+    "classification": {
+        "headline": classification_headline,
+        "results": section_classification,
+        "mistakes": section_mistakes,
+    },
+    "regression": {
+        "headline": regression_headline,
+        "results": regression_results,
+        "mistakes": regression_mistakes,
+        "redraw": regression.redraw,
+    },
+    "multilabel": {
+        "headline": multilabel_headline,
+        "results": multilabel_results,
+        "mistakes": multilabel_mistakes,
+        "redraw": multilabel.redraw,
+    },
+}
+GENERIC_SECTIONS = {"headline": generic_headline, "results": generic_results, "mistakes": section_mistakes}
+
+
+def task_parts(report: dict) -> dict:
+    return TASK_SECTIONS.get(report.get("task", "classification"), GENERIC_SECTIONS)
 
 
 def section_misclassified(run_dir: Path) -> str:
@@ -407,39 +816,26 @@ def render_html(run_dir: Path) -> str:
     config = read_json(run_dir / "config.json") or {}
     report = read_json(run_dir / "report.json") or {}
     classes = config.get("classes", [])
-    m = report.get("metrics", {})
-    headline = (
-        f"{esc(report.get('split', ''))} accuracy <b>{m['accuracy']:.4f}</b>, "
-        f"macro F1 {m.get('macro_f1', 0):.4f} on {m.get('n', 0)} images"
-        if m
-        else "unfinished run"
-    )
-    titles = {
-        "config": "Configuration",
-        "data": "Data",
-        "strategy": "Strategy",
-        "metrics": "Metrics",
-        "calibration": "Calibration",
-        "plots": "Plots",
-        "misclassified": "Misclassified examples",
-    }
+    parts = task_parts(report)
+    finished = bool(report.get("metrics"))
+    unfinished = '<p class="muted">No metrics: the run did not finish (no report.json).</p>'
     bodies = {
-        "config": section_config(config),
+        "result": section_result(run_dir, config, report),
+        "metrics": parts["results"](run_dir, report, classes) if finished else unfinished,
+        "mistakes": parts["mistakes"](run_dir, report) if finished else unfinished,
+        "choice": section_choice(run_dir, config, report),
+        "calibration": section_calibration(report) + figure(run_dir, "reliability.png"),
         "data": section_data(run_dir, config, report),
-        "strategy": section_strategy(config, report),
-        "metrics": section_metrics(report, classes),
-        "calibration": section_calibration(report),
-        "plots": section_plots(run_dir),
-        "misclassified": section_misclassified(run_dir),
+        "config": section_config(config),
     }
-    nav = "".join(f'<a href="#{s}">{titles[s]}</a>' for s in SECTIONS)
-    sections = "".join(f'<section id="{s}"><h2>{titles[s]}</h2>{bodies[s]}</section>' for s in SECTIONS)
+    nav = "".join(f'<a href="#{s}">{TITLES[s]}</a>' for s in SECTIONS)
+    sections = "".join(f'<section id="{s}"><h2>{TITLES[s]}</h2>{bodies[s]}</section>' for s in SECTIONS)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>transferkit report: {esc(run_dir.name)}</title><style>{CSS}</style></head>"
         f"<body><h1>{esc(run_dir.name)}</h1>"
         f'<p class="muted">transferkit run in {esc(run_dir.resolve())}, report written '
-        f"{datetime.now():%Y-%m-%d %H:%M}. {headline}.</p><nav>{nav}</nav>{sections}</body></html>\n"
+        f"{datetime.now():%Y-%m-%d %H:%M}.</p><nav>{nav}</nav>{sections}</body></html>\n"
     )
 
 

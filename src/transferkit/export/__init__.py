@@ -72,6 +72,11 @@ def export(
     # The reference: the bundle in fp32 on the CPU (bf16 "auto" would measure bf16's rounding, not the export's).
     reference = Predictor(bundle, device="cpu", precision="fp32")
     meta = reference.meta
+    if reference.task.name != "classification":  # the export's contract and runner give class probabilities
+        raise TransferkitError(
+            f"'{meta['_path']}' is a {reference.task.name} model; export takes classification models. Use it "
+            "with `transferkit predict` / `transferkit.load`."
+        )
     bundle_dir = Path(meta["_path"])
     out = Path(out) if out else default_out(bundle_dir, format, int8)
     if out.is_dir():

@@ -300,6 +300,13 @@ class OnnxPredictor:
         )
         self.preprocess = Preprocess(c.short_side, c.interpolation)
 
+    @property
+    def task(self):
+        """The task whose answers this export gives (exports are of classification models)."""
+        from ..tasks import get_task
+
+        return get_task(self.runner.contract.task)
+
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.runner.probabilities(images)
 

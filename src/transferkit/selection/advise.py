@@ -79,10 +79,12 @@ class Advice:
 
 def advise(data, config: RunConfig | None = None, reporter=None, **overrides) -> Advice:
     """Measure `data` (a path or DataSource) with the run's backbone and settings; keyword arguments as in `fit`."""
+    from ..engine.runtime import refuse_multiprocess
     from ..options import apply_overrides, validate
     from ..progress import make_reporter
     from .frozen import open_data
 
+    refuse_multiprocess("advise", "a few measurements on one process; `train --strategy auto` measures on all of them")
     cfg = apply_overrides(config or RunConfig(), dict(overrides))
     validate(cfg)
     return advise_opened(open_data(data, cfg), cfg, reporter or make_reporter(cfg.quiet))
@@ -92,9 +94,7 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
     """The advice for data already opened and split (`frozen.Data`); `fit(strategy="auto")` calls this."""
     from collections import Counter
 
-    import numpy as np
-
-    from .estimators import logme_fit
+    from ..data.base import label_classes
     from .frozen import domain_shift, frozen_features
 
     start = time.perf_counter()
@@ -102,13 +102,19 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
     probe_acc = chance = None
     if per_class < LARGE:  # the probe only matters where linear or two-phase is on the table
         ff = frozen_features(d, cfg.model.backbone, cfg, reporter)
-        probe_acc = float((logme_fit(ff.train, ff.train_labels).predict(ff.val) == ff.val_labels).mean())
-        chance = float(np.bincount(ff.val_labels).max() / len(ff.val_labels))
+        probe_acc, chance = PROBES[d.src.task](ff)
     shift, bcfg, image_size = domain_shift(d, cfg.model.backbone, cfg)
     name, mult, size, similar, reason = decide(
-        per_class, shift, probe_acc, chance, d.median_side, len(bcfg.stages), cfg.model.backbone
+        per_class,
+        shift,
+        probe_acc,
+        chance,
+        d.median_side,
+        len(bcfg.stages),
+        cfg.model.backbone,
+        PROBE_NAMES[d.src.task],
     )
-    counts = Counter(s.label for s in d.splits["train"])
+    counts = Counter(i for s in d.splits["train"] for i in label_classes(s.label))
     return Advice(
         strategy=name,
         backbone_lr_mult=mult,
@@ -129,6 +135,45 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
     )
 
 
+def class_probe(ff) -> tuple[float, float]:
+    """(val accuracy of LogME's ridge probe, of always answering the commonest class)."""
+    import numpy as np
+
+    from .estimators import logme_fit
+
+    probe = float((logme_fit(ff.train, ff.train_labels).predict(ff.val) == ff.val_labels).mean())
+    return probe, float(np.bincount(ff.val_labels).max() / len(ff.val_labels))
+
+
+def regression_probe(ff) -> tuple[float, float]:
+    """(val R² of LogME's ridge probe, 0: the R² of always answering the mean). The weak-probe rule reads R² as it
+    reads accuracy: frozen features that leave more than a quarter of the mean's squared error get fine-tuned."""
+    from ..evaluation.regression import r2
+    from .estimators import logme_regression
+
+    return r2(logme_regression(ff.train, ff.train_labels).predict(ff.val), ff.val_labels), 0.0
+
+
+def multilabel_probe(ff) -> tuple[float, float]:
+    """(val mAP of LogME's ridge probe, the mAP of scoring every image alike: each label's share of positives)."""
+    import numpy as np
+
+    from ..evaluation.multilabel import mean_average_precision
+    from .estimators import logme_regression
+
+    probe = mean_average_precision(
+        logme_regression(ff.train, ff.train_labels).predict(ff.val).reshape(len(ff.val), -1), ff.val_labels
+    )
+    y = np.asarray(ff.val_labels)
+    present = y.any(0)
+    return probe, float(y[:, present].mean(0).mean()) if present.any() else 0.0
+
+
+# The frozen-feature probe per task: (its val score, the score of knowing nothing), as accuracy is to chance.
+PROBES = {"classification": class_probe, "regression": regression_probe, "multilabel": multilabel_probe}
+PROBE_NAMES = {"classification": "accuracy", "regression": "R²", "multilabel": "mAP"}
+
+
 def decide(
     per_class: float,
     shift: float | None,
@@ -137,6 +182,7 @@ def decide(
     median_side: float,
     n_stages: int,
     backbone: str = "the backbone",
+    probe_name: str = "accuracy",
 ) -> tuple[str, float | None, str, bool, str]:
     """The chart as a function of the measurements: (strategy, backbone LR mult, size band, similar, reason)."""
     size = "small" if per_class < SMALL else "medium" if per_class < LARGE else "large"
@@ -154,7 +200,10 @@ def decide(
             f"({'>=' if similar else '<'} {TINY_SIDE}px)"
         )
     if probe_acc is not None:
-        why.append(f"frozen features reach {probe_acc:.1%} val accuracy (commonest class {chance:.1%})")
+        if probe_name == "accuracy":
+            why.append(f"frozen features reach {probe_acc:.1%} val accuracy (commonest class {chance:.1%})")
+        else:  # regression R², multi-label mAP: against what knowing nothing scores
+            why.append(f"frozen features reach val {probe_name} {probe_acc:.3f} (knowing nothing: {chance:.3f})")
         if name == "linear" and (1 - probe_acc) > WEAK_PROBE * (1 - chance):
             name = "two-phase"
             why.append(

@@ -1,6 +1,7 @@
 """Transferability estimators: how well a frozen network suits a labelled dataset, from one forward pass.
 
     logme(features, labels)            # You et al., ICML 2021: evidence of a Bayesian linear model, per class
+    logme_regression(features, y)      # the same for numeric targets (standardised), LogME's regression form
     leep(imagenet_probs, labels)       # Nguyen et al., ICML 2020: log expected empirical prediction
     nce(imagenet_probs, labels)        # Tran et al., ICCV 2019: negative conditional entropy H(Y|Z)
     hscore(features, labels)           # Bao et al., ICIP 2019, with Ledoit-Wolf shrinkage (Ibrahim et al., ICLR 2023)
@@ -39,15 +40,44 @@ def logme_fit(features, labels, max_iter: int = 100, tol: float = 1e-6) -> LogME
     One eigendecomposition serves every class and every iteration: O(n d min(n, d)), about 1 s for 5,000 x 1,280.
     The posterior means m come for free and make a linear probe that needs no training (`LogME.predict`).
     """
-    f = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
+    classes = np.unique(y)
+    evidences, weights = _logme_columns(features, (y[:, None] == classes[None, :]).astype(np.float64), max_iter, tol)
+    return LogME(float(np.mean(evidences)), weights, classes)
+
+
+@dataclass
+class LogMERegression:
+    score: float  # LogME of the standardised target(s): evidence per image, higher is better
+    weights: np.ndarray  # (d, T) posterior mean weights for the standardised targets
+    mean: np.ndarray  # (T,) the targets' mean and std: predictions are (features @ weights) * std + mean
+    std: np.ndarray
+
+    def predict(self, features) -> np.ndarray:
+        out = (np.asarray(features, dtype=np.float64) @ self.weights) * self.std + self.mean
+        return out[:, 0] if out.shape[1] == 1 else out
+
+
+def logme_regression(features, targets, max_iter: int = 100, tol: float = 1e-6) -> LogMERegression:
+    """LogME's regression form (You et al. 2021, section 3: each target dimension is one y of the same Bayesian
+    linear model): the evidence of the standardised targets (N,) or (N, T), averaged over target dimensions. The
+    targets are standardised because the model has no bias: a price's mean would otherwise cost evidence."""
+    t = np.asarray(targets, dtype=np.float64)
+    t = t[:, None] if t.ndim == 1 else t
+    mean, std = t.mean(0), t.std(0)
+    std = np.where(std > 0, std, 1.0)
+    evidences, weights = _logme_columns(features, (t - mean) / std, max_iter, tol)
+    return LogMERegression(float(np.mean(evidences)), weights, mean, std)
+
+
+def _logme_columns(features, targets: np.ndarray, max_iter: int, tol: float) -> tuple[list[float], np.ndarray]:
+    """Per column t of `targets` (N, T): the maximum log evidence per image and the posterior mean weights."""
+    f = np.asarray(features, dtype=np.float64)
     n, d = f.shape
     sigma, coords, basis = _spectrum(f)
     k = len(sigma)
-    classes = np.unique(y)
     evidences, weights = [], []
-    for c in classes:
-        t = (y == c).astype(np.float64)
+    for t in np.asarray(targets, dtype=np.float64).T:
         z = coords(t)  # the target along each left singular vector u_i
         z2 = z**2
         outside = max(float(t @ t - z2.sum()), 0.0)  # the part of t no weights can reach (n > d)
@@ -70,7 +100,7 @@ def logme_fit(features, labels, max_iter: int = 100, tol: float = 1e-6) -> LogME
         )
         evidences.append(evidence / n)
         weights.append(basis @ (beta * z / (alpha + beta * sigma)))  # m = sum_i v_i beta s_i z_i / (alpha + beta s_i^2)
-    return LogME(float(np.mean(evidences)), np.stack(weights, 1), classes)
+    return evidences, np.stack(weights, 1)
 
 
 def _spectrum(f: np.ndarray):

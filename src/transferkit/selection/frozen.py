@@ -57,11 +57,17 @@ class FrozenFeatures:
 def open_data(data, cfg: RunConfig) -> Data:
     """`data`: a path or a DataSource; split with cfg.data.split and cfg.train.seed, exactly as `fit` does."""
     from ..data.sizes import survey_sides
-    from ..data.sources import open_source
+    from ..data.sources import check_task, open_source
     from ..data.split import make_splits
     from ..errors import TransferkitError
 
-    src = data if isinstance(data, DataSource) else open_source(data, cfg.data.layout, **cfg.data.source_options())
+    task = cfg.train.task
+    src = (
+        data
+        if isinstance(data, DataSource)
+        else open_source(data, cfg.data.layout, task=task, **cfg.data.source_options())
+    )
+    check_task(src, task)
     splits = make_splits(src, cfg.data.split, cfg.train.seed)
     if not splits.get("train") or not splits.get("val"):
         raise TransferkitError(
@@ -159,13 +165,20 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None) ->
         cfg=bcfg,
         image_size=size,
         train=out["train"].numpy(),
-        train_labels=np.asarray(decoded["train"][1]),
+        train_labels=_targets(data, decoded["train"][1]),
         val=out["val"].numpy(),
-        val_labels=np.asarray(decoded["val"][1]),
+        val_labels=_targets(data, decoded["val"][1]),
         imagenet_train=_imagenet_probs(classifier, out["train"]),
         seconds_per_image=min(timed),
         params=params,
     )
+
+
+def _targets(data: Data, labels) -> np.ndarray:
+    """Labels as arrays: class indices (N,), regression targets (N,) float, or multi-label 0/1 rows (N, K)."""
+    from ..tasks import get_task
+
+    return np.asarray(get_task(data.src.task).targets(labels, data.classes))
 
 
 def domain_shift(data: Data, backbone: str, cfg: RunConfig, n: int = 64) -> tuple[float | None, BackboneCfg, int]:

@@ -55,10 +55,12 @@ def rank(
     """Rows best first. `candidates`: registry names (default: every built-in, offline backbone). Keyword
     arguments set config fields as in `fit` (image_size, split, seed, batch_size, device, cache_dir, ...)."""
     from ..backbones import check_backbone_name, list_backbones
+    from ..engine.runtime import refuse_multiprocess
     from ..options import apply_overrides, validate
     from ..progress import make_reporter
     from .frozen import open_data
 
+    refuse_multiprocess("rank", "a forward pass per backbone: more processes would each measure and print the same")
     cfg = apply_overrides(config or RunConfig(), dict(overrides))
     validate(cfg)
     names = candidates.split(",") if isinstance(candidates, str) else list(candidates or list_backbones())
@@ -77,7 +79,6 @@ def rank(
 
 
 def _measure(d, name: str, cfg: RunConfig, reporter) -> RankRow:
-    from . import estimators as E
     from .frozen import frozen_features
 
     start = time.perf_counter()
@@ -102,15 +103,9 @@ def _measure(d, name: str, cfg: RunConfig, reporter) -> RankRow:
             time.perf_counter() - start,
             error=str(e),
         )
-    probs = ff.imagenet_train
-    fitted = E.logme_fit(ff.train, ff.train_labels)
     return RankRow(
         backbone=name,
-        logme=fitted.score,
-        leep=E.leep(probs, ff.train_labels) if probs is not None else None,
-        nce=E.nce(probs, ff.train_labels) if probs is not None else None,
-        hscore=E.hscore(ff.train, ff.train_labels),
-        probe_acc=float((fitted.predict(ff.val) == ff.val_labels).mean()),
+        **SIGNALS[d.src.task](ff),
         feature_dim=int(ff.train.shape[1]),
         params_m=ff.params / 1e6,
         ms_per_image=ff.seconds_per_image * 1000,
@@ -121,6 +116,51 @@ def _measure(d, name: str, cfg: RunConfig, reporter) -> RankRow:
         reason="",
         seconds=time.perf_counter() - start,
     )
+
+
+def class_signals(ff) -> dict:
+    """Classification: LogME per class, LEEP and NCE from the ImageNet head, H-score, LogME's ridge probe accuracy."""
+    from . import estimators as E
+
+    probs = ff.imagenet_train
+    fitted = E.logme_fit(ff.train, ff.train_labels)
+    return {
+        "logme": fitted.score,
+        "leep": E.leep(probs, ff.train_labels) if probs is not None else None,
+        "nce": E.nce(probs, ff.train_labels) if probs is not None else None,
+        "hscore": E.hscore(ff.train, ff.train_labels),
+        "probe_acc": float((fitted.predict(ff.val) == ff.val_labels).mean()),
+    }
+
+
+def regression_signals(ff) -> dict:
+    """Regression: LogME's regression form and its probe's val R² (in `probe_acc`); LEEP, NCE and H-score need
+    classes."""
+    from ..evaluation.regression import r2
+    from . import estimators as E
+
+    fitted = E.logme_regression(ff.train, ff.train_labels)
+    return {
+        "logme": fitted.score,
+        "leep": None,
+        "nce": None,
+        "hscore": None,
+        "probe_acc": r2(fitted.predict(ff.val), ff.val_labels),
+    }
+
+
+def multilabel_signals(ff) -> dict:
+    """Multi-label: LogME over the label columns and its probe's val mAP (in `probe_acc`)."""
+    from ..evaluation.multilabel import mean_average_precision
+    from . import estimators as E
+
+    fitted = E.logme_regression(ff.train, ff.train_labels)
+    probe = mean_average_precision(fitted.predict(ff.val).reshape(len(ff.val), -1), ff.val_labels)
+    return {"logme": fitted.score, "leep": None, "nce": None, "hscore": None, "probe_acc": probe}
+
+
+# What each task measures of a candidate's frozen features (probe_acc holds the task's own probe score).
+SIGNALS = {"classification": class_signals, "regression": regression_signals, "multilabel": multilabel_signals}
 
 
 def _places(rows: list[RankRow], signal: str) -> dict[str, tuple[float, int]]:

@@ -82,6 +82,11 @@ def load_served(path: str | os.PathLike, precision: str = "auto", trust_torchscr
     from ..predict import Predictor
 
     p = Predictor(path, precision=precision)
+    if p.task.name != "classification":  # the page and /predict answer with class probabilities
+        raise TransferkitError(
+            f"'{path}' is a {p.task.name} model; serve answers classification models. Use `transferkit predict` "
+            "or `transferkit.load` for it."
+        )
     pre = {**p.meta["preprocessing"], "short_side": p.short_side}
     info = {
         "task": p.meta.get("task", "classification"),

@@ -1,0 +1,137 @@
+"""Multi-label: 'a|b' and 0/1-column lists, thresholds tuned on val and stored in the bundle, mAP against sklearn,
+train -> evaluate -> predict -> report through the API and the CLI, bad separators refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import transferkit
+from transferkit.data.sources import from_arrays, open_source
+from transferkit.errors import TransferkitError
+
+from .conftest import FAST
+from .test_cli import cli
+
+NAMES = ("red", "green", "blue")
+
+
+def striped_images(n: int, seed: int = 0, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Dark images with a bright stripe in each label's colour channel (and place) the image has."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, (n, 3))
+    x = rng.integers(0, 40, (n, size, size, 3)).astype(np.uint8)
+    w = size // 3
+    for i, j in zip(*np.nonzero(y)):
+        x[i, :, j * w : (j + 1) * w, j] = 220
+    return x, y
+
+
+def write_csv(root, n: int = 45, hot: bool = False, lines_override: dict | None = None):
+    root.mkdir(parents=True, exist_ok=True)
+    x, y = striped_images(n)
+    lines = ["path," + (",".join(NAMES) if hot else "labels")]
+    for i, (img, row) in enumerate(zip(x, y)):
+        Image.fromarray(img).save(root / f"img{i:02d}.png")
+        cells = ",".join(map(str, row)) if hot else "|".join(c for c, v in zip(NAMES, row) if v)
+        lines.append(f"img{i:02d}.png,{cells}")
+    for i, text in (lines_override or {}).items():
+        lines[i] = text
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root / "labels.csv", y
+
+
+@pytest.mark.parametrize("hot", [False, True], ids=["a|b", "0/1 columns"])
+def test_lists_with_several_labels_per_image(tmp_path, hot):
+    path, y = write_csv(tmp_path / "d", hot=hot)
+    src = open_source(path, task="multilabel")
+    assert src.task == "multilabel" and sorted(src.classes) == sorted(NAMES)
+    index = {c: i for i, c in enumerate(src.classes)}
+    for s, row in zip(src.splits["all"], y):
+        assert set(s.label) == {index[c] for c, v in zip(NAMES, row) if v}
+
+
+def test_an_unknown_separator_names_the_line(tmp_path):
+    path, _ = write_csv(tmp_path / "a", lines_override={3: "img02.png,red;blue"})
+    with pytest.raises(TransferkitError, match=r"line 4: the labels 'red;blue' are separated by ';'.*red\|blue"):
+        open_source(path, task="multilabel")
+    path, _ = write_csv(tmp_path / "b", lines_override={3: "img02.png,red,blue"})
+    with pytest.raises(TransferkitError, match=r"line 4 has 3 fields but the header has 2"):
+        open_source(path, task="multilabel")
+    path, _ = write_csv(tmp_path / "c", hot=True, lines_override={2: "img01.png,1,yes,0"})
+    with pytest.raises(TransferkitError, match=r"line 3: column 'green' holds 'yes'"):
+        open_source(path, task="multilabel")
+
+
+def test_average_precision_is_scikit_learns_and_thresholds_maximise_f1():
+    from sklearn.metrics import average_precision_score
+
+    from transferkit.evaluation.multilabel import average_precision, multilabel_metrics, tune_thresholds
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (50, 4))
+    p = np.clip(y * 0.4 + rng.uniform(0, 0.6, (50, 4)), 0, 1).round(2)  # ties included
+    for j in range(4):
+        assert average_precision(p[:, j], y[:, j]) == pytest.approx(average_precision_score(y[:, j], p[:, j]))
+    t = tune_thresholds(p, y)
+    m = multilabel_metrics(p, y, t, list("abcd"))
+    for j, c in enumerate("abcd"):  # no threshold on the grid of scores does better on these images
+        best = max(
+            multilabel_metrics(p, y, [s if k == j else t[k] for k in range(4)], list("abcd"))["per_label"][c]["f1"]
+            for s in np.unique(p[:, j])
+        )
+        assert m["per_label"][c]["f1"] == pytest.approx(best)
+    assert tune_thresholds(np.full((5, 1), 0.3), np.zeros((5, 1))) == [0.5]  # no positive: the default
+
+
+def test_train_evaluate_predict_report_through_the_api(tmp_path):
+    x, y = striped_images(60)
+    src = from_arrays(x, y, list(NAMES), task="multilabel")
+    run = transferkit.fit(src, task="multilabel", strategy="linear", out=tmp_path / "runs", **FAST)
+    m = run.test_metrics
+    assert {"map", "micro_f1", "macro_f1", "per_label"} <= set(m) and m["map"] > 0.8
+    assert set(m["per_label"]["red"]) >= {"precision", "recall", "threshold", "ap"}
+    meta = json.loads((run.best / "transferkit.json").read_text())
+    assert meta["task"] == "multilabel" and len(meta["thresholds"]) == 3
+    answer = run.load().predict(x[0])
+    said = {a["label"] for a in answer["labels"]}
+    assert all(a["probability"] >= meta["thresholds"][NAMES.index(a["label"])] for a in answer["labels"])
+    assert len(answer["top_k"]) == 3 and said <= set(NAMES)
+    ev = transferkit.evaluate(run.best, src)
+    assert ev["map"] == pytest.approx(m["map"]) and ev["split"] == "test"
+    # The stored thresholds are the ones predict uses: above every probability, nothing is said.
+    meta["thresholds"] = [1.5, 1.5, 1.5]
+    (run.best / "transferkit.json").write_text(json.dumps(meta))
+    assert transferkit.load(run.best).predict(x[0])["labels"] == []
+    html = (run.path / "report.html").read_text()
+    assert 'data-key="metrics.map"' in html and "Per label" in html
+    assert (run.path / "plots" / "per_label.png").is_file()
+
+
+def test_cli_train_evaluate_predict(tmp_path):
+    path, _ = write_csv(tmp_path / "d", n=45)
+    runs = tmp_path / "runs"
+    r = cli(
+        "train",
+        path,
+        "--task",
+        "multilabel",
+        "--strategy",
+        "linear",
+        "--image-size",
+        "32",
+        "--out",
+        runs,
+        "--name",
+        "m",
+    )
+    assert "mAP" in r.stderr
+    shown = cli("evaluate", runs / "m" / "best", path).stdout
+    assert "mAP" in shown and "threshold" in shown
+    out = json.loads(cli("predict", runs / "m" / "best", tmp_path / "d" / "img00.png", "--json").stdout)
+    assert "labels" in out[0] and "top_k" in out[0]
+    table = cli("predict", runs / "m" / "best", tmp_path / "d" / "img00.png").stdout
+    assert "labels" in table and all(a["label"] in table for a in out[0]["labels"])
