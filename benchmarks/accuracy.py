@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from run import write_section  # noqa: E402 - the section writer BENCHMARKS.md shares
+
 BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
 SPLIT = (0.7, 0.15, 0.15)  # un-split sets: train/val/test, the default of `train`
 BACKBONE = "efficientnet_lite0"  # the default; the fixed strategies, the probe and fastai use it too
@@ -351,14 +354,6 @@ def section(results: dict, command: str, notes: list[str], plot_path: Path, out:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the accuracy section of BENCHMARKS.md (or append it); every other section is kept as it is."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), flags=re.S)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding the suite's sets")
@@ -397,7 +392,7 @@ def main() -> None:
     out = Path(args.out)
     plot_path = plot(results, Path(args.plot) if args.plot else out.parent / "benchmarks" / "accuracy.png")
     command = " ".join(["python benchmarks/accuracy.py", *sys.argv[1:]])
-    write_section(out, section(results, command, notes, plot_path, out))
+    write_section(out, "accuracy", section(results, command, notes, plot_path, out))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"wrote {out} and {plot_path} in {minutes:.1f} minutes", file=sys.stderr)

@@ -13,7 +13,6 @@ in `engine/runtime.best_precision` follows what it found. On a CPU without nativ
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -21,6 +20,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from run import write_section  # noqa: E402 - the section writer BENCHMARKS.md shares
+
 THRESHOLD = 0.995
 SECTION = "## Inference precision: bf16 vs fp32"
 
@@ -141,13 +143,8 @@ def write(path: Path, rows: list[tuple[str, dict]], speed: dict, machine: str, c
             ),
             "",
         ]
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = "<!-- precision:begin -->\n" + "\n".join(lines).rstrip() + "\n<!-- precision:end -->"
-    if "<!-- precision:begin -->" in text:  # benchmarks/run.py keeps marked sections when it rewrites the file
-        text = re.sub(r"<!-- precision:begin -->.*?<!-- precision:end -->", lambda m: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(path, "precision", block)
 
 
 def main() -> None:

@@ -276,6 +276,17 @@ val is kept (ties: the lower val loss). Seconds are the solver's own, features e
     path.write_text(text + NOTES + "".join("\n" + b + "\n" for b in blocks))
 
 
+def write_section(path: Path, name: str, block: str) -> None:
+    """Put `block` (from `<!-- name:begin -->` to `<!-- name:end -->`) into BENCHMARKS.md in place of that section, or
+    at the end: what the other scripts (precision.py, scaling.py, accuracy.py) measure lands beside the rest, which
+    `write_report` keeps when it remakes the speed numbers."""
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", flags=re.S)
+    path.write_text(
+        pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + block + "\n"
+    )
+
+
 NOTES = """
 ## Why the numbers are what they are
 - `linear` is one forward pass per image: features are computed once (and cached on disk, keyed by data

@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from run import machine  # noqa: E402 - the machine line every section of BENCHMARKS.md uses
+from run import machine, write_section  # noqa: E402 - the machine line and section writer BENCHMARKS.md shares
 
 SIZES = (1000, 5000, 20000, 50000)
 # Half EuroSAT's 64 px: on 2 shared cores a 64 px pass costs ~28 ms of CPU per image, so 50k images and their
@@ -192,16 +192,6 @@ def section(results: dict[str, dict[int, dict]], command: str, image: str) -> st
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = "<!-- scaling:begin -->\n" + text + "<!-- scaling:end -->"
-    if "<!-- scaling:begin -->" in old:  # benchmarks/run.py keeps marked sections when it rewrites the file
-        old = re.sub(r"<!-- scaling:begin -->.*?<!-- scaling:end -->", lambda m: block, old, flags=re.S)
-    else:
-        old = old.rstrip() + "\n\n" + block + "\n"
-    path.write_text(old)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding eurosat/")
@@ -223,7 +213,8 @@ def main() -> None:
 
     def done(results):  # after every job: a run cut short still leaves what it measured
         plot(results, image)
-        write(out, section(results, command, os.path.relpath(image.resolve(), out.resolve().parent)))
+        text = section(results, command, os.path.relpath(image.resolve(), out.resolve().parent))
+        write_section(out, "scaling", "<!-- scaling:begin -->\n" + text + "<!-- scaling:end -->")
 
     work = Path(tempfile.mkdtemp(prefix="tk-scaling-"))
     try:
