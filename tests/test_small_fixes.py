@@ -156,3 +156,13 @@ def test_cache_home_ignores_an_empty_or_relative_xdg_cache_home(tmp_path, monkey
     monkeypatch.delenv("TRANSFERKIT_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", value)
     assert cache_home() == tmp_path / ".cache" / "transferkit"
+
+
+def test_default_run_names_drop_a_list_or_hdf5_files_suffix():
+    from transferkit.api import _data_name
+
+    assert _data_name("../shared/data/houses/labels.csv") == "labels"  # runs/labels-linear, not labels.csv-linear
+    assert _data_name("data/train_catvnoncat.h5") == "train_catvnoncat"
+    assert _data_name("data/hymenoptera") == "hymenoptera"
+    assert _data_name("data/photos.v2") == "photos.v2"  # a folder with a dot keeps its whole name
+    assert _data_name("") == "data"

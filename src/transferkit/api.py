@@ -79,7 +79,7 @@ def fit(
     prepared, skipped = _decode(opened, cfg, bcfg, size, measured, reporter)
     new = run is None
     if new:
-        name = cfg.name or f"{Path(cfg.data.path).name or 'data'}-{strategy.label}"
+        name = cfg.name or f"{_data_name(cfg.data.path)}-{strategy.label}"
         run = procs.on_main(lambda: RunDir.create(cfg.out, name))  # one directory, named by the main process
     try:
         if procs.is_main_process:
@@ -115,6 +115,15 @@ def fit(
         time.perf_counter() - started,
         cv,
     )
+
+
+def _data_name(path: str) -> str:
+    """What a default run name starts with: the folder's name, or a list or HDF5 file's without its suffix
+    (houses/labels.csv -> 'labels', so runs/labels-linear)."""
+    from .data.base import H5_SUFFIXES, LIST_SUFFIXES
+
+    p = Path(path)
+    return (p.stem if p.suffix.lower() in LIST_SUFFIXES + H5_SUFFIXES else p.name) or "data"
 
 
 @dataclass
