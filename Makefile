@@ -39,10 +39,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/advisor.py
 
 # Accuracy with 95% intervals over repeated splits against each fixed strategy, backbone and peers (fastai, a
-# scikit-learn probe), sized for about 45 minutes on 2 cores; `python benchmarks/accuracy.py --quick` for development.
+# scikit-learn probe, the tutorial loop), then the fine-tuning recipe's ingredients on the same splits: about 75 + 20
+# minutes on 2 cores; `python benchmarks/accuracy.py --quick` for development.
 bench-accuracy: $(STAMP)
 	$(PY) -m pip install -q -e ".[dev,bench]"
-	$(PY) benchmarks/accuracy.py
+	$(PY) benchmarks/accuracy.py --repeats 3 --json runs/accuracy.json
+	$(PY) benchmarks/accuracy.py --recipe --repeats 3 --merge runs/accuracy.json
 
 bench-precision: $(STAMP)
 	$(PY) benchmarks/precision.py

@@ -74,7 +74,9 @@ def fit(
     reporter = (reporter or make_reporter(cfg.quiet)) if procs.is_main_process else QuietReporter()
     opened = _open_data(data, cfg, run, reporter)  # read, split, check the files (doctor)
     folds = _cv_folds(opened, cfg)  # --cv K: the folds are made (and a too-rare class refused) before training
-    strategy, reason, measured, advice = _resolve_strategy(opened, cfg, reporter)
+    strategy, reason, measured, advice = _resolve_strategy(opened, cfg, reporter, run)
+    if advice:  # `auto` chose the backbone and input size too: the run goes on with them (config.json says so)
+        cfg = _chosen(cfg, advice)
     net, bcfg, size = _backbone(cfg, strategy, opened)
     prepared, skipped = _decode(opened, cfg, bcfg, size, measured, reporter)
     new = run is None
@@ -258,22 +260,37 @@ def _saved_splits(run: RunDir, src, classes: list[str]) -> dict:
     return splits
 
 
-def _resolve_strategy(opened: _Opened, cfg: RunConfig, reporter):
+def _resolve_strategy(opened: _Opened, cfg: RunConfig, reporter, run: RunDir | None = None):
     """(Strategy, why, what the advisor decoded or None, what it measured or None). `auto` measures the data (see
-    selection/advise.py)."""
+    selection/advise.py); a resumed run keeps what it measured when it started (timings would not repeat)."""
     from .strategies import parse_strategy
 
     strategy = parse_strategy(cfg.train.strategy)
     if strategy.name != "auto":
         return strategy, "chosen with --strategy", None, None
     from .engine.runtime import processes
-    from .selection.advise import advise_opened
+    from .selection.advise import Advice, advise_opened
     from .selection.frozen import Data
 
+    saved = run.read_json(RunDir.CONFIG).get("advice") if run is not None else None
+    if saved:
+        advice = Advice(**saved)
+        return advice.to_strategy(), advice.reason, None, advice.to_dict()
     measured = Data(opened.src, opened.splits, opened.side, opened.fingerprint)
     advice = advise_opened(measured, cfg, reporter)  # images per class, shift from ImageNet, frozen-feature accuracy
     advice = processes().from_main(advice)  # launched: every process measured (features sharded); main's decides
     return advice.to_strategy(), advice.reason, measured, advice.to_dict()
+
+
+def _chosen(cfg: RunConfig, advice: dict) -> RunConfig:
+    """The run's config with the backbone and input size `auto` chose."""
+    import dataclasses
+
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, backbone=advice["backbone"]),
+        data=dataclasses.replace(cfg.data, image_size=advice["image_size"]),
+    )
 
 
 def _cv_folds(opened: _Opened, cfg: RunConfig) -> list[dict] | None:
@@ -362,6 +379,7 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
         flip=cfg.data.flip,
         rotate=cfg.data.rotate,
         color_jitter=cfg.data.color_jitter,
+        augment=cfg.data.augment,
     )
     task = get_task(cfg.train.task)
 

@@ -125,6 +125,9 @@ def compare(
             "an interval) and compare their report.json."
         )
     strategies = _names(strategies)
+    # Backbones given: each row keeps its own (`auto` chooses the strategy and input size only); not given: an
+    # `auto` row chooses the backbone too, as `train` would
+    pinned = bool(_names(backbones))
     backbones = _names(backbones) or [cfg.model.backbone]
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not strategies or not seeds:
@@ -158,6 +161,7 @@ def compare(
                     config=copy.deepcopy(cfg),  # fit sets fields in place: each run gets a copy
                     strategy=strategy,
                     backbone=backbone,
+                    backbones=backbone if pinned else None,
                     seed=seed,
                     out=str(folder),
                     name=re.sub(r"[^\w.-]+", "-", f"{strategy}-{backbone}-s{seed}"),
@@ -166,7 +170,9 @@ def compare(
                 runs.append(
                     CompareRun(
                         strategy,
-                        run.strategy,
+                        # what `auto` resolved to, with the backbone when it chose another
+                        run.strategy
+                        + (f" @ {run.config.model.backbone}" if run.config.model.backbone != backbone else ""),
                         backbone,
                         seed,
                         float(run.test_metrics["accuracy"]),

@@ -86,6 +86,12 @@ class DataConfig:
     color_jitter: float = opt(
         0.0, "Brightness/contrast/saturation jitter strength in training (0 = off).", "Augmentation", min=0
     )
+    # one random op per image at a random strength (TrivialAugment) or N ops at a fixed one (RandAugment)
+    augment: Literal["standard", "trivial", "randaugment"] = opt(
+        "standard",
+        "Training augmentation: crop and flip (standard), plus TrivialAugmentWide (trivial) or RandAugment.",
+        "Augmentation",
+    )
     # 32 keeps BatchNorm statistics sane and fits a laptop's memory at 224 px
     batch_size: int = opt(
         32,
@@ -128,6 +134,13 @@ class ModelConfig:
         "Model",
     )
     arch: str | None = opt(None, "With --backbone file:<path>: the architecture of the weights.", "Model")
+    # measured on the data by `auto` (selection/choose.py): on ants/bees lite1 beat lite0 by 1.9 points with linear
+    backbones: str | None = opt(
+        None,
+        "--strategy auto: the backbones to choose among, comma-separated (default: the built-in efficientnet_lite0,"
+        "1,2 when --backbone is left as it is; else --backbone alone).",
+        "Model",
+    )
     head: str = opt("linear", "The new head: linear | mlp:<hidden> (e.g. mlp:460).", "Model")
     # mlp heads default to 0.4 when this is 0
     dropout: float = opt(0.0, "Dropout before the head's last layer.", "Model", min=0, max=0.95)
@@ -146,6 +159,14 @@ class TrainConfig:
     )
     strategy: str = opt(
         "auto", "linear | freeze:K | finetune | scratch | two-phase | auto (measured on the data).", "Strategy"
+    )
+    # a laptop's coffee break: ants/bees' measuring and a 224 px fine-tune fit in it on 2 cores
+    budget: float = opt(
+        10.0,
+        "--strategy auto: minutes the run may take on this machine; backbones, input sizes and strategies whose "
+        "measured cost does not fit are not tried (0 = no limit).",
+        "Strategy",
+        min=0,
     )
     epochs: int = opt(10, "Maximum epochs; early stopping usually ends sooner.", "Strategy", min=1)
     head_epochs: int = opt(3, "two-phase: head-only epochs before unfreezing.", "Strategy", min=1)
@@ -180,7 +201,49 @@ class TrainConfig:
         0.0, "Cross-entropy label smoothing (0.1 is common for fine-tuning).", "Optimisation", min=0, max=0.99
     )
     patience: int = opt(
-        3, "Early stopping: epochs without a better val loss (0 = never stop early).", "Optimisation", min=0
+        3,
+        "Early stopping: epochs without a better val score or loss (--select) than the phase's best so far (0 = "
+        "never stop early).",
+        "Optimisation",
+        min=0,
+    )
+    # loss is the smoother signal on a few dozen val images; score is the number the run reports
+    # 150 val images: a better accuracy is the decision people care about; the loss breaks its frequent ties
+    select: Literal["loss", "score"] = opt(
+        "score",
+        "Which epoch is best (best/, early stopping): the lowest val loss (ties: the higher score) or the highest "
+        "val score: accuracy, R², mAP (ties: the lower loss).",
+        "Optimisation",
+    )
+    # BEiT/ELECTRA: lower stages hold general features that should move least; 0.65-0.9 is typical
+    layer_decay: float = opt(
+        1.0,
+        "Layer-wise LR decay: each backbone stage trains at this times the LR of the stage above it (1 = off).",
+        "Optimisation",
+        min=0,
+        max=1,
+    )
+    # 0.999 averages over the last ~1,000 optimizer steps; short runs warm it up (engine/trainer.py)
+    ema: float = opt(
+        0.0,
+        "Fine-tuning: keep an exponential moving average of the weights with this decay, e.g. 0.999; val metrics, "
+        "best/ and the test metrics use it (0 = off).",
+        "Optimisation",
+        min=0,
+        max=0.99999,
+    )
+    # Keras's transfer-learning guide keeps BatchNorm in inference mode when fine-tuning: batches of 32 augmented
+    # images give statistics unlike the ImageNet ones the layers were trained with, and the head fitted first
+    # on frozen features stops fitting them
+    # EuroSAT at 128 px, two-phase: the first fine-tune epoch's train loss 0.27 with the statistics kept vs 1.30
+    # updated (from the head's 0.01), val accuracy after 7 epochs 94.7% vs 90.0%: batches of 32 augmented images
+    # move them away from those the head was fitted on. A plain fine-tune has no fitted head to keep.
+    bn_stats: Literal["auto", "frozen", "train"] = opt(
+        "auto",
+        "Fine-tuning: BatchNorm running statistics kept as pretrained (frozen: those layers in eval mode, their "
+        "weights train), updated from the batches (train), or auto: frozen in two-phase, whose head was fitted "
+        "on them, train otherwise.",
+        "Optimisation",
     )
     seed: int = opt(0, "Seed for the split, initialisation, augmentation and batch order.", "Data")
     # 150 test images measure an accuracy to ±5 points; K folds over train+val score every one of those images once

@@ -4,7 +4,7 @@
     for phase in s.phases(epochs=10, head_epochs=3):
         apply_phase(model, phase)          # requires_grad per parameter
         set_train_mode(model)              # frozen BatchNorm layers stay in eval mode
-        groups = param_groups(model, lr=1e-3, backbone_lr_mult=0.1)
+        groups = param_groups(model, lr=1e-3, backbone_lr_mult=0.1)  # layer_decay=0.8: lower stages slower
 
 | name       | what trains                                  | seed 004's chart                 |
 |------------|----------------------------------------------|----------------------------------|
@@ -37,6 +37,7 @@ class Phase:
     frozen: int | str | None  # None: nothing frozen; K: stem + first K stages; ALL: the whole backbone
     cached: bool = False  # the backbone is frozen and deterministic: train the head on features computed once
     backbone_lr_mult: float | None = None  # None: the config's value
+    keeps_head: bool = False  # follows a phase that fitted the head on frozen features (--bn-stats auto keeps them)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Kind:
 
 def _two_phase(s: Strategy, epochs: int, head_epochs: int) -> list[Phase]:
     head = max(1, min(head_epochs, epochs - 1))
-    return [Phase("head", head, ALL, cached=True), Phase("finetune", max(1, epochs - head), None)]
+    return [Phase("head", head, ALL, cached=True), Phase("finetune", max(1, epochs - head), None, keeps_head=True)]
 
 
 TABLE: dict[str, Kind] = {
@@ -139,32 +140,52 @@ def apply_phase(model: TransferModel, phase: Phase) -> None:
             p.requires_grad_(not is_frozen(model.stage_of(name), phase.frozen, n))
 
 
-def set_train_mode(model: TransferModel) -> None:
-    """model.train(), except BatchNorm layers whose parameters are frozen: their running statistics stay put."""
+def set_train_mode(model: TransferModel, freeze_bn: bool = False) -> None:
+    """model.train(), except BatchNorm layers whose parameters are frozen (or all of them, `freeze_bn`): their
+    running statistics stay put and they normalise with them."""
     from torch.nn.modules.batchnorm import _BatchNorm
 
     model.train()
     for m in model.net.modules():
-        if isinstance(m, _BatchNorm) and not any(p.requires_grad for p in m.parameters(recurse=False)):
+        if isinstance(m, _BatchNorm) and (freeze_bn or not any(p.requires_grad for p in m.parameters(recurse=False))):
             m.eval()
 
 
-def param_groups(model: TransferModel, lr: float, backbone_lr_mult: float, weight_decay: float) -> list[dict]:
-    """Head at `lr`, trainable backbone at `lr * backbone_lr_mult`; no weight decay on biases and norm weights."""
-    groups: dict[tuple[bool, bool], list] = {}
+def param_groups(
+    model: TransferModel, lr: float, backbone_lr_mult: float, weight_decay: float, layer_decay: float = 1.0
+) -> list[dict]:
+    """Head at `lr`, trainable backbone at `lr * backbone_lr_mult`; no weight decay on biases and norm weights.
+
+    layer_decay < 1 (BEiT/ELECTRA's layer-wise decay) splits the backbone by stage: stage i of n trains at
+    lr * backbone_lr_mult * layer_decay ** (n - 1 - i), the stem (stage -1) at layer_decay ** n, and the layers
+    after the last stage (stage n, e.g. conv_head) as the last stage: 7 stages and 0.8 give the stem 0.8 ** 7 = 0.21
+    of the last stage's LR. Those groups are named "backbone.s<i>", "backbone.stem" and "backbone.top" (plus
+    "_no_decay") and carry their factor as "layer_scale"."""
+    n = len(model.cfg.stages)
+    split = layer_decay < 1
+    groups: dict[tuple[bool, int, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        key = (name.startswith("head."), p.ndim > 1)
-        groups.setdefault(key, []).append(p)
+        is_head = name.startswith("head.")
+        stage = model.stage_of(name) if split and not is_head else 0
+        groups.setdefault((is_head, stage, p.ndim > 1), []).append(p)
     out = []
-    for (is_head, decays), params in groups.items():
-        out.append(
-            {
-                "params": params,
-                "lr": lr if is_head else lr * backbone_lr_mult,
-                "weight_decay": weight_decay if decays else 0.0,
-                "name": ("head" if is_head else "backbone") + ("" if decays else "_no_decay"),
-            }
-        )
+    for (is_head, stage, decays), params in groups.items():
+        # the stem's exponent: n - 1 - (-1) = n; the top's: 0, as the last stage's
+        scale = layer_decay ** max(0, n - 1 - stage) if split and not is_head else 1.0
+        where = "head" if is_head else f"backbone.{_stage_label(stage, n)}" if split else "backbone"
+        group = {
+            "params": params,
+            "lr": lr if is_head else lr * backbone_lr_mult * scale,
+            "weight_decay": weight_decay if decays else 0.0,
+            "name": where + ("" if decays else "_no_decay"),
+        }
+        if split:
+            group["layer_scale"] = scale  # metrics.csv's lr column shows the first group at 1 (trainer.py)
+        out.append(group)
     return out
+
+
+def _stage_label(stage: int, n: int) -> str:
+    return "stem" if stage < 0 else "top" if stage >= n else f"s{stage}"

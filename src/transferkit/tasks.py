@@ -84,9 +84,10 @@ class Classification:
     def score(self, logits, targets) -> float:
         return float((logits.argmax(1) == targets).float().mean().item()) if len(targets) else float("nan")
 
-    def sort_key(self, loss: float, score: float) -> tuple[float, float]:
-        """The better epoch has the lower val loss; equal losses: the higher accuracy."""
-        return (loss, -score)
+    def sort_key(self, loss: float, score: float, by: str = "loss") -> tuple[float, float]:
+        """The better epoch has the lower val loss, equal losses: the higher accuracy; by="score" (--select score):
+        the higher accuracy, equal accuracies: the lower loss."""
+        return (loss, -score) if by == "loss" else (-score, loss)
 
     def metrics(self, logits, targets, classes: list[str]) -> dict[str, Any]:
         from .evaluation.metrics import classification_metrics
@@ -227,8 +228,8 @@ class Regression:
 
         return r2(self.values(logits), targets)
 
-    def sort_key(self, loss: float, score: float) -> tuple[float, float]:
-        return (loss, -score)
+    def sort_key(self, loss: float, score: float, by: str = "loss") -> tuple[float, float]:
+        return (loss, -score) if by == "loss" else (-score, loss)
 
     def values(self, logits):
         """Head outputs -> targets in their own units (numpy, for torch-free runners too)."""
@@ -370,8 +371,8 @@ class Multilabel:
 
         return mean_average_precision(self.probabilities(logits), targets)
 
-    def sort_key(self, loss: float, score: float) -> tuple[float, float]:
-        return (loss, -score)
+    def sort_key(self, loss: float, score: float, by: str = "loss") -> tuple[float, float]:
+        return (loss, -score) if by == "loss" else (-score, loss)
 
     def fit_head(self, head, train, val, *, label_smoothing: float = 0.0, class_weights=None):
         """('lbfgs', result): one logistic regression per label (L-BFGS), the L2 picked on val."""

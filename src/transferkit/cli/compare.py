@@ -16,7 +16,7 @@ import typer
 from .options import config_command
 
 
-@config_command(exclude=("strategy", "backbone", "seed", "out", "name", "quiet"))
+@config_command(exclude=("strategy", "backbone", "backbones", "seed", "out", "name", "quiet"))
 def compare(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
     strategies: str = typer.Option("linear,two-phase,finetune", help="Comma-separated strategies (auto allowed)."),

@@ -22,8 +22,10 @@ def train_epoch(
     memory_format: torch.memory_format = torch.preserve_format,
     before_epoch: Callable[[], None] = lambda: None,
     score_fn: Callable[[torch.Tensor, torch.Tensor], float] = lambda logits, y: float("nan"),
+    after_step: Callable[[], None] = lambda: None,
 ) -> tuple[float, float]:
-    """Mean loss and mean `score_fn` (the task's headline number, e.g. accuracy) over the epoch's batches."""
+    """Mean loss and mean `score_fn` (the task's headline number, e.g. accuracy) over the epoch's batches.
+    `after_step` runs after each optimizer step that happened (e.g. a moving average of the weights)."""
     before_epoch()  # e.g. strategies.set_train_mode: frozen BatchNorm stays in eval mode
     total_loss, total_score, seen = 0.0, 0.0, 0
     for x, y in loader:
@@ -38,6 +40,9 @@ def train_epoch(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)  # after the step: before it would wipe the gradients accumulated
+            # an accumulating batch's step does nothing, nor does one that fp16's grad scaler skips (inf/nan)
+            if accelerator.sync_gradients and not getattr(optimizer, "step_was_skipped", False):
+                after_step()
         n = y.shape[0]
         total_loss += loss.item() * n
         total_score += score_fn(logits.detach(), y) * n

@@ -497,14 +497,16 @@ ADVICE_LABELS = {
     "median_side": "median short side of the images (px)",
     "image_size": "input size chosen (px)",
     "shift": "domain shift from ImageNet (BatchNorm statistics; decides similar or different)",
-    "probe_acc": "val accuracy of a linear probe on frozen features",
+    "probe_acc": "frozen-feature probe of the chosen candidate (5-fold over train+val up to 2,000 images, else val)",
     "chance_acc": "val accuracy of always answering the commonest class",
     "size": "size band",
     "similar": "similar to ImageNet",
     "strategy": "strategy chosen",
     "backbone_lr_mult": "backbone LR / head LR",
-    "backbone": "backbone measured with",
+    "backbone": "backbone chosen",
     "seconds": "measuring took (s)",
+    "budget_minutes": "--budget (minutes)",
+    "train_estimate_seconds": "estimated training time at the choice, every epoch (s)",
 }
 
 

@@ -94,7 +94,7 @@ def _decoded(data: Data, short: int, interpolation: str, cfg: RunConfig) -> dict
     return data.decoded[key]
 
 
-def _backbone(name: str, cfg: RunConfig):
+def frozen_backbone(name: str, cfg: RunConfig):
     """(net returning pooled features, its cfg, the ImageNet classifier it had, parameters without that classifier)."""
     from ..backbones import create_backbone
     from ..backbones.model import remove_classifier
@@ -108,8 +108,9 @@ def _backbone(name: str, cfg: RunConfig):
     return remove_classifier(net, bcfg).eval(), bcfg, classifier, params
 
 
-def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None) -> FrozenFeatures:
-    """Pooled features of train and val (from the cache when `fit` or an earlier call computed them)."""
+def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None, built=None) -> FrozenFeatures:
+    """Pooled features of train and val (from the cache when `fit` or an earlier call computed them). `built`:
+    `frozen_backbone(backbone, cfg)` already made (a caller measuring several input sizes loads the weights once)."""
     import dataclasses
 
     import torch
@@ -126,7 +127,7 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None) ->
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, backbone=backbone)
     )  # the key names the backbone
-    net, bcfg, classifier, params = _backbone(backbone, cfg)
+    net, bcfg, classifier, params = built or frozen_backbone(backbone, cfg)
     size = cfg.data.image_size or choose_image_size(data.median_side, bcfg.input_size)
     decoded = _decoded(data, resize_size(size, bcfg.crop_pct), bcfg.interpolation, cfg)
     if not decoded["train"][0] or not decoded["val"][0]:
@@ -191,7 +192,7 @@ def domain_shift(data: Data, backbone: str, cfg: RunConfig, n: int = 64) -> tupl
     from ..data.transforms import choose_image_size, eval_transform, resize_size
     from ..engine.runtime import memory_format, resolve_device
 
-    net, bcfg, _, _ = _backbone(backbone, cfg)
+    net, bcfg, _, _ = frozen_backbone(backbone, cfg)
     size = cfg.data.image_size or choose_image_size(data.median_side, bcfg.input_size)
     short = resize_size(size, bcfg.crop_pct)
     pick = torch.Generator().manual_seed(cfg.train.seed)
