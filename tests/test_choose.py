@@ -36,6 +36,15 @@ def test_backbones_default_to_the_builtin_three_unless_one_is_named():
     assert backbone_names(cfg_with(backbones=" a, b ,")) == ["a", "b"]
 
 
+def test_backbones_are_checked_before_any_data_is_read(tmp_path):
+    from transferkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="efficientnet_lite9"):
+        transferkit.fit(tmp_path / "not-there", backbones="efficientnet_lite0,efficientnet_lite9")
+    with pytest.raises(ConfigError, match="--backbones names none"):
+        transferkit.fit(tmp_path / "not-there", backbones=" , ")
+
+
 def test_input_sizes_follow_the_data_and_upscale_small_images_once():
     cfg = cfg_with()
     assert input_sizes(cfg, 369, 224) == [224]  # photos: the backbone's own size

@@ -52,6 +52,14 @@ def validate(cfg: RunConfig) -> None:
     parse_head(cfg.model.head)
     cfg.data.split = parse_split(cfg.data.split)
     check_backbone_name(cfg.model.backbone)
+    if cfg.model.backbones is not None:
+        names = [b.strip() for b in cfg.model.backbones.split(",") if b.strip()]
+        if not names:
+            raise ConfigError(
+                "--backbones names none: give comma-separated backbones, e.g. efficientnet_lite0,timm:resnet18."
+            )
+        for name in names:
+            check_backbone_name(name)  # a typo fails here, before `auto` reads the data
     if cfg.train.head_solver == "lbfgs" and parse_head(cfg.model.head)[0] != "linear":
         raise ConfigError(
             f"--head-solver lbfgs fits a logistic regression, so it needs --head linear (not "
