@@ -59,7 +59,10 @@ def validate(cfg: RunConfig) -> None:
                 "--backbones names none: give comma-separated backbones, e.g. efficientnet_lite0,timm:resnet18."
             )
         for name in names:
-            check_backbone_name(name)  # a typo fails here, before `auto` reads the data
+            try:
+                check_backbone_name(name)  # a typo fails here, before `auto` reads the data
+            except ConfigError as e:
+                raise ConfigError(f"--backbones: {e}") from None
     if cfg.train.head_solver == "lbfgs" and parse_head(cfg.model.head)[0] != "linear":
         raise ConfigError(
             f"--head-solver lbfgs fits a logistic regression, so it needs --head linear (not "
