@@ -595,14 +595,14 @@ def main() -> None:
         results = measure(sets, rows, repeats, Path(args.data), Path(tmp))
     if args.merge:
         earlier = json.loads(Path(args.merge).read_text())
-        for name, per_set in results.items():
-            old = earlier.get(name, {})
+        for set_name, per_set in results.items():
+            old = earlier.get(set_name, {})
             if old.get("repeats") != per_set["repeats"]:
                 continue
             added = [r for r in old.get("rows", {}) if r not in per_set["rows"]]
             per_set["rows"].update({r: old["rows"][r] for r in added})
             if added:
-                notes.append(f"{SETS[name].title}: {', '.join(added)} from {args.merge} (same seeds, same splits)")
+                notes.append(f"{SETS[set_name].title}: {', '.join(added)} from {args.merge} (same seeds, same splits)")
     results = summarise(results)
     minutes = (time.perf_counter() - started) / 60
     notes.append(f"the whole run took {minutes:.1f} minutes")
