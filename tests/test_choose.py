@@ -104,7 +104,8 @@ def test_auto_trains_what_it_chose_and_a_tight_budget_keeps_it_frozen(tmp_path):
     advice = config["advice"]
     assert run.strategy == "linear" and "linear instead" in run.strategy_reason and "--budget" in run.strategy_reason
     assert config["config"]["model"]["backbone"] == advice["backbone"] == run.config.model.backbone
-    assert [c["backbone"] for c in advice["candidates"]] == TWO.split(",")
+    # both measured; listed cheapest first by a timing, so in either order
+    assert sorted(c["backbone"] for c in advice["candidates"]) == TWO.split(",")
     assert "backbones" in (run.path / "report.html").read_text()  # what was measured is in the report
     # with room to train, the same data is fine-tuned on the chosen backbone
     run = transferkit.fit(data, backbones=TWO, epochs=1, out=str(tmp_path / "runs"), **FAST)

@@ -76,7 +76,11 @@ def fit(
     folds = _cv_folds(opened, cfg)  # --cv K: the folds are made (and a too-rare class refused) before training
     strategy, reason, measured, advice = _resolve_strategy(opened, cfg, reporter, run)
     if advice:  # `auto` chose the backbone and input size too: the run goes on with them (config.json says so)
-        cfg = _chosen(cfg, advice)
+        from types import SimpleNamespace
+
+        from .selection.choose import with_candidate
+
+        cfg = with_candidate(cfg, SimpleNamespace(**advice))
     net, bcfg, size = _backbone(cfg, strategy, opened)
     prepared, skipped = _decode(opened, cfg, bcfg, size, measured, reporter)
     new = run is None
@@ -280,17 +284,6 @@ def _resolve_strategy(opened: _Opened, cfg: RunConfig, reporter, run: RunDir | N
     advice = advise_opened(measured, cfg, reporter)  # images per class, shift from ImageNet, frozen-feature accuracy
     advice = processes().from_main(advice)  # launched: every process measured (features sharded); main's decides
     return advice.to_strategy(), advice.reason, measured, advice.to_dict()
-
-
-def _chosen(cfg: RunConfig, advice: dict) -> RunConfig:
-    """The run's config with the backbone and input size `auto` chose."""
-    import dataclasses
-
-    return dataclasses.replace(
-        cfg,
-        model=dataclasses.replace(cfg.model, backbone=advice["backbone"]),
-        data=dataclasses.replace(cfg.data, image_size=advice["image_size"]),
-    )
 
 
 def _cv_folds(opened: _Opened, cfg: RunConfig) -> list[dict] | None:

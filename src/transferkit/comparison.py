@@ -26,7 +26,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import RunConfig
+from .config import RunConfig, comma_names
 from .errors import ConfigError
 
 SIGNIFICANCE = 0.05  # two-sided p-value of the paired test below which a lead counts as real
@@ -124,11 +124,11 @@ def compare(
             f"with `transferkit train DATA --task {cfg.train.task} --strategy NAME` (add --cv 5 for an estimate with "
             "an interval) and compare their report.json."
         )
-    strategies = _names(strategies)
+    strategies = comma_names(strategies)
     # Backbones given: each row keeps its own (`auto` chooses the strategy and input size only); not given: an
     # `auto` row chooses the backbone too, as `train` would
-    pinned = bool(_names(backbones))
-    backbones = _names(backbones) or [cfg.model.backbone]
+    pinned = bool(comma_names(backbones))
+    backbones = comma_names(backbones) or [cfg.model.backbone]
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not strategies or not seeds:
         raise ConfigError(
@@ -193,13 +193,6 @@ def compare(
     result.chart = str(plot_comparison(result.rows, result.runs[0].split, len(result.seeds), folder / "compare.png"))
     (folder / "compare.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
-
-
-def _names(value) -> list[str]:
-    if value is None:
-        return []
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [s.strip() for s in items if s.strip()]
 
 
 def summarize(runs: list[CompareRun], seeds: list[int]) -> Comparison:

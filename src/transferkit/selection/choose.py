@@ -13,7 +13,7 @@ side: upscaling further invents no detail). EuroSAT's 64 px tiles: 64 and 128 px
 Each candidate costs one forward pass over train and val (cached on disk under the key `linear` uses, so a `linear`
 run that follows extracts nothing) and is scored by LogME's ridge probe, cross-validated over train+val in 5 folds
 when they hold at most 2,000 images (one val split of 150 images measures an accuracy to +-5 points; five folds over
-all 400 of ants/bees to about +-2), on val alone above that. The best mean wins; exact ties go to the cheaper one.
+all 400 of ants/bees to about +-2), on val alone above that. The best mean wins; exact ties go to the one given first (lite0 before lite1 before lite2).
 
 The budget (`--budget` minutes): before a candidate is measured, its forward pass is timed on 8 random images at its
 size and its extraction estimated from that; candidates that would take measuring past a third of the budget are
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import RunConfig
+from ..config import RunConfig, comma_names
 from .probes import PROBES
 
 CV_FOLDS, CV_MAX_IMAGES = 5, 2000  # cross-validate the probe up to this many train+val images
@@ -64,7 +64,7 @@ def backbone_names(cfg: RunConfig) -> list[str]:
     from ..config import DEFAULT_BACKBONE
 
     if cfg.model.backbones:
-        return [b.strip() for b in cfg.model.backbones.split(",") if b.strip()]
+        return comma_names(cfg.model.backbones)
     return list_backbones("builtin") if cfg.model.backbone == DEFAULT_BACKBONE else [cfg.model.backbone]
 
 
@@ -101,6 +101,8 @@ def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | N
     n = sum(len(probed.splits[s]) for s in ("train", "val"))
     built = {name: frozen_backbone(name, cfg) for name in backbone_names(cfg)}  # weights loaded once per backbone
     table = procs.from_main(candidate_grid(cfg, d.median_side, built))  # main's timings: all processes decide alike
+    given = {id(c): i for i, c in enumerate(table)}  # exact ties go to the earlier in the given order, not to a
+    # timing: timings wobble from run to run, and the same data must get the same choice
     table.sort(key=lambda c: c.forward_seconds)  # cheapest first: what the budget leaves out is the dearest
     spent, found = 0.0, {}
     for i, c in enumerate(table):
@@ -117,13 +119,14 @@ def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | N
         c.seconds = procs.from_main(time.perf_counter() - start)  # the budget's clock is the main process's
         spent += c.seconds
         found[i] = ff
-    best = max(found, key=lambda i: (table[i].score, -table[i].forward_seconds))
+    best = max(found, key=lambda i: (table[i].score, -given[id(table[i])]))
     table[best].chosen = True
     return table[best], table, found[best]
 
 
-def with_candidate(cfg: RunConfig, c: Candidate) -> RunConfig:
-    """The run's config with the candidate's backbone and input size: the cache key of its features is `fit`'s."""
+def with_candidate(cfg: RunConfig, c) -> RunConfig:
+    """The run's config with the backbone and input size of `c` (a Candidate, or the Advice `fit` trains with): the
+    cache key of the candidate's features is `fit`'s."""
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, backbone=c.backbone),
