@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast lint format bench bench-accuracy bench-precision bench-scaling clean
+.PHONY: demo test test-fast lint format bench bench-accuracy bench-precision bench-scaling bench-gpu clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ bench-precision: $(STAMP)
 # `python benchmarks/scaling.py --sizes 500,2000` for development.
 bench-scaling: $(STAMP)
 	$(PY) benchmarks/scaling.py
+
+# On one CUDA GPU: fits, features, predict and ONNX export on ants/bees at bf16, beside the CPU on a subset; its table
+# goes into BENCHMARKS.md ("GPU check"; not without a GPU). Sized for under 8 minutes on an H100. No GPU, in
+# seconds: `python benchmarks/gpu_check.py --tiny`.
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --also-cpu --out runs/gpu-check.json --benchmarks BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -66,3 +66,16 @@ def files_state(root: Path) -> dict[str, tuple[int, int]]:
 
 
 FAST = {"image_size": 32, "quiet": True}  # fit() settings that keep a unit test to a few seconds
+
+
+def store_rows(cache: Path) -> dict[str, int]:
+    """The feature store under a cache folder (core/store.py): its folders (one per backbone configuration, view
+    and precision) and how many images each indexes."""
+    import sqlite3
+
+    out = {}
+    for index in sorted((Path(cache) / "store").glob("*/index.sqlite")):
+        con = sqlite3.connect(index)
+        out[index.parent.name] = con.execute("select count(*) from entries").fetchone()[0]
+        con.close()
+    return out

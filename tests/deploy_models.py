@@ -119,3 +119,62 @@ def stop_server(proc: subprocess.Popen) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
+
+
+# ---- tiny bundles of the other tasks: seconds, not real data -----------------------------------------------------
+TINY_SIZE = 32  # px: a linear head on 32 px images trains in seconds
+
+
+def tiny_bundle(task: str) -> Path:
+    """A `linear` bundle of `task` ("regression": brightness; "multilabel": coloured stripes) at 32 px, trained on a
+    list file of generated PNGs; its run folder is beside it (split.csv, config.json), so export finds its test
+    images and labels. One per task per test session."""
+    key = f"bundle-{task}"
+    if key not in _made:
+        import transferkit
+
+        root = _workdir() / task
+        if task == "regression":
+            from .test_regression import write_csv
+
+            labels, _ = write_csv(root, n=40)
+            options = {"label_column": "brightness"}
+        else:
+            from .test_multilabel import write_csv
+
+            labels, _ = write_csv(root, n=45)
+            options = {}
+        run = transferkit.fit(
+            labels,
+            task=task,
+            strategy="linear",
+            image_size=TINY_SIZE,
+            quiet=True,
+            out=_workdir() / "runs",
+            name=f"tiny-{task}",
+            **options,
+        )
+        _made[key] = run.best
+    return _made[key]
+
+
+def tiny_export(task: str) -> dict:
+    """The fp32 ONNX export of `tiny_bundle(task)` and its parity report (checked on the run's test images)."""
+    key = f"report-{task}"
+    if key not in _made:
+        from transferkit.export import export
+
+        _made[key] = export(tiny_bundle(task))
+    return _made[key]  # type: ignore[return-value]
+
+
+def tiny_images(task: str, n: int = 4) -> list[Path]:
+    """A few of the generated images the tiny bundle of `task` was trained on (and tested on)."""
+    tiny_bundle(task)
+    return sorted((_workdir() / task).glob("*.png"))[:n]
+
+
+def tiny_data(task: str) -> Path:
+    """The list file `tiny_bundle(task)` was trained on."""
+    tiny_bundle(task)
+    return _workdir() / task / "labels.csv"

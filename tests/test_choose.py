@@ -1,8 +1,10 @@
-"""`auto`'s measured choices (selection/choose.py): candidates, the cross-validated probe, the budget."""
+"""`auto`'s measured choices (selection/choose.py): candidates, the cross-validated probe, the budget, and the cost
+estimates it keeps to (selection/cost.py), which no machine load can move."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -71,7 +73,9 @@ def test_choose_measures_each_candidate_and_keeps_the_best(tiny_folder):
     d = open_data(tiny_folder, cfg)
     chosen, table, ff = choose_candidate(d, cfg)
     assert sorted(c.backbone for c in table) == ["efficientnet_lite0", "efficientnet_lite1"]
-    assert table[0].forward_seconds <= table[1].forward_seconds  # cheapest first (timed: lite0 is not always)
+    # least counted work first: lite0 (0.016 GFLOP at 32 px) before lite1 (0.020), on any machine under any load
+    assert [c.backbone for c in table] == ["efficientnet_lite0", "efficientnet_lite1"]
+    assert 0 < table[0].gflops < table[1].gflops and 0 < table[0].estimate < table[1].estimate
     assert all(c.score is not None and c.folds == 5 and c.skipped is None for c in table)
     assert chosen.chosen and chosen.score == max(c.score for c in table)
     assert sum(c.chosen for c in table) == 1
@@ -87,8 +91,8 @@ def test_the_budget_leaves_out_the_dearer_candidates(tiny_folder):
 
 
 def test_training_estimate_counts_only_loop_epochs():
-    c = Candidate("b", 64, forward_seconds=0.01)
-    cfg = cfg_with(epochs=10, head_epochs=3)
+    c = Candidate("b", 64, gflops=0.675)  # 0.01 s per image at the CPU's nominal 67.5 GFLOP/s
+    cfg = cfg_with(epochs=10, head_epochs=3, device="cpu")
     assert estimate_training(c, parse_strategy("linear"), cfg, 100, 50) == 0
     # finetune: 10 epochs x (100 train x 3.7 + 50 val) x 0.01 s = 42 s; two-phase fine-tunes 7 of its 10
     assert estimate_training(c, parse_strategy("finetune"), cfg, 100, 50) == pytest.approx(42.0)
@@ -98,14 +102,16 @@ def test_training_estimate_counts_only_loop_epochs():
 def test_auto_trains_what_it_chose_and_a_tight_budget_keeps_it_frozen(tmp_path):
     data = write_folder(tmp_path / "colours", per_class=8)
     # 40 px noise squares are "different" and tiny: the chart fine-tunes them (test_selection); a budget of
-    # 0.1 s cannot hold 10 fine-tune epochs, so `auto` falls back to the frozen head
+    # 0.1 s cannot hold 10 fine-tune epochs (estimated ~0.2 s: 10 x ~70 image passes x 0.016 GFLOP / 67.5 GFLOP/s),
+    # so `auto` falls back to the frozen head
     run = transferkit.fit(data, backbones=TWO, budget=0.1 / 60, out=str(tmp_path / "runs"), **FAST)
     config = json.loads((run.path / "config.json").read_text())
     advice = config["advice"]
     assert run.strategy == "linear" and "linear instead" in run.strategy_reason and "--budget" in run.strategy_reason
     assert config["config"]["model"]["backbone"] == advice["backbone"] == run.config.model.backbone
-    # both measured; listed cheapest first by a timing, so in either order
-    assert sorted(c["backbone"] for c in advice["candidates"]) == TWO.split(",")
+    # both measured (their estimates, ~0.01 s, fit a third of the budget), least work first
+    assert [c["backbone"] for c in advice["candidates"]] == TWO.split(",")
+    assert all(c["skipped"] is None for c in advice["candidates"])
     assert "backbones" in (run.path / "report.html").read_text()  # what was measured is in the report
     # with room to train, the same data is fine-tuned on the chosen backbone
     run = transferkit.fit(data, backbones=TWO, epochs=1, out=str(tmp_path / "runs"), **FAST)
@@ -127,3 +133,57 @@ def test_a_resumed_auto_run_keeps_what_it_measured(tmp_path, monkeypatch):
     strategy, reason, _, advice = api._resolve_strategy(None, run.config, None, RunDir(run.path))
     assert strategy.label == run.strategy and reason == run.strategy_reason
     assert advice["backbone"] == run.config.model.backbone
+
+
+def test_the_estimate_grows_with_image_size_image_count_and_the_network():
+    from transferkit.backbones import create_backbone
+    from transferkit.selection.cost import estimate_seconds, forward_gflops
+
+    lite0, _ = create_backbone("efficientnet_lite0", pretrained=False)
+    lite2, _ = create_backbone("efficientnet_lite2", pretrained=False)
+    work = [forward_gflops(lite0, size) for size in (32, 64, 128, 224)]
+    assert work == sorted(set(work))  # strictly more work at every larger size
+    assert forward_gflops(lite2, 224) > work[-1] and forward_gflops(lite2, 64) > work[1]
+    # the arithmetic behind the CPU's nominal throughput: lite0 at 224 px, 0.768 GFLOP at 87.9 img/s
+    assert work[-1] == pytest.approx(0.768, rel=0.01)
+    assert estimate_seconds(work[-1], "cpu") == pytest.approx(1 / 87.9, rel=0.01)
+    assert estimate_seconds(work[-1], "cuda") < estimate_seconds(work[-1], "cpu")  # a GPU is reckoned faster
+    c, finetune, cfg = Candidate("efficientnet_lite0", 224, work[-1]), parse_strategy("finetune"), cfg_with()
+    assert 0 < estimate_training(c, finetune, cfg, 100, 50) < estimate_training(c, finetune, cfg, 200, 50)
+    assert estimate_training(c, finetune, cfg, 100, 50) < estimate_training(c, finetune, cfg, 100, 100)
+
+
+def test_counting_work_leaves_the_network_as_it_was():
+    from transferkit.backbones import create_backbone
+    from transferkit.selection.cost import forward_gflops
+
+    net, _ = create_backbone("efficientnet_lite0", pretrained=False)
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert forward_gflops(net, 48) > 0
+    assert net.training and all(np.array_equal(before[k], v) for k, v in net.state_dict().items())  # BN stats too
+
+
+def test_a_busy_machine_makes_the_same_choice(tmp_path, monkeypatch):
+    """Same data, same command: the same strategy, backbone and input size whether the cores are free or 50x
+    slower (every interval the clock measures made 50x longer: what a loaded 2-core machine looks like, without
+    loading the cores the other tests share)."""
+    from transferkit.selection.advise import advise_opened
+
+    data = write_folder(tmp_path / "colours", per_class=8)
+    # 1 s: the estimates (~0.01 s to measure each candidate, ~0.2 s to fine-tune) fit with room to spare; clocked
+    # they would not even quiet (~1 s to measure a candidate), let alone at 50x
+    cfg = cfg_with(backbones=TWO, budget=1 / 60, device="cpu", **FAST)
+
+    def choice():
+        a = advise_opened(open_data(data, cfg), cfg)
+        measured = [(c["backbone"], c["image_size"], c["skipped"] is None) for c in a.candidates]
+        return (a.strategy, a.backbone, a.image_size, measured), a.seconds
+
+    quiet, quiet_seconds = choice()
+    real = time.perf_counter
+    monkeypatch.setattr(time, "perf_counter", lambda: real() * 50)
+    busy, busy_seconds = choice()
+    assert busy_seconds > 10 * quiet_seconds  # the slow clock was read ...
+    assert busy == quiet  # ... and decided nothing
+    assert quiet[0] == "finetune" and all(m for *_, m in quiet[3])  # the budget held both candidates and a fine-tune

@@ -24,7 +24,6 @@ import torch
 import transferkit
 from transferkit.bundle import load_bundle, read_meta, save_bundle
 from transferkit.data.sources import open_source
-from transferkit.engine import features as feats
 from transferkit.engine.trainer import METRIC_FIELDS
 from transferkit.errors import DataError, TransferkitError
 from transferkit.faults import atomic_path, fault_point
@@ -168,21 +167,31 @@ def test_kills_during_a_finetune_and_its_resume(data, tmp_path):
     assert load_bundle(run / "best")[1]["epoch"] == 2 and files_state(data) == before
 
 
+def stored_rows(cache: Path) -> list[int]:
+    """How many features each folder of the feature store indexes (core/store.py), whole rows in its matrix."""
+    import sqlite3
+
+    out = []
+    for index in sorted((cache / "store").glob("*/index.sqlite")):
+        con = sqlite3.connect(index)
+        out.append(con.execute("select count(*) from entries").fetchone()[0])
+        con.close()
+    return out
+
+
 @pytest.mark.slow
-def test_kill_at_the_feature_cache_then_at_the_report(data, tmp_path):
-    """A kill while the first cache entry is renamed leaves no entry (only a temporary file); the next run computes
-    the features again and is killed writing report.html, after everything else of the run is complete."""
+def test_kill_at_the_feature_store_then_at_the_report(data, tmp_path):
+    """A kill between writing a store's rows and indexing them leaves rows no entry points at (nothing trusted); the
+    next run computes the features again and is killed writing report.html, after everything else is complete."""
     cache = tmp_path / "cache"
-    p = tk("train", data, *LINEAR, "--out", tmp_path / "runs", "--name", "a", cache=cache, fault="features:1")
+    p = tk("train", data, *LINEAR, "--out", tmp_path / "runs", "--name", "a", cache=cache, fault="features.f32:1")
     assert killed(p), p.stderr
-    entries = list((cache / "features").glob("*.safetensors"))
-    assert entries == [] and list((cache / "features").glob(".*.tmp"))  # no half entry under a real name
+    assert stored_rows(cache) == [0] and (next((cache / "store").glob("*/features.f32"))).stat().st_size > 0
     assert not (tmp_path / "runs" / "a" / "best" / "model.safetensors").exists()
 
     p = tk("train", data, *LINEAR, "--out", tmp_path / "runs", "--name", "b", cache=cache, fault="report.html")
     assert killed(p), p.stderr
-    entries = list((cache / "features").glob("*.safetensors"))
-    assert len(entries) >= 2 and all(feats.load_cached(e) is not None for e in entries)
+    assert stored_rows(cache) == [24]  # every image of the 24, once, whatever its split
     run = tmp_path / "runs" / "b"
     assert not (run / "report.html").exists() and list(run.glob(".report.html.*.tmp"))  # cut before its rename
     load_bundle(run / "best")
@@ -405,34 +414,23 @@ def test_resume_after_a_kill_behind_the_last_checkpoint(copy):
     assert epochs(run) == [1] and (run / "report.json").is_file()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "nan", "other tensor"])
-def test_damaged_cache_entry_is_ignored(tmp_path, damage):
-    path = tmp_path / "e.safetensors"
-    feats.save_cached(path, {"features": torch.randn(5, 8)})
-    assert feats.load_cached(path) is not None
-    if damage == "truncated":
-        cut(path)
-    elif damage == "garbage":
-        path.write_bytes(b"\x00" * 100)
-    elif damage == "nan":
-        feats.save_cached(path, {"features": torch.full((5, 8), float("nan"))})
-    else:
-        feats.save_cached(path, {"something": torch.zeros(5, 8)})
-    assert feats.load_cached(path) is None  # recomputed by the caller, never an error
-
-
 @pytest.mark.slow
-def test_damaged_cache_entries_are_recomputed_by_a_run(trained, tmp_path):
+def test_damaged_store_is_recomputed_by_a_run(trained, tmp_path):
+    from transferkit.core.store import FeatureStore
+
     data, run, cache = trained
-    entries = list((cache / "features").glob("*.safetensors"))
-    assert entries
-    for e in entries:
-        cut(e, 0.3)
+    matrices = list((cache / "store").glob("*/features.f32"))
+    assert matrices
+    for m in matrices:
+        cut(m, 0.3)
     again = transferkit.fit(
         data, strategy="linear", head_solver="adamw", out=str(tmp_path / "runs"), cache_dir=str(cache), **FAST
     )
     assert again.test_metrics["accuracy"] == json.loads((run / "report.json").read_text())["metrics"]["accuracy"]
-    assert all(feats.load_cached(e) is not None for e in entries)
+    for m in matrices:  # every entry points at a whole, checked row again
+        store = FeatureStore(cache / "store", json.loads((m.parent / "config.json").read_text()))
+        ids = [r[0] for r in __import__("sqlite3").connect(m.parent / "index.sqlite").execute("select id from entries")]
+        assert ids and (store.verified(ids) >= 0).all()
 
 
 @pytest.mark.parametrize("damage", ["garbage", "no label column", "label out of range"])

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import transferkit
-from transferkit.engine.features import fit_logistic
+from transferkit.core.solvers import fit_logistic
 from transferkit.errors import ConfigError
 
 from .conftest import FAST

@@ -1,5 +1,6 @@
 """Multi-label: 'a|b' and 0/1-column lists, thresholds tuned on val and stored in the bundle, mAP against sklearn,
-train -> evaluate -> predict -> report through the API and the CLI, bad separators refused."""
+train -> evaluate -> predict -> report through the API and the CLI, bad separators refused; metrics.csv names mAP, and
+--tta averages the views' sigmoids."""
 
 from __future__ import annotations
 
@@ -135,3 +136,32 @@ def test_cli_train_evaluate_predict(tmp_path):
     assert "labels" in out[0] and "top_k" in out[0]
     table = cli("predict", runs / "m" / "best", tmp_path / "d" / "img00.png").stdout
     assert "labels" in table and all(a["label"] in table for a in out[0]["labels"])
+
+
+# ---- every task everywhere: the tiny multi-label bundle of tests/deploy_models.py -------------------------------
+def test_metrics_csv_names_map_and_tta_averages_the_views_sigmoids():
+    from .deploy_models import run_cli, tiny_bundle, tiny_data, tiny_images
+
+    bundle, images = tiny_bundle("multilabel"), tiny_images("multilabel", 3)
+    header = (bundle.parent / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train_map", "val_map"} <= set(header) and "val_acc" not in header
+    p = transferkit.load(bundle, precision="fp32")
+    got = p.predict(images, tta=True)
+    views = p._forward([p.pre.load(path)[0] for path in images], tta=True).numpy()  # (N, V, 3) logits
+    mean = (1 / (1 + np.exp(-views))).mean(1)  # the mean of the views' sigmoids
+    cut = p.task.cut(3)
+    for g, row in zip(got, mean):
+        assert {a["label"] for a in g["labels"]} == {p.classes[j] for j in np.flatnonzero(row >= cut)}
+        assert max(a["probability"] for a in g["top_k"]) == pytest.approx(row.max(), rel=1e-5)
+    plain = p.predict(images)
+    for g, a in zip(got, plain):  # the plain answer: the label set of the centre crop alone
+        assert list(g["without_tta"]) == ["labels"]
+        assert [x["label"] for x in g["without_tta"]["labels"]] == [x["label"] for x in a["labels"]]
+    m = transferkit.evaluate(bundle, tiny_data("multilabel"), tta=True, precision="fp32")
+    t = m["tta"]
+    assert t["score"] == "map" and t["views"] == 10 and m["map"] == pytest.approx(t["map_with"], abs=1e-6)
+    assert 0 <= t["changed"] <= m["n"]  # images whose label set TTA changed
+    code, stdout, _ = run_cli("evaluate", bundle, tiny_data("multilabel"), "--tta")
+    assert code == 0 and "TTA (10 views): map " in stdout and "answer(s) changed" in stdout
+    code, stdout, _ = run_cli("predict", bundle, *images, "--tta")
+    assert code == 0 and "without TTA" in stdout and "TTA changed the answer of" in stdout

@@ -12,7 +12,7 @@ import transferkit
 from transferkit.engine import loop
 from transferkit.progress import QuietReporter
 
-from .conftest import FAST
+from .conftest import FAST, store_rows
 
 FINETUNE = dict(strategy="finetune", **FAST)
 
@@ -166,12 +166,14 @@ def test_augment_changes_training_images_and_their_cache_key_only(tiny_folder, t
     assert any(not torch.equal(a, b) for a, b in zip(views("standard"), views("trivial"), strict=True))
 
     # one augmented view of the training images: a new augmentation is new features; the plain ones are reused
-    cache = tmp_path / "feature-cache" / "features"  # conftest's TRANSFERKIT_CACHE
+    cache = tmp_path / "feature-cache"  # conftest's TRANSFERKIT_CACHE
     kw = dict(strategy="linear", aug_views=1, head_solver="lbfgs", out=str(tmp_path), **FAST)
     transferkit.fit(tiny_folder, augment="standard", **kw)
-    before = set(cache.glob("*.safetensors"))
+    before = store_rows(cache)
+    assert len(before) == 2  # the plain images and their one augmented view
     transferkit.fit(tiny_folder, augment="trivial", **kw)
-    assert len(set(cache.glob("*.safetensors")) - before) == 1
+    after = store_rows(cache)
+    assert len(set(after) - set(before)) == 1 and all(after[k] == n for k, n in before.items())
 
 
 EMA = dict(ema=0.999, batch_size=8, **FINETUNE)  # 26 training images: 3 optimizer steps per epoch

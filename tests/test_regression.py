@@ -1,9 +1,11 @@
 """Regression: targets read from lists, HDF5 and arrays, bin-stratified splits, ridge in closed form, train ->
-evaluate -> predict -> report through the API and the CLI, bad input refused, and houses' log_price."""
+evaluate -> predict -> report through the API and the CLI, bad input refused, houses' log_price; compare ranks by R²,
+metrics.csv and the epoch line name it, and --tta averages the views' values."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,7 +94,7 @@ def test_split_keeps_the_targets_quantiles_in_every_part():
 def test_ridge_is_scikit_learns_and_picks_its_penalty_on_val():
     from sklearn.linear_model import Ridge
 
-    from transferkit.engine.features import fit_ridge, ridge_path
+    from transferkit.core.solvers import fit_ridge, ridge_path
 
     rng = np.random.default_rng(0)
     for n, d in ((80, 30), (40, 100)):  # more images than features and fewer
@@ -213,9 +215,65 @@ def test_houses_log_price_from_frozen_features(tmp_path):
     assert m["r2"] > 0.3 and m["rmse"] < 0.8 * m["rmse_of_mean"], m
 
 
-def test_compare_refuses_a_regression_before_any_run(tmp_path):
-    # compare's rows, intervals and paired tests are accuracies: a regression is pointed at train --cv instead
+def test_compare_ranks_by_r2(tmp_path):
+    from transferkit.comparison import CompareRun, summarize
+    from transferkit.tasks import get_task
+
     csv_path, _ = write_csv(tmp_path / "data")
-    with pytest.raises(TransferkitError, match="--cv 5"):
-        transferkit.compare(str(csv_path), strategies="linear", task="regression", out=str(tmp_path / "runs"))
-    assert not (tmp_path / "runs").exists()
+    result = transferkit.compare(
+        str(csv_path),
+        strategies="linear",
+        seeds=2,
+        task="regression",
+        label_column="brightness",
+        out=str(tmp_path / "runs"),
+        **FAST,
+    )
+    (row,) = result.rows
+    assert result.score == "r2" and result.score_label == "R²" and len(row.scores) == 2
+    assert [r.score for r in result.runs] == [
+        json.loads((Path(r.path) / "report.json").read_text())["metrics"]["r2"] for r in result.runs
+    ]
+    # one repeat of an R²: no Wilson interval (that is for a share of images) and no McNemar: noise is not measured
+    runs = [CompareRun(s, s, "b", 0, r2, "test", 1.0, "", n=40) for s, r2 in (("a", 0.61), ("b", 0.52))]
+    one = summarize(runs, [0], get_task("regression"))
+    assert one.rows[0].high != one.rows[0].high and one.rows[1].p_vs_best is None  # nan: no interval
+    assert one.verdict.startswith("a @ b wins with R² 0.610, 0.090 ahead of b @ b") and "--seeds" in one.verdict
+
+
+# ---- every task everywhere: the tiny regression bundle of tests/deploy_models.py --------------------------------
+def test_metrics_csv_and_the_epoch_line_name_r2(tmp_path):
+    from transferkit.evaluation.report import score_rows
+    from transferkit.progress import RichReporter, format_row
+
+    from .deploy_models import tiny_bundle
+
+    run = tiny_bundle("regression").parent
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train_r2", "val_r2"} <= set(header) and "val_acc" not in header
+    rows = [{"epoch": "1", "val_r2": "0.5", "train_r2": "0.6"}]
+    assert score_rows(rows)[0]["val_acc"] == "0.5" and score_rows([{"val_acc": "0.9"}]) == [{"val_acc": "0.9"}]
+    row = {"epoch": 1, "phase": "head", "train_loss": 0.5, "val_loss": 0.4, "val_acc": 0.61, "seconds": 1.0}
+    assert "val r2 0.6100" in format_row({**row, "score": "r2"}) and "val acc 0.6100" in format_row(row)
+    assert "val r2" in RichReporter.header("r2")
+
+
+def test_tta_averages_the_views_values_in_predict_and_evaluate():
+    from .deploy_models import run_cli, tiny_bundle, tiny_data, tiny_images
+
+    bundle, images = tiny_bundle("regression"), tiny_images("regression", 3)
+    p = transferkit.load(bundle, precision="fp32")
+    got = p.predict(images, tta=True)
+    views = p._forward([p.pre.load(path)[0] for path in images], tta=True)  # (N, V, 1) logits
+    assert views.shape[1] == p.pre.views.count == 10
+    assert [g["value"] for g in got] == pytest.approx(p.task.values(views.numpy().mean(1)).tolist(), rel=1e-5)
+    plain = p.predict(images)
+    assert [g["without_tta"] for g in got] == [{"value": pytest.approx(a["value"], rel=1e-5)} for a in plain]
+    m = transferkit.evaluate(bundle, tiny_data("regression"), tta=True, precision="fp32")
+    t = m["tta"]
+    assert t["score"] == "r2" and t["views"] == 10 and m["r2"] == pytest.approx(t["r2_with"], abs=1e-6)
+    assert t["r2_without"] == pytest.approx(transferkit.evaluate(bundle, tiny_data("regression"))["r2"], abs=1e-3)
+    code, stdout, _ = run_cli("evaluate", bundle, tiny_data("regression"), "--tta")
+    assert code == 0 and "TTA (10 views): r2 " in stdout
+    code, stdout, _ = run_cli("predict", bundle, images[0], "--tta")
+    assert code == 0 and "without TTA" in stdout and "TTA changed" not in stdout  # values move; none "changes"

@@ -1,5 +1,6 @@
 """serve/: the HTTP API on a real bundle and its ONNX export: answers as `predict --json`, 4xx (never 5xx) for bad
-uploads, limits, micro-batching, no torch for an ONNX model, a clean exit on SIGTERM."""
+uploads, limits, micro-batching, no torch for an ONNX model, a clean exit on SIGTERM; regression and multi-label
+models (bundles and exports) answer a value or a set of labels, and the page shows them."""
 
 from __future__ import annotations
 
@@ -16,9 +17,18 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from .deploy_models import hymenoptera_bundle, hymenoptera_onnx, start_server, stop_server, val_images  # noqa: E402
+from .deploy_models import (  # noqa: E402
+    hymenoptera_bundle,
+    hymenoptera_onnx,
+    start_server,
+    stop_server,
+    tiny_bundle,
+    tiny_export,
+    tiny_images,
+    val_images,
+)
 
-pytestmark = pytest.mark.slow  # shares the real-data bundle with test_export.py
+SLOW = pytest.mark.slow  # the tests on the real-data bundle (one training, ~45 s, shared between files)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +63,7 @@ def _files(paths):
     return [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
 
 
+@SLOW
 def test_predict_answers_what_predict_json_gives(client, reference):
     paths = val_images(2)
     r = client.post("/predict", files=_files(paths), params={"top_k": 2})
@@ -66,6 +77,7 @@ def test_predict_answers_what_predict_json_gives(client, reference):
         assert [t["label"] for t in g["top_k"]] == [t["label"] for t in e["top_k"]]
 
 
+@SLOW
 def test_json_base64_and_data_urls(client, reference):
     p = val_images(1)[0]
     data = base64.b64encode(p.read_bytes()).decode()
@@ -76,6 +88,7 @@ def test_json_base64_and_data_urls(client, reference):
     assert got[0]["label"] == got[1]["label"] == reference.predict(p)["label"]
 
 
+@SLOW
 def test_onnx_server_agrees_with_the_bundle_and_batches_concurrent_requests(onnx_client, bundle):
     from transferkit.predict import Predictor
 
@@ -92,6 +105,7 @@ def test_onnx_server_agrees_with_the_bundle_and_batches_concurrent_requests(onnx
     assert batcher.batches - before < 8  # some requests shared a model call (100 ms window)
 
 
+@SLOW
 def test_health_model_docs_and_page(client, bundle):
     assert client.get("/health").json()["status"] == "ok"
     m = client.get("/model").json()
@@ -125,6 +139,7 @@ def _png(w, h) -> bytes:
         ("big.jpg", b"\xff" * (3 * 2**20 + 1), 413, "MiB"),
     ],
 )
+@SLOW
 def test_bad_uploads_get_a_4xx_with_a_message(client, name, body, status, message):
     if body is None:
         data = val_images(1)[0].read_bytes()
@@ -133,6 +148,7 @@ def test_bad_uploads_get_a_4xx_with_a_message(client, name, body, status, messag
     assert r.status_code == status and message in r.json()["detail"]
 
 
+@SLOW
 def test_request_shape_errors_are_4xx(client):
     p = val_images(1)[0]
     r = client.post("/predict", files=_files([p] * 5))
@@ -143,6 +159,7 @@ def test_request_shape_errors_are_4xx(client):
     assert client.post("/predict", data={"other": "field"}).status_code in (400, 415)
 
 
+@SLOW
 def test_onnx_server_process_imports_no_torch_and_stops_on_sigterm():
     import httpx
 
@@ -172,3 +189,32 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
     assert code == 2 and "not a transferkit model" in stderr and "Traceback" not in stderr
     code, _, stderr = run_cli("serve", tmp_path, "--max-images", "0")
     assert code == 2 and "--max-images 0" in stderr
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+@pytest.mark.parametrize("task", ["regression", "multilabel"])
+def test_serve_answers_a_value_or_a_set_of_labels(task, runtime):
+    from transferkit.predict import Predictor
+    from transferkit.serve.app import create_app
+
+    from .test_export import _same_answer
+
+    bundle = tiny_bundle(task)
+    model = bundle if runtime == "torch" else Path(tiny_export(task)["export"])
+    paths = tiny_images(task, 2)
+    expected = Predictor(bundle, device="cpu", precision="fp32").predict(paths, top_k=2)
+    with TestClient(create_app(model, precision="fp32")) as c:
+        r = c.post("/predict", files=_files(paths), params={"top_k": 2})
+        assert r.status_code == 200
+        for g, e in zip(r.json(), expected):
+            _same_answer(task, g, {**e, "path": Path(e["path"]).name})  # the server names uploads by file name
+        m = c.get("/model").json()
+        page = c.get("/").text
+    assert m["task"] == task and m["runtime"].startswith(runtime)
+    if task == "regression":  # what it answers, its score in words, and what its answers use
+        assert m["outputs"] == "a value: brightness" and m["headline"].startswith("test R² ")
+        assert set(m["task_state"]["target_stats"]) == {"mean", "std", "loss"}
+    else:
+        assert m["outputs"].startswith("3 labels") and m["headline"].startswith("test mAP ")
+        assert len(m["task_state"]["thresholds"]) == 3
+    assert "r.value" in page and "r.labels" in page and "m.outputs" in page  # the page shows each kind of answer

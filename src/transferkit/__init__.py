@@ -5,6 +5,10 @@
     model = transferkit.load(run.best)
     model.predict("img.jpg")
 
+    emb = transferkit.embed("photos/")                      # features of any images, each extracted once, ever
+    head = transferkit.fit_head(emb.features, labels)        # a head on them in a second
+    oof = transferkit.oof_predict(emb.features, labels, k=5) # out-of-fold scores for every labelled image
+
 Importing this package is light: torch and friends load only when a function needs them.
 """
 
@@ -29,6 +33,10 @@ _LAZY = {
     "compare": "transferkit.comparison",
     "RunConfig": "transferkit.config",
     "Predictor": "transferkit.predict",
+    "embed": "transferkit.core.embed",
+    "fit_head": "transferkit.core.heads",
+    "oof_predict": "transferkit.core.oof",
+    "open_images": "transferkit.data.sources",
 }
 __all__ = [  # the public API; `_LAZY` says where each lives
     "fit",
@@ -46,6 +54,10 @@ __all__ = [  # the public API; `_LAZY` says where each lives
     "compare",
     "RunConfig",
     "Predictor",
+    "embed",
+    "fit_head",
+    "oof_predict",
+    "open_images",
     "__version__",
 ]
 
@@ -54,8 +66,11 @@ if _typing.TYPE_CHECKING:
     from .backbones.registry import list_backbones
     from .comparison import compare
     from .config import RunConfig
+    from .core.embed import embed
+    from .core.heads import fit_head
+    from .core.oof import oof_predict
     from .data.doctor import doctor
-    from .data.sources import from_arrays, from_dataset, open_source
+    from .data.sources import from_arrays, from_dataset, open_images, open_source
     from .predict import Predictor
     from .selection.advise import advise
     from .selection.rank import rank

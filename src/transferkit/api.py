@@ -82,7 +82,7 @@ def fit(
 
         cfg = with_candidate(cfg, SimpleNamespace(**advice))
     net, bcfg, size = _backbone(cfg, strategy, opened)
-    prepared, skipped = _decode(opened, cfg, bcfg, size, measured, reporter)
+    prepared, skipped = _decode(opened, cfg, bcfg, size, measured, reporter, strategy)
     new = run is None
     if new:
         name = cfg.name or f"{_data_name(cfg.data.path)}-{strategy.label}"
@@ -107,7 +107,7 @@ def fit(
     if procs.is_main_process:
         (run / RunDir.FAILED).unlink(missing_ok=True)  # a resumed run that finished is no longer a failed one
     procs.wait()  # every process returns once the main one has written the run (the caller may read or move it)
-    cv = _cross_validate(run, opened, folds, cfg, reporter) if folds else None
+    cv = _cross_validate(run, opened, folds, cfg, reporter, trainer, prepared) if folds else None
     return Run(
         run.path,
         cfg,
@@ -195,9 +195,10 @@ def _processes(cfg: RunConfig):
 def _open_data(data, cfg: RunConfig, run, reporter) -> _Opened:
     from .data.doctor import preflight
     from .data.sizes import survey_sides
-    from .data.sources import DataSource, check_task, open_source
+    from .data.sources import DataSource, open_source
     from .data.split import make_splits
     from .engine.runtime import set_threads, tune_malloc
+    from .tasks import get_task
 
     tune_malloc()
     set_threads(cfg.runtime.threads)
@@ -206,7 +207,7 @@ def _open_data(data, cfg: RunConfig, run, reporter) -> _Opened:
         if isinstance(data, DataSource)
         else open_source(cfg.data.path, cfg.data.layout, task=cfg.train.task, **cfg.data.source_options())
     )
-    check_task(src, cfg.train.task)  # a DataSource made for another task (from_arrays without task=...)
+    get_task(cfg.train.task).check_data(src)  # data of another kind (class folders for a regression, ...)
     classes = list(src.classes)
     if run is not None:
         classes = run.read_json(RunDir.CONFIG).get("classes", classes)  # classes dropped at the start stay dropped
@@ -294,16 +295,20 @@ def _cv_folds(opened: _Opened, cfg: RunConfig) -> list[dict] | None:
     return make_folds(opened.src, opened.splits, cfg.train.cv, cfg.data.split, cfg.train.seed)
 
 
-def _cross_validate(run: RunDir, opened: _Opened, folds: list[dict], cfg: RunConfig, reporter) -> dict:
-    """The K fold runs (crossval.py), their summary in report.json and the summary line, report.html remade."""
-    from .crossval import cross_validate
+def _cross_validate(run: RunDir, opened: _Opened, folds: list[dict], cfg: RunConfig, reporter, trainer, prepared):
+    """The K folds (crossval.py), their summary in report.json and the summary line, report.html remade. A strategy
+    that trains only a head on cached features is cross-validated on those features (K heads, seconds); the others
+    train K runs."""
+    from .crossval import cross_validate, cross_validate_heads
+    from .engine.runtime import processes
     from .evaluation.report import build_report
 
     folded = "train+val" if opened.splits.get("test") else "all images"
     reporter.message(f"Cross-validation: {len(folds)} folds of {folded} in {run / 'cv'}")
-    from .engine.runtime import processes
-
-    cv = cross_validate(run.path, opened.src, folds, cfg, reporter, fit, folded)  # every process: fit is collective
+    if all(p.cached for p in trainer.phases) and processes().num_processes == 1:
+        cv = cross_validate_heads(run.path, folds, trainer, prepared, opened.classes, reporter, folded)
+    else:
+        cv = cross_validate(run.path, opened.src, folds, cfg, reporter, fit, folded)  # every process: collective
     main = processes().is_main_process
     if main:
         run.update_json(RunDir.REPORT, cv=cv)
@@ -324,27 +329,38 @@ def _backbone(cfg: RunConfig, strategy, opened: _Opened):
     return net, bcfg, cfg.data.image_size or choose_image_size(opened.side, bcfg.input_size)
 
 
-def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter):
+def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter, strategy):
     """Every image decoded once at the size the transforms need; classes left with no readable training image are
-    refused (or dropped with --drop-empty-classes). Returns (PreparedData, skipped [(split, key, why)])."""
-    from .data.dataset import DecodedImages
-    from .data.decode import decode_splits, store_dir
+    refused (or dropped with --drop-empty-classes). Returns (PreparedData, skipped [(split, key, why)]).
+
+    A strategy that trains only a head (`linear`) needs pixels only for features the store lacks: a split whose
+    every image (and view) is stored is not decoded; its few images a report shows are decoded when shown."""
+    from .core.train import prepare
+    from .data.decode import LazyImages, decode_splits, store_dir
     from .data.resources import check_decode_fits
-    from .data.transforms import eval_transform, resize_size, train_transform
-    from .engine.cache_keys import feature_cache_key
-    from .engine.trainer import PreparedData
+    from .data.transforms import resize_size
     from .tasks import get_task
 
     short = resize_size(size, bcfg.crop_pct)
     splits = opened.splits
-    total = sum(len(v) for v in splits.values())
+    stored = _stored_splits(opened, cfg, bcfg, size, strategy)
+    todo = {k: v for k, v in splits.items() if k not in stored}
+    total = sum(len(v) for v in todo.values())
     check_decode_fits(total, short, opened.aspect, cfg.data.decode_store, store_dir(cfg.runtime.cache_dir), size)
     key = (short, bcfg.interpolation)
     done = (measured.decoded.get(key, {}), measured.skipped.get(key, {})) if measured else None
-    with reporter.task("Decoding images", total) as advance:
+    if stored:
+        reporter.message(
+            f"Features of {', '.join(sorted(stored))} ({sum(len(splits[k]) for k in stored)} images) are all in the "
+            "feature store: those images are not decoded."
+        )
+    import contextlib
+
+    counting = reporter.task("Decoding images", total) if total else contextlib.nullcontext(lambda n=1: None)
+    with counting as advance:
         decoded, bad = decode_splits(
             opened.src,
-            splits,
+            todo,
             short,
             bcfg.interpolation,
             store=cfg.data.decode_store,
@@ -352,7 +368,16 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
             progress=advance,
             done=done,
         )
+    for split in stored:  # every feature stored: nothing to decode, nothing unreadable (stored rows decoded once)
+        keys_ = [x.key for x in splits[split]]
+        decoded[split], bad[split] = (
+            (LazyImages(opened.src, keys_, short, bcfg.interpolation), [x.label for x in splits[split]]),
+            [],
+        )
+    decoded = {k: decoded[k] for k in splits if k in decoded}  # the splits' own order
     skipped = [(split, k, why) for split, found in bad.items() for k, why in found]
+    unread = {k for _, k, _ in skipped}
+    keys = {split: [s.key for s in splits[split] if s.key not in unread] for split in decoded}
     if skipped:
         listing = "; ".join(f"{k} ({why})" for _, k, why in skipped[:5])
         if cfg.train.strict:
@@ -360,37 +385,10 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
                 f"{len(skipped)} file(s) could not be read and --strict is on: {listing}. Nothing was trained."
             )
         reporter.message(f"Skipped {len(skipped)} unreadable file(s) (listed in the run's skipped.csv): {listing}")
-    _drop_empty_classes(opened, decoded, skipped, cfg.data.drop_empty_classes, reporter)
+    _drop_empty_classes(opened, decoded, keys, skipped, cfg.data.drop_empty_classes, reporter)
 
-    ev = eval_transform(size, bcfg.crop_pct, bcfg.mean, bcfg.std, bcfg.interpolation)
-    tr = train_transform(
-        size,
-        bcfg.mean,
-        bcfg.std,
-        bcfg.interpolation,
-        crop_scale=cfg.data.crop_scale,
-        flip=cfg.data.flip,
-        rotate=cfg.data.rotate,
-        color_jitter=cfg.data.color_jitter,
-        augment=cfg.data.augment,
-    )
-    task = get_task(cfg.train.task)
-
-    def images(split: str, transform) -> DecodedImages:  # labels as the task's loss takes them (class, value, 0/1 row)
-        imgs, labels = decoded[split]
-        return DecodedImages(imgs, task.targets(labels, opened.classes), transform)
-
-    prepared = PreparedData(
-        classes=opened.classes,
-        train=images("train", tr),
-        train_plain=images("train", ev),
-        val=images("val", ev),
-        test=images("test", ev) if decoded.get("test", ([], []))[0] else None,
-        image_size=size,
-        cache_key=feature_cache_key(
-            cfg, bcfg, opened.fingerprint, size, opened.splits, [len(v[0]) for v in decoded.values()]
-        ),
-    )
+    ids = {split: [opened.src.identity(k) for k in ks] for split, ks in keys.items()}
+    prepared = prepare(decoded, keys, ids, opened.classes, get_task(cfg.train.task), cfg, bcfg, size)
     if len(prepared.train) == 0 or len(prepared.val) == 0:
         raise TransferkitError(
             "No readable images are left in the train or val split: run `transferkit doctor "
@@ -399,7 +397,32 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
     return prepared, skipped
 
 
-def _drop_empty_classes(opened: _Opened, decoded: dict, skipped: list, drop: bool, reporter) -> None:
+def _stored_splits(opened: _Opened, cfg: RunConfig, bcfg, size: int, strategy) -> set[str]:
+    """The splits whose features (every image, every --aug-views view of train) the feature store holds, for a
+    strategy that trains only a head; none for the others, which need every image's pixels."""
+    from .core.store import FeatureStore, store_root
+    from .engine.features import store_config, view_config
+    from .engine.runtime import feature_precision, processes, resolve_device
+
+    if not all(p.cached for p in strategy.phases(cfg.train.epochs, cfg.train.head_epochs)):
+        return set()
+    if processes().num_processes > 1:  # each process would have to agree: launched runs decode as before
+        return set()
+    config = {
+        **store_config(cfg, bcfg, size),
+        "precision": feature_precision(cfg.runtime, resolve_device(cfg.runtime.device)),
+    }
+    root = store_root(cfg.runtime.cache_dir)
+    out = set()
+    for split, samples in opened.splits.items():
+        ids = [opened.src.identity(x.key) for x in samples]
+        views = range(cfg.train.aug_views + 1) if split == "train" else range(1)
+        if ids and all((FeatureStore(root, {**config, **view_config(cfg, v)}).verified(ids) >= 0).all() for v in views):
+            out.add(split)
+    return out
+
+
+def _drop_empty_classes(opened: _Opened, decoded: dict, keys: dict, skipped: list, drop: bool, reporter) -> None:
     """A class with no readable training image cannot be learnt: a model that keeps it in its outputs answers it
     with probability ~0 for ever and reports metrics over a class it never saw. Refuse, naming its files; or, with
     --drop-empty-classes, take it out of the classes, the splits and the decoded images (in place)."""
@@ -434,6 +457,7 @@ def _drop_empty_classes(opened: _Opened, decoded: dict, skipped: list, drop: boo
     for split, (imgs, labels) in decoded.items():
         idx = [i for i, y in enumerate(labels) if y in remap]
         decoded[split] = ([imgs[i] for i in idx], [remap[labels[i]] for i in idx])
+        keys[split] = [keys[split][i] for i in idx]
     opened.splits = {
         k: [Sample(s.key, remap[s.label]) for s in v if s.label in remap] for k, v in opened.splits.items()
     }
@@ -478,16 +502,13 @@ def _write_start(
 
 def _train(run: RunDir, cfg: RunConfig, net, bcfg, strategy, prepared, reporter, resume: bool):
     from .backbones.model import TransferModel
-    from .engine.runtime import make_accelerator
-    from .engine.trainer import Trainer
+    from .core.train import train_prepared
     from .tasks import get_task
 
     outputs = get_task(cfg.train.task).num_outputs(prepared.classes)
     model = TransferModel(net, bcfg, num_outputs=outputs, head=cfg.model.head, dropout=cfg.model.dropout)
-    accelerator = make_accelerator(cfg.runtime, cfg.train.grad_accum, cfg.train.seed)
-    trainer = Trainer(model, strategy, cfg, prepared, run.path, reporter, accelerator=accelerator)
     try:
-        return trainer.fit(resume=resume), trainer
+        return train_prepared(model, strategy, cfg, prepared, run.path, reporter, resume=resume)
     except KeyboardInterrupt:
         if (run / RunDir.LAST).is_file():
             reporter.message(
@@ -609,14 +630,15 @@ def evaluate(
     precision: str = "auto",
     **source_options,
 ) -> dict[str, Any]:
-    """Metrics of a saved model on `data` (a path, or a DataSource). tta=True: of the average over crops and mirrors, and `metrics["tta"]`
-    says what that changed against the plain prediction.
+    """Metrics of a saved model on `data` (a path, or a DataSource). tta=True: of the average over crops and mirrors
+    (of class probabilities, values or per-label probabilities, as the task has them), and `metrics["tta"]` says what
+    that changed against the plain prediction.
 
     split="auto": the run's own test split when `data` is the data it was trained on (read from the run's split.csv),
     else the data's test/ part, else its val/ part, else every image. source_options (layout, path_column,
     label_column, h5_x, h5_y) say how to read `data`; by default the run's own when it is the run's data.
     """
-    from .data.sources import DataSource, check_task, open_source
+    from .data.sources import DataSource, open_source
     from .data.split import load_splits
 
     predictor = load(bundle, precision=precision)
@@ -630,9 +652,9 @@ def evaluate(
     options.update({k: v for k, v in source_options.items() if v is not None})  # given: layout, columns, HDF5 keys
     task = predictor.task
     if tta and not task.tta:
-        raise ConfigError(f"--tta averages class probabilities over views; {task.name} models do not take it.")
+        raise ConfigError(f"--tta averages the views' outputs; {task.name} models do not take it.")
     src = data if isinstance(data, DataSource) else open_source(data, task=task.name, **options)
-    check_task(src, task.name)
+    task.check_data(src)
     run_split = run_dir / "split.csv"
     splits = dict(src.splits)
     if run_split.is_file() and "all" in splits:
@@ -645,20 +667,18 @@ def evaluate(
     if split not in splits:
         raise ConfigError(f"--split '{split}': the data has no such part. It has: {', '.join(splits)}.")
     # A regression target may have another column name in other data; classes and labels must be the model's.
-    missing = [c for c in src.classes if c not in predictor.classes] if src.task != "regression" else []
+    missing = [c for c in src.classes if c not in predictor.classes] if task.labels_are_classes else []
     if missing:
         raise TransferkitError(
             f"The data has classes the model does not know: {', '.join(missing)}. The model knows: {', '.join(predictor.classes)}."
         )
     # The model's class order decides the label index; the data's names are mapped onto it.
-    remap = [predictor.classes.index(c) for c in src.classes] if not missing and src.task != "regression" else []
+    remap = {i: predictor.classes.index(c) for i, c in enumerate(src.classes) if c in predictor.classes}
     samples = splits[split]
     logits, kept, skipped = predictor.logits_for(src, samples, batch_size=batch_size, tta=tta)
-    labels = task.targets([_relabel(s.label, remap) for s in kept], predictor.classes)
-    if tta:
-        from .evaluation.tta import averaged_logits, tta_summary
-
-        logits, summary = averaged_logits(logits), tta_summary(logits, labels)
+    labels = task.targets([task.relabel(s.label, remap) for s in kept], predictor.classes)
+    if tta:  # scored as logits whose outputs are the views' mean output (Task.tta_logits)
+        logits, summary = task.tta_logits(logits), task.tta_summary(logits, labels)
     metrics = task.metrics(logits, labels, predictor.classes)
     if tta:
         metrics["tta"] = summary
@@ -666,10 +686,3 @@ def evaluate(
     metrics["precision"] = predictor.precision
     metrics["skipped"] = [{"key": k, "reason": why} for k, why in skipped]
     return metrics
-
-
-def _relabel(label, remap: list[int]):
-    """A data label in the model's class order: a class index, each index of a label set; a value as it is."""
-    if isinstance(label, tuple):
-        return tuple(sorted(remap[i] for i in label))
-    return remap[label] if isinstance(label, int) else label

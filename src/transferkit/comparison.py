@@ -1,5 +1,6 @@
 """Compare strategies (and backbones) side by side: every combination trained with `fit` on repeated splits, the
-mean with its 95% interval per row, and a paired test of whether the winner's lead is more than noise.
+mean of the task's score (accuracy, R², mAP) with its 95% interval per row, and a paired test of whether the
+winner's lead is more than noise.
 
     result = transferkit.compare("data/eurosat", strategies=["linear", "two-phase", "finetune"], seeds=5)
     result.winner, result.verdict           # 'two-phase @ efficientnet_lite0', 'wins by 1.3 points; p = 0.04 ...'
@@ -11,8 +12,8 @@ every row is repeated. Data that is not pre-split is split again for each seed (
 train/val/test split), so a row's spread includes which images happened to be in the test split; pre-split data keeps
 its own split and repeats the training seed (initialisation, augmentation, batch order; val carved from train again
 where the data has no val part). Within seed i every row gets the same split, so seed i of one row is paired with
-seed i of another. With one seed the rows are paired image by image instead (McNemar's test on the shared test
-split). Frozen strategies on the same backbone share their cached features, so linear and two-phase extract them
+seed i of another. With one seed the rows of a classification are paired image by image instead (McNemar's test on
+the shared test split; a score that is not a share of right images has no such test). Frozen strategies on the same backbone share their cached features, so linear and two-phase extract them
 once per split.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from .config import RunConfig, comma_names
 from .errors import ConfigError
+from .tasks import DEFAULT
 
 SIGNIFICANCE = 0.05  # two-sided p-value of the paired test below which a lead counts as real
 
@@ -38,24 +40,24 @@ class CompareRun:
     resolved: str  # the strategy that trained, e.g. auto -> "freeze:2"
     backbone: str
     seed: int
-    accuracy: float  # on the test split, or on val when the data has no test split (`split` says which)
+    score: float  # the task's (accuracy, R², mAP) on the test split, or on val when the data has none (`split`)
     split: str  # test | val
     seconds: float  # wall time of the whole fit: decoding, features, training, evaluation
     path: str  # the run directory
-    n: int = 0  # images the accuracy is measured on
+    n: int = 0  # images the score is measured on
 
 
 @dataclass
 class CompareRow:
     strategy: str  # as asked for, with what auto resolved to: "auto (freeze:2)"
     backbone: str
-    accuracies: list[float]  # one per seed, in seed order (the pairing)
+    scores: list[float]  # one per seed, in seed order (the pairing)
     mean: float
     std: float  # sample standard deviation over seeds; 0 with one seed
     seconds: float  # mean wall time per run
     p_vs_best: float | None  # paired test against the winner (t-test over seeds; one seed: McNemar); None: winner
     wins_vs_best: str  # "2/3": seeds on which this row beat the winner (ties count half)
-    # 95% interval of the mean: Student's t over the repeats; with one repeat, Wilson's on its test images
+    # 95% interval of the mean: Student's t over the repeats; with one repeat of an accuracy, Wilson's on its images
     low: float = float("nan")
     high: float = float("nan")
 
@@ -72,7 +74,7 @@ class CompareRow:
 
 @dataclass
 class Comparison:
-    rows: list[CompareRow]  # best mean accuracy first (ties: faster)
+    rows: list[CompareRow]  # best mean score first (ties: faster)
     runs: list[CompareRun]
     seeds: list[int]
     winner: str  # label of the first row
@@ -82,6 +84,9 @@ class Comparison:
     folder: str | None = None  # where the runs, compare.json and the chart are
     split_sizes: dict[str, int] = field(default_factory=dict)  # images per split (seed 0's; re-splits match it)
     resplit: bool = False  # True: each seed split the data anew; False: the data's own split, seeds retrain
+    task: str = DEFAULT  # what was trained: its score is what the rows hold
+    score: str = "accuracy"  # the task's score that rows hold (a key of the runs' metrics: accuracy, r2, map)
+    score_label: str = "accuracy"  # the same for people (accuracy, R², mAP)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,16 +119,12 @@ def compare(
     from .progress import make_reporter
     from .rundir import RunDir
     from .strategies import parse_strategy
+    from .tasks import get_task
 
     refuse_multiprocess("compare", "many short runs, one after another; launch `transferkit train` for one long run")
     cfg = apply_overrides(config or RunConfig(), dict(overrides))
     validate(cfg)
-    if cfg.train.task != "classification":  # its rows, intervals and paired tests are about accuracy
-        raise ConfigError(
-            f"compare ranks strategies by test accuracy, which --task {cfg.train.task} has not. Train each strategy "
-            f"with `transferkit train DATA --task {cfg.train.task} --strategy NAME` (add --cv 5 for an estimate with "
-            "an interval) and compare their report.json."
-        )
+    task = get_task(cfg.train.task)  # rows are of its score: accuracy, R², mAP
     strategies = comma_names(strategies)
     # Backbones given: each row keeps its own (`auto` chooses the strategy and input size only); not given: an
     # `auto` row chooses the backbone too, as `train` would
@@ -140,7 +141,11 @@ def compare(
         check_backbone_name(b)
     reporter = reporter or make_reporter(cfg.quiet)
 
-    src = data if isinstance(data, DataSource) else open_source(data, cfg.data.layout, **cfg.data.source_options())
+    src = (
+        data
+        if isinstance(data, DataSource)
+        else open_source(data, cfg.data.layout, task=task.name, **cfg.data.source_options())
+    )
     resplit = "all" in src.splits  # not pre-split: every seed draws its own split
     folder = RunDir.create(out, name or f"compare-{Path(str(src.root)).name or 'data'}").path
     total = len(strategies) * len(backbones) * len(seeds)
@@ -175,7 +180,7 @@ def compare(
                         + (f" @ {run.config.model.backbone}" if run.config.model.backbone != backbone else ""),
                         backbone,
                         seed,
-                        float(run.test_metrics["accuracy"]),
+                        float(run.test_metrics[task.score_name]),
                         run.eval_split,
                         run.seconds,
                         str(run.path),
@@ -184,20 +189,34 @@ def compare(
                 )
                 reporter.message(
                     f"[{len(runs)}/{total}] {strategy} @ {backbone}, seed {seed}: "
-                    f"{run.eval_split} accuracy {runs[-1].accuracy:.4f} in {run.seconds:.0f} s"
+                    f"{run.eval_split} {task.score_label} {runs[-1].score:.4f} in {run.seconds:.0f} s"
                 )
-    result = summarize(runs, seeds)
+    result = summarize(runs, seeds, task)
     result.folder = str(folder)
     result.split_sizes = {k: len(v) for k, v in first.items()}
     result.resplit = resplit
-    result.chart = str(plot_comparison(result.rows, result.runs[0].split, len(result.seeds), folder / "compare.png"))
+    result.chart = str(
+        plot_comparison(
+            result.rows,
+            result.runs[0].split,
+            len(result.seeds),
+            folder / "compare.png",
+            score=task.score_label,
+            percent=task.proportion,
+        )
+    )
     (folder / "compare.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
 
 
-def summarize(runs: list[CompareRun], seeds: list[int]) -> Comparison:
-    """Rows from runs, the paired tests against the winner, and the verdict (no training: testable on its own)."""
+def summarize(runs: list[CompareRun], seeds: list[int], task=None) -> Comparison:
+    """Rows from runs, the paired tests against the winner, and the verdict (no training: testable on its own).
+    `task` (a Task; default classification) says what the runs' score is: a share of right images (accuracy) has
+    Wilson intervals and McNemar's test for one repeat, and reads in points; other scores (R², mAP) need repeats."""
     from .evaluation.intervals import mean_interval, wilson
+    from .tasks import get_task
+
+    task = task or get_task()
 
     groups: dict[tuple[str, str], list[CompareRun]] = {}
     for r in runs:
@@ -205,18 +224,18 @@ def summarize(runs: list[CompareRun], seeds: list[int]) -> Comparison:
     rows, members = [], {}
     for (strategy, backbone), group in groups.items():
         group.sort(key=lambda r: r.seed)
-        accs = [r.accuracy for r in group]
+        scores = [r.score for r in group]
         resolved = {r.resolved for r in group} - {strategy}
         shown = f"{strategy} ({', '.join(sorted(resolved))})" if resolved else strategy
-        mean, low, high = mean_interval(accs)
-        if len(group) == 1 and group[0].n:  # one repeat: the interval of its one test split
-            low, high = wilson(round(group[0].accuracy * group[0].n), group[0].n)
+        mean, low, high = mean_interval(scores)
+        if len(group) == 1 and group[0].n and task.proportion:  # one repeat: the interval of its one test split
+            low, high = wilson(round(group[0].score * group[0].n), group[0].n)
         row = CompareRow(
             shown,
             backbone,
-            accs,
+            scores,
             mean,
-            statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            statistics.stdev(scores) if len(scores) > 1 else 0.0,
             statistics.fmean(r.seconds for r in group),
             None,
             "",
@@ -228,13 +247,23 @@ def summarize(runs: list[CompareRun], seeds: list[int]) -> Comparison:
     rows.sort(key=lambda r: (-r.mean, r.seconds))
     best = rows[0]
     for r in rows[1:]:
-        r.p_vs_best = paired_t_test(best.accuracies, r.accuracies)
-        if r.p_vs_best is None and len(r.accuracies) == 1:
+        r.p_vs_best = paired_t_test(best.scores, r.scores)
+        if r.p_vs_best is None and len(r.scores) == 1 and task.proportion:
             r.p_vs_best = paired_on_images(members[id(best)][0], members[id(r)][0])
-        wins = sum((a > b) + 0.5 * (a == b) for a, b in zip(r.accuracies, best.accuracies))
-        r.wins_vs_best = f"{wins:g}/{len(r.accuracies)}"
-    significant, verdict = _verdict(rows, len(seeds))
-    return Comparison(rows, runs, seeds, best.label, significant, verdict)
+        wins = sum((a > b) + 0.5 * (a == b) for a, b in zip(r.scores, best.scores))
+        r.wins_vs_best = f"{wins:g}/{len(r.scores)}"
+    significant, verdict = _verdict(rows, len(seeds), task)
+    return Comparison(
+        rows,
+        runs,
+        seeds,
+        best.label,
+        significant,
+        verdict,
+        task=task.name,
+        score=task.score_name,
+        score_label=task.score_label,
+    )
 
 
 def paired_on_images(a: CompareRun, b: CompareRun) -> float | None:
@@ -248,7 +277,10 @@ def paired_on_images(a: CompareRun, b: CompareRun) -> float | None:
         if path is None or not path.is_file():
             return None
         with open(path, newline="", encoding="utf-8") as f:
-            right.append({row["key"]: row["correct"] == "1" for row in csv.DictReader(f)})
+            rows = list(csv.DictReader(f))
+        if rows and "correct" not in rows[0]:
+            return None  # not a classification's predictions: nothing is right or wrong per image
+        right.append({row["key"]: row["correct"] == "1" for row in rows})
     if right[0].keys() != right[1].keys():
         return None
     keys = sorted(right[0])
@@ -269,13 +301,15 @@ def paired_t_test(a: list[float], b: list[float]) -> float | None:
     return float(ttest_rel(a, b).pvalue)
 
 
-def _verdict(rows: list[CompareRow], n_seeds: int) -> tuple[bool | None, str]:
+def _verdict(rows: list[CompareRow], n_seeds: int, task) -> tuple[bool | None, str]:
     best = rows[0]
     if len(rows) == 1:
-        return None, f"{best.label}: {best.mean:.1%} (nothing to compare with)"
+        return None, f"{best.label}: {task.format_score(best.mean)} (nothing to compare with)"
     second = rows[1]
-    lead = (best.mean - second.mean) * 100
-    head = f"{best.label} wins with {best.mean:.1%}, {lead:.1f} points ahead of {second.label}"
+    gap = best.mean - second.mean
+    lead = f"{100 * gap:.1f} points" if task.proportion else f"{gap:.3f}"
+    named = "" if task.proportion else f"{task.score_label} "  # "wins with 91.3%", "wins with R² 0.612"
+    head = f"{best.label} wins with {named}{task.format_score(best.mean)}, {lead} ahead of {second.label}"
     if second.p_vs_best is None:
         return None, head + f"; with {n_seeds} seed no test is possible (use --seeds 3 or more)"
     significant = second.p_vs_best < SIGNIFICANCE
@@ -292,18 +326,22 @@ def print_comparison(result: Comparison, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .tasks import get_task
+
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     split = result.runs[0].split if result.runs else "test"
     repeats = "re-splits" if result.resplit else "training seeds"
-    t = Table(title=f"Strategies compared ({split} accuracy, mean ± 95% interval over {len(result.seeds)} {repeats})")
-    for col in ("strategy", "backbone", "accuracy", "per seed", "s / run", "p vs best", "wins vs best"):
+    label = result.score_label
+    percent = get_task(result.task).proportion  # a share of images reads in %, other scores as they are
+    t = Table(title=f"Strategies compared ({split} {label}, mean ± 95% interval over {len(result.seeds)} {repeats})")
+    for col in ("strategy", "backbone", label, "per seed", "s / run", "p vs best", "wins vs best"):
         t.add_column(col, justify="left" if col in ("strategy", "backbone") else "right")
     for i, r in enumerate(result.rows):
         t.add_row(
             ("[bold]" if i == 0 else "") + r.strategy + ("[/bold]" if i == 0 else ""),
             r.backbone,
-            f"{r.mean:.1%} ± {100 * r.half:.1f}",
-            " ".join(f"{a:.3f}" for a in r.accuracies),
+            f"{r.mean:.1%} ± {100 * r.half:.1f}" if percent else f"{r.mean:.3f} ± {r.half:.3f}",
+            " ".join(f"{a:.3f}" for a in r.scores),
             f"{r.seconds:.0f}",
             "-" if r.p_vs_best is None else f"{r.p_vs_best:.3f}",
             r.wins_vs_best or "-",

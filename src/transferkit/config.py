@@ -33,7 +33,7 @@ class Opt:
     Choices come from the field's `Literal[...]` type; the CLI flag is the field's name with dashes."""
 
     help: str
-    group: str  # the --help panel: one of GROUPS
+    group: str  # the --help panel: one of GROUPS (a command's own options may name their own)
     min: float | None = None  # smallest allowed value (numbers)
     max: float | None = None  # largest allowed value (numbers)
     source: bool = False  # how the data is read: every command that reads data takes these
@@ -171,8 +171,9 @@ class TrainConfig:
     # a laptop's coffee break: ants/bees' measuring and a 224 px fine-tune fit in it on 2 cores
     budget: float = opt(
         10.0,
-        "--strategy auto: minutes the run may take on this machine; backbones, input sizes and strategies whose "
-        "measured cost does not fit are not tried (0 = no limit).",
+        "--strategy auto: minutes the run may take, estimated from the backbones' counted forward FLOPs x images "
+        "(never a clock: load does not change the choice); backbones, input sizes and strategies whose estimate "
+        "does not fit are not tried (0 = no limit).",
         "Strategy",
         min=0,
     )
@@ -389,15 +390,173 @@ class OptionField:
         )
 
 
-def option_fields() -> list[OptionField]:
-    """Every option of RunConfig, in declaration order (sub-configs first, then out, name, quiet)."""
+def fields_of(kind: type, part: str | None = None) -> list[OptionField]:
+    """The options declared on one dataclass (a part of RunConfig, or a command's own), in declaration order:
+    a base class's fields first."""
     import typing
 
+    hints = typing.get_type_hints(kind)
     out = []
-    for part, kind in [(p, type(getattr(RunConfig(), p))) for p in RunConfig.PARTS] + [(None, RunConfig)]:
-        hints = typing.get_type_hints(kind)
-        for f in dataclasses.fields(kind):
-            if "opt" in f.metadata:
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                out.append(OptionField(part, f.name, hints[f.name], default, f.metadata["opt"]))
+    for f in dataclasses.fields(kind):
+        if "opt" in f.metadata:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out.append(OptionField(part, f.name, hints[f.name], default, f.metadata["opt"]))
     return out
+
+
+def option_fields() -> list[OptionField]:
+    """Every option of RunConfig, in declaration order (sub-configs first, then out, name, quiet)."""
+    out = []
+    for part in RunConfig.PARTS:
+        out += fields_of(type(getattr(RunConfig(), part)), part)
+    return out + fields_of(RunConfig)
+
+
+# ---- The commands' own options --------------------------------------------------------------------------------------
+# Declared as the run's are (one field: type, default, help, --help panel, bounds): cli/options.py makes each
+# command's flags from them, options.check_values refuses a value outside the choices or bounds, and the README's
+# tables list them. They say how a command works, not what a run trains, so no run saves them. A shared group is a
+# base class: predict, evaluate and serve load a model at a precision; predict and evaluate also take --tta.
+# "Options" is the panel --help lists first (with --help itself).
+
+
+@dataclass
+class LoadOptions:
+    """How a saved model runs: predict, evaluate and serve."""
+
+    # a CPU's bf16 moved answers in BENCHMARKS.md; on a GPU it is the fast path and keeps them
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "auto",
+        "A bundle's arithmetic; auto: fp32 on CPUs (where bf16 changes answers, BENCHMARKS.md), bf16 on GPUs.",
+        "Inference",
+    )
+
+
+@dataclass
+class InferenceOptions(LoadOptions):
+    """The model's answers on images: predict and evaluate."""
+
+    tta: bool = opt(
+        False,
+        "Test-time augmentation: average 5 crops and their mirrors (10x the compute); shows what it changed.",
+        "Inference",
+    )
+
+
+@dataclass
+class TrainCommandOptions:
+    """`train`'s own options besides the run's (RunConfig): how this process reports and where it resumes."""
+
+    resume: Path | None = opt(
+        None,
+        "Continue an interrupted run directory from its last.ckpt (with --epochs or --patience to change how long).",
+        "Output",
+    )
+    log_json: bool = opt(
+        False,
+        "Events as JSON lines on stdout, ending with a 'done' event that holds the run's path; human output stays "
+        "on stderr.",
+        "Output",
+    )
+
+
+@dataclass
+class PredictOptions(InferenceOptions):
+    top_k: int = opt(3, "How many classes to show per image.", "Options", min=1, flag="--top-k -k")
+    json: bool = opt(False, "One JSON list: path, label, probability, top_k per image.", "Options")
+    runtime: Literal["torch", "onnx"] = opt(
+        "torch", "torch: the bundle; onnx: its ONNX export, on ONNX Runtime (see `transferkit export`).", "Inference"
+    )
+
+
+@dataclass
+class EvaluateOptions(InferenceOptions):
+    split: Literal["auto", "test", "val", "train", "all"] = opt(
+        "auto", "Which images; auto: the run's own test split, else DATA's test/, val/, or all of it.", "Options"
+    )
+    json: bool = opt(False, "Print one JSON object instead of tables.", "Options")
+
+
+@dataclass
+class ExportOptions:
+    format: Literal["onnx", "torchscript"] = opt(
+        "onnx", "What to write; torchscript is a zip of code: load only files you trust.", "Options", flag="--format -f"
+    )
+    int8: bool = opt(
+        False,
+        "Quantize to int8 (onnx): ~3.5x smaller; refused, unless --force, if accuracy drops over 2 points (or, "
+        "unlabelled, top-1 agreement is under 95%).",
+        "Options",
+    )
+    out: Path | None = opt(
+        None,
+        "Where to write it (default: beside the bundle: model.onnx, model.int8.onnx, model.torchscript.pt).",
+        "Options",
+        flag="--out -o",
+    )
+    check: tuple[Path, ...] = opt(
+        (),
+        "Images (files or folders) to check parity on; default: the run's own test (or val) images. Repeatable.",
+        "Options",
+    )
+    check_limit: int = opt(500, "At most this many check images (evenly spaced).", "Options", min=1)
+    force: bool = opt(False, "Write the export even when it fails the parity bound.", "Options")
+    json: bool = opt(False, "Print the parity report as JSON.", "Options")
+
+
+@dataclass
+class ServeOptions(LoadOptions):
+    host: str = opt("127.0.0.1", "Address to listen on (0.0.0.0: every network this machine is on).", "Options")
+    port: int = opt(8000, "Port to listen on.", "Options", min=0, max=65535)
+    trust_torchscript: bool = opt(
+        False, "Serve a TorchScript export (loading one runs its code: only for files you made).", "Options"
+    )
+    # the bounds keep every limit positive; 0.001 MiB (~1 KiB) is about the smallest body that holds an image
+    max_upload_mb: float = opt(20.0, "Largest request body, in MiB.", "Limits", min=0.001)
+    max_pixels: int = opt(50_000_000, "Largest image, in pixels (width x height).", "Limits", min=1)
+    max_images: int = opt(16, "Most images in one request.", "Limits", min=1)
+    max_batch: int = opt(32, "Most images in one model call (micro-batching).", "Limits", min=1)
+    max_wait_ms: float = opt(5.0, "How long a request waits for others to batch with (0: no waiting).", "Limits", min=0)
+    max_connections: int = opt(64, "Most requests held at once; more get 503.", "Limits", min=1)
+
+
+@dataclass
+class DoctorOptions:
+    json: bool = opt(False, "Print the report as JSON instead of the summary.", "Options")
+    out: Path = opt(Path("doctor.json"), "Where to write the full report (JSON).", "Options")
+    fast: bool = opt(False, "Headers and bytes only: no decoding (misses truncation, near duplicates).", "Options")
+
+
+@dataclass
+class RankOptions:
+    candidates: str | None = opt(None, "Comma-separated backbone names (default: every built-in one).", "Options")
+    json: bool = opt(False, "Print the rows as JSON instead of the table.", "Options")
+
+
+@dataclass
+class AdviseOptions:
+    json: bool = opt(False, "Print the advice as JSON.", "Options")
+
+
+@dataclass
+class CompareOptions:
+    strategies: str = opt("linear,two-phase,finetune", "Comma-separated strategies (auto allowed).", "Options")
+    backbones: str | None = opt(None, "Comma-separated backbones (default: efficientnet_lite0).", "Options")
+    seeds: int = opt(
+        3,
+        "Repeats per combination (seeds 0..N-1): data that is not pre-split is split anew for each seed, pre-split "
+        "data retrains with each seed; repeat i of every combination shares one split (paired).",
+        "Options",
+        min=1,
+    )
+    out: Path = opt(Path("runs"), "Folder for the comparison's folder (runs, compare.json, compare.png).", "Options")
+    name: str | None = opt(None, "Name of the comparison's folder (default compare-<data>).", "Options")
+    json: bool = opt(False, "Print the result as JSON instead of the table.", "Options")
+
+
+@dataclass
+class DemoOptions:
+    out: Path = opt(Path("runs"), "Folder for the demo data and run.", "Options")
+    epochs: int = opt(4, "Maximum epochs.", "Options", min=1)
+    seed: int = opt(0, "Seed.", "Options")
+    quiet: bool = opt(False, "Print only the run's path.", "Options", flag="--quiet -q")

@@ -66,7 +66,6 @@ def cross_validate(run_path: Path, src, folds: list[dict], cfg, reporter, fit, f
     """Train one run per fold in RUN/cv/ with `fit` (api.fit, handed in: the api calls this module, not the other
     way round); `folded` says what was pooled, for people. Returns what report.json keeps under "cv": each fold, and
     the mean with its 95% interval for every number the folds' metrics share."""
-    from .evaluation.intervals import mean_interval, wilson
 
     k = len(folds)
     out = Path(run_path) / CV_DIR
@@ -82,7 +81,17 @@ def cross_validate(run_path: Path, src, folds: list[dict], cfg, reporter, fit, f
         done.append({"fold": i, "strategy": run.strategy, "path": f"{CV_DIR}/{run.path.name}", **numbers})
         shown = f"accuracy {m['accuracy']:.4f}" if "accuracy" in m else f"{len(fold['test'])} images"
         reporter.message(f"Cross-validation fold {i}/{k}: {shown} on {m.get('n', 0)} held-out images ({run.strategy})")
-    shared = [key for key in done[0] if key not in ("fold", "strategy", "path", "n") and all(key in d for d in done)]
+    return summarise(done, k, folded)
+
+
+def summarise(done: list[dict], k: int, folded: str) -> dict:
+    """What report.json keeps under "cv": each fold, and the mean with its 95% interval for every number the folds'
+    metrics share (and, for accuracy, the pooled proportion over every held-out image)."""
+    from .evaluation.intervals import mean_interval, wilson
+
+    shared = [
+        key for key in done[0] if key not in ("fold", "strategy", "solver", "path", "n") and all(key in d for d in done)
+    ]
     summary = {}
     for key in shared:
         mean, low, high = mean_interval([d[key] for d in done])
@@ -101,6 +110,46 @@ def cross_validate(run_path: Path, src, folds: list[dict], cfg, reporter, fit, f
         low, high = wilson(right, n)
         result["pooled"] = {"accuracy": right / n, "low": low, "high": high}
     return result
+
+
+def cross_validate_heads(run_path: Path, folds: list[dict], trainer, prepared, classes, reporter, folded: str) -> dict:
+    """--cv K for a strategy that trains only a head on cached features (`linear`): the run's features of train+val
+    (from the feature store: nothing is extracted again), and per fold one `fit_head` on its train rows, its L2 and
+    solver picked on its val rows, scored on its held-out rows. RUN/cv/fold-i keeps split.csv and report.json.
+    --aug-views: the folds train on the plain view (the views are drawn for the run's train split only)."""
+    import json
+
+    import torch
+
+    from .core.heads import fit_head
+    from .data.split import save_splits
+    from .faults import write_atomic
+
+    x = torch.cat([trainer.features("train", prepared.train_plain), trainer.features("val", prepared.val)])
+    y = torch.cat([torch.as_tensor(prepared.train_plain.labels), torch.as_tensor(prepared.val.labels)])
+    row = {key: i for i, key in enumerate(prepared.keys["train"] + prepared.keys["val"])}
+    weighted = trainer.class_weights is not None
+    done = []
+    for i, fold in enumerate(folds, 1):
+        part = {s: torch.tensor([row[r.key] for r in fold[s] if r.key in row], dtype=torch.long) for s in fold}
+        tr, va, te = part["train"], part["val"], part["test"]
+        weights = trainer.task.loss_weights(y[tr].tolist(), classes) if weighted else None
+        fitted = fit_head(
+            x[tr], y[tr], trainer.task, val=(x[va], y[va]), settings=trainer.head_settings(1, class_weights=weights)
+        )
+        m = trainer.task.metrics(fitted.logits(x[te]), y[te], classes)
+        folder = Path(run_path) / CV_DIR / f"fold-{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_splits(folder / "split.csv", fold, classes)
+        write_atomic(
+            folder / "report.json",
+            json.dumps({"task": trainer.task.name, "split": "test", "metrics": m}, indent=1, default=str),
+        )
+        numbers = {key: v for key, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        done.append({"fold": i, "strategy": "linear", "solver": fitted.solver, "path": f"{CV_DIR}/fold-{i}", **numbers})
+        shown = f"accuracy {m['accuracy']:.4f}" if "accuracy" in m else f"{len(te)} images"
+        reporter.message(f"Cross-validation fold {i}/{len(folds)}: {shown} on {m.get('n', len(te))} held-out images")
+    return summarise(done, len(folds), folded)
 
 
 def cv_text(cv: dict) -> str:

@@ -2,6 +2,7 @@
 
     cfg = apply_overrides(RunConfig(), {"epochs": 3, "backbone": "timm:resnet18"})
     validate(cfg)                     # ConfigError naming the option, the value and the valid choices
+    check_values(fields_of(PredictOptions), options)   # a command's own options: choices and bounds
 
 Imports no torch (the registry check reads names only), so a wrong option fails in well under a second.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import RunConfig, comma_names, option_fields
+from .config import OptionField, RunConfig, comma_names, option_fields
 from .errors import ConfigError, unknown_choice
 
 # Options `--resume` may change: they lengthen or shorten what is left, never what was already trained.
@@ -29,16 +30,11 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     return cfg
 
 
-def validate(cfg: RunConfig) -> None:
-    """Every option checked before any data is read or any model is built: choices and bounds from the fields'
-    declarations (config.py), then the options whose values are names or patterns."""
-    from .backbones import check_backbone_name
-    from .backbones.heads import parse_head
-    from .data.split import parse_split
-    from .strategies import parse_strategy
-
-    for f in option_fields():
-        value = f.get(cfg)
+def check_values(fields: list[OptionField], obj: Any) -> None:
+    """Each field's value against its declaration: one of its `Literal` choices, within its min/max. `obj` is a
+    RunConfig or a command's options (config.py); a ConfigError names the flag, the value and what is allowed."""
+    for f in fields:
+        value = f.get(obj)
         if f.choices is not None and value not in f.choices and value is not None:
             raise unknown_choice(f.flag, value, f.choices)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -48,6 +44,17 @@ def validate(cfg: RunConfig) -> None:
                     f"at least {lo:g}" if hi is None else f"{lo:g} to {hi:g}" if lo is not None else f"at most {hi:g}"
                 )
                 raise ConfigError(f"{f.flag} {value}: give {bounds}. ({f.opt.help})")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Every option checked before any data is read or any model is built: choices and bounds from the fields'
+    declarations (config.py), then the options whose values are names or patterns."""
+    from .backbones import check_backbone_name
+    from .backbones.heads import parse_head
+    from .data.split import parse_split
+    from .strategies import parse_strategy
+
+    check_values(option_fields(), cfg)
     parse_strategy(cfg.train.strategy)
     parse_head(cfg.model.head)
     cfg.data.split = parse_split(cfg.data.split)

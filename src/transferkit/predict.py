@@ -26,15 +26,16 @@ from torchvision.transforms import v2 as T
 from .bundle import load_bundle
 from .data.decode import decode_one
 from .data.images import array_to_image, image_inputs, resize_short, to_rgb
+from .data.imageset import ImageSet
 from .data.sources import DataSource, Sample
 from .data.transforms import eval_transform, resize_size
 from .engine.runtime import PRECISIONS, autocast_for, inference_precision
-from .evaluation.tta import TTAViews, average_views, trained_with_flip
-from .tasks import get_task
+from .evaluation.tta import TTAViews, trained_with_flip
+from .tasks import task_of
 
 Item = TypeVar("Item")
 Decoded = tuple[np.ndarray | None, str | None]  # (HWC uint8 array, None), or (None, why the file is unreadable)
-_FILES = DataSource(Path("."), "files", [], {})  # plain file paths: `load` opens the key as a path
+_FILES = ImageSet(Path("."), [])  # images apart from labels: `load` opens a key as a path
 
 
 def _centre(a: np.ndarray, size: int) -> np.ndarray:
@@ -66,7 +67,7 @@ class Preprocess:
             flip=flip,
         )
 
-    def decode(self, src: DataSource, key: str) -> Decoded:
+    def decode(self, src: DataSource | ImageSet, key: str) -> Decoded:
         """As `decode_samples` decodes (same size, same error text): an unreadable file is reported, never fatal."""
         return decode_one(src, key, self.short_side, self.interpolation)
 
@@ -122,7 +123,7 @@ class Predictor:
     def __init__(self, path: str | os.PathLike, device: str = "auto", batch_size: int = 32, precision: str = "auto"):
         model, self.meta = load_bundle(path)
         # its post-processing and output format, with what the bundle stored for it (target statistics, thresholds)
-        self.task = get_task(self.meta.get("task", "classification"), self.meta)
+        self.task = task_of(self.meta)
         self.classes: list[str] = self.meta["classes"]
         self.pre = Preprocess(self.meta["preprocessing"], flip=trained_with_flip(self.meta))
         self.runner = TorchRunner(model, device, precision)
@@ -197,24 +198,30 @@ class Predictor:
         return torch.cat(logits), kept, skipped
 
     def probabilities(self, images: list[np.ndarray], tta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(calibrated probabilities, the plain ones when tta else None) for decoded images."""
+        """(the task's outputs, the plain ones when tta else None) for decoded images, as tensors: calibrated class
+        probabilities, values in the target's units, per-label probabilities. With tta, the mean of the views'."""
         logits = self._forward(images, tta)
         if not tta:
-            return self.task.probabilities(logits, self.temperature), None
-        plain = self.task.probabilities(logits[:, 0], self.temperature)
-        return torch.from_numpy(average_views(logits.numpy(), self.temperature)).float(), plain
+            return torch.as_tensor(self.task.probabilities(logits, self.temperature)), None
+        plain = torch.as_tensor(self.task.probabilities(logits[:, 0], self.temperature))
+        return torch.as_tensor(self.task.average_views(logits.numpy(), self.temperature)).float(), plain
+
+    def outputs(self, images: list[np.ndarray], tta: bool = False) -> np.ndarray:
+        """The task's outputs for decoded images as a numpy array: what an export's graph returns for them."""
+        return np.asarray(self.probabilities(images, tta)[0], dtype=np.float32)
 
     def predict(self, inputs: Any, top_k: int = 5, tta: bool = False) -> dict | list[dict]:
         """One dict for one image (path, PIL image or array); a list for a folder or a list of inputs.
 
         Probabilities are calibrated (the bundle's temperature). tta=True averages 5 crops and their mirrors (10x the
-        compute; no mirrors for models trained without flips) and adds `without_tta` (the plain label and
-        probability) to each result.
+        compute; no mirrors for models trained without flips): class probabilities, values, per-label probabilities,
+        as the task has them; each result gains `without_tta` (the plain answer: label and probability, value, or
+        labels).
         """
         if tta and not self.task.tta:
             from .errors import ConfigError
 
-            raise ConfigError(f"--tta averages class probabilities over views; {self.task.name} models do not take it.")
+            raise ConfigError(f"--tta averages the views' outputs; {self.task.name} models do not take it.")
         single = not isinstance(inputs, (list, tuple)) and not (
             isinstance(inputs, (str, Path)) and Path(inputs).is_dir()
         )
@@ -224,6 +231,7 @@ class Predictor:
             good = [a for a, _ in chunk if a is not None]
             probs, plain = self.probabilities(good, tta) if good else (torch.empty(0), None)
             answers = self.task.answers(probs, self.classes, top_k)
+            plain_answers = self.task.answers(plain, self.classes, top_k) if plain is not None else None
             gi = 0
             for x, (a, err) in zip(items[len(results) : len(results) + len(chunk)], chunk):
                 name = str(x) if isinstance(x, Path) else None
@@ -231,8 +239,7 @@ class Predictor:
                     results.append({"path": name, "error": err or "unreadable"})
                     continue
                 results.append({"path": name, **answers[gi]})
-                if plain is not None:
-                    j = int(plain[gi].argmax())
-                    results[-1]["without_tta"] = {"label": self.classes[j], "probability": float(plain[gi, j])}
+                if plain_answers is not None:
+                    results[-1]["without_tta"] = self.task.short_answer(plain_answers[gi])
                 gi += 1
         return results[0] if single and len(results) == 1 else results

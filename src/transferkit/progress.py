@@ -20,11 +20,18 @@ from contextlib import ExitStack, contextmanager
 EPOCH_COLUMNS = ("epoch", "phase", "train_loss", "val_loss", "val_acc", "seconds")
 
 
+def score_name(row: dict) -> str:
+    """What the row's train_acc / val_acc hold, as the epoch line names it: the task's score column ("score" in the
+    row: acc, r2, map; rows without it are a classification's)."""
+    return str(row.get("score") or "acc")
+
+
 def format_row(row: dict) -> str:
-    """One line per epoch, the classic format: 'Epoch 3/10 [finetune] train loss 0.4123 val loss 0.3011 val acc 0.9412 (12.3 s)'."""
+    """One line per epoch, the classic format: 'Epoch 3/10 [finetune] train loss 0.4123 val loss 0.3011 val acc 0.9412
+    (12.3 s)'; the score is named as the task names it ('val r2 0.6120', 'val map 0.8731')."""
     return (
         f"Epoch {row['epoch']}/{row.get('epochs', '?')} [{row['phase']}] "
-        f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  val acc {row['val_acc']:.4f}"
+        f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  val {score_name(row)} {row['val_acc']:.4f}"
         f"  ({row['seconds']:.1f} s){'  *best' if row.get('best') else ''}"
     )
 
@@ -150,9 +157,13 @@ class TeeReporter(Reporter):
 class RichReporter(Reporter):
     """A live bar per step (batches, ETA, running loss); a table row per epoch that stays on screen."""
 
-    HEADER = (
-        f"{'epoch':>7}  {'phase':<10} {'train loss':>10} {'train acc':>9} {'val loss':>9} {'val acc':>8} {'time':>8}"
-    )
+    @staticmethod
+    def header(score: str = "acc") -> str:
+        """The table's header, the score named as the task names it ('train acc', 'val r2', ...)."""
+        train, val = f"train {score}", f"val {score}"
+        return f"{'epoch':>7}  {'phase':<10} {'train loss':>10} {train:>9} {'val loss':>9} {val:>8} {'time':>8}"
+
+    HEADER = header("acc")
 
     def __init__(self):
         from rich.console import Console
@@ -209,7 +220,7 @@ class RichReporter(Reporter):
 
     def end_epoch(self, row: dict) -> None:
         if not self.header_shown:
-            self.console.print(self.HEADER, style="bold", highlight=False)
+            self.console.print(self.header(score_name(row)), style="bold", highlight=False)
             self.header_shown = True
         epoch = f"{row['epoch']}/{row.get('epochs', '?')}"
         train_acc = "" if row.get("train_acc") is None else f"{row['train_acc']:.4f}"

@@ -137,6 +137,7 @@ def build_from_bundle(path_str: str, pretrained: bool, arch: str | None = None) 
         net, _ = create_backbone(base.arch, pretrained=False)
         return net, cfg
     net = model.net.train()  # load_bundle returns eval mode; a fresh backbone is in train mode
-    if meta.get("task", "classification") == "classification":
-        _attach_head(net, base.classifier, model.head)
+    # Its head where the classifier was, whatever its task: dropped as an ImageNet head is; `rank` reads it for
+    # LEEP/NCE only where the task's head gives class logits (Task.class_logits, selection/frozen.py).
+    _attach_head(net, base.classifier, model.head)
     return net, cfg

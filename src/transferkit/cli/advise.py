@@ -11,14 +11,15 @@ from pathlib import Path
 
 import typer
 
-from .options import config_command, measuring
+from ..config import AdviseOptions
+from .options import command
 
 
-@config_command(lambda f: measuring(f) or f.name == "backbone")
+@command("advise")
 def advise(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the advice as JSON."),
     *,
+    options: AdviseOptions,
     overrides: dict,
     typed: set,
 ) -> None:
@@ -26,8 +27,8 @@ def advise(
     from ..selection.advise import advise as run_advise
     from ..selection.advise import print_advice
 
-    advice = run_advise(data, quiet=as_json, **overrides)
-    if as_json:
+    advice = run_advise(data, quiet=options.json, **overrides)
+    if options.json:
         print(json.dumps(advice.to_dict(), indent=2))
         return
     print_advice(advice)

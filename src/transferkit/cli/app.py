@@ -13,24 +13,14 @@ from __future__ import annotations
 import sys
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ..errors import TransferkitError
 from . import advise, backbones, compare, demo, doctor, env, evaluate, export, predict, rank, report, serve, train
 
-app = typer.Typer(
-    name="transferkit",
-    help="Turn a small folder of labelled images into an accurate classifier by transfer learning.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-for module in (demo, train, evaluate, predict, export, serve, report, doctor, rank, advise, compare, backbones, env):
-    module.register(app)
 
-
-class Command(TyperCommand):
-    """A typer command whose --help flag, like every other flag here, shows no value type."""
+class PlainHelp:
+    """--help, like every other flag here, shows no value type (typer would show `<bool>`)."""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
@@ -38,6 +28,38 @@ class Command(TyperCommand):
             option.metavar = ""
         return option
 
+
+class Paths(TyperArgument):
+    """IMAGES... : one or more paths. typer shows such an argument's type as the Python `<list[Path]>`."""
+
+    def display_type_rich(self, ctx) -> str:
+        return "<path>"
+
+
+class Command(PlainHelp, TyperCommand):
+    """A command's --help: flags without value types, arguments of several paths as `images... <path>`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument and param.nargs == -1:
+                param.__class__ = Paths  # typer builds its own arguments; only the help's type column changes
+
+
+class Group(PlainHelp, TyperGroup):
+    pass
+
+
+app = typer.Typer(
+    name="transferkit",
+    help="Turn a small folder of labelled images into an accurate classifier by transfer learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    cls=Group,
+)
+for module in (demo, train, evaluate, predict, export, serve, report, doctor, rank, advise, compare, backbones, env):
+    module.register(app)
 
 for info in app.registered_commands:
     if info.cls in (None, TyperCommand):

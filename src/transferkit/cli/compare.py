@@ -13,25 +13,15 @@ from pathlib import Path
 
 import typer
 
-from .options import config_command
+from ..config import CompareOptions
+from .options import command
 
 
-@config_command(exclude=("strategy", "backbone", "backbones", "seed", "out", "name", "quiet"))
+@command("compare")
 def compare(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
-    strategies: str = typer.Option("linear,two-phase,finetune", help="Comma-separated strategies (auto allowed)."),
-    backbones: str | None = typer.Option(None, help="Comma-separated backbones (default: efficientnet_lite0)."),
-    seeds: int = typer.Option(
-        3,
-        help="Repeats per combination (seeds 0..N-1): data that is not pre-split is split anew for each seed, "
-        "pre-split data retrains with each seed; repeat i of every combination shares one split (paired).",
-    ),
-    out: Path = typer.Option(
-        Path("runs"), help="Folder for the comparison's folder (runs, compare.json, compare.png)."
-    ),
-    name: str | None = typer.Option(None, help="Name of the comparison's folder (default compare-<data>)."),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the result as JSON instead of the table."),
     *,
+    options: CompareOptions,
     overrides: dict,
     typed: set,
 ) -> None:
@@ -42,15 +32,15 @@ def compare(
 
     result = run_compare(
         data,
-        strategies=strategies,
-        backbones=backbones,
-        seeds=seeds,
-        out=str(out),
-        name=name,
-        quiet=as_json,
+        strategies=options.strategies,
+        backbones=options.backbones,
+        seeds=options.seeds,
+        out=str(options.out),
+        name=options.name,
+        quiet=options.json,
         **overrides,
     )
-    if as_json:
+    if options.json:
         print(json.dumps(result.to_dict(), indent=2))
         return
     print_comparison(result)

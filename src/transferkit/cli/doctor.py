@@ -13,22 +13,19 @@ from pathlib import Path
 
 import typer
 
-from .options import config_command, data_source
+from ..config import DoctorOptions
+from .options import command
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 WORD = {"error": "error", "warning": "warning", "info": "note"}
 SHOWN = 5  # problems printed per code; doctor.json has them all
 
 
-@config_command(lambda f: data_source(f) or f.name == "image_size")
+@command("doctor")
 def doctor(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the report as JSON instead of the summary."),
-    out: Path = typer.Option(Path("doctor.json"), help="Where to write the full report (JSON)."),
-    fast: bool = typer.Option(
-        False, metavar="", help="Headers and bytes only: no decoding (misses truncation, near duplicates)."
-    ),
     *,
+    options: DoctorOptions,
     overrides: dict,
     typed: set,
 ) -> None:
@@ -38,9 +35,11 @@ def doctor(
 
     from ..data.doctor import doctor as run_doctor
 
+    as_json, out = options.json, options.out
+
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("Checking images", total=None)
-        report = run_doctor(data, deep=not fast, progress=lambda n: bar.advance(task, n), **overrides)
+        report = run_doctor(data, deep=not options.fast, progress=lambda n: bar.advance(task, n), **overrides)
     report.save(out)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))

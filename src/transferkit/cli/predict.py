@@ -8,9 +8,11 @@ from pathlib import Path
 
 import typer
 
-RUNTIMES = ("torch", "onnx")
+from ..config import PredictOptions
+from .options import command
 
 
+@command("predict")
 def predict(
     bundle: Path = typer.Argument(
         ...,
@@ -18,29 +20,13 @@ def predict(
         "export or a folder holding model.onnx.",
     ),
     images: list[Path] = typer.Argument(..., help="Image files or folders."),
-    top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON list: path, label, probability, top_k per image."),
-    tta: bool = typer.Option(
-        False,
-        "--tta",
-        help="Test-time augmentation: average 5 crops and their mirrors (10x the compute); "
-        "shows where it changed the answer.",
-    ),
-    precision: str = typer.Option(
-        "auto",
-        help="auto (fp32 on CPUs, where bf16 changes answers: see BENCHMARKS.md; bf16 on GPUs) | fp32 | bf16 | fp16.",
-    ),
-    runtime: str = typer.Option(
-        "torch", help="torch (the bundle) | onnx (its ONNX export, on ONNX Runtime; see `transferkit export`)."
-    ),
+    *,
+    options: PredictOptions,
 ) -> None:
     """Predict each image: its class, its value (regression) or its labels (multi-label)."""
     from ..api import load
 
-    if runtime not in RUNTIMES:
-        from ..errors import unknown_choice
-
-        raise unknown_choice("--runtime", runtime, RUNTIMES)
+    top_k, as_json, tta, runtime = options.top_k, options.json, options.tta, options.runtime
     if runtime == "onnx":
         if tta:
             from ..errors import ConfigError
@@ -51,7 +37,7 @@ def predict(
         onnx = OnnxPredictor(find_onnx(bundle))
         results, task = onnx.predict([str(p) for p in images], top_k=top_k), onnx.task
     else:
-        predictor = load(bundle, precision=precision)
+        predictor = load(bundle, precision=options.precision)
         results, task = predictor.predict([str(p) for p in images], top_k=top_k, tta=tta), predictor.task
     if as_json:
         print(json.dumps(results, indent=2))
@@ -67,19 +53,17 @@ def predict(
             t.add_row(r["path"], "[red]unreadable[/red]", *[""] * (len(columns) - 2), r["error"])
             continue
         cells = [r["path"], *task.answer_cells(r)]
-        if tta:
+        if tta:  # the plain answer (label, value or labels), highlighted where TTA changed it
             plain = r["without_tta"]
-            changed = plain["label"] != r["label"]
-            cells.append(
-                f"{'[yellow]' if changed else ''}{plain['label']} {plain['probability']:.3f}{'[/yellow]' if changed else ''}"
-            )
+            changed = task.answer_key(plain) != task.answer_key(r)
+            cells.append(f"[yellow]{task.answer_text(plain)}[/yellow]" if changed else task.answer_text(plain))
         t.add_row(*cells)
     console = Console()
     console.print(t)
-    if tta:
-        done = [r for r in results if "error" not in r]
-        changed = sum(r["without_tta"]["label"] != r["label"] for r in done)
-        console.print(f"TTA changed the label of {changed} of {len(done)} image(s) (highlighted).", highlight=False)
+    done = [r for r in results if "error" not in r]
+    if tta and done and task.answer_key(done[0]) is not None:  # a value has no answer to change, only to move
+        changed = sum(task.answer_key(r["without_tta"]) != task.answer_key(r) for r in done)
+        console.print(f"TTA changed the answer of {changed} of {len(done)} image(s) (highlighted).", highlight=False)
     _fail_if_none_read(results)
 
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import typer
 
-from .options import config_command, measuring
+from ..config import RankOptions
+from .options import command
 
 
-@config_command(measuring)
+@command("rank")
 def rank(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders), pre-split folder, list file or HDF5."),
-    candidates: str | None = typer.Option(None, help="Comma-separated backbone names (default: every built-in one)."),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the rows as JSON instead of the table."),
     *,
+    options: RankOptions,
     overrides: dict,
     typed: set,
 ) -> None:
@@ -27,8 +27,8 @@ def rank(
     from ..selection.rank import print_ranking
     from ..selection.rank import rank as run_rank
 
-    rows = run_rank(data, candidates, quiet=as_json, **overrides)
-    if as_json:
+    rows = run_rank(data, options.candidates, quiet=options.json, **overrides)
+    if options.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
         return
     print_ranking(rows, title=f"Backbones for {data}")

@@ -9,29 +9,17 @@ from pathlib import Path
 
 import typer
 
-from .options import config_command
+from ..config import TrainCommandOptions
+from .options import command
 
 
-@config_command()
+@command("train")
 def train(
     data: Path | None = typer.Argument(
         None, help="Image folder (class sub-folders), pre-split folder, list file or HDF5."
     ),
-    resume: Path | None = typer.Option(
-        None,
-        help="Continue an interrupted run directory from its last.ckpt "
-        "(with --epochs or --patience to change how long).",
-        rich_help_panel="Output",
-    ),
-    log_json: bool = typer.Option(
-        False,
-        "--log-json",
-        metavar="",
-        rich_help_panel="Output",
-        help="Events as JSON lines on stdout, ending with a 'done' event that holds the run's "
-        "path; human output stays on stderr.",
-    ),
     *,
+    options: TrainCommandOptions,
     overrides: dict,
     typed: set,
 ) -> None:
@@ -40,6 +28,7 @@ def train(
     from ..progress import make_reporter
     from ..tasks import get_task
 
+    resume, log_json = options.resume, options.log_json
     if data is None and resume is None:
         raise typer.BadParameter("give DATA (an image folder), or --resume RUN_DIR", param_hint="DATA")
     if resume is not None:  # only what was typed: fit refuses, by name, what --resume cannot change

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import array_to_image, open_image, open_rgb
+from .imageset import ImageSet, array_hw, is_array_key, parse_array_key  # noqa: F401 - re-exported
 from .problems import Problem
 
 LAYOUTS = ("auto", "folders", "presplit", "list", "hdf5")
@@ -56,22 +56,28 @@ class DataSource:
     problems: list[Problem] = field(default_factory=list)  # what reading the layout found (doctor adds per-file checks)
     task: str = "classification"  # what the labels are (TASK_KINDS): the reader read them for this task
 
-    def load(self, key: str, short_side: int | None = None, interpolation: str = "bicubic"):
-        if is_array_key(key) and self.arrays:
-            from .images import resize_short
+    def images(self, content: bool = False) -> ImageSet:
+        """Every image of the source (all splits, in order), apart from the labels: what the feature store and the
+        label-free tools (embed, similar, review) read."""
+        keys = list(dict.fromkeys(s.key for v in self.splits.values() for s in v))
+        return ImageSet(self.root, keys, self.arrays, content)
 
-            name, idx = parse_array_key(key)
-            img = array_to_image(self.arrays[name][idx])
-            return resize_short(img, short_side, interpolation) if short_side else img
-        return open_rgb(key, short_side, interpolation)
+    @property
+    def _loader(self) -> ImageSet:
+        if getattr(self, "_image_set", None) is None:
+            self._image_set = ImageSet(self.root, [], self.arrays)
+        return self._image_set
+
+    def load(self, key: str, short_side: int | None = None, interpolation: str = "bicubic"):
+        return self._loader.load(key, short_side, interpolation)
 
     def image_size(self, key: str) -> tuple[int, int]:
         """(width, height) from the file header or array shape; decodes nothing."""
-        if is_array_key(key) and self.arrays:
-            h, w = array_hw(self.arrays[parse_array_key(key)[0]])
-            return w, h
-        with open_image(key) as img:
-            return img.size
+        return self._loader.image_size(key)
+
+    def identity(self, key: str) -> str:
+        """How the feature store knows the image (data/imageset.py): never its label or split."""
+        return self._loader.identity(key)
 
     def fingerprint(self) -> str:
         """Changes when any file, label or array changes; cheap (sizes and mtimes, not contents, for files)."""
@@ -123,20 +129,3 @@ class DataSource:
             self.root, self.layout, names, {k: view(v) for k, v in self.splits.items()}, self.arrays, self.problems
         )
         return src, {k: view(v) for k, v in splits.items()}
-
-
-def is_array_key(key: str) -> bool:
-    return "#" in key and key.endswith("]")
-
-
-def parse_array_key(key: str) -> tuple[str, int]:
-    """'train_catvnoncat.h5#train[146]' -> ('train', 146)."""
-    name, _, idx = key.rpartition("#")[2].partition("[")
-    return name, int(idx[:-1])
-
-
-def array_hw(a: np.ndarray) -> tuple[int, int]:
-    """(height, width) of the images in an (N,H,W[,C]) or (N,C,H,W) stack."""
-    if a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3, 4):
-        return int(a.shape[2]), int(a.shape[3])
-    return int(a.shape[1]), int(a.shape[2])

@@ -41,6 +41,25 @@ def decode_one(src: DataSource, key: str, short_side: int, interpolation: str) -
         return None, f"{type(e).__name__}: {e}"
 
 
+class LazyImages:
+    """The decoded images of `keys`, each decoded when it is read (as `decode_one` decodes it): for splits whose
+    features are all stored, where only the few images a report shows are ever looked at."""
+
+    def __init__(self, src, keys: list[str], short_side: int, interpolation: str):
+        self.src, self.keys, self.short_side, self.interpolation = src, keys, short_side, interpolation
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        arr, why = decode_one(self.src, self.keys[i], self.short_side, self.interpolation)
+        if arr is None:
+            from ..errors import DataError
+
+            raise DataError(f"'{self.keys[i]}' can no longer be read ({why}): it changed during the run.")
+        return arr
+
+
 def store_dir(cache_dir: str | None) -> Path:
     """Where "disk" stores go: beside the feature cache, not /tmp, which may be RAM (tmpfs)."""
     return cache_home(cache_dir) / "decoded"

@@ -320,3 +320,18 @@ def read_lists(
             Sample(os.path.abspath(parent / r.path), index[r.label]) for r in split_rows if r.label in index
         ]
     return DataSource(root, "list", classes, splits, problems=problems)
+
+
+def read_paths(path: Path, path_column: str | None = None) -> list[str]:
+    """The image paths of a list file, labelled or not (a pool to label, a file `suggest` wrote): absolute, in
+    order. The path column as `read_list` finds it (a known header name, --path-column, else the first)."""
+    lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines:
+        raise DataError(f"'{path}' lists no images.")
+    delim = _delimiter(lines[0])
+    rows = list(csv.reader(lines, delimiter=delim)) if delim != " " else [ln.split() for ln in lines]
+    first = [c.strip().lower() for c in rows[0]]
+    has_header = any(c in PATH_COLUMNS for c in first) or (path_column is not None and path_column.lower() in first)
+    col = _column(path_column, first if has_header else None, PATH_COLUMNS, "--path-column", path) or 0
+    body = rows[1:] if has_header else rows
+    return [str((path.parent / r[col].strip()).resolve()) for r in body if len(r) > col and r[col].strip()]

@@ -37,7 +37,8 @@ from .base import (  # noqa: F401 - re-exported: the base types are part of this
     is_array_key,
     parse_array_key,
 )
-from .images import IMAGE_EXTENSIONS, is_hidden
+from .images import IMAGE_EXTENSIONS, image_files, is_hidden
+from .imageset import ImageSet
 from .problems import Problem, problem
 
 
@@ -58,7 +59,7 @@ def open_source(
     lenient=True records problems that would make training wrong (classes only in val/test, a single class) in
     `src.problems` instead of raising; `doctor` uses it to report everything at once.
     task: what the labels are (a class, a number, a set of labels); a layout that cannot hold them (class folders
-    for regression) is refused by `check_task`.
+    for regression) reads as what it holds, which the caller checks against the task (`Task.check_data`, tasks/).
     """
     from .hdf5 import read_hdf5
     from .lists import read_lists
@@ -77,29 +78,8 @@ def open_source(
         src = read_hdf5(root, h5_x, h5_y, task)
     else:
         src = {"folders": _folders, "presplit": _presplit}[layout](root, lenient)
-    check_task(src, task)
     check_classes(src, lenient)
     return src
-
-
-TASK_DATA = {
-    "regression": "a list file or CSV with a number per image (path,value; --target-column NAME), an HDF5 file "
-    "(--h5-y KEY) or from_arrays(x, y, task='regression')",
-    "multilabel": "a list file or CSV with several labels per image ('a|b' in one column, or one 0/1 column per "
-    "label), an HDF5 file with a 0/1 row per image, or from_arrays(x, y, task='multilabel')",
-    "classification": "class folders, a list file, HDF5 or from_arrays with one class per image",
-}
-
-
-def check_task(src: DataSource, task: str) -> None:
-    """The data must hold what the task predicts: a class folder tree has no numbers for regression."""
-    if src.task != task:
-        raise DataError(
-            f"--task {task} needs {TASK_DATA[task]}; '{src.root}' is read as {src.layout} data with "
-            f"{'classes' if src.task == 'classification' else src.task + ' targets'} ({len(src.classes)}: "
-            f"{', '.join(src.classes[:5])}{', ...' if len(src.classes) > 5 else ''}). Give --task {src.task}, "
-            "or data of that kind. Nothing was written."
-        )
 
 
 def detect_layout(root: Path) -> str:
@@ -308,3 +288,23 @@ def check_classes(src: DataSource, lenient: bool = False) -> None:
         if not lenient:
             raise DataError(msg)
         src.problems.append(problem("single-class", msg))
+
+
+def open_images(path: str | os.PathLike, content: bool = False) -> ImageSet:
+    """Every image a path holds, labelled or not: a file, a folder (searched through, class folders or not), a list
+    file (its path column: labels are not needed), or an HDF5 file (its image arrays)."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"'{root}' does not exist: give an image file, a folder of images, a list file or HDF5.")
+    if root.is_dir():
+        files = image_files(root)
+        if not files:
+            raise DataError(f"'{root}' holds no image files (looked for .jpg, .png, ... in every sub-folder).")
+        return ImageSet(root, [str(f.resolve()) for f in files], content=content)
+    if root.suffix.lower() in LIST_SUFFIXES:
+        from .lists import read_paths
+
+        return ImageSet(root, read_paths(root), content=content)
+    if root.suffix.lower() in H5_SUFFIXES:
+        return open_source(root).images(content=content)
+    return ImageSet(root.parent, [str(root.resolve())], content=content)

@@ -16,7 +16,6 @@ own --ema average: of identical weights (DDP syncs them every step), so the aver
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import time
@@ -28,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from ..bundle import bundle_meta, save_bundle
+from ..core.heads import HeadSettings, fit_head
 from ..data.dataset import DecodedImages
 from ..errors import TransferkitError
 from ..faults import atomic_path, fault_point, write_atomic
@@ -38,6 +38,8 @@ from .loop import predict, train_epoch
 from .optim import OPTIMIZERS, SCHEDULES, make_ema
 from .runtime import feature_precision, make_accelerator, memory_format, processes
 
+# metrics.csv's columns; train_acc/val_acc hold the task's score and are written under its name (`score_columns`):
+# train_acc, val_acc (accuracy), train_r2, val_r2 (regression), train_map, val_map (multi-label)
 METRIC_FIELDS = (
     "epoch",
     "phase",
@@ -52,9 +54,11 @@ METRIC_FIELDS = (
     "best",
     "solver",
 )
-CACHED_HEAD_EPOCHS = (
-    60  # epochs over cached features cost milliseconds; early stopping (patience 10) ends most runs sooner
-)
+
+
+def score_columns(column: str) -> dict[str, str]:
+    """The rows' score keys -> metrics.csv's names for them: {"val_acc": "val_r2", ...} ("acc": unchanged)."""
+    return {"train_acc": f"train_{column}", "val_acc": f"val_{column}"}
 
 
 @dataclass
@@ -65,7 +69,9 @@ class PreparedData:
     val: DecodedImages
     test: DecodedImages | None
     image_size: int
-    cache_key: dict  # what identifies these images for the feature cache (fingerprint, split, preprocessing)
+    keys: dict[str, list[str]]  # split -> the readable images' keys, in the datasets' order
+    ids: dict[str, list[str]]  # split -> each image's identity (data/imageset.py): the feature store's keys
+    store_config: dict  # the backbone's weights and preprocessing (engine/features.store_config)
 
 
 class Trainer:
@@ -98,6 +104,7 @@ class Trainer:
     def _record(self, row: dict) -> None:
         """Add an epoch to the history; its metrics.csv row is written by `save_last`, once the checkpoint that holds
         the epoch is on disk, so a kill in between never leaves a row that a resume would train and write again."""
+        row.setdefault("score", self.task.score_column)  # what val_acc holds: the epoch line names it (val r2)
         self.history.append(row)
         self._unwritten.append(row)
 
@@ -106,10 +113,13 @@ class Trainer:
             return
         path = self.run_dir / "metrics.csv"
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        named = score_columns(self.task.score_column)
+        w = csv.DictWriter(buf, fieldnames=[named.get(f, f) for f in METRIC_FIELDS], extrasaction="ignore")
         if rewrite or not path.exists():
             w.writeheader()
-        w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+        w.writerows(
+            {named.get(k, k): (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows
+        )
         if rewrite:
             write_atomic(path, buf.getvalue())
         else:
@@ -277,21 +287,14 @@ class Trainer:
         """Backbone features of a split, from the on-disk cache when this data was seen with these settings.
 
         view 0 is the plain eval crop; view v >= 1 runs `dataset`'s own (augmenting) transform under a seed fixed by
-        the run's seed and v, so the same view is the same pixels in every run and its features can be cached too.
+        the run's seed, v and the image, so the same view is the same pixels in every run and is stored too.
         """
         device = self.accelerator.device
-        extra = {}
-        if view:
-            d = self.cfg.data
-            extra = {
-                "view": view,
-                "view_seed": self.cfg.train.seed,
-                "augment": [d.crop_scale, d.flip, d.rotate, d.color_jitter, d.augment],
-            }
         out, _ = feats.cached_features(
             self.plain_model().net,
             dataset,
-            key={"split": split, **self.data.cache_key, **extra},
+            ids=self.data.ids[split],
+            config=self.data.store_config,
             cache_dir=self.cfg.runtime.cache_dir,
             batch_size=self.cfg.data.batch_size,
             device=device,
@@ -299,7 +302,7 @@ class Trainer:
             memory_format=self.memory_format,
             reporter=self.reporter,
             label=f"{split}, view {view}" if view else split,
-            seed=self.cfg.train.seed * 1_000_003 + view if view else None,
+            view=feats.view_config(self.cfg, view),
         )
         return out
 
@@ -311,6 +314,23 @@ class Trainer:
         x = xs[0] if len(xs) == 1 else torch.cat(xs)  # one view is not copied: 40,000 x 1,280 floats = 205 MB
         return x, labels.repeat(len(xs), *[1] * (labels.ndim - 1))  # (N,) or multi-label (N, K) rows
 
+    def head_settings(self, epochs: int, class_weights=None) -> HeadSettings:
+        """How this run fits a head on cached features (its options); `class_weights` for other training rows."""
+        t = self.cfg.train
+        return HeadSettings(
+            head=self.cfg.model.head,
+            solver=t.head_solver,
+            dropout=self.cfg.model.dropout,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            label_smoothing=t.label_smoothing,
+            epochs=epochs,
+            batch_size=self.cfg.data.batch_size,
+            seed=t.seed,
+            select=t.select,
+            class_weights=self.class_weights if class_weights is None else class_weights,
+        )
+
     def _cached_phase(self, pi: int, phase: Phase) -> None:
         t = self.cfg.train
         start = time.perf_counter()
@@ -319,58 +339,15 @@ class Trainer:
         yva = torch.tensor(self.data.val.labels)
         features_seconds = time.perf_counter() - start
         head = self.plain_model().head.cpu()
-        fitted: dict[str, tuple[nn.Module, dict]] = {}
-        if t.head_solver in ("auto", "lbfgs"):  # the task's convex solve: L-BFGS logistic regression, ridge
-            t0, h = time.perf_counter(), copy.deepcopy(head)
-            solved = self.task.fit_head(
-                h, (xtr, ytr), (xva, yva), label_smoothing=t.label_smoothing, class_weights=self.class_weights
-            )
-            if solved is not None:  # None: not a linear head (mlp), which only AdamW trains
-                name, res = solved
-                fitted[name] = (
-                    h,
-                    {
-                        **{k: res[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
-                        "l2": res["l2"],
-                        "seconds": time.perf_counter() - t0,
-                    },
-                )
-        if t.head_solver in ("auto", "adamw") or not fitted:
-            t0, h = time.perf_counter(), copy.deepcopy(head)
-            rows = feats.train_head(
-                h,
-                (xtr, ytr),
-                (xva, yva),
-                epochs=max(CACHED_HEAD_EPOCHS, phase.epochs),
-                lr=t.lr,
-                weight_decay=t.weight_decay,
-                label_smoothing=t.label_smoothing,
-                seed=t.seed,
-                batch_size=self.cfg.data.batch_size,
-                class_weights=self.class_weights,
-                loss_fn=self.loss_fn,
-                val_loss=self.task.val_loss,
-                score=self.task.score,
-            )
-            best_row = min(rows, key=lambda r: self.task.sort_key(r["val_loss"], r["val_acc"]))
-            fitted["adamw"] = (
-                h,
-                {
-                    **{k: best_row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
-                    "passes": len(rows),
-                    "seconds": time.perf_counter() - t0,
-                },
-            )
-        # The more accurate on val; equal accuracy (common on a few hundred images): the lower val loss.
-        solver = max(fitted, key=lambda k: (fitted[k][1]["val_acc"], -fitted[k][1]["val_loss"]))
-        head.load_state_dict(fitted[solver][0].state_dict())
+        fitted = fit_head(xtr, ytr, self.task, val=(xva, yva), module=head, settings=self.head_settings(phase.epochs))
+        solver = fitted.solver
         head.load_state_dict(self.procs.from_main(head.state_dict()))  # launched: every process has the main one's
         head.to(self.accelerator.device)
-        self.head_solvers = {k: {**v, "kept": k == solver} for k, (_, v) in fitted.items()}
+        self.head_solvers = fitted.results
         elapsed = time.perf_counter() - start
         self.global_epoch += 1
         row = {
-            **fitted[solver][1],
+            **{k: v for k, v in fitted.results[solver].items() if k != "kept"},
             "epoch": self.global_epoch,
             "phase": phase.name,
             "lr": t.lr,
@@ -384,12 +361,12 @@ class Trainer:
         self._record(row)
         summary = "; ".join(
             f"{k}{' (L2 %.0e)' % v['l2'] if 'l2' in v else ''} val {self.task.score_name} {v['val_acc']:.4f} loss {v['val_loss']:.4f} "
-            f"in {v['seconds']:.2f} s"
-            for k, (_, v) in fitted.items()
+            f"in {v.get('seconds', 0):.2f} s"
+            for k, v in fitted.results.items()
         )
         self.reporter.message(
             f"Head on cached features of {len(self.data.train_plain)} training images{f' ({t.aug_views + 1} views each)' if t.aug_views else ''}: "
-            f"{summary}" + (f" -> kept {solver}" if len(fitted) > 1 else "")
+            f"{summary}" + (f" -> kept {solver}" if len(fitted.results) > 1 else "")
         )
         self.reporter.end_epoch(row)
         if row["best"]:

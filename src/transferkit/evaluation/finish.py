@@ -8,19 +8,13 @@ is one pass over the validation split for the temperature, so a few hundred imag
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from ..bundle import update_meta
-from ..faults import atomic_path
 from ..rundir import RunDir
-from .calibration import softmax
-from .plots import plot_gallery, plot_top_losses
-from .report import PLOTS_DIR, build_report
-
-PREDICTIONS = "predictions.csv"  # one row per evaluated image: what report.html lists as misclassified
+from .report import build_report
 
 
 def store_temperature(bundle: Path, temperature: float, fitted_on: str, n: int, note: str = "") -> None:
@@ -45,21 +39,6 @@ def calibration_line(cal, eval_split: str) -> str:
         f"Calibration: temperature 1 kept. {cal.note} On {eval_split}: ECE {cal.ece_before:.4f}, "
         f"NLL {cal.nll_before:.4f}."
     )
-
-
-def write_predictions(
-    path: Path, keys: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]
-) -> np.ndarray:
-    """predictions.csv (calibrated probabilities); returns each image's loss, -log p(true class)."""
-    pred = probs.argmax(1)
-    p_true = probs[np.arange(len(labels)), labels]
-    losses = -np.log(np.clip(p_true, 1e-12, 1.0))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "true", "predicted", "probability", "p_true", "loss", "correct"])
-        for k, y, p, pt, loss, row in zip(keys, labels, pred, p_true, losses, probs):
-            w.writerow([k, classes[y], classes[p], f"{row[p]:.6f}", f"{pt:.6f}", f"{loss:.6f}", int(p == y)])
-    return losses
 
 
 def validation_logits(trainer, data) -> tuple[np.ndarray, np.ndarray]:
@@ -116,13 +95,3 @@ def _calibrate(trainer, data, eval_split: str, logits, labels, val_logits, val_l
     if val_logits is None:
         val_logits, val_labels = validation_logits(trainer, data)
     return trainer.task.calibrate(val_logits, val_labels, logits, labels, measured_on=eval_split)
-
-
-def classification_outputs(run_dir, keys, images, logits, labels, classes, temperature: float) -> None:
-    """predictions.csv (calibrated probabilities), the prediction gallery and the top losses."""
-    run_dir = Path(run_dir)
-    probs = softmax(logits, temperature)
-    losses = write_predictions(run_dir / PREDICTIONS, keys, labels, probs, classes)
-    plots = run_dir / PLOTS_DIR
-    plot_gallery(images, labels, probs, classes, plots / "gallery.png")
-    plot_top_losses(images, labels, probs, losses, classes, plots / "top_losses.png")

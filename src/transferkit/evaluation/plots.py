@@ -39,8 +39,11 @@ def short(name: str, n: int = 18) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def plot_training_curves(rows: Sequence[dict], path: str | Path, best_epoch: int | None = None) -> Path:
-    """Train vs val loss and accuracy per epoch; the best epoch marked; phase changes (two-phase) as dotted lines."""
+def plot_training_curves(
+    rows: Sequence[dict], path: str | Path, best_epoch: int | None = None, score: str = "accuracy"
+) -> Path:
+    """Train vs val loss and the task's score (rows' train_acc/val_acc: accuracy, R², mAP) per epoch; the best epoch
+    marked; phase changes (two-phase) as dotted lines."""
     from matplotlib.ticker import MaxNLocator
 
     def col(name):
@@ -49,7 +52,7 @@ def plot_training_curves(rows: Sequence[dict], path: str | Path, best_epoch: int
     epochs = col("epoch")
     fig = _figure(10, 3.8)
     axes = fig.subplots(1, 2)
-    for ax, what, label in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
+    for ax, what, label in ((axes[0], "loss", "loss"), (axes[1], "acc", score)):
         ax.plot(epochs, col(f"train_{what}"), "o-", color=TRAIN_C, label=f"train {label}", ms=4)
         ax.plot(epochs, col(f"val_{what}"), "o-", color=VAL_C, label=f"val {label}", ms=4)
         if best_epoch is not None and best_epoch in epochs:
@@ -79,7 +82,8 @@ def plot_training_curves(rows: Sequence[dict], path: str | Path, best_epoch: int
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[1].set_ylim(max(0.0, np.nanmin(np.r_[col("train_acc"), col("val_acc"), 1.0]) - 0.05), 1.01)
+    low = np.nanmin(np.r_[col("train_acc"), col("val_acc"), 1.0])
+    axes[1].set_ylim(max(0.0 if low >= 0 else -1.0, low - 0.05), 1.01)  # R² below 0: down to -1, not beyond
     fig.suptitle("Training curves")
     return _save(fig, path)
 
@@ -317,36 +321,44 @@ def plot_reliability(
     return _save(fig, path)
 
 
-def plot_comparison(rows, split: str, n_seeds: int, path: str | Path) -> Path:
-    """`compare`'s chart: mean accuracy per row (strategy @ backbone) with its 95% interval as error bars; accuracy
-    and seconds per run on top. `rows` have label, mean, half (the interval's half-width) and seconds."""
+def plot_comparison(
+    rows, split: str, n_seeds: int, path: str | Path, score: str = "accuracy", percent: bool = True
+) -> Path:
+    """`compare`'s chart: the mean score per row (strategy @ backbone) with its 95% interval as error bars; the score
+    and seconds per run on top. `rows` have label, mean, half (the interval's half-width) and seconds. percent: the
+    score is a share (accuracy), drawn in %; else as it is (R², mAP)."""
     import math
 
+    scale = 100 if percent else 1
     fig = _figure(max(5.0, 1.3 * len(rows) + 2), 4)
     ax = fig.add_subplot()
     xs = list(range(len(rows)))
     ax.bar(
         xs,
-        [r.mean * 100 for r in rows],
-        yerr=[r.half * 100 for r in rows],
+        [r.mean * scale for r in rows],
+        yerr=[r.half * scale for r in rows],
         capsize=4,
         color=[RIGHT if i == 0 else TRAIN_C for i in xs],
     )
     for x, r in zip(xs, rows):
         ax.annotate(
-            f"{r.mean:.1%}\n{r.seconds:.0f} s",
-            (x, (r.mean + r.half) * 100),
+            f"{r.mean:.1%}\n{r.seconds:.0f} s" if percent else f"{r.mean:.3f}\n{r.seconds:.0f} s",
+            (x, (r.mean + r.half) * scale),
             xytext=(0, 3),
             textcoords="offset points",
             ha="center",
             va="bottom",
             fontsize=8,
         )
-    low = min((r.mean - r.half) * 100 for r in rows)
-    ax.set_ylim(max(0.0, math.floor(low / 5) * 5 - 5), 115)  # zoomed in, so that a point's difference shows
-    ax.set_yticks([t for t in ax.get_yticks() if t <= 100])  # the room above 100 is for the labels
+    low = min((r.mean - r.half) * scale for r in rows)
+    if percent:
+        ax.set_ylim(max(0.0, math.floor(low / 5) * 5 - 5), 115)  # zoomed in, so that a point's difference shows
+        ax.set_yticks([t for t in ax.get_yticks() if t <= 100])  # the room above 100 is for the labels
+    else:  # R² may be negative: from below the lowest interval to room above 1 for the labels
+        ax.set_ylim(min(0.0, math.floor(low * 20) / 20 - 0.05), 1.15)
+        ax.set_yticks([t for t in ax.get_yticks() if t <= 1])
     ax.set_xticks(xs, [r.label.replace(" @ ", "\n") for r in rows], fontsize=8)
-    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.set_ylabel(f"{split} {score}" + (" (%)" if percent else ""))
     ax.set_title(f"mean ± 95% interval over {n_seeds} repeat(s), wall time per run", fontsize=9)
     return _save(fig, path)
 

@@ -11,60 +11,32 @@ The page opens with what a person looks for first: the headline metric with its 
 can tell two strategies apart), what was decided and why; then the task's own results (for classification the
 confusion matrix and per-class figures), the mistakes, what was measured to choose (the advisor's numbers, the head
 solvers, the training curves when there was more than one epoch), calibration, the data, and the configuration
-folded at the end. Each task's parts come from TASK_SECTIONS (task name -> its headline, results and mistakes).
+folded at the end. Each task's parts come from the task (`Task.report_sections()`: its headline, results and
+mistakes, in sections.py); the blocks they are made of are in html.py.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
-import io
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from ..errors import TransferkitError
 from ..faults import write_atomic
-from . import multilabel, regression
-
-PLOTS_DIR = "plots"
-# (file in plots/, title, how to read it): every plot a run may have; each section embeds its own.
-PLOTS = (
-    (
-        "curves.png",
-        "Training curves",
-        "Loss and accuracy per epoch on train and val; the star marks the epoch kept as best/.",
-    ),
-    (
-        "confusion_matrix.png",
-        "Confusion matrix",
-        "Rows are true classes, columns predictions; right: each row divided by its total (recall).",
-    ),
-    (
-        "per_class.png",
-        "Per-class precision, recall and F1",
-        "Low recall: the class is missed; low precision: other classes are called this one.",
-    ),
-    (
-        "gallery.png",
-        "Prediction gallery",
-        "A fixed random sample of evaluated images: green right, red wrong (with the true class). "
-        "Probabilities are calibrated.",
-    ),
-    (
-        "top_losses.png",
-        "Top losses",
-        "The images the model got most confidently wrong (or least confidently right): look here for label errors.",
-    ),
-    (
-        "reliability.png",
-        "Reliability diagram",
-        "Bars on the diagonal: the probabilities can be taken at face value. Bars below it: over-confident.",
-    ),
+from .html import (  # noqa: F401 - PLOTS and PLOTS_DIR re-exported: the page's plots, as finish.py and tests read them
+    PLOTS,
+    PLOTS_DIR,
+    esc,
+    figure,
+    flatten,
+    kv_table,
+    num,
+    read_csv,
+    read_json,
+    rows_table,
+    tagged,
 )
-PLOTS += regression.PLOTS + multilabel.PLOTS  # the tasks' own plots (their modules draw and describe them)
+
 # The page's order: the result first, the configuration last (folded).
 SECTIONS = ("result", "metrics", "mistakes", "choice", "calibration", "data", "config")
 TITLES = {
@@ -76,8 +48,6 @@ TITLES = {
     "data": "Data",
     "config": "Configuration",
 }
-MAX_MISCLASSIFIED = 100  # rows in the table; predictions.csv has them all
-EMBED_AS_PNG_BELOW = 400_000  # bytes: plots are 20-100 kB; only photo grids are larger
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
@@ -93,60 +63,17 @@ p.headline{font-size:1.35em;margin:.4em 0} details>summary{cursor:pointer;color:
 """
 
 
-def esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def num(value: Any, key: str, digits: int = 4) -> str:
-    """A number cell tagged with its report.json key."""
-    text = "n/a" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
-    return f'<td class="n" data-key="{esc(key)}">{esc(text)}</td>'
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def embed_png(path: Path) -> str:
-    """A data URI of a plot. Photo grids (the gallery: ~2 MB as PNG) go in as JPEG, ~5x smaller, so the page stays
-    light enough to mail; line plots stay PNG, where JPEG would blur the text."""
-    data = path.read_bytes()
-    if len(data) <= EMBED_AS_PNG_BELOW:
-        return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    from PIL import Image
-
-    buf = io.BytesIO()
-    with Image.open(path) as img:
-        img.convert("RGB").save(buf, "JPEG", quality=88)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def thumbnail(key: str, size: int = 96) -> str | None:
-    """A small JPEG data URI of an image file, or None when the key is not a readable file (arrays, moved files)."""
-    from PIL import Image, ImageOps
-
-    path = Path(key)
-    try:
-        if not path.is_file():
-            return None
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            img.thumbnail((size, size))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=80)
-    except Exception:  # noqa: BLE001 - an unreadable file just gets no thumbnail
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+def score_rows(rows: list[dict]) -> list[dict]:
+    """metrics.csv's rows with the score's columns as train_acc / val_acc, whatever the file names them after the
+    task's score (val_r2, val_map; val_acc for accuracy, and in files from before the columns were named)."""
+    names = {k[4:] for r in rows[:1] for k in r if k.startswith("val_") and k != "val_loss"}
+    column = next(iter(names), "acc")
+    if column == "acc":
+        return rows
+    return [
+        {("train_acc" if k == f"train_{column}" else "val_acc" if k == f"val_{column}" else k): v for k, v in r.items()}
+        for r in rows
+    ]
 
 
 # ---- plots drawn from the run's files (the image plots need the decoded images; `finish_run` draws those) -------
@@ -157,9 +84,11 @@ def redraw_plots(run_dir: Path) -> list[Path]:
     config = read_json(run_dir / "config.json") or {}
     plots = run_dir / PLOTS_DIR
     made = []
-    rows = read_csv(run_dir / "metrics.csv")
+    rows = score_rows(read_csv(run_dir / "metrics.csv"))
     if len(rows) > 1:
-        made.append(plot_training_curves(rows, plots / "curves.png", best_epoch=report.get("best_epoch")))
+        task = report_task(report)
+        score = task.score_label if task else "score"
+        made.append(plot_training_curves(rows, plots / "curves.png", best_epoch=report.get("best_epoch"), score=score))
     else:  # one epoch (a head on cached features) is one point: no curve; the page shows what was measured instead
         (plots / "curves.png").unlink(missing_ok=True)
     metrics, classes = report.get("metrics"), config.get("classes")
@@ -182,18 +111,6 @@ def redraw_plots(run_dir: Path) -> list[Path]:
 
 
 # ---- sections --------------------------------------------------------------------------------------------------
-def kv_table(pairs) -> str:
-    return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in pairs) + "</table>"
-
-
-def flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out += flatten(v, f"{prefix}{k}.")
-        else:
-            out.append((f"{prefix}{k}", v if not isinstance(v, list) else ", ".join(map(str, v))))
-    return out
 
 
 def section_config(config: dict) -> str:
@@ -292,51 +209,6 @@ def doctor_summary(doctor: dict | None) -> str:
     return "".join(out)
 
 
-def figure(run_dir: Path, name: str) -> str:
-    """One plot of PLOTS embedded with its title and how to read it; '' when the run has not drawn it."""
-    path = run_dir / PLOTS_DIR / name
-    title, how = next((t, h) for n, t, h in PLOTS if n == name)
-    if not path.is_file():
-        return ""
-    return (
-        f'<figure id="plot-{esc(path.stem)}"><h3>{esc(title)}</h3><img class="plot" alt="{esc(title)}" '
-        f'src="{embed_png(path)}"><figcaption>{esc(how)}</figcaption></figure>'
-    )
-
-
-def tagged(value: Any, key: str, digits: int = 4, tag: str = "b") -> str:
-    """A number in running text tagged with its report.json key (as `num` tags a table cell)."""
-    text = "n/a" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
-    return f'<{tag} data-key="{esc(key)}">{esc(text)}</{tag}>'
-
-
-def classification_headline(report: dict) -> str:
-    """'test accuracy 0.9133 (95% interval 0.8583-0.9489) on 150 images', and what the split can resolve."""
-    m = report["metrics"]
-    split = esc(report.get("split", "?"))
-    out = f'<p class="headline">{split} accuracy {tagged(m.get("accuracy"), "metrics.accuracy")}'
-    iv = m.get("interval")
-    if iv:
-        out += (
-            f' <span class="muted">(95% interval {tagged(iv["low"], "metrics.interval.low", tag="span")}'
-            f"&ndash;{tagged(iv['high'], 'metrics.interval.high', tag='span')}, Wilson)</span>"
-        )
-    out += (
-        f" on {tagged(m.get('n'), 'metrics.n', tag='span')} images; macro F1 "
-        f"{tagged(m.get('macro_f1'), 'metrics.macro_f1', tag='span')}</p>"
-    )
-    if iv:
-        css = "good" if iv["separates"] else "bad"
-        out += f'<p class="{css}">{esc(iv["note"])}.</p>'
-    if report.get("split") == "val":
-        out += (
-            '<p class="bad">The data has no test split: this is measured on val, which also picked the best '
-            "epoch and the head, so it is optimistic. Give --split with a test share (or use --cv) for an honest "
-            "figure.</p>"
-        )
-    return out
-
-
 def cv_summary(report: dict) -> str:
     """The --cv estimate: mean and 95% interval over the folds, each fold's figure folded below."""
     cv = report.get("cv")
@@ -375,17 +247,6 @@ def cv_summary(report: dict) -> str:
     )
 
 
-def generic_headline(report: dict) -> str:
-    """A task without a headline of its own: its numbers, as report.json has them."""
-    m = report["metrics"]
-    shown = [(k, v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return (
-        f'<p class="headline">{esc(report.get("split", "?"))}: '
-        + ", ".join(f"{esc(k)} {tagged(v, f'metrics.{k}', tag='span')}" for k, v in shown)
-        + "</p>"
-    )
-
-
 def section_result(run_dir: Path, config: dict, report: dict) -> str:
     """What a person looks for first: the headline metric with its interval, then what was decided and why."""
     if not report.get("metrics"):
@@ -403,53 +264,6 @@ def section_result(run_dir: Path, config: dict, report: dict) -> str:
         ]
     )
     return parts["headline"](report) + cv_summary(report) + "<h3>What was decided</h3>" + decided
-
-
-def section_metrics(report: dict, classes: list[str]) -> str:
-    m = report.get("metrics")
-    if not m:
-        return '<p class="muted">No metrics: the run did not finish (no report.json).</p>'
-    columns = (
-        ("n", "images"),
-        ("accuracy", "accuracy"),
-        ("loss", "loss"),
-        ("macro_precision", "macro precision"),
-        ("macro_recall", "macro recall"),
-        ("macro_f1", "macro F1"),
-    )
-    head = (
-        f"<p>On the <b>{esc(report.get('split', '?'))}</b> split, best model (best/).</p><table><tr>"
-        + "".join(f"<th>{title}</th>" for _, title in columns)
-        + "</tr><tr>"
-        + "".join(num(m.get(key), f"metrics.{key}") for key, _ in columns)
-        + "</tr></table>"
-    )
-    rows = "".join(
-        f"<tr><td>{esc(c)}</td>"
-        + "".join(
-            num(m["per_class"][c][k], f"metrics.per_class.{c}.{k}", 3) for k in ("precision", "recall", "f1", "support")
-        )
-        + "</tr>"
-        for c in classes
-        if c in m.get("per_class", {})
-    )
-    table = f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>"
-    cm = m.get("confusion_matrix") or []
-    cm_html = ""
-    if cm and len(classes) <= 30:
-        cm_html = (
-            "<h3>Confusion matrix (rows true, columns predicted)</h3><table><tr><th></th>"
-            + "".join(f"<th>{esc(c)}</th>" for c in classes)
-            + "</tr>"
-            + "".join(
-                f"<tr><th>{esc(c)}</th>"
-                + "".join(num(v, f"metrics.confusion_matrix.{i}.{j}") for j, v in enumerate(row))
-                + "</tr>"
-                for i, (c, row) in enumerate(zip(classes, cm))
-            )
-            + "</table>"
-        )
-    return head + "<h3>Per class</h3>" + table + cm_html
 
 
 def section_calibration(report: dict) -> str:
@@ -510,22 +324,6 @@ ADVICE_LABELS = {
 }
 
 
-def rows_table(rows: list[dict]) -> str:
-    """A list of records (candidates measured, folds, ...) as one table, columns in first-seen order."""
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="n">{r[c]:.4g}</td>' if isinstance(r.get(c), float) else f"<td>{esc(r.get(c, ''))}</td>"
-            for c in columns
-        )
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def advice_html(advice: dict) -> str:
     """The advisor's measurements: scalars in one table, any list of candidates it measured in a table each."""
     pairs, lists = [], []
@@ -544,7 +342,8 @@ def solver_how(v: dict) -> str:
     return f"L2 {v['l2']:.0e} picked on val" if "l2" in v else f"{v.get('passes', '?')} passes, early stopping on val"
 
 
-def head_solvers_html(solvers: dict) -> str:
+def head_solvers_html(solvers: dict, score: str = "accuracy") -> str:
+    """The head solvers fitted on cached features, with what each reached on val (`score`: the task's, for people)."""
     rows = "".join(
         f"<tr><td>{esc(name)}</td>"
         + num(v.get("val_acc"), f"head_solvers.{name}.val_acc")
@@ -555,8 +354,8 @@ def head_solvers_html(solvers: dict) -> str:
         for name, v in solvers.items()
     )
     return (
-        "<h3>Head solvers</h3><p>Both fitted on the same cached features; the more accurate on val is kept (ties: "
-        "the lower val loss).</p><table><tr><th>solver</th><th>val accuracy</th><th>val loss</th><th>how</th>"
+        f"<h3>Head solvers</h3><p>Both fitted on the same cached features; the better on val is kept.</p>"
+        f"<table><tr><th>solver</th><th>val {esc(score)}</th><th>val loss</th><th>how</th>"
         f"<th>seconds</th><th></th></tr>{rows}</table>"
     )
 
@@ -579,7 +378,8 @@ def section_choice(run_dir: Path, config: dict, report: dict) -> str:
     if isinstance(selection, list) and selection and all(isinstance(r, dict) for r in selection):
         out.append("<h3>Candidates measured</h3>" + rows_table(selection))
     if report.get("head_solvers"):
-        out.append(head_solvers_html(report["head_solvers"]))
+        task = report_task(report)
+        out.append(head_solvers_html(report["head_solvers"], task.score_label if task else "score"))
     epochs = len(read_csv(run_dir / "metrics.csv"))
     curves = figure(run_dir, "curves.png")
     if curves and epochs > 1:
@@ -592,226 +392,24 @@ def section_choice(run_dir: Path, config: dict, report: dict) -> str:
     return "".join(out)
 
 
-def section_mistakes(run_dir: Path, report: dict) -> str:
-    return figure(run_dir, "top_losses.png") + section_misclassified(run_dir) + figure(run_dir, "gallery.png")
+def report_task(report: dict):
+    """The run's task (tasks/), or None for a task this transferkit does not know."""
+    from ..errors import ConfigError
+    from ..tasks import task_of
 
-
-def section_classification(run_dir: Path, report: dict, classes: list[str]) -> str:
-    """The confusion matrix (figure and numbers), the metrics table and the per-class figure and numbers."""
-    return figure(run_dir, "confusion_matrix.png") + section_metrics(report, classes) + figure(run_dir, "per_class.png")
-
-
-def generic_results(run_dir: Path, report: dict, classes: list[str]) -> str:
-    m = report.get("metrics", {})
-    return kv_table(flatten({k: v for k, v in m.items() if k != "interval"}))
-
-
-# ---- regression (numbers in evaluation/regression.py) ------------------------------------------------------
-REGRESSION_COLUMNS = (
-    ("n", "images"),
-    ("r2", "R²"),
-    ("rmse", "RMSE"),
-    ("mae", "MAE"),
-    ("pearson", "Pearson r"),
-    ("spearman", "Spearman ρ"),
-    ("rmse_of_mean", "RMSE of the mean"),
-    ("loss", "loss (standardised)"),
-)
-
-
-def regression_metrics_table(report: dict, classes: list[str]) -> str:
-    """The report's Metrics section for a regression run: the numbers, and the largest errors."""
-
-    m = report.get("metrics") or {}
-    target = classes[0] if classes else "target"
-    return (
-        f"<p>Predicting <b>{esc(target)}</b> on the <b>{esc(report.get('split', '?'))}</b> split, best model (best/). "
-        "R² 0 is what always answering the training mean scores; RMSE of the mean is that baseline's error.</p>"
-        "<table><tr>"
-        + "".join(f"<th>{title}</th>" for _, title in REGRESSION_COLUMNS)
-        + "</tr><tr>"
-        + "".join(num(m.get(key), f"metrics.{key}") for key, _ in REGRESSION_COLUMNS)
-        + "</tr></table>"
-    )
-
-
-def regression_errors(run_dir: Path, limit: int = 20) -> str:
-    """The images with the largest absolute errors (predictions.csv holds them all)."""
-
-    found = regression.read_predictions(run_dir)
-    if found is None:
-        return '<p class="muted">No predictions.csv in this run.</p>'
-    keys, y, p = found
-    order = sorted(range(len(keys)), key=lambda i: -abs(p[i] - y[i]))[:limit]  # the largest errors first
-    body = []
-    for i in order:
-        thumb = thumbnail(keys[i])
-        img = f'<img class="thumb" alt="{esc(Path(keys[i]).name)}" src="{thumb}">' if thumb else ""
-        body.append(
-            f'<tr><td>{img}</td><td>{esc(keys[i])}</td><td class="n">{y[i]:.4g}</td><td class="n">{p[i]:.4g}</td>'
-            f'<td class="n">{p[i] - y[i]:+.4g}</td></tr>'
-        )
-    return (
-        f"<p>The {len(order)} largest errors of {len(keys)} evaluated images (all in predictions.csv).</p>"
-        "<table><tr><th></th><th>file</th><th>true</th><th>predicted</th><th>error</th></tr>"
-        + "".join(body)
-        + "</table>"
-    )
-
-
-def regression_headline(report: dict) -> str:
-    """The page's first line: 'test R² 0.5120 on 81 images; RMSE 0.61 against 0.87 for the training mean'."""
-
-    m = report["metrics"]
-    out = (
-        f'<p class="headline">{esc(report.get("split", "?"))} R² {tagged(m.get("r2"), "metrics.r2")} on '
-        f"{tagged(m.get('n'), 'metrics.n', tag='span')} images; RMSE {tagged(m.get('rmse'), 'metrics.rmse', tag='span')}"
-        f" against {tagged(m.get('rmse_of_mean'), 'metrics.rmse_of_mean', tag='span')} for always answering the "
-        f"training mean; MAE {tagged(m.get('mae'), 'metrics.mae', tag='span')}</p>"
-    )
-    if report.get("split") == "val":
-        out += (
-            '<p class="bad">The data has no test split: this is measured on val, which also picked the best epoch '
-            "and the ridge penalty, so it is optimistic.</p>"
-        )
-    return out
-
-
-def regression_results(run_dir: Path, report: dict, classes: list[str]) -> str:
-
-    return (
-        regression_metrics_table(report, classes)
-        + figure(run_dir, "predicted_vs_true.png")
-        + figure(run_dir, "residuals.png")
-    )
-
-
-def regression_mistakes(run_dir: Path, report: dict) -> str:
-    return regression_errors(Path(run_dir))
-
-
-# ---- multi-label (numbers in evaluation/multilabel.py) -----------------------------------------------------
-MULTILABEL_COLUMNS = (
-    ("n", "images"),
-    ("map", "mAP"),
-    ("micro_f1", "micro F1"),
-    ("macro_f1", "macro F1"),
-    ("micro_precision", "micro precision"),
-    ("micro_recall", "micro recall"),
-    ("exact_match", "exact set"),
-    ("loss", "loss"),
-)
-
-
-def multilabel_headline(report: dict) -> str:
-
-    m = report["metrics"]
-    return (
-        f'<p class="headline">{esc(report.get("split", "?"))} mAP {tagged(m.get("map"), "metrics.map")} on '
-        f"{tagged(m.get('n'), 'metrics.n', tag='span')} images; micro F1 "
-        f"{tagged(m.get('micro_f1'), 'metrics.micro_f1', tag='span')}, macro F1 "
-        f"{tagged(m.get('macro_f1'), 'metrics.macro_f1', tag='span')} at each label's threshold (tuned on val)</p>"
-    )
-
-
-def multilabel_results(run_dir: Path, report: dict, classes: list[str]) -> str:
-
-    m = report.get("metrics") or {}
-    table = (
-        "<table><tr>"
-        + "".join(f"<th>{t}</th>" for _, t in MULTILABEL_COLUMNS)
-        + "</tr><tr>"
-        + "".join(num(m.get(k), f"metrics.{k}") for k, _ in MULTILABEL_COLUMNS)
-        + "</tr></table>"
-    )
-    keys = ("threshold", "precision", "recall", "f1", "ap", "support")
-    rows = "".join(
-        f"<tr><td>{esc(c)}</td>" + "".join(num(v[k], f"metrics.per_label.{c}.{k}", 3) for k in keys) + "</tr>"
-        for c, v in (m.get("per_label") or {}).items()
-    )
-    per_label = (
-        "<h3>Per label</h3><table><tr><th>label</th><th>threshold</th><th>precision</th><th>recall</th><th>F1</th>"
-        f"<th>AP</th><th>support</th></tr>{rows}</table>"
-    )
-    return table + per_label + figure(run_dir, "per_label.png")
-
-
-def multilabel_mistakes(run_dir: Path, report: dict, limit: int = 30) -> str:
-
-    rows = [r for r in read_csv(Path(run_dir) / multilabel.PREDICTIONS) if "wrong_labels" in r]
-    if not rows:
-        return '<p class="muted">No predictions.csv in this run.</p>'
-    wrong = sorted((r for r in rows if r["wrong_labels"] != "0"), key=lambda r: -int(r["wrong_labels"]))
-    if not wrong:
-        return f'<p class="good">None: every label of all {len(rows)} evaluated images is right.</p>'
-    body = []
-    for r in wrong[:limit]:
-        thumb = thumbnail(r["key"])
-        img = f'<img class="thumb" alt="{esc(Path(r["key"]).name)}" src="{thumb}">' if thumb else ""
-        body.append(
-            f'<tr><td>{img}</td><td>{esc(r["key"])}</td><td>{esc(r["true"])}</td><td class="bad">'
-            f'{esc(r["predicted"])}</td><td class="n">{esc(r["wrong_labels"])}</td></tr>'
-        )
-    return (
-        f"<p>{len(wrong)} of {len(rows)} evaluated images have a wrong label set, the most wrong labels first.</p>"
-        "<table><tr><th></th><th>file</th><th>true</th><th>predicted</th><th>wrong labels</th></tr>"
-        + "".join(body)
-        + "</table>"
-    )
-
-
-# Each task's parts of the page: its headline (opens the page), its results in detail and its mistakes. A task
-# missing here gets its numbers as report.json has them.
-TASK_SECTIONS = {
-    "classification": {
-        "headline": classification_headline,
-        "results": section_classification,
-        "mistakes": section_mistakes,
-    },
-    "regression": {
-        "headline": regression_headline,
-        "results": regression_results,
-        "mistakes": regression_mistakes,
-        "redraw": regression.redraw,
-    },
-    "multilabel": {
-        "headline": multilabel_headline,
-        "results": multilabel_results,
-        "mistakes": multilabel_mistakes,
-        "redraw": multilabel.redraw,
-    },
-}
-GENERIC_SECTIONS = {"headline": generic_headline, "results": generic_results, "mistakes": section_mistakes}
+    try:
+        return task_of(report)
+    except ConfigError:
+        return None
 
 
 def task_parts(report: dict) -> dict:
-    return TASK_SECTIONS.get(report.get("task", "classification"), GENERIC_SECTIONS)
+    """The run's task's parts of the page (its headline, results, mistakes and plots); a task this transferkit does
+    not know gets its numbers as report.json has them."""
+    from .sections import GENERIC
 
-
-def section_misclassified(run_dir: Path) -> str:
-    rows = read_csv(run_dir / "predictions.csv")
-    if not rows:
-        return '<p class="muted">No predictions.csv in this run.</p>'
-    wrong = sorted((r for r in rows if r["correct"] == "0"), key=lambda r: -float(r["loss"]))
-    if not wrong:
-        return f'<p class="good">None: all {len(rows)} evaluated images are right.</p>'
-    body = []
-    for r in wrong[:MAX_MISCLASSIFIED]:
-        thumb = thumbnail(r["key"])
-        img = f'<img class="thumb" alt="{esc(Path(r["key"]).name)}" src="{thumb}">' if thumb else ""
-        body.append(
-            f'<tr><td>{img}</td><td>{esc(r["key"])}</td><td>{esc(r["true"])}</td><td class="bad">'
-            f'{esc(r["predicted"])}</td><td class="n">{float(r["probability"]):.3f}</td>'
-            f'<td class="n">{float(r["p_true"]):.3f}</td></tr>'
-        )
-    more = len(wrong) - MAX_MISCLASSIFIED
-    return (
-        f"<p>{len(wrong)} of {len(rows)} evaluated images are wrong, the most confident mistakes first"
-        f"{f' (the first {MAX_MISCLASSIFIED} here; all in predictions.csv)' if more > 0 else ''}.</p>"
-        "<table><tr><th></th><th>file</th><th>true</th><th>predicted</th><th>probability</th><th>p(true)</th></tr>"
-        + "".join(body)
-        + "</table>"
-    )
+    task = report_task(report)
+    return task.report_sections() if task else GENERIC
 
 
 def render_html(run_dir: Path) -> str:

@@ -2,8 +2,9 @@
 
     views = TTAViews(224, crop_pct=0.875, mean=cfg.mean, std=cfg.std, flip=True)
     x = views(image_chw_uint8)              # (10, 3, 224, 224): centre + 4 corner crops, each also mirrored
-    probs = average_views(view_logits)      # (N, K): mean of the 10 softmaxes
-    tta_summary(view_logits, labels)        # what TTA changed: accuracy and loss with and without, fixed/broken
+    probs = average_views(view_logits)      # (N, K): mean of the 10 softmaxes (classification; each task has its
+    tta_summary(view_logits, labels)        # own mean in Task.average_views); what TTA changed: accuracy and loss
+                                            # with and without, fixed/broken
 
 The image arrives decoded at the eval resize (224 / 0.875 = 256 px short side), so the corner crops shift the
 224 px window by up to 32 px: small moves that the model should be indifferent to. View 0 is exactly the plain
@@ -99,10 +100,17 @@ def tta_summary(view_logits, labels) -> dict:
 
 
 def describe(summary: dict) -> str:
-    """One line for people: 'TTA (10 views): accuracy 0.9412 -> 0.9477 (+0.0065), loss 0.21 -> 0.19; 3 fixed, 1 broken.'"""
+    """One line for people: 'TTA (10 views): accuracy 0.9412 -> 0.9477 (+0.0065), loss 0.21 -> 0.19; 3 fixed, 1 broken.'
+    Any task's summary (`Task.tta_summary`): its score under "score" (r2, map), the changed answers where it has them."""
     s = summary
-    return (
-        f"TTA ({s['views']} views): accuracy {s['accuracy_without']:.4f} -> {s['accuracy_with']:.4f} "
-        f"({s['accuracy_with'] - s['accuracy_without']:+.4f}), loss {s['loss_without']:.4f} -> {s['loss_with']:.4f}; "
-        f"{s['changed']} prediction(s) changed: {s['fixed']} fixed, {s['broken']} broken."
+    score = s.get("score", "accuracy")
+    before, after = s[f"{score}_without"], s[f"{score}_with"]
+    line = (
+        f"TTA ({s['views']} views): {score} {before:.4f} -> {after:.4f} ({after - before:+.4f}), loss "
+        f"{s['loss_without']:.4f} -> {s['loss_with']:.4f}"
     )
+    if "fixed" in s:
+        return line + f"; {s['changed']} prediction(s) changed: {s['fixed']} fixed, {s['broken']} broken."
+    if "changed" in s:
+        return line + f"; {s['changed']} answer(s) changed."
+    return line + "."

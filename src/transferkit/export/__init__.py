@@ -22,13 +22,15 @@ from typing import Any
 from ..errors import ConfigError, TransferkitError, unknown_choice
 
 FORMATS = ("onnx", "torchscript")
-# fp32 runs the same float ops in another library: differences are float rounding, ~1e-7 on a probability.
-FP32_MAX_DP = 1e-4
-# int8 changes the numbers on purpose; it is refused (unless --force) when it costs accuracy. With labels: more than
-# 2 points (3 of 153 hymenoptera val images). Without: under 95% top-1 agreement with the bundle. Agreement alone is
-# not the bound when labels exist: the images int8 flips are the borderline ones, which it flips both ways (at 224 px
-# on hymenoptera it changed 6 of 153 labels and accuracy by 0.0 points: BENCHMARKS.md, Deploy).
-INT8_MAX_ACCURACY_DROP = 0.02
+# fp32 runs the same float ops in another library: differences are float rounding, ~1e-7 on a probability (or on a
+# value measured in target standard deviations).
+FP32_MAX_DIFF = 1e-4
+# int8 changes the numbers on purpose; it is refused (unless --force) when it costs the task's score. With labels:
+# more than 0.02 of it (2 points of accuracy: 3 of 153 hymenoptera val images; 0.02 of R² or mAP). Without: fewer than
+# 95% of the answers the same as the bundle's. Agreement alone is not the bound when labels exist: the images int8
+# flips are the borderline ones, which it flips both ways (at 224 px on hymenoptera it changed 6 of 153 labels and
+# accuracy by 0.0 points: BENCHMARKS.md, Deploy).
+INT8_MAX_SCORE_DROP = 0.02
 INT8_MIN_AGREEMENT = 0.95
 SUFFIX = {
     ("onnx", False): "model.onnx",
@@ -57,8 +59,9 @@ def export(
     limit: int = 500,
     say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Export `bundle` and check it against the bundle (fp32 PyTorch) on real images; returns the parity report, also
-    written beside the export. Raises TransferkitError (and keeps no export) when the check fails, unless force."""
+    """Export `bundle` (any task: its post-processing is in the graph) and check it against the bundle (fp32
+    PyTorch) on real images; returns the parity report, also written beside the export. Raises TransferkitError (and
+    keeps no export) when the check fails, unless force."""
     if format not in FORMATS:
         raise unknown_choice("--format", format, FORMATS)
     if int8 and format != "onnx":
@@ -71,12 +74,7 @@ def export(
     started = time.perf_counter()
     # The reference: the bundle in fp32 on the CPU (bf16 "auto" would measure bf16's rounding, not the export's).
     reference = Predictor(bundle, device="cpu", precision="fp32")
-    meta = reference.meta
-    if reference.task.name != "classification":  # the export's contract and runner give class probabilities
-        raise TransferkitError(
-            f"'{meta['_path']}' is a {reference.task.name} model; export takes classification models. Use it "
-            "with `transferkit predict` / `transferkit.load`."
-        )
+    meta, task = reference.meta, reference.task
     bundle_dir = Path(meta["_path"])
     out = Path(out) if out else default_out(bundle_dir, format, int8)
     if out.is_dir():
@@ -87,13 +85,18 @@ def export(
         f"Checking against {images.source}"
         + (f" ({len(images.skipped)} unreadable, left out)" if images.skipped else "")
     )
-    expected = reference.probabilities(images.arrays)[0].numpy()
+    expected = reference.outputs(images.arrays)
+
+    def measure(outputs) -> dict[str, Any]:
+        return compare(expected, outputs, images.labels, images.names, task=task, classes=meta["classes"])
 
     from ..bundle import load_bundle
 
     model, _ = load_bundle(bundle_dir)  # a fresh copy in the default memory format, for tracing
+    max_drop = INT8_MAX_SCORE_DROP
     report: dict[str, Any] = {
         "bundle": str(bundle_dir),
+        "task": task.name,
         "format": format,
         "precision": "int8" if int8 else "fp32",
         "images": {
@@ -103,12 +106,13 @@ def export(
             "skipped": [{"key": k, "reason": r} for k, r in images.skipped],
         },
         "bounds": {
-            "fp32_top1_agreement": 1.0,
-            "fp32_max_abs_dp": FP32_MAX_DP,
+            "fp32_agreement": 1.0,
+            "fp32_max_abs_diff": FP32_MAX_DIFF,
+            **{f"fp32_{alias}": 1.0 if key == "agreement" else FP32_MAX_DIFF for key, alias in _bounded(task)},
             **(
                 {
-                    "int8_max_accuracy_drop": INT8_MAX_ACCURACY_DROP,
-                    "int8_min_top1_agreement_without_labels": INT8_MIN_AGREEMENT,
+                    f"int8_max_{task.score_name}_drop": max_drop,
+                    "int8_min_agreement_without_labels": INT8_MIN_AGREEMENT,
                 }
                 if int8
                 else {}
@@ -116,6 +120,7 @@ def export(
         },
         "transferkit_version": meta.get("versions", {}).get("transferkit"),
     }
+    fp32_bound = f"100%, {FP32_MAX_DIFF:g}"
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         fp32 = Path(tmp) / ("model.onnx" if format == "onnx" else "model.pt")
         if format == "onnx":
@@ -124,16 +129,17 @@ def export(
         else:
             build.write_torchscript(model, meta, fp32)
             runner = build.TorchScriptRunner(fp32)
-        report["fp32"] = compare(expected, runner.probabilities(images.arrays), images.labels, images.names)
-        fp32_ok = report["fp32"]["top1_agreement"] == 1.0 and report["fp32"]["max_abs_dp"] <= FP32_MAX_DP
+        report["fp32"] = measure(runner.probabilities(images.arrays))
+        fp32_ok = report["fp32"]["agreement"] == 1.0 and report["fp32"]["max_abs_diff"] <= FP32_MAX_DIFF
         say(
-            f"fp32 {format}: top-1 agreement {_pct(report['fp32'])}, max |Δp| {report['fp32']['max_abs_dp']:.2e} "
-            f"(bound: 100%, {FP32_MAX_DP:g})" + ("" if fp32_ok else "  FAILED")
+            f"fp32 {format}: {task.agreement_words} {_pct(report['fp32'])}, {task.difference_words} "
+            f"{report['fp32']['max_abs_diff']:.2e} (bound: {fp32_bound})" + ("" if fp32_ok else "  FAILED")
         )
         final, ok, why = (
             fp32,
             fp32_ok,
-            f"the fp32 export differs from the bundle beyond the bound (100% top-1, max |Δp| {FP32_MAX_DP:g})",
+            f"the fp32 export differs from the bundle beyond the bound ({task.agreement_words} 100%, "
+            f"{task.difference_words} {FP32_MAX_DIFF:g})",
         )
         if int8 and fp32_ok:
             calibration = images.calibration or images.arrays
@@ -143,33 +149,29 @@ def export(
                 else f"the {len(images.arrays)} check images themselves (no train split found)"
             )
             final = build.quantize_int8(fp32, Path(tmp) / "model.int8.onnx", meta, calibration)
-            r = report["int8"] = compare(
-                expected, OnnxRunner(final).probabilities(images.arrays), images.labels, images.names
-            )
-            labelled = "accuracy_change" in r
-            ok = (
-                -r["accuracy_change"] <= INT8_MAX_ACCURACY_DROP
-                if labelled
-                else r["top1_agreement"] >= INT8_MIN_AGREEMENT
-            )
+            r = report["int8"] = measure(OnnxRunner(final).probabilities(images.arrays))
+            score, label = task.score_name, task.score_label
+            labelled = f"{score}_change" in r
+            ok = -r[f"{score}_change"] <= max_drop if labelled else r["agreement"] >= INT8_MIN_AGREEMENT
             bound = (
-                f"accuracy drop <= {INT8_MAX_ACCURACY_DROP:.0%}"
+                f"{label} drop <= {_drop(task, max_drop)}"
                 if labelled
-                else f"top-1 agreement >= {INT8_MIN_AGREEMENT:.0%}, as the images have no labels"
+                else f"{task.agreement_words} >= {INT8_MIN_AGREEMENT:.0%}, as the images have no labels"
             )
-            acc = (
-                f", accuracy {r['accuracy_bundle']:.1%} -> {r['accuracy_export']:.1%} ({r['accuracy_change']:+.1%})"
+            change = (
+                f", {label} {task.format_score(r[f'{score}_bundle'])} -> {task.format_score(r[f'{score}_export'])} "
+                f"({_signed(task, r[f'{score}_change'])})"
                 if labelled
-                else " (no labels: accuracy not measured)"
+                else f" (no labels: {label} not measured)"
             )
             say(
-                f"int8 onnx: top-1 agreement {_pct(r)}, max |Δp| {r['max_abs_dp']:.3f}{acc} (bound: {bound})"
-                + ("" if ok else "  OUTSIDE THE BOUND")
+                f"int8 onnx: {task.agreement_words} {_pct(r)}, {task.difference_words} {r['max_abs_diff']:.3f}"
+                f"{change} (bound: {bound})" + ("" if ok else "  OUTSIDE THE BOUND")
             )
             why = (
-                f"int8 changes accuracy by {r['accuracy_change']:+.1%}"
+                f"int8 changes {label} by {_signed(task, r[f'{score}_change'])}"
                 if labelled
-                else f"int8 agrees with the bundle on {_pct(r)} of top-1 labels"
+                else f"int8 gives the bundle's answer on {_pct(r)} of the images"
             ) + f" (bound: {bound})"
         # --force writes what failed its bound, but never an fp32 graph under the int8 name (int8 needs fp32 parity).
         force = force and not (int8 and not fp32_ok)
@@ -190,5 +192,18 @@ def export(
     return report
 
 
+def _bounded(task) -> list[tuple[str, str]]:
+    """The bounded keys of the parity report under the task's older names (classification's top1_agreement, ...)."""
+    return [(k, a) for k, a in task.parity_aliases.items() if k in ("agreement", "max_abs_diff")]
+
+
+def _drop(task, value: float) -> str:
+    return f"{value:.0%}" if task.proportion else f"{value:g}"
+
+
+def _signed(task, value: float) -> str:
+    return f"{value:+.1%}" if task.proportion else f"{value:+.4f}"
+
+
 def _pct(r: dict[str, Any]) -> str:
-    return f"{r['top1_agreement']:.1%} ({r['images'] - r['disagreements']}/{r['images']})"
+    return f"{r['agreement']:.1%} ({r['images'] - r['disagreements']}/{r['images']})"

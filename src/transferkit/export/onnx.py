@@ -1,4 +1,4 @@
-"""Build the exported graph (uint8 images in, calibrated probabilities out) and write it as ONNX or TorchScript.
+"""Build the exported graph (uint8 images in, the task's outputs out) and write it as ONNX or TorchScript.
 
     write_onnx(model, meta, Path("runs/x/best/model.onnx"))
     quantize_int8(Path("model.onnx"), Path("model.int8.onnx"), meta, calibration_images)
@@ -24,23 +24,32 @@ from torch import nn
 
 from .. import __version__
 from ..data.sizes import resize_size
-from .runner import CONTRACT, INPUT, OUTPUT, centre_crop, fingerprint
+from ..tasks import Task, get_task, task_of
+from .runner import INPUT, centre_crop, contract, fingerprint
 
 OPSET = 17  # onnxruntime >= 1.14 runs it; nothing in these graphs needs a newer op
 
 
 class ExportGraph(nn.Module):
-    """uint8 (N, H, W, 3), short side already resized -> centre crop -> [0, 1] -> normalise -> model -> softmax(z / T).
+    """uint8 (N, H, W, 3), short side already resized -> centre crop -> [0, 1] -> normalise -> model -> the task's
+    post-processing (`Task.export_head`: softmax(z / T), sigmoid(z), z * std + mean).
 
     The float steps are the ones `Predictor` runs (ToDtype(scale=True), then Normalize), in the same order, so the
     numbers agree to float rounding.
     """
 
     def __init__(
-        self, model: nn.Module, image_size: int, mean: Sequence[float], std: Sequence[float], temperature: float
+        self,
+        model: nn.Module,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        temperature: float,
+        task: Task | None = None,
     ):
         super().__init__()
         self.model, self.size, self.temperature = model, int(image_size), float(temperature)
+        self.task = task or get_task()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -52,13 +61,13 @@ class ExportGraph(nn.Module):
         left = dw // 2 + (dw % 2) * ((dw // 2) % 2)
         x = images.narrow(1, top, self.size).narrow(2, left, self.size).permute(0, 3, 1, 2).float() / 255.0
         x = (x - self.mean) / self.std
-        return torch.softmax(self.model(x) / self.temperature, dim=1)
+        return self.task.export_head(self.model(x), self.temperature)
 
 
 def export_graph(model: nn.Module, meta: dict[str, Any]) -> ExportGraph:
     pre = meta["preprocessing"]
     temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
-    return ExportGraph(model, pre["image_size"], pre["mean"], pre["std"], temperature).eval()
+    return ExportGraph(model, pre["image_size"], pre["mean"], pre["std"], temperature, task_of(meta)).eval()
 
 
 def example_input(meta: dict[str, Any]) -> torch.Tensor:
@@ -70,10 +79,12 @@ def example_input(meta: dict[str, Any]) -> torch.Tensor:
 
 
 def metadata(meta: dict[str, Any], precision: str) -> dict[str, str]:
-    """What the runner and any other client need, as ONNX metadata_props (strings; JSON where structured)."""
+    """What the runner and any other client need, as ONNX metadata_props (strings; JSON where structured). The task's
+    own entries (multi-label "thresholds", regression "target_stats") are what its answers need beside the graph."""
     pre = meta["preprocessing"]
+    task = task_of(meta)
     return {
-        "task": meta.get("task", "classification"),
+        "task": task.name,
         "classes": json.dumps(meta["classes"]),
         "preprocessing": json.dumps(
             {
@@ -86,7 +97,8 @@ def metadata(meta: dict[str, Any], precision: str) -> dict[str, str]:
         "precision": precision,
         "backbone": str(meta.get("backbone", "")),
         "metrics": json.dumps(meta.get("metrics", {})),
-        "contract": CONTRACT,
+        "contract": contract(task),
+        **{k: json.dumps(v) for k, v in task.export_state(meta["classes"]).items()},
     }
 
 
@@ -98,7 +110,7 @@ def stamp(path: Path, props: dict[str, str]) -> None:
     del model.metadata_props[:]
     for key, value in {**props, "sha256": fingerprint(model.graph.SerializeToString(), props)}.items():
         model.metadata_props.add(key=key, value=value)
-    model.producer_name, model.producer_version, model.doc_string = "transferkit", __version__, CONTRACT
+    model.producer_name, model.producer_version, model.doc_string = "transferkit", __version__, props["contract"]
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(model, str(tmp))
     os.replace(tmp, path)
@@ -117,8 +129,8 @@ def write_onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> Path:
             (example_input(meta),),
             str(tmp),
             input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch", 1: "height", 2: "width"}, OUTPUT: {0: "batch"}},
+            output_names=[graph.task.export_output],
+            dynamic_axes={INPUT: {0: "batch", 1: "height", 2: "width"}, graph.task.export_output: {0: "batch"}},
             opset_version=OPSET,
             **legacy,
         )
@@ -129,7 +141,7 @@ def write_onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> Path:
 
 def quantize_int8(fp32: Path, out: Path, meta: dict[str, Any], calibration: Sequence[np.ndarray]) -> Path:
     """Static int8 (QDQ, per-channel weights, activation ranges from `calibration` images at the short side) of the
-    convolutions and the head; preprocessing and softmax stay float."""
+    convolutions and the head; preprocessing and the task's post-processing stay float."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -207,4 +219,8 @@ class TorchScriptRunner:
                 [centre_crop(np.asarray(a, dtype=np.uint8), size) for a in images[i : i + self.batch_size]]
             )
             out.append(self.module(torch.from_numpy(batch)).numpy())
-        return np.concatenate(out) if out else np.empty((0, len(self.contract.classes)), np.float32)
+        return np.concatenate(out) if out else np.empty((0, self.width), np.float32)
+
+    @property
+    def width(self) -> int:
+        return self.contract.model_task.num_outputs(self.contract.classes)

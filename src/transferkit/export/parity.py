@@ -1,11 +1,14 @@
 """Does an export predict what its bundle predicts? Measured on real images, decoded once, fed to both.
 
     images = check_images(meta, check=None)          # the run's own test (or val) split, else --check IMAGES
-    report = compare(reference, probabilities, images.labels)
-    report["top1_agreement"], report["max_abs_dp"]
+    report = compare(reference, outputs, images.labels, task=task, classes=classes)
+    report["agreement"], report["max_abs_diff"]      # classification also: "top1_agreement", "max_abs_dp"
 
 Both sides get the same decoded arrays (short side resized by Pillow, as `Predictor` decodes), so what is measured
-is the graph against the PyTorch model: crop, scaling, normalisation, the network, temperature and softmax.
+is the graph against the PyTorch model: crop, scaling, normalisation, the network and the task's post-processing
+(temperature and softmax, sigmoid, the target's mean and std). What "the same answer" and the differences' units are
+is the task's (`Task.agree`, `Task.parity_units`): the top-1 class, the label set at the thresholds, a value within
+a hundredth of the target's standard deviation.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 
 from ..data.images import image_files
 from ..errors import ConfigError
+from ..tasks import Task, get_task, task_of
 from .runner import Preprocess
 
 
@@ -26,7 +30,7 @@ from .runner import Preprocess
 class CheckImages:
     arrays: list[np.ndarray]  # HWC uint8 at the bundle's short side
     names: list[str]
-    labels: list[int] | None  # indices into the bundle's classes, when known
+    labels: list | None  # in the bundle's class order (class indices, label sets, values), when known
     source: str  # where they came from, in words
     calibration: list[np.ndarray] = field(default_factory=list)  # for int8: other images of the same data (train)
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -63,8 +67,9 @@ def run_images(meta: dict[str, Any], limit: int, calibration_limit: int) -> Chec
     data = json.loads((run_dir / "config.json").read_text())["config"]["data"]
     if not data.get("path") or not Path(data["path"]).exists():
         return None
-    options = {k: data.get(k) for k in ("path_column", "label_column", "h5_x", "h5_y")}
-    src = open_source(data["path"], layout=data.get("layout", "auto"), **options)
+    options = {k: data.get(k) for k in ("path_column", "label_column", "target_column", "h5_x", "h5_y")}
+    task = task_of(meta)  # the labels are read as the task reads them: classes, values, label sets
+    src = open_source(data["path"], layout=data.get("layout", "auto"), task=task.name, **options)
     splits = load_splits(run_dir / "split.csv")
     split = next((s for s in ("test", "val") if splits.get(s)), None)
     if split is None:
@@ -80,7 +85,7 @@ def run_images(meta: dict[str, Any], limit: int, calibration_limit: int) -> Chec
     samples = _spread(splits[split], limit)
     arrays, kept, skipped = _decode(load, [s.key for s in samples])
     remap = {i: meta["classes"].index(c) for i, c in enumerate(src.classes) if c in meta["classes"]}
-    labels = [remap.get(samples[i].label, -1) for i in kept]
+    labels = [task.relabel(samples[i].label, remap) for i in kept]  # None: a class the model does not know
     calibration, _, _ = _decode(load, [s.key for s in _spread(splits.get("train", []), calibration_limit)])
     return CheckImages(
         arrays,
@@ -93,7 +98,8 @@ def run_images(meta: dict[str, Any], limit: int, calibration_limit: int) -> Chec
 
 
 def given_images(meta: dict[str, Any], paths: list[Path], limit: int) -> CheckImages:
-    """--check IMAGES (files or folders). A file inside a folder named after a class is labelled with it."""
+    """--check IMAGES (files or folders). A file inside a folder named after a class is labelled with it (tasks whose
+    folders name classes: classification); other tasks' check images are unlabelled."""
     from ..data.sizes import resize_size
 
     files = []
@@ -109,11 +115,12 @@ def given_images(meta: dict[str, Any], paths: list[Path], limit: int) -> CheckIm
     arrays, kept, skipped = _decode(decode.file, [str(f) for f in files])
     names = [str(files[i]) for i in kept]
     classes = meta["classes"]
-    labels = [classes.index(Path(n).parent.name) if Path(n).parent.name in classes else -1 for n in names]
+    labels = [classes.index(Path(n).parent.name) if Path(n).parent.name in classes else None for n in names]
+    labelled = task_of(meta).folder_labels and None not in labels
     return CheckImages(
         arrays,
         names,
-        labels if all(i >= 0 for i in labels) else None,
+        labels if labelled else None,
         f"{len(arrays)} images given with --check",
         [],
         skipped,
@@ -131,29 +138,40 @@ def check_images(
             f"and config.json beside it, or the data they name has moved. Give some with --check "
             f"IMAGES (files or folders; class-named folders also measure accuracy)."
         )
-    if found.labels is not None and any(i < 0 for i in found.labels):
+    if found.labels is not None and any(label is None for label in found.labels):
         found.labels = None
     return found
 
 
 def compare(
-    reference: np.ndarray, probs: np.ndarray, labels: list[int] | None, names: list[str] | None = None
+    reference: np.ndarray,
+    outputs: np.ndarray,
+    labels: list | None,
+    names: list[str] | None = None,
+    task: Task | None = None,
+    classes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Top-1 agreement and |Δp| of `probs` against `reference` (both (N, K)), and accuracy of each when labelled."""
-    ref_top, top = reference.argmax(1), probs.argmax(1)
-    dp = np.abs(reference.astype(np.float64) - probs.astype(np.float64))
+    """Agreement (the task's: the same top-1 class, label set or value) and |Δ| of `outputs` against `reference` (the
+    task's outputs, N rows each), and the task's score of each when labelled (classification: accuracy_bundle,
+    accuracy_export, accuracy_change; regression r2_*, multi-label map_*). Classification keeps the names its
+    reports always had beside the common ones: top1_agreement, max_abs_dp, mean_abs_dp."""
+    task = task or get_task()
+    same = np.asarray(task.agree(reference, outputs), dtype=bool).reshape(-1)
+    d = np.abs(task.parity_units(reference) - task.parity_units(outputs))
     out: dict[str, Any] = {
         "images": int(len(reference)),
-        "top1_agreement": float((ref_top == top).mean()) if len(reference) else 1.0,
-        "disagreements": int((ref_top != top).sum()),
-        "max_abs_dp": float(dp.max()) if dp.size else 0.0,
-        "mean_abs_dp": float(dp.mean()) if dp.size else 0.0,
+        "agreement": float(same.mean()) if len(same) else 1.0,
+        "disagreements": int((~same).sum()),
+        "max_abs_diff": float(d.max()) if d.size else 0.0,
+        "mean_abs_diff": float(d.mean()) if d.size else 0.0,
     }
+    out.update({alias: out[key] for key, alias in task.parity_aliases.items()})
     if names is not None:
-        out["disagreeing"] = [names[i] for i in np.flatnonzero(ref_top != top)[:20]]
+        out["disagreeing"] = [names[i] for i in np.flatnonzero(~same)[:20]]
     if labels is not None:
-        y = np.asarray(labels)
-        out["accuracy_bundle"] = float((ref_top == y).mean())
-        out["accuracy_export"] = float((top == y).mean())
-        out["accuracy_change"] = out["accuracy_export"] - out["accuracy_bundle"]
+        y = task.targets(labels, classes or [])
+        score = task.score_name
+        out[f"{score}_bundle"] = task.output_score(reference, y)
+        out[f"{score}_export"] = task.output_score(outputs, y)
+        out[f"{score}_change"] = out[f"{score}_export"] - out[f"{score}_bundle"]
     return out

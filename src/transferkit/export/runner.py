@@ -1,19 +1,21 @@
-"""Run an exported model with ONNX Runtime: the preprocessing contract, a checked loader, classification output.
+"""Run an exported model with ONNX Runtime: the preprocessing contract, a checked loader, the task's answers.
 
     p = OnnxPredictor("runs/ants-linear/best/model.onnx")
     p.predict("bee.jpg")            # {'path': 'bee.jpg', 'label': 'bees', 'probability': 0.97, 'top_k': [...]}
-    p.predict(["photos/"], top_k=2)  # a list, as `Predictor.predict`
+    p.predict(["photos/"], top_k=2)  # a list, as `Predictor.predict` (a value, or a set of labels, for those tasks)
 
 The pieces are apart so that a Predictor can be preprocessing + a runner (torch or onnx) + the task's
-post-processing: `Preprocess` (decode as training did), `OnnxRunner` (uint8 crops -> calibrated probabilities) and
-`classification_results` (probabilities -> the dicts `predict --json` prints). No torch is imported here.
+post-processing: `Preprocess` (decode as training did), `OnnxRunner` (uint8 crops -> the task's outputs) and
+`Task.results` (outputs -> the dicts `predict --json` prints, tasks/, numpy only). No torch is imported here.
 
 The contract of an exported graph (also in its metadata, key "contract"):
   input  "images": uint8 (N, H, W, 3) RGB, each image already resized by the caller with Pillow so that its short
          side is `short_side` (the bundle's filter, e.g. bicubic; JPEGs decoded in draft mode as open_rgb does), any
          H, W >= image_size. The graph takes the centre image_size crop (torchvision's offsets), scales to [0, 1],
-         normalises with the bundle's mean/std, runs the model and returns
-  output "probabilities": float32 (N, K) = softmax(logits / temperature), as `Predictor.predict`.
+         normalises with the bundle's mean/std, runs the model and ends with the task's post-processing:
+  output "probabilities": float32 (N, K) = softmax(logits / temperature) (classification), as `Predictor.predict`;
+         sigmoid(logits) (multi-label; each label's threshold in the metadata, key "thresholds");
+         "values": float32 (N, 1) in the target's units (regression; the target's mean and std in "target_stats").
 The resize stays outside the graph because no in-graph resize reproduces Pillow's antialiased filter to the pixel
 (see BENCHMARKS.md, Deploy): outside, the pixels are the ones training saw, and parity is exact.
 """
@@ -26,27 +28,35 @@ import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..data.images import array_to_image, image_inputs, open_rgb, resize_short, to_rgb
-from ..errors import TransferkitError
+from ..errors import ConfigError, TransferkitError
+from ..tasks import Task, get_task
 
-INPUT, OUTPUT = "images", "probabilities"
+INPUT, OUTPUT = "images", "probabilities"  # OUTPUT: classification's and multi-label's; `Task.export_output`
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 # Sizes an export may ask for; beyond them the metadata was edited or damaged (as bundle.py's caps).
 MAX_IMAGE_SIZE, MAX_SHORT_SIDE, MAX_CLASSES = 2048, 4096, 1 << 20
 MAX_FILE_BYTES = 2 << 30  # protobuf's own limit for one .onnx file; larger ones need external data, never loaded here
 REQUIRED = ("task", "classes", "preprocessing", "temperature", "transferkit_version", "sha256")
-CONTRACT = (
+INPUT_CONTRACT = (
     "input 'images': uint8 (N, H, W, 3) RGB, short side already resized to preprocessing.short_side with "
     "Pillow's preprocessing.interpolation filter (H, W >= image_size); the graph centre-crops image_size "
     "(offsets round((H - image_size) / 2), half to even), scales to [0, 1], normalises with mean/std and returns "
-    "'probabilities': float32 (N, K) = softmax(logits / temperature), classes in metadata order."
 )
+
+
+def contract(task) -> str:
+    """The contract written into an export of `task` (a Task): the input, then what the task's output holds."""
+    return INPUT_CONTRACT + task.export_contract + "."
+
+
+CONTRACT = contract(get_task())  # a classification export's, as exports have always said
 
 
 def centre_offsets(h: int, w: int, size: int) -> tuple[int, int]:
@@ -84,6 +94,16 @@ class Contract:
     precision: str
     metrics: dict
     sha256: str
+    state: dict = field(default_factory=dict)  # the task's (tasks/: thresholds, target statistics), JSON-decoded
+
+    @property
+    def output(self) -> str:
+        return self.model_task.export_output
+
+    @property
+    def model_task(self) -> Task:
+        """The task with the state the export was made with: its answers are the bundle's."""
+        return get_task(self.task, self.state)
 
     def preprocessing(self) -> dict[str, Any]:
         return {
@@ -118,8 +138,14 @@ def read_contract(props: dict[str, str], where: str) -> Contract:
         temperature = float(props["temperature"])
     except (ValueError, TypeError) as e:
         raise bad(f"has metadata that is not valid JSON or numbers ({e})") from e
-    if props["task"] != "classification":
-        raise bad(f"is for task '{props['task']}'; this runner reads classification exports only")
+    try:
+        task = get_task(props["task"])
+    except ConfigError as e:
+        raise bad(f"is for task '{props['task']}', which this transferkit does not know") from e
+    try:
+        state = {k: json.loads(props[k]) for k in task.state_keys if k in props}
+    except ValueError as e:
+        raise bad(f"has task metadata that is not valid JSON ({e})") from e
     if not (
         isinstance(classes, list)
         and classes
@@ -143,8 +169,12 @@ def read_contract(props: dict[str, str], where: str) -> Contract:
             raise bad(f"has preprocessing.{key} {v!r} (three numbers{', each above 0' if key == 'std' else ''})")
     if not (math.isfinite(temperature) and temperature > 0):
         raise bad(f"has temperature {props['temperature']!r} (a positive number)")
+    if task.state_keys and set(task.state_keys) - set(state):
+        raise bad(
+            f"misses the metadata {', '.join(sorted(set(task.state_keys) - set(state)))} a {task.name} export needs"
+        )
     return Contract(
-        task="classification",
+        task=task.name,
         classes=classes,
         image_size=size,
         short_side=side,
@@ -157,12 +187,14 @@ def read_contract(props: dict[str, str], where: str) -> Contract:
         precision=props.get("precision", "fp32"),
         metrics=metrics if isinstance(metrics, dict) else {},
         sha256=props["sha256"],
+        state=state,
     )
 
 
 def check_onnx(path: str | os.PathLike) -> tuple[bytes, Contract]:
     """(the model's bytes, its Contract) after every check a tampered or foreign file fails: size, no external data,
-    metadata, the fingerprint of graph and metadata, one uint8 NHWC input and one (N, len(classes)) output, onnx.checker."""
+    metadata, the fingerprint of graph and metadata, one uint8 NHWC input and one (N, outputs) output named as the
+    task's, onnx.checker."""
     import onnx
 
     path = Path(path)
@@ -205,11 +237,12 @@ def check_onnx(path: str | os.PathLike) -> tuple[bytes, Contract]:
             f"'{path}' has inputs {[(i.name, dims(i)) for i in ins]}; a transferkit export has one, "
             f"'{INPUT}': uint8 (N, H, W, 3). Export the bundle again."
         )
-    if len(outs) != 1 or outs[0].name != OUTPUT or len(dims(outs[0])) != 2 or dims(outs[0])[1] != len(contract.classes):
+    width = contract.model_task.num_outputs(contract.classes)
+    if len(outs) != 1 or outs[0].name != contract.output or len(dims(outs[0])) != 2 or dims(outs[0])[1] != width:
         raise TransferkitError(
             f"'{path}' has outputs {[(o.name, dims(o)) for o in outs]} but its metadata lists "
-            f"{len(contract.classes)} classes; a transferkit export has one output, '{OUTPUT}': "
-            f"(N, {len(contract.classes)}). Export the bundle again."
+            f"{len(contract.classes)} classes; a transferkit {contract.task} export has one output, "
+            f"'{contract.output}': (N, {width}). Export the bundle again."
         )
     try:
         onnx.checker.check_model(model)
@@ -221,7 +254,8 @@ def check_onnx(path: str | os.PathLike) -> tuple[bytes, Contract]:
 
 
 class OnnxRunner:
-    """uint8 images at the contract's short side -> (N, K) calibrated probabilities, on ONNX Runtime's CPU provider."""
+    """uint8 images at the contract's short side -> (N, K) outputs of the task (calibrated probabilities, values),
+    on ONNX Runtime's CPU provider."""
 
     runtime = "onnx"
 
@@ -249,18 +283,12 @@ class OnnxRunner:
             batch = np.stack(
                 [centre_crop(np.asarray(a, dtype=np.uint8), size) for a in images[i : i + self.batch_size]]
             )
-            out.append(self.session.run([OUTPUT], {INPUT: batch})[0])
-        return np.concatenate(out) if out else np.empty((0, len(self.contract.classes)), np.float32)
+            out.append(self.session.run([self.contract.output], {INPUT: batch})[0])
+        return np.concatenate(out) if out else np.empty((0, self.width), np.float32)
 
-
-def classification_results(
-    probs: np.ndarray, classes: list[str], top_k: int, paths: Sequence[str | None]
-) -> list[dict]:
-    """(N, K) probabilities -> the dicts `predict --json` prints: path, then the task's answer (label, probability,
-    top_k), made by the same code as the PyTorch Predictor's (tasks.py, numpy only)."""
-    from ..tasks import get_task
-
-    return [{"path": path, **a} for path, a in zip(paths, get_task("classification").answers(probs, classes, top_k))]
+    @property
+    def width(self) -> int:
+        return self.contract.model_task.num_outputs(self.contract.classes)
 
 
 @dataclass(frozen=True)
@@ -285,7 +313,7 @@ class Preprocess:
 
 
 class OnnxPredictor:
-    """`Predictor.predict` on an ONNX export: Preprocess + OnnxRunner + classification_results."""
+    """`Predictor.predict` on an ONNX export: Preprocess + OnnxRunner + the task's answers."""
 
     decode_workers = min(8, os.cpu_count() or 1)
 
@@ -301,11 +329,9 @@ class OnnxPredictor:
         self.preprocess = Preprocess(c.short_side, c.interpolation)
 
     @property
-    def task(self):
-        """The task whose answers this export gives (exports are of classification models)."""
-        from ..tasks import get_task
-
-        return get_task(self.runner.contract.task)
+    def task(self) -> Task:
+        """The task whose answers this export gives, with the bundle's thresholds or target statistics."""
+        return self.runner.contract.model_task
 
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.runner.probabilities(images)
@@ -323,7 +349,7 @@ class OnnxPredictor:
                 decoded = list(pool.map(self.preprocess.item, chunk))
                 good = [a for a, _ in decoded if a is not None]
                 done = iter(
-                    classification_results(
+                    self.task.results(
                         self.probabilities(good),
                         self.classes,
                         top_k,

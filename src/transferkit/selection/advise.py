@@ -24,19 +24,19 @@ the ones `linear` and `two-phase` then read from the shared cache), a third of `
 large data needs only the 64-image shift. Measured on 2 cores: ants/bees 37 s for three backbones at 224-260 px,
 cat/non-cat 6 s and EuroSAT 33 s for three backbones at 64 and 128 px. A fine-tuning strategy whose estimated
 training time (choose.estimate_training) does not fit what is left of the budget moves to the best candidate that
-fits, else to `linear`.
+fits, else to `linear`. The budget's account holds estimates from counted work (cost.py), never seconds read off a
+clock: what is left is the budget less the measuring's estimate, so a busy machine decides as a quiet one does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import asdict, dataclass
 
 from ..config import RunConfig
 from ..strategies import Strategy, parse_strategy
-from .probes import PROBE_NAMES, PROBES
+from .probes import probe_for, probe_name
 
 SMALL, LARGE = 300, 1000  # training images per class at the bands' edges (the core rule's thresholds)
 # Mean KL(data || ImageNet) of BatchNorm inputs above which the data counts as different. Measured with
@@ -78,11 +78,12 @@ class Advice:
     # on val); None for large data measured with one backbone
     probe_acc: float | None
     chance_acc: float | None  # val accuracy of always answering the commonest class
-    seconds: float  # what measuring cost
+    seconds: float  # what measuring took here (shown; the budget counts `measure_estimate_seconds`)
     # what was measured to choose the backbone and input size (choose.Candidate dicts), and the budget it kept to
     candidates: list[dict] = dataclasses.field(default_factory=list)
     budget_minutes: float = 0.0
     train_estimate_seconds: float | None = None  # the loop phases' estimated cost at the chosen candidate
+    measure_estimate_seconds: float = 0.0  # the measured candidates' estimates: what the budget counts as spent
 
     def to_strategy(self) -> Strategy:
         return dataclasses.replace(parse_strategy(self.strategy), backbone_lr_mult=self.backbone_lr_mult)
@@ -113,12 +114,11 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
     from collections import Counter
 
     from ..data.base import label_classes
-    from ..engine.runtime import processes
     from .choose import backbone_names, choose_candidate, estimate_training, with_candidate
+    from .cost import duration
     from .frozen import domain_shift
 
-    start = time.perf_counter()
-    procs = processes()
+    start = time.perf_counter()  # for the `seconds` shown; no decision reads it
     n_train, n_classes, per_class = len(d.splits["train"]), len(d.classes), d.per_class()
     probe_acc = chance = None
     table, chosen = [], None
@@ -126,7 +126,7 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
     if per_class < LARGE or len(backbone_names(cfg)) > 1:
         chosen, table, ff = choose_candidate(d, cfg, reporter)
         cfg = with_candidate(cfg, chosen)
-        probe_acc, chance = chosen.score, PROBES[d.src.task](ff)[1]
+        probe_acc, chance = chosen.score, probe_for(d.src.task)(ff)[1]
     shift, bcfg, image_size = domain_shift(d, cfg.model.backbone, cfg)
     name, mult, size, similar, reason = decide(
         per_class,
@@ -136,35 +136,36 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         d.median_side,
         len(bcfg.stages),
         cfg.model.backbone,
-        PROBE_NAMES[d.src.task],
+        probe_name(d.src.task),
     )
     if chosen is not None and len(table) > 1:
         reason = f"{_choice_text(chosen, table)}; " + reason
     estimate = None
+    spent = sum(c.estimate for c in table if c.score is not None)  # measuring, as estimated (choose.py)
     if chosen is not None:
         strategy = dataclasses.replace(parse_strategy(name), backbone_lr_mult=mult)
         n_val = len(d.splits["val"])
         estimate = estimate_training(chosen, strategy, cfg, n_train, n_val)
-        left = cfg.train.budget * 60 - procs.from_main(time.perf_counter() - start)
+        left = cfg.train.budget * 60 - spent
         if cfg.train.budget and estimate > left:
             fits = [
                 c
-                for c in sorted(table, key=lambda c: -(c.score or -math.inf))
-                if c.score is not None and estimate_training(c, strategy, cfg, n_train, n_val) <= left
+                for c in sorted((c for c in table if c.score is not None), key=lambda c: -c.score)
+                if estimate_training(c, strategy, cfg, n_train, n_val) <= left
             ]
-            over = f"{name} at {chosen.backbone} {chosen.image_size}px would take ~{estimate / 60:.1f} min"
+            over = f"{name} at {chosen.backbone} {chosen.image_size}px is estimated at ~{duration(estimate)}"
             if fits:
                 for c in table:
                     c.chosen = c is fits[0]
                 chosen, cfg = fits[0], with_candidate(cfg, fits[0])
                 estimate = estimate_training(chosen, strategy, cfg, n_train, n_val)
                 reason += (
-                    f"; {over}, over the --budget's {left / 60:.1f} min left: {chosen.backbone} at "
-                    f"{chosen.image_size}px instead (~{estimate / 60:.1f} min)"
+                    f"; {over}, over the --budget's {duration(left)} left: {chosen.backbone} at "
+                    f"{chosen.image_size}px instead (~{duration(estimate)})"
                 )
             else:
                 name, mult, estimate = "linear", None, 0.0
-                reason += f"; {over}, over the --budget's {left / 60:.1f} min left: linear instead"
+                reason += f"; {over}, over the --budget's {duration(left)} left: linear instead"
         image_size = chosen.image_size
     counts = Counter(i for s in d.splits["train"] for i in label_classes(s.label))
     return Advice(
@@ -187,6 +188,7 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         candidates=[c.to_dict() for c in table],
         budget_minutes=cfg.train.budget,
         train_estimate_seconds=estimate,
+        measure_estimate_seconds=spent,
     )
 
 
@@ -274,10 +276,23 @@ def print_advice(advice: Advice, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .cost import duration
+
     console = console or Console()
     a = advice
     if len(a.candidates) > 1:
-        c = Table("backbone", "input px", "probe", "folds", "seconds", "", title="Backbones and input sizes measured")
+        c = Table(
+            "backbone",
+            "input px",
+            "GFLOP",
+            "probe",
+            "folds",
+            "cost: estimated / took",
+            "",
+            title="Backbones and input sizes measured",
+            caption="GFLOP: counted forward work per image. Estimated: from that work, what the budget counts; "
+            "took: measured here, shown only.",
+        )
         pct = bool(a.chance_acc)  # accuracy and mAP as percentages; R² (knowing nothing scores 0) as a number
         for row in a.candidates:
             score, spread = row["score"], row.get("spread")
@@ -287,9 +302,11 @@ def print_advice(advice: Advice, console=None) -> None:
             c.add_row(
                 row["backbone"],
                 str(row["image_size"]),
+                f"{row['gflops']:.3g}" if "gflops" in row else "-",  # advice saved before work was counted: none
                 shown,
                 str(row["folds"] or "val"),
-                "-" if row["skipped"] else f"{row['seconds']:.1f}",
+                f"{duration(row['estimate']) if 'estimate' in row else '-'} / "
+                + ("-" if row["skipped"] else duration(row["seconds"])),
                 "chosen" if row["chosen"] else (f"not measured: {row['skipped']}" if row["skipped"] else ""),
             )
         console.print(c)
@@ -305,9 +322,13 @@ def print_advice(advice: Advice, console=None) -> None:
     if a.probe_acc is not None:
         t.add_row("frozen-feature probe", f"{a.probe_acc:.1%} accuracy (commonest class {a.chance_acc:.1%})")
     t.add_row("chart cell", f"{a.size} / {'similar' if a.similar else 'different'}")
-    t.add_row("measuring took", f"{a.seconds:.1f} s (--budget {a.budget_minutes:g} min)")
+    t.add_row(
+        "measuring",
+        f"estimated {duration(a.measure_estimate_seconds)} of --budget {a.budget_minutes:g} min; "
+        f"took {duration(a.seconds)} here",
+    )
     if a.train_estimate_seconds:
-        t.add_row("training estimate", f"at most {a.train_estimate_seconds / 60:.1f} min (every epoch)")
+        t.add_row("training estimate", f"at most {duration(a.train_estimate_seconds)} (every epoch)")
     console.print(t)
     lr = f" --backbone-lr-mult {a.backbone_lr_mult}" if a.backbone_lr_mult is not None else ""
     console.print(f"[bold]Strategy: {a.strategy}{lr}[/bold] - {a.reason}.", highlight=False)

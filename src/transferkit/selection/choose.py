@@ -13,12 +13,16 @@ side: upscaling further invents no detail). EuroSAT's 64 px tiles: 64 and 128 px
 Each candidate costs one forward pass over train and val (cached on disk under the key `linear` uses, so a `linear`
 run that follows extracts nothing) and is scored by LogME's ridge probe, cross-validated over train+val in 5 folds
 when they hold at most 2,000 images (one val split of 150 images measures an accuracy to +-5 points; five folds over
-all 400 of ants/bees to about +-2), on val alone above that. The best mean wins; exact ties go to the one given first (lite0 before lite1 before lite2).
+all 400 of ants/bees to about +-2), on val alone above that. The best mean wins; exact ties go to the one given
+first (lite0 before lite1 before lite2).
 
-The budget (`--budget` minutes): before a candidate is measured, its forward pass is timed on 8 random images at its
-size and its extraction estimated from that; candidates that would take measuring past a third of the budget are
-skipped, cheapest first, and the table says so. `estimate_training` gives the fine-tuning estimate that
-`advise` checks against what is left.
+The budget (`--budget` minutes) is kept in estimated seconds, never in seconds read off a clock mid-run, so that a
+busy machine makes the same choice as a quiet one (cost.py). Each candidate's work is counted once: the FLOPs of its
+forward pass at its size (efficientnet_lite0 at 224 px: 0.77 GFLOP). Measuring it is reckoned at train+val images x
+that work / the device's nominal throughput (CPU: 67.5 GFLOP/s, lite0's 87.9 img/s on 2 cores); candidates are
+measured least work first, and one that would take the estimates past a third of the budget is skipped (the table
+says so). `estimate_training` reckons a strategy's training the same way (x STEP_COST per training image), and
+`advise` checks it against the budget less the measuring's estimate. The seconds measuring took are shown, not used.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import RunConfig, comma_names
-from .probes import PROBES
+from .cost import duration, estimate_seconds, forward_gflops
+from .probes import probe_for
 
 CV_FOLDS, CV_MAX_IMAGES = 5, 2000  # cross-validate the probe up to this many train+val images
 MEASURE_SHARE = 1 / 3  # of the budget, at most, for measuring candidates (the rest is for training)
 MAX_UPSCALE = 4  # an input side at most 4x the images' own median side
-# A training step (forward + backward + update) costs this many forward passes of the same batch: 87.9 img/s
+# A training step (forward + backward + update) is reckoned at this many forward passes of the same batch: 87.9 img/s
 # forward vs 23.5 img/s training for efficientnet_lite0 at 224 px on 2 cores (BENCHMARKS.md, "Jobs").
 STEP_COST = 3.7
 PROBE_CAP = (4000, 1000)  # train, val images probed at most (a seeded subset beyond: large data fine-tunes anyway)
@@ -46,11 +51,12 @@ PROBE_CAP = (4000, 1000)  # train, val images probed at most (a seeded subset be
 class Candidate:
     backbone: str
     image_size: int
-    forward_seconds: float  # per image, timed on random input at this size (the estimate's basis)
+    gflops: float  # forward work per image at this size, counted (cost.py): what its estimates are made of
+    estimate: float = 0.0  # seconds measuring it is reckoned at (train+val x gflops / nominal throughput): the budget's
     score: float | None = None  # the probe's mean over folds (or on val); None: not measured
     spread: float | None = None  # the folds' standard deviation
     folds: int = 0  # 0: scored on val alone
-    seconds: float = 0.0  # what measuring it took (features, probe)
+    seconds: float = 0.0  # what measuring it took here (features, probe): shown, never decides (it follows the load)
     skipped: str | None = None  # why it was not measured
     chosen: bool = False
 
@@ -80,9 +86,9 @@ def input_sizes(cfg: RunConfig, median_side: float, native: int) -> list[int]:
 
 
 def candidate_grid(cfg: RunConfig, median_side: float, built: dict) -> list[Candidate]:
-    """Every (backbone, input size) pair, each with its forward pass timed; `built`: name -> frozen.frozen_backbone."""
+    """Every (backbone, input size) pair with its forward work counted; `built`: name -> frozen.frozen_backbone."""
     return [
-        Candidate(name, size, _time_forward(b[0], size, cfg))
+        Candidate(name, size, forward_gflops(b[0], size))
         for name, b in built.items()
         for size in input_sizes(cfg, median_side, b[1].input_size)
     ]
@@ -91,33 +97,32 @@ def candidate_grid(cfg: RunConfig, median_side: float, built: dict) -> list[Cand
 def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | None = None):
     """(the chosen Candidate, every Candidate, the chosen one's FrozenFeatures). One candidate: measured as before
     (its features feed the strategy rule), nothing to choose."""
-    from ..engine.runtime import processes
     from .frozen import frozen_backbone, frozen_features
 
-    procs = processes()
     budget = budget_seconds if budget_seconds is not None else cfg.train.budget * 60
     limit = budget * MEASURE_SHARE if budget else math.inf
     probed = _subset(d, cfg.train.seed)
     n = sum(len(probed.splits[s]) for s in ("train", "val"))
     built = {name: frozen_backbone(name, cfg) for name in backbone_names(cfg)}  # weights loaded once per backbone
-    table = procs.from_main(candidate_grid(cfg, d.median_side, built))  # main's timings: all processes decide alike
-    given = {id(c): i for i, c in enumerate(table)}  # exact ties go to the earlier in the given order, not to a
-    # timing: timings wobble from run to run, and the same data must get the same choice
-    table.sort(key=lambda c: c.forward_seconds)  # cheapest first: what the budget leaves out is the dearest
-    spent, found = 0.0, {}
+    # Counted work, not timings: every process of a launched run, busy or quiet, gets the same table and choice
+    table = candidate_grid(cfg, d.median_side, built)
+    for c in table:
+        c.estimate = estimate_seconds(n * c.gflops, cfg.runtime.device)
+    given = {id(c): i for i, c in enumerate(table)}  # exact score ties go to the earlier in the given order
+    table.sort(key=lambda c: c.gflops)  # least work first (stable): what the budget leaves out is the dearest
+    spent, found = 0.0, {}  # spent: the estimates of the candidates measured so far
     for i, c in enumerate(table):
-        estimate = n * c.forward_seconds
-        if found and spent + estimate > limit:
+        if found and spent + c.estimate > limit:
             c.skipped = (
-                f"~{estimate:.0f} s to measure; {spent:.0f} s of the {limit:.0f} s for measuring (a third of "
-                f"--budget {cfg.train.budget:g} min) were used"
+                f"--budget: ~{duration(c.estimate)} estimated, {duration(max(0.0, limit - spent))} left of the "
+                f"{duration(limit)} for measuring (a third of {cfg.train.budget:g} min)"
             )
             continue
         start = time.perf_counter()
         ff = frozen_features(probed, c.backbone, with_candidate(cfg, c), reporter, built=built[c.backbone])
         c.score, c.spread, c.folds = cv_probe(ff, d.src.task, cfg.train.seed)
-        c.seconds = procs.from_main(time.perf_counter() - start)  # the budget's clock is the main process's
-        spent += c.seconds
+        c.seconds = time.perf_counter() - start  # shown in the table; the budget counts c.estimate
+        spent += c.estimate
         found[i] = ff
     best = max(found, key=lambda i: (table[i].score, -given[id(table[i])]))
     table[best].chosen = True
@@ -145,31 +150,12 @@ def _subset(d, seed: int):
     return d if splits == d.splits else dataclasses.replace(d, splits=splits, decoded={}, skipped={})
 
 
-def _time_forward(net, size: int, cfg: RunConfig, n: int = 8) -> float:
-    """Seconds per image of `net`'s forward pass at `size` on random input, after a warm-up."""
-    import torch
-
-    from ..engine.runtime import autocast_for, feature_precision, memory_format, resolve_device
-
-    device = torch.device(resolve_device(cfg.runtime.device))
-    fmt = memory_format(cfg.runtime)
-    net.eval().to(device, memory_format=fmt)
-    x = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=fmt)
-    with torch.no_grad(), autocast_for(feature_precision(cfg.runtime, device.type), device.type):
-        net(x[:2])  # first-call allocations and kernel selection are not the network's speed
-        start = time.perf_counter()
-        net(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return (time.perf_counter() - start) / n
-
-
 def cv_probe(ff, task: str, seed: int) -> tuple[float, float | None, int]:
     """(mean score, standard deviation over folds or None, folds; 0 folds = scored on val) of the task's ridge probe
-    (probes.PROBES) on train+val features, in folds stratified by class."""
+    (probes.probe_for) on train+val features, in folds stratified by class."""
     from types import SimpleNamespace
 
-    probe = PROBES[task]
+    probe = probe_for(task)
     x = np.concatenate([ff.train, ff.val])
     y = np.concatenate([ff.train_labels, ff.val_labels])
     if len(x) > CV_MAX_IMAGES:
@@ -205,7 +191,8 @@ def _folds(y: np.ndarray, task: str, k: int, seed: int) -> np.ndarray:
 
 
 def estimate_training(c: Candidate, strategy, cfg: RunConfig, n_train: int, n_val: int) -> float:
-    """Seconds the strategy's loop phases would take at most (every epoch; early stopping usually ends sooner):
-    epochs x (train images x STEP_COST + val images) x the candidate's forward seconds per image."""
+    """Seconds the strategy's loop phases are reckoned to take at most (every epoch; early stopping usually ends
+    sooner): epochs x (train images x STEP_COST + val images) x the candidate's forward work / nominal throughput.
+    Phases on cached features cost nothing here: their features are the ones measuring extracted."""
     loop_epochs = sum(p.epochs for p in strategy.phases(cfg.train.epochs, cfg.train.head_epochs) if not p.cached)
-    return loop_epochs * (n_train * STEP_COST + n_val) * c.forward_seconds
+    return estimate_seconds(loop_epochs * (n_train * STEP_COST + n_val) * c.gflops, cfg.runtime.device)

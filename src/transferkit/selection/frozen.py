@@ -50,16 +50,18 @@ class FrozenFeatures:
     val: np.ndarray  # (n_val, F)
     val_labels: np.ndarray
     imagenet_train: np.ndarray | None  # (n_train, Z) softmax of the original ImageNet head; None without one
-    seconds_per_image: float  # measured forward time per image at the run's batch size and feature precision
+    seconds_per_image: float  # measured forward time per image at the run's batch size and feature precision (shown)
+    gflops: float  # forward work per image at image_size, counted (cost.py): what decisions compare, not the seconds
     params: int  # parameters of the backbone without its ImageNet classifier
 
 
 def open_data(data, cfg: RunConfig) -> Data:
     """`data`: a path or a DataSource; split with cfg.data.split and cfg.train.seed, exactly as `fit` does."""
     from ..data.sizes import survey_sides
-    from ..data.sources import check_task, open_source
+    from ..data.sources import open_source
     from ..data.split import make_splits
     from ..errors import TransferkitError
+    from ..tasks import get_task
 
     task = cfg.train.task
     src = (
@@ -67,7 +69,7 @@ def open_data(data, cfg: RunConfig) -> Data:
         if isinstance(data, DataSource)
         else open_source(data, cfg.data.layout, task=task, **cfg.data.source_options())
     )
-    check_task(src, task)
+    get_task(task).check_data(src)  # data of another kind (class folders for a regression, ...)
     splits = make_splits(src, cfg.data.split, cfg.train.seed)
     if not splits.get("train") or not splits.get("val"):
         raise TransferkitError(
@@ -99,12 +101,18 @@ def frozen_backbone(name: str, cfg: RunConfig):
     from ..backbones import create_backbone
     from ..backbones.model import remove_classifier
     from ..engine.runtime import set_threads, tune_malloc
+    from ..tasks import get_task
 
     tune_malloc()  # 2-2.5x faster CPU forward passes (see engine/runtime.py)
     set_threads(cfg.runtime.threads)
     net, bcfg = create_backbone(name, pretrained=True, arch=cfg.model.arch)
     classifier = net.get_submodule(bcfg.classifier)  # kept for LEEP/NCE before it is removed
     params = sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in classifier.parameters())
+    source = bcfg.extra.get("bundle", {}).get("task")  # a bundle's head: class logits only if its task gives them
+    if source is not None and not get_task(source).class_logits:
+        from torch import nn
+
+        classifier = nn.Identity()  # a value or per-label logits: no class probabilities for LEEP/NCE
     return remove_classifier(net, bcfg).eval(), bcfg, classifier, params
 
 
@@ -118,10 +126,11 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None, bu
     from ..data.dataset import DecodedImages
     from ..data.transforms import choose_image_size, eval_transform, resize_size
     from ..engine import features as feats
-    from ..engine.cache_keys import feature_cache_key
+    from ..engine.features import store_config
     from ..engine.runtime import feature_precision, memory_format, resolve_device
     from ..errors import TransferkitError
     from ..progress import QuietReporter
+    from .cost import forward_gflops
 
     reporter = reporter or QuietReporter()
     cfg = dataclasses.replace(
@@ -132,9 +141,11 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None, bu
     decoded = _decoded(data, resize_size(size, bcfg.crop_pct), bcfg.interpolation, cfg)
     if not decoded["train"][0] or not decoded["val"][0]:
         raise TransferkitError("No readable images in the train or val split.")
-    # The test split is not decoded here; its size stands in for its readable count (a mismatch only misses the cache).
-    counts = [len(decoded[s][0]) if s in decoded else len(v) for s, v in data.splits.items()]
-    key = feature_cache_key(cfg, bcfg, data.fingerprint, size, data.splits, counts)
+    skipped = data.skipped[(resize_size(size, bcfg.crop_pct), bcfg.interpolation)]
+    ids = {  # each decoded image's identity: the feature store's key, shared with `fit` and `embed`
+        split: [data.src.identity(x.key) for x in data.splits[split] if x.key not in {k for k, _ in skipped[split]}]
+        for split in ("train", "val")
+    }
     device = torch.device(resolve_device(cfg.runtime.device))
     precision = feature_precision(cfg.runtime, device.type)
     fmt = memory_format(cfg.runtime)
@@ -147,7 +158,8 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None, bu
         out[split], per_image = feats.cached_features(
             net,
             DecodedImages(*decoded[split], ev),
-            key={"split": split, **key},
+            ids=ids[split],
+            config=store_config(cfg, bcfg, size),
             cache_dir=cfg.runtime.cache_dir,
             batch_size=bs,
             device=device,
@@ -171,6 +183,7 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None, bu
         val_labels=_targets(data, decoded["val"][1]),
         imagenet_train=_imagenet_probs(classifier, out["train"]),
         seconds_per_image=min(timed),
+        gflops=forward_gflops(net, size),
         params=params,
     )
 

@@ -1,6 +1,9 @@
 """The frozen-feature probe per task: a closed-form ridge (LogME's) on pooled features, scored on held-out rows.
 
-    score, knowing_nothing = PROBES[task](ff)   # ff: .train, .train_labels, .val, .val_labels (numpy)
+    score, knowing_nothing = probe_for(task)(ff)   # ff: .train, .train_labels, .val, .val_labels (numpy)
+    probe_name(task)                                # what the score is, for people: accuracy, R², mAP
+
+Which probe a task uses is the task's (`Task.probe`, a key of PROBES); its score's name is `Task.score_label`.
 
 `advise` reads the score against what knowing nothing scores (the weak-probe rule); `choose` cross-validates it to
 rank backbones and input sizes. Milliseconds per call on a few thousand rows.
@@ -43,6 +46,20 @@ def multilabel_probe(ff) -> tuple[float, float]:
     return probe, float(y[:, present].mean(0).mean()) if present.any() else 0.0
 
 
-# The frozen-feature probe per task: (its val score, the score of knowing nothing), as accuracy is to chance.
-PROBES = {"classification": class_probe, "regression": regression_probe, "multilabel": multilabel_probe}
-PROBE_NAMES = {"classification": "accuracy", "regression": "R²", "multilabel": "mAP"}
+# The frozen-feature probes, by what they predict: (its val score, the score of knowing nothing), as accuracy is to
+# chance. A task names its probe (`Task.probe`).
+PROBES = {"classes": class_probe, "values": regression_probe, "label_sets": multilabel_probe}
+
+
+def probe_for(task: str):
+    """The probe of the task named `task`."""
+    from ..tasks import get_task
+
+    return PROBES[get_task(task).probe]
+
+
+def probe_name(task: str) -> str:
+    """What the probe of `task` scores, for people: accuracy, R², mAP."""
+    from ..tasks import get_task
+
+    return get_task(task).score_label

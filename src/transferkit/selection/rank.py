@@ -7,15 +7,17 @@
 Per candidate: pooled features of the train and val splits (the feature cache `linear` uses, so a later
 `fit(strategy="linear")` with the winner extracts nothing), then LogME, LEEP, NCE and H-score on the training
 features, the val accuracy of the ridge classifier LogME fits on the way (a linear probe that costs nothing: with
-efficientnet_lite0 on digits, ants/bees and cat/non-cat it lands within 0.4 points of the head `linear` trains), and
-the time per image. Benchmarks disagree on which estimator ranks best (SFDA 0.71 vs LogME 0.51 mean weighted Kendall
-tau on one, H-score 0.67 vs LogME 0.665 on another) and the ImageNet accuracy prior is competitive, so the
-recommendation is a vote: LogME, LEEP, the probe and the prior get one vote each. NCE and H-score are shown, not
-counted: NCE is LEEP with hard labels, and H-score would give the features a second vote next to LogME.
+efficientnet_lite0 on digits, ants/bees and cat/non-cat it lands within 0.4 points of the head `linear` trains), the
+forward work per image (counted FLOPs: equal scores go to less of it) and the time per image (measured, shown only:
+it follows the machine's load). Benchmarks disagree on which estimator ranks best (SFDA 0.71 vs LogME 0.51 mean
+weighted Kendall tau on one, H-score 0.67 vs LogME 0.665 on another) and the ImageNet accuracy prior is competitive,
+so the recommendation is a vote: LogME, LEEP, the probe and the prior get one vote each. NCE and H-score are shown,
+not counted: NCE is LEEP with hard labels, and H-score would give the features a second vote next to LogME.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -40,10 +42,11 @@ class RankRow:
     imagenet_top1: float | None  # published ImageNet top-1 (%): the prior; None when the registry does not know it
     image_size: int  # input side the candidate was measured at (the one training would use)
     score: float  # combined: mean over VOTERS of the candidate's rank score (1 best, 0 worst); missing signals 0.5
-    recommended: bool  # the first row: highest score (ties: faster)
+    recommended: bool  # the first row: highest score (ties: less forward work)
     reason: str  # where it placed on each signal, and for the recommendation why it won
     seconds: float  # what measuring it cost here: model, features (or cache), estimators, probe
     error: str | None = None  # why it could not be measured (then it ranks last and its numbers are empty)
+    gflops: float | None = None  # forward work per image at image_size, counted: what ties and "cheaper" go by
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +118,7 @@ def _measure(d, name: str, cfg: RunConfig, reporter) -> RankRow:
         recommended=False,
         reason="",
         seconds=time.perf_counter() - start,
+        gflops=ff.gflops,
     )
 
 
@@ -185,7 +189,8 @@ def _vote(rows: list[RankRow]) -> list[RankRow]:
             f"{NAMES[s]} {places[s][r.backbone][1]}/{len(places[s])}" if r.backbone in places[s] else f"no {NAMES[s]}"
             for s in VOTERS
         )
-    ok.sort(key=lambda r: (-r.score, r.ms_per_image))
+    # equal scores: less work first, else the given order (stable); never the measured ms, which follow the load
+    ok.sort(key=lambda r: (-r.score, r.gflops if r.gflops is not None else math.inf))
     for r in rows:
         if r.error is not None:
             r.reason = f"not measured: {r.error}"
@@ -200,14 +205,17 @@ def _vote(rows: list[RankRow]) -> list[RankRow]:
             for r in ok[1:]
             if r.probe_acc is not None
             and best.probe_acc is not None
-            and r.ms_per_image * 1.5 < best.ms_per_image
+            and r.gflops is not None
+            and best.gflops is not None
+            and r.gflops * 1.5 < best.gflops
             and r.probe_acc >= best.probe_acc - 0.01
         ]
         if faster:
-            f = min(faster, key=lambda r: r.ms_per_image)
+            f = min(faster, key=lambda r: r.gflops)
             best.reason += (
-                f". {f.backbone} is {best.ms_per_image / f.ms_per_image:.1f}x faster with a probe accuracy "
-                f"within 1 point ({f.probe_acc:.1%}): prefer it where speed matters"
+                f". {f.backbone} does {best.gflops / f.gflops:.1f}x less work per image ({f.gflops:.3g} vs "
+                f"{best.gflops:.3g} GFLOP; {f.ms_per_image:.1f} vs {best.ms_per_image:.1f} ms here) with a probe "
+                f"accuracy within 1 point ({f.probe_acc:.1%}): prefer it where speed matters"
             )
     return ok + [r for r in rows if r.error is not None]
 
@@ -221,7 +229,8 @@ def ranking_table(rows: list[RankRow], title: str = "Backbones for this data"):
     t = Table(
         title=title,
         caption="probe: val accuracy of a linear classifier on frozen features. score: mean rank score "
-        "over LogME, LEEP, probe and ImageNet prior (1 = first on all).",
+        "over LogME, LEEP, probe and ImageNet prior (1 = first on all). GFLOP: counted forward work per image "
+        "(ties go to less); ms/img: measured here, shown only.",
     )
     for col in (
         "backbone",
@@ -232,6 +241,7 @@ def ranking_table(rows: list[RankRow], title: str = "Backbones for this data"):
         "probe",
         "dim",
         "params",
+        "GFLOP",
         "ms/img",
         "IN top-1",
         "size",
@@ -240,7 +250,7 @@ def ranking_table(rows: list[RankRow], title: str = "Backbones for this data"):
         t.add_column(col, justify="left" if col == "backbone" else "right")
     for r in rows:
         if r.error is not None:
-            t.add_row(r.backbone, *["-"] * 10, "[red]error[/red]")
+            t.add_row(r.backbone, *["-"] * 11, "[red]error[/red]")
             continue
         t.add_row(
             ("[bold]* " if r.recommended else "") + r.backbone + ("[/bold]" if r.recommended else ""),
@@ -251,6 +261,7 @@ def ranking_table(rows: list[RankRow], title: str = "Backbones for this data"):
             num(r.probe_acc, ".1%"),
             str(r.feature_dim),
             f"{r.params_m:.1f}M",
+            num(r.gflops, ".3g"),
             f"{r.ms_per_image:.1f}",
             num(r.imagenet_top1, ".1f"),
             str(r.image_size),
@@ -264,7 +275,7 @@ def print_ranking(rows: list[RankRow], console=None, title: str = "Backbones for
 
     from rich.console import Console
 
-    console = console or Console(width=None if sys.stdout.isatty() else 140)  # 12 columns: 80 would squash them in logs
+    console = console or Console(width=None if sys.stdout.isatty() else 150)  # 13 columns: 80 would squash them in logs
     console.print(ranking_table(rows, title))
     for r in rows:
         if r.recommended:

@@ -39,7 +39,8 @@ from PIL import Image, UnidentifiedImageError
 from .. import __version__
 from ..data.images import open_rgb
 from ..errors import TransferkitError
-from ..export.runner import Preprocess, classification_results
+from ..export.runner import Preprocess
+from ..tasks import Task
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ class Served:
     runtime: str
     classes: list[str]
     preprocess: Preprocess
-    probabilities: Callable[[list[np.ndarray]], np.ndarray]
+    probabilities: Callable[[list[np.ndarray]], np.ndarray]  # decoded images -> the task's outputs
     info: dict[str, Any]
+    task: Task  # its answers: a class, a value or a set of labels, with the bundle's thresholds or target statistics
 
 
 def load_served(path: str | os.PathLike, precision: str = "auto", trust_torchscript: bool = False) -> Served:
@@ -82,44 +84,45 @@ def load_served(path: str | os.PathLike, precision: str = "auto", trust_torchscr
     from ..predict import Predictor
 
     p = Predictor(path, precision=precision)
-    if p.task.name != "classification":  # the page and /predict answer with class probabilities
-        raise TransferkitError(
-            f"'{path}' is a {p.task.name} model; serve answers classification models. Use `transferkit predict` "
-            "or `transferkit.load` for it."
-        )
     pre = {**p.meta["preprocessing"], "short_side": p.short_side}
     info = {
-        "task": p.meta.get("task", "classification"),
-        "classes": p.classes,
-        "metrics": p.meta.get("metrics", {}),
+        **_task_info(p.task, p.classes, p.meta.get("metrics", {})),
         "preprocessing": pre,
         "temperature": p.temperature,
         "runtime": f"torch ({p.precision})",
         "model": "/".join(Path(p.meta["_path"]).parts[-2:]),  # runs/<name>/best -> <name>/best: no server paths
         "version": {"transferkit": __version__, "trained_with": p.meta.get("versions", {}).get("transferkit")},
     }
-    return Served(
-        "torch",
-        p.classes,
-        Preprocess(p.short_side, p.interpolation),
-        lambda images: p.probabilities(images)[0].numpy(),
-        info,
-    )
+    return Served("torch", p.classes, Preprocess(p.short_side, p.interpolation), p.outputs, info, p.task)
+
+
+def _task_info(task: Task, classes: list[str], metrics: dict) -> dict[str, Any]:
+    """What /model says of the task: its name, what it answers (for the page's first line), the bundle's headline
+    score in words, and the state its answers use (thresholds, target statistics)."""
+    return {
+        "task": task.name,
+        "classes": classes,
+        "outputs": task.describe_outputs(classes),
+        "headline": task.score_line(metrics),
+        "task_state": task.export_state(classes),
+        "metrics": metrics,
+    }
 
 
 def _from_runner(runner) -> Served:
     c = runner.contract
+    task = c.model_task
     info = {
-        "task": c.task,
-        "classes": c.classes,
-        "metrics": c.metrics,
+        **_task_info(task, c.classes, c.metrics),
         "preprocessing": c.preprocessing(),
         "temperature": c.temperature,
         "runtime": f"{runner.runtime} ({c.precision})",
         "model": runner.path.name,
         "version": {"transferkit": __version__, "trained_with": c.version},
     }
-    return Served(runner.runtime, c.classes, Preprocess(c.short_side, c.interpolation), runner.probabilities, info)
+    return Served(
+        runner.runtime, c.classes, Preprocess(c.short_side, c.interpolation), runner.probabilities, info, task
+    )
 
 
 class UploadError(Exception):
@@ -320,7 +323,7 @@ def create_app(
         title="transferkit",
         version=__version__,
         lifespan=lifespan,
-        description=f"Image classification: {', '.join(served.classes[:20])}"
+        description=f"{served.task.title}: {', '.join(served.classes[:20])}"
         + (" ..." if len(served.classes) > 20 else ""),
     )
     app.state.served, app.state.batcher, app.state.limits = served, batcher, limits
@@ -341,7 +344,8 @@ def create_app(
     @app.post(
         "/predict",
         openapi_extra={"requestBody": PREDICT_BODY},
-        summary="Classify images: multipart field `file` (repeatable), or JSON with base64 images.",
+        summary="Predict images (the class, the value or the labels): multipart field `file` (repeatable), or JSON "
+        "with base64 images.",
     )
     async def predict(request: Request, top_k: int = 5) -> list[dict]:
         uploads = await _uploads(request, limits)
@@ -363,8 +367,8 @@ def create_app(
             )
         except UploadError as e:
             raise HTTPException(e.status, e.message) from e
-        probs = await batcher(images)
-        return classification_results(probs, served.classes, max(1, top_k), [n for n, _ in uploads])
+        outputs = await batcher(images)
+        return served.task.results(outputs, served.classes, max(1, top_k), [n for n, _ in uploads])
 
     app.add_middleware(BodyLimit, max_bytes=limits.max_bytes)
     return app

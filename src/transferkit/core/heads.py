@@ -1,0 +1,201 @@
+"""Heads on cached features: one table of heads, one of solvers, and `fit_head`, the one way a head is fitted on
+features (a run's `linear` phase, `--cv`, `oof_predict`, the data tools).
+
+    fitted = fit_head(x_train, y_train, task="classification", val=(x_val, y_val))
+    fitted.solver, fitted.results            # 'lbfgs', {'lbfgs': {...val_acc, val_loss, l2}, 'adamw': {...}}
+    probs = fitted.predict(x_test)           # what the task answers with: probabilities, values
+
+Solvers: `lbfgs` is the task's convex solve (full-batch L-BFGS logistic regression for classes and label sets,
+ridge in closed form for numbers; the L2 picked on val), `adamw` minibatch AdamW with early stopping (any head,
+mlp too). `auto` runs both where both apply and keeps the better on val, in the task's order (`Task.sort_key`: the
+higher score, equal scores the lower loss); that same order picks the AdamW epoch and the L2, so one rule decides.
+
+Small tensor ops on 2 OpenMP threads stall when another process is busy (4,000 x 1,280 features: 6.7 s quiet,
+~120 s beside another job, measured): fitting runs on one thread, where the same solve takes about as long
+quiet and does not stall.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .solvers import CACHED_HEAD_EPOCHS, train_head
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run small tensor ops on one thread (see the top), restoring the caller's setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class HeadSettings:
+    """How a head is fitted on features; the run's options by the same names (config.TrainConfig)."""
+
+    head: str = "linear"  # linear | mlp:<hidden>  (backbones/heads.py: HEADS)
+    solver: str = "auto"  # auto | lbfgs | adamw  (SOLVERS)
+    dropout: float = 0.0
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    epochs: int = CACHED_HEAD_EPOCHS
+    batch_size: int = 32
+    patience: int = 10
+    seed: int = 0
+    select: str = "score"  # which result is better: "score" (ties: loss) or "loss" (ties: score)
+    class_weights: Any = None  # --balance weights: the task's loss weights, or None
+
+
+def _convex(head, train, val, task, s: HeadSettings) -> dict | None:
+    """The task's convex solve (logistic regression or ridge), its L2 picked on val; None: not a linear head."""
+    solved = task.fit_head(head, train, val, label_smoothing=s.label_smoothing, class_weights=s.class_weights)
+    if solved is None:
+        return None
+    name, res = solved  # the task's name for its solve: "lbfgs" (logistic regression) or "ridge"
+    return {**{k: res[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")}, "l2": res["l2"], "as": name}
+
+
+# AdamW's steps per pass over cached features, at most: batches grow past --batch-size on large sets (4,000 rows:
+# 125 of 32 -> 16 of 250), so 60 passes cost 960 small steps, not 7,500 (~2 s here), and a pass sees every row.
+MAX_STEPS_PER_PASS = 16
+
+
+def _adamw(head, train, val, task, s: HeadSettings) -> dict:
+    batch = max(s.batch_size, -(-len(train[0]) // MAX_STEPS_PER_PASS))
+    rows = train_head(
+        head,
+        train,
+        val,
+        epochs=max(CACHED_HEAD_EPOCHS, s.epochs),
+        lr=s.lr,
+        weight_decay=s.weight_decay,
+        label_smoothing=s.label_smoothing,
+        seed=s.seed,
+        batch_size=batch,
+        patience=s.patience,
+        class_weights=s.class_weights,
+        loss_fn=task.loss(s.class_weights, s.label_smoothing),
+        val_loss=task.val_loss,
+        score=task.score,
+        rank=lambda loss, score: task.sort_key(loss, score, by=s.select),
+    )
+    best = task.best(rows, by=s.select)
+    return {**{k: best[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")}, "passes": len(rows)}
+
+
+# name -> (head, (x, y) train, (x, y) val, task, settings) -> the val result, or None where it does not apply
+SOLVERS = {"lbfgs": _convex, "adamw": _adamw}
+SOLVER_CHOICES = ("auto", *SOLVERS)  # auto: every solver that applies, the better on val kept
+
+
+@dataclass
+class FittedHead:
+    """A head fitted on features: `module` maps (N, F) features to the task's outputs (logits, standardised
+    values); `task` is prepared on the training targets (a regression's mean and std)."""
+
+    module: nn.Module
+    task: Any
+    solver: str
+    results: dict[str, dict] = field(default_factory=dict)  # each solver's val result; "kept" marks the one used
+
+    @torch.no_grad()
+    def logits(self, features) -> torch.Tensor:
+        self.module.eval()
+        with one_thread():
+            return self.module(torch.as_tensor(np.asarray(features), dtype=torch.float32)).float()
+
+    def predict(self, features) -> np.ndarray:
+        """Probabilities (classes, label sets) or values (regression), as the task answers."""
+        return np.asarray(self.task.probabilities(self.logits(features)))
+
+
+def fit_head(
+    features,
+    labels,
+    task="classification",
+    *,
+    val=None,
+    settings: HeadSettings | None = None,
+    module: nn.Module | None = None,
+    **options,
+) -> FittedHead:
+    """Fit a head on `features` (N, F) for `labels` (the task's targets: class indices, values, 0/1 rows).
+
+    val: (features, labels) that choose the L2, the epoch and the solver; None carves a seeded 15% of the rows
+    (stratified by class where the task has one). settings (or keyword options of HeadSettings): head, solver,
+    lr, ... module: a head to fit in place (a run's own); by default one is built from settings.head.
+    """
+    from ..backbones.heads import build_head
+    from ..errors import unknown_choice
+    from ..tasks import get_task
+
+    s = settings or HeadSettings()
+    if options:
+        import dataclasses
+
+        s = dataclasses.replace(s, **options)
+    if s.solver not in SOLVER_CHOICES:
+        raise unknown_choice("--head-solver", s.solver, SOLVER_CHOICES)
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(labels))
+    if val is None:
+        tr, va = holdout(np.asarray(labels), 0.15, s.seed)
+        x, y, val = x[tr], y[tr], (x[va], y[va])
+    xv = torch.as_tensor(np.asarray(val[0]), dtype=torch.float32)
+    yv = torch.as_tensor(np.asarray(val[1]))
+    if isinstance(task, str):  # a Task object comes prepared (a run's: its regression loss and target statistics)
+        task = get_task(task).prepare(y.numpy())
+    head = module
+    if head is None:
+        outputs = int(y.shape[1]) if y.ndim == 2 else (1 if y.is_floating_point() else int(y.max()) + 1)
+        torch.manual_seed(s.seed)
+        head = build_head(s.head, x.shape[1], outputs, s.dropout)
+    head = head.cpu()
+    fitted: dict[str, tuple[nn.Module, dict]] = {}
+    with one_thread():
+        for name in SOLVERS if s.solver == "auto" else (s.solver,):
+            h, t0 = copy.deepcopy(head), time.perf_counter()
+            res = SOLVERS[name](h, (x, y), (xv, yv), task, s)
+            if res is not None:  # seconds: shown in the run's report, never compared
+                fitted[res.pop("as", name)] = (h, {**res, "seconds": time.perf_counter() - t0})
+        if not fitted:  # the convex solve alone was asked for, and the head is not linear: AdamW trains it
+            h, t0 = copy.deepcopy(head), time.perf_counter()
+            fitted["adamw"] = (h, {**_adamw(h, (x, y), (xv, yv), task, s), "seconds": time.perf_counter() - t0})
+    kept = next(k for k, (_, r) in fitted.items() if r is task.best([r for _, r in fitted.values()], by=s.select))
+    head.load_state_dict(fitted[kept][0].state_dict())
+    results = {k: {**v, "kept": k == kept} for k, (_, v) in fitted.items()}
+    return FittedHead(head.eval(), task, kept, results)
+
+
+def holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, val rows): a seeded `fraction` held out, stratified by class for class labels (each class with
+    at least 2 rows gives at least one), at least one row either side."""
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
+        held = []
+        for c in np.unique(labels):
+            rows = rng.permutation(np.flatnonzero(labels == c))
+            take = int(round(fraction * len(rows))) or (1 if len(rows) >= 2 else 0)
+            held.extend(rows[:take].tolist())
+        held = np.sort(np.array(held, dtype=np.int64))
+    else:
+        held = np.sort(rng.permutation(n)[: max(1, int(round(fraction * n)))])
+    if len(held) == 0 or len(held) == n:
+        held = np.array([n - 1]) if n > 1 else np.array([], dtype=np.int64)
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
