@@ -26,13 +26,24 @@ from run import machine, run, write_section  # noqa: E402
 ROOT = HERE.parent
 
 
+def stored(cache: Path) -> int:
+    """How many features the store under `cache` holds, all configurations together."""
+    import sqlite3
+
+    total = 0
+    for index in (cache / "store").glob("*/index.sqlite"):
+        con = sqlite3.connect(index)
+        total += con.execute("select count(*) from entries").fetchone()[0]
+        con.close()
+    return total
+
+
 def cli(*args: str, cache: Path) -> dict:
     """Wall seconds of `transferkit ARGS` in a fresh process, and how many images it ran through the backbone
-    (the sum of its 'Features (...): N done' progress lines)."""
-    import re
-
+    (the rows it added to the feature store)."""
+    before = stored(cache)
     r = run([sys.executable, "-m", "transferkit", *args], env={"TRANSFERKIT_CACHE": str(cache)})
-    r["extracted"] = sum(int(n) for n in re.findall(r"Features \([^)]*\): (\d+) done", r.get("stderr", "")))
+    r["extracted"] = stored(cache) - before
     return r
 
 

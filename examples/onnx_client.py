@@ -6,7 +6,10 @@ Prints what `transferkit predict BUNDLE IMAGES --json` prints (path, label, prob
 decodes as transferkit does and the graph does the rest. The contract, also in the model's metadata ("contract"):
 the caller gives uint8 RGB (N, H, W, 3) whose short side is preprocessing.short_side, resized by Pillow with
 preprocessing.interpolation (JPEGs decoded in draft mode first, EXIF rotation applied); the graph centre-crops
-image_size, normalises and returns softmax(logits / temperature). Copy these ~100 lines into your application.
+image_size, normalises and returns the task's answer: "probabilities" = softmax(logits / temperature) for a
+classifier, "values" in the target's units for a regression, "probabilities" = sigmoid(logits) for multi-label,
+whose labels are those at or over the per-label "thresholds" in the metadata. Copy these ~120 lines into your
+application.
 """
 
 from __future__ import annotations
@@ -90,6 +93,22 @@ def centre_crop(a: np.ndarray, size: int) -> np.ndarray:
     return a[top : top + size, left : left + size]
 
 
+def answer(p: np.ndarray, task: str, classes: list[str], meta: dict, k: int) -> dict:
+    """One image's answer, as `transferkit predict --json` gives it for the task."""
+    if task == "regression":
+        return {"value": float(p.reshape(-1)[0]), "target": classes[0] if classes else "target"}
+    order = np.argsort(-p, kind="stable")[:k]
+    top = [{"label": classes[j], "probability": float(p[j])} for j in order]
+    if task == "multilabel":
+        cut = json.loads(meta.get("thresholds", "null")) or [0.5] * len(classes)
+        over = [j for j in np.argsort(-p, kind="stable") if p[j] >= cut[j]]
+        return {
+            "labels": [{"label": classes[j], "probability": float(p[j])} for j in over],
+            "top_k": [{**t, "threshold": float(cut[j])} for t, j in zip(top, order)],
+        }
+    return {"label": classes[order[0]], "probability": float(p[order[0]]), "top_k": top}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path, help="A transferkit .onnx export.")
@@ -102,6 +121,8 @@ def main() -> int:
     session = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     classes, pre = json.loads(meta["classes"]), json.loads(meta["preprocessing"])
+    task = meta.get("task", "classification")
+    output = session.get_outputs()[0].name  # "probabilities", or "values" for a regression
     side, size, k = pre["short_side"], pre["image_size"], max(1, min(args.top_k, len(json.loads(meta["classes"]))))
     files = [f for p in args.images for f in image_files(p)]
 
@@ -114,31 +135,25 @@ def main() -> int:
                 names.append(str(f))
             except Exception as e:  # noqa: BLE001 - an unreadable file is reported, never fatal
                 errors[str(f)] = f"{type(e).__name__}: {e}"
-        probs = iter(session.run(["probabilities"], {"images": np.stack(batch)})[0] if batch else [])
+        probs = iter(session.run([output], {"images": np.stack(batch)})[0] if batch else [])
         for f in files[i : i + args.batch_size]:
             if str(f) in errors:
                 results.append({"path": str(f), "error": errors[str(f)]})
                 continue
-            p = next(probs)
-            order = np.argsort(-p, kind="stable")[:k]
-            results.append(
-                {
-                    "path": str(f),
-                    "label": classes[order[0]],
-                    "probability": float(p[order[0]]),
-                    "top_k": [{"label": classes[j], "probability": float(p[j])} for j in order],
-                }
-            )
+            results.append({"path": str(f), **answer(next(probs), task, classes, meta, k)})
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(
-                r["path"],
-                r.get("error")
-                or f"{r['label']} {r['probability']:.3f}  "
-                + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"]),
-            )
+            if "value" in r:
+                shown = f"{r['target']} {r['value']:.6g}"
+            elif "labels" in r:
+                shown = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["labels"]) or "(no label)"
+            elif "label" in r:
+                shown = f"{r['label']} {r['probability']:.3f}  " + ", ".join(
+                    f"{t['label']} {t['probability']:.3f}" for t in r["top_k"]
+                )
+            print(r["path"], r.get("error") or shown)
     return 0 if any("error" not in r for r in results) else 2
 
 

@@ -268,16 +268,13 @@ def test_every_task_is_one_row_and_better_is_its_order():
 
 
 # Modules that still test a task's name, each for a reason: the data layer reads labels below the tasks (it cannot
-# import them; a reader gets the task's name), options.py checks options below them, and two selection tables
-# (the CV folds' strata, rank's signals) wait for their owners' rewrite. Nothing else may.
+# import them; a reader gets the task's name), and options.py checks options below them. Nothing else may.
 TASK_NAME_TESTS_LEFT = {
     "data/base.py",
     "data/lists.py",
     "data/sources.py",
     "data/hdf5.py",
     "options.py",
-    "selection/choose.py",
-    "selection/rank.py",
 }
 
 

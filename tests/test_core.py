@@ -127,7 +127,7 @@ def test_oof_scores_come_from_heads_that_never_saw_the_row():
     assert oof.scores.shape == (90, 3) and np.allclose(oof.scores.sum(1), 1, atol=1e-5)
     assert set(oof.fold) == set(range(5)) and all(np.bincount(noisy[oof.fold == i]).min() >= 3 for i in range(5))
     given = oof.scores[np.arange(90), noisy]
-    assert set(np.argsort(given)[:6]) == set(range(6))  # the six wrong labels score lowest
+    assert given[:6].max() < 0.5 and given[6:].mean() > 0.8  # wrong labels score low, right ones high
     held = oof.fold == 2  # fold 2's rows are exactly what a head fitted without them says
     alone = fit_head(x[~held], noisy[~held], solver="lbfgs", seed=2)
     assert np.allclose(alone.predict(x[held]), oof.scores[held], atol=1e-5)

@@ -390,3 +390,22 @@ def test_a_tampered_threshold_is_refused():
     bad = _edit(path, path.with_name("bad.onnx"), _set("thresholds", json.dumps([0.0, 0.0, 0.0])))
     with pytest.raises(TransferkitError, match="do not match the sha256"):
         OnnxRunner(bad)
+
+
+@pytest.mark.parametrize("task", ["regression", "multilabel"])
+def test_reference_client_answers_as_the_bundle_for_every_task(task, capsys, monkeypatch):
+    from transferkit.predict import Predictor
+
+    path = Path(tiny_export(task)["export"])
+    bundle, images = tiny_bundle(task), tiny_images(task)
+    expected = Predictor(bundle, device="cpu", precision="fp32").predict([str(p) for p in images], top_k=2)
+    for name in ("torch", "transferkit"):  # the client needs neither
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setattr(sys, "argv", ["onnx_client.py", str(path), *map(str, images), "--json", "--top-k", "2"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "examples" / "onnx_client.py"), run_name="__main__")
+    assert done.value.code == 0
+    got = json.loads(capsys.readouterr().out)
+    assert len(got) == len(expected) == 4
+    for g, e in zip(got, expected):
+        _same_answer(task, g, e)

@@ -46,7 +46,8 @@ def test_lbfgs_picks_the_penalty_with_the_lowest_val_loss_and_skips_mlp_heads():
     head = nn.Linear(200, 3)
     res = fit_logistic(head, (x, y), (xv, yv))
     losses = {r["l2"]: r["val_loss"] for r in res["path"]}
-    assert res["l2"] == min(losses, key=losses.get) and res["val_loss"] == min(losses.values())
+    # the chosen penalty is then solved to convergence from its path solution: its val loss moves by little
+    assert res["l2"] == min(losses, key=losses.get) and res["val_loss"] == pytest.approx(min(losses.values()), rel=1e-2)
     assert res["l2"] != min(losses)  # the weakest penalty is not the best here, so the choice mattered
     with torch.no_grad():  # the head holds the chosen solution, not the last one on the path
         assert torch.nn.functional.cross_entropy(head(xv), yv).item() == pytest.approx(res["val_loss"], rel=1e-5)

@@ -172,15 +172,12 @@ def cv_probe(ff, task: str, seed: int) -> tuple[float, float | None, int]:
 
 
 def _folds(y: np.ndarray, task: str, k: int, seed: int) -> np.ndarray:
-    """Fold index per row: each class (regression: each target decile; multi-label: each label set's commonest
-    label) dealt round-robin over the folds in a seeded order, so every fold holds its share of each."""
+    """Fold index per row: each stratum of the task (a class; a target decile; a row's first label) dealt
+    round-robin over the folds in a seeded order, so every fold holds its share of each."""
+    from ..tasks import get_task
+
     rng = np.random.default_rng(seed)
-    if task == "regression":
-        strata = np.searchsorted(np.quantile(y, np.linspace(0, 1, 11)[1:-1]), y)
-    elif y.ndim == 2:
-        strata = y.argmax(1)
-    else:
-        strata = y
+    strata = get_task(task).strata(y)
     fold = np.empty(len(y), dtype=int)
     start = 0
     for s in np.unique(strata):

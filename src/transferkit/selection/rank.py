@@ -82,6 +82,7 @@ def rank(
 
 
 def _measure(d, name: str, cfg: RunConfig, reporter) -> RankRow:
+    from ..tasks import get_task
     from .frozen import frozen_features
 
     start = time.perf_counter()
@@ -108,7 +109,7 @@ def _measure(d, name: str, cfg: RunConfig, reporter) -> RankRow:
         )
     return RankRow(
         backbone=name,
-        **SIGNALS[d.src.task](ff),
+        **SIGNALS[get_task(d.src.task).probe](ff),
         feature_dim=int(ff.train.shape[1]),
         params_m=ff.params / 1e6,
         ms_per_image=ff.seconds_per_image * 1000,
@@ -163,8 +164,9 @@ def multilabel_signals(ff) -> dict:
     return {"logme": fitted.score, "leep": None, "nce": None, "hscore": None, "probe_acc": probe}
 
 
-# What each task measures of a candidate's frozen features (probe_acc holds the task's own probe score).
-SIGNALS = {"classification": class_signals, "regression": regression_signals, "multilabel": multilabel_signals}
+# What each kind of label measures of a candidate's frozen features (probe_acc holds the task's own probe score),
+# keyed like selection/probes.PROBES by the task's `probe`.
+SIGNALS = {"classes": class_signals, "values": regression_signals, "label_sets": multilabel_signals}
 
 
 def _places(rows: list[RankRow], signal: str) -> dict[str, tuple[float, int]]:

@@ -64,6 +64,10 @@ class Task:
         return self
 
     # ---- labels and the head ---------------------------------------------------------------------------------
+    def strata(self, y):
+        """What folds and splits keep in proportion, one value per row of targets `y`: the class by default."""
+        return y
+
     def targets(self, labels, classes: list[str]):
         """Sample labels -> what the DataLoader collates."""
         return list(labels)

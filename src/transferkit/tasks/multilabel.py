@@ -54,6 +54,12 @@ class Multilabel(Task):
         return dataclasses.replace(self, thresholds=tuple(tune_thresholds(self.probabilities(val_logits), val_targets)))
 
     # ---- labels, head, loss ------------------------------------------------------------------------------------
+    def strata(self, y):
+        """Each row's first label (0/1 rows): folds hold their share of every label that leads a row."""
+        import numpy as np
+
+        return np.asarray(y).argmax(1)
+
     def targets(self, labels, classes: list[str]):
         """Label sets (tuples of indices) -> (N, K) multi-hot float32 rows."""
         import numpy as np
