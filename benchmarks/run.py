@@ -38,7 +38,7 @@ def run(cmd: list[str], env: dict | None = None) -> dict:
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{err[-3000:]}")
-    result = {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024, "stderr": err[-20000:]}
+    result = {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024}
     last = out.strip().splitlines()[-1] if out.strip() else ""
     if last.startswith("{"):
         job = json.loads(last)

@@ -400,24 +400,24 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
 def _stored_splits(opened: _Opened, cfg: RunConfig, bcfg, size: int, strategy) -> set[str]:
     """The splits whose features (every image, every --aug-views view of train) the feature store holds, for a
     strategy that trains only a head; none for the others, which need every image's pixels."""
-    from .core.store import FeatureStore, store_root
-    from .engine.features import store_config, view_config
+    from .engine.features import open_store, store_config, view_config
     from .engine.runtime import feature_precision, processes, resolve_device
 
     if not all(p.cached for p in strategy.phases(cfg.train.epochs, cfg.train.head_epochs)):
         return set()
     if processes().num_processes > 1:  # each process would have to agree: launched runs decode as before
         return set()
-    config = {
-        **store_config(cfg, bcfg, size),
-        "precision": feature_precision(cfg.runtime, resolve_device(cfg.runtime.device)),
-    }
-    root = store_root(cfg.runtime.cache_dir)
+    config = store_config(cfg, bcfg, size)
+    precision = feature_precision(cfg.runtime, resolve_device(cfg.runtime.device))
+    stores = [
+        open_store(cfg.runtime.cache_dir, config, precision, view_config(cfg, v))
+        for v in range(cfg.train.aug_views + 1)
+    ]
     out = set()
     for split, samples in opened.splits.items():
         ids = [opened.src.identity(x.key) for x in samples]
-        views = range(cfg.train.aug_views + 1) if split == "train" else range(1)
-        if ids and all((FeatureStore(root, {**config, **view_config(cfg, v)}).verified(ids) >= 0).all() for v in views):
+        views = stores if split == "train" else stores[:1]  # augmented views are drawn of the training images only
+        if ids and all((store.verified(ids) >= 0).all() for store in views):
             out.add(split)
     return out
 

@@ -117,13 +117,12 @@ def cross_validate_heads(run_path: Path, folds: list[dict], trainer, prepared, c
     (from the feature store: nothing is extracted again), and per fold one `fit_head` on its train rows, its L2 and
     solver picked on its val rows, scored on its held-out rows. RUN/cv/fold-i keeps split.csv and report.json.
     --aug-views: the folds train on the plain view (the views are drawn for the run's train split only)."""
-    import json
 
     import torch
 
     from .core.heads import fit_head
     from .data.split import save_splits
-    from .faults import write_atomic
+    from .rundir import RunDir
 
     x = torch.cat([trainer.features("train", prepared.train_plain), trainer.features("val", prepared.val)])
     y = torch.cat([torch.as_tensor(prepared.train_plain.labels), torch.as_tensor(prepared.val.labels)])
@@ -141,10 +140,7 @@ def cross_validate_heads(run_path: Path, folds: list[dict], trainer, prepared, c
         folder = Path(run_path) / CV_DIR / f"fold-{i}"
         folder.mkdir(parents=True, exist_ok=True)
         save_splits(folder / "split.csv", fold, classes)
-        write_atomic(
-            folder / "report.json",
-            json.dumps({"task": trainer.task.name, "split": "test", "metrics": m}, indent=1, default=str),
-        )
+        RunDir(folder).write_json(RunDir.REPORT, {"task": trainer.task.name, "split": "test", "metrics": m})
         numbers = {key: v for key, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         done.append({"fold": i, "strategy": "linear", "solver": fitted.solver, "path": f"{CV_DIR}/fold-{i}", **numbers})
         shown = f"accuracy {m['accuracy']:.4f}" if "accuracy" in m else f"{len(te)} images"

@@ -72,10 +72,9 @@ def embed(
     from ..data.sizes import choose_image_size, survey_sides
     from ..data.sources import Sample
     from ..data.transforms import eval_transform, resize_size
-    from ..engine.features import cached_features, store_config
+    from ..engine.features import cached_features, open_store, store_config
     from ..engine.runtime import feature_precision, memory_format, resolve_device
     from ..progress import QuietReporter
-    from .store import FeatureStore, store_root
 
     check_backbone_name(backbone)
     reporter = reporter or QuietReporter()
@@ -93,7 +92,7 @@ def embed(
     size = image_size or choose_image_size(survey_sides(imgs, samples)[0], bcfg.input_size)
     config = store_config(cfg, bcfg, size)
     ids = imgs.identities()
-    store = FeatureStore(store_root(cache_dir), {**config, "precision": prec})
+    store = open_store(cache_dir, config, prec)
     rows = store.verified(ids)  # a damaged row is decoded and extracted again
     missing = np.flatnonzero(rows < 0)
     skipped: list[tuple[str, str]] = []

@@ -87,16 +87,14 @@ def cached_features(
     from the store are shared out (each extracts its contiguous 1/N), every process gets all rows, and only the
     main process appends to the store. A process whose store lacks other rows than the main one's (a node's own
     cache folder) makes all of them extract every image."""
-    from ..core.store import FeatureStore, store_root
     from .runtime import autocast_for, processes
 
     if len(ids) != len(dataset):
         raise ValueError(f"{len(ids)} identities for {len(dataset)} images")
     procs = processes()
-    key = {**config, "precision": precision, **(view or {})}
     if view:
         dataset = SeededViews(dataset, view_seeds(ids, view["view"], view["view_seed"]))
-    store = FeatureStore(store_root(cache_dir), key)
+    store = open_store(cache_dir, config, precision, view)
     on = f", {procs.num_processes} processes" if procs.num_processes > 1 else ""
     timed: list[float] = []
 
@@ -141,6 +139,14 @@ def cached_features(
     if new is not None:
         out[missing] = new
     return torch.from_numpy(out), (timed[0] if timed else None)
+
+
+def open_store(cache_dir: str | None, config: dict, precision: str, view: dict | None = None):
+    """The feature store's folder for a backbone configuration (`store_config`), a precision and a view
+    (`view_config`): the one place its key is made, so `fit`, `embed` and the checks before decoding agree."""
+    from ..core.store import FeatureStore, store_root
+
+    return FeatureStore(store_root(cache_dir), {**config, "precision": precision, **(view or {})})
 
 
 def view_config(cfg, view: int) -> dict:
