@@ -125,16 +125,16 @@ def embed(
                 label=backbone,
             )
             computed = dict(zip(todo, feats.numpy()))
-        missing = np.array(todo, dtype=np.int64)
-    keep = [i for i in range(len(ids)) if rows[i] >= 0 or (computed and i in computed)]
+    # Rows from the store and rows just computed, in the order asked; unreadable images are left out.
+    keep = (rows >= 0) | np.isin(np.arange(len(ids)), list(computed or ()))
     dim = store.dim or (next(iter(computed.values())).shape[0] if computed else 0)
-    out = np.empty((len(keep), dim), dtype=np.float32)
-    stored = [j for j, i in enumerate(keep) if rows[i] >= 0]
-    if stored:
-        out[stored] = store.read(rows[[keep[j] for j in stored]])
-    for j, i in enumerate(keep):
-        if rows[i] < 0:
-            out[j] = computed[i]
+    features = np.empty((len(ids), dim), dtype=np.float32)
+    if (rows >= 0).any():
+        features[rows >= 0] = store.read(rows[rows >= 0])
+    for i, f in (computed or {}).items():
+        features[i] = f
+    out = features[keep]
+    keep = np.flatnonzero(keep)
     return Embedding(
         out,
         [imgs.keys[i] for i in keep],
