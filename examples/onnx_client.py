@@ -5,7 +5,8 @@
 Prints what `transferkit predict BUNDLE IMAGES --json` prints (path, label, probability, top_k per image), because it
 decodes as transferkit does and the graph does the rest. The contract, also in the model's metadata ("contract"):
 the caller gives uint8 RGB (N, H, W, 3) whose short side is preprocessing.short_side, resized by Pillow with
-preprocessing.interpolation (JPEGs decoded in draft mode first, EXIF rotation applied); the graph centre-crops
+preprocessing.interpolation, decoded as the metadata's "decode" says (`load` below: a JPEG in Pillow's draft mode at
+the short side, which changes pixels, so skipping it changes answers; then EXIF rotation); the graph centre-crops
 image_size, normalises and returns the task's answer: "probabilities" = softmax(logits / temperature) for a
 classifier, "values" in the target's units for a regression, "probabilities" = sigmoid(logits) for multi-label,
 whose labels are those at or over the per-label "thresholds" in the metadata. Copy these ~120 lines into your
@@ -72,10 +73,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load(path: Path, short_side: int, interpolation: str) -> np.ndarray:
-    """Decode, rotate per EXIF, RGB, resize so the short side is `short_side`: the contract's input for one image."""
+def load(path: Path, short_side: int, interpolation: str, jpeg_draft: bool = True) -> np.ndarray:
+    """The reference decode (metadata "decode"): a JPEG in draft mode at the short side, rotate per EXIF, RGB,
+    resize so the short side is `short_side`: the contract's input for one image, the pixels `predict` sees."""
     with Image.open(path) as img:
-        if img.format == "JPEG":
+        if jpeg_draft and img.format == "JPEG":
             img.draft("RGB", (short_side, short_side))  # libjpeg scales while decoding, as transferkit decodes
         img = to_rgb(ImageOps.exif_transpose(img))
         img.load()
@@ -124,6 +126,7 @@ def main() -> int:
     task = meta.get("task", "classification")
     output = session.get_outputs()[0].name  # "probabilities", or "values" for a regression
     side, size, k = pre["short_side"], pre["image_size"], max(1, min(args.top_k, len(json.loads(meta["classes"]))))
+    draft = json.loads(meta.get("decode", "{}")).get("jpeg_draft", True)  # exports before "decode" drafted too
     files = [f for p in args.images for f in image_files(p)]
 
     results = []
@@ -131,7 +134,7 @@ def main() -> int:
         batch, names, errors = [], [], {}
         for f in files[i : i + args.batch_size]:
             try:
-                batch.append(centre_crop(load(f, side, pre["interpolation"]), size))
+                batch.append(centre_crop(load(f, side, pre["interpolation"], draft), size))
                 names.append(str(f))
             except Exception as e:  # noqa: BLE001 - an unreadable file is reported, never fatal
                 errors[str(f)] = f"{type(e).__name__}: {e}"

@@ -22,6 +22,8 @@ LAYERS = {
     "demo": 4,
     "comparison": 4,
     "crossval": 4,
+    "tune": 4,
+    "pages": 4,  # the review and labelling pages: over core and evaluation; the train button calls api.fit
     "selection": 3,
     "engine": 3,
     "evaluation": 3,
@@ -142,7 +144,7 @@ def test_cli_options_are_the_config_fields():
 
     train = get_command(app).commands["train"]
     flags = {o for p in train.params for o in p.opts if o.startswith("--")} - {"--help"}
-    own = {"--resume", "--log-json"}
+    own = {"--resume", "--log-json", "--config", "--review"}
     declared = {f.flag for f in option_fields() if f.opt.cli}
     assert flags - own == declared
     assert {f.name for f in option_fields() if not f.opt.cli} == {"path"}  # the DATA argument

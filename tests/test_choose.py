@@ -72,13 +72,17 @@ def test_choose_measures_each_candidate_and_keeps_the_best(tiny_folder):
     cfg = cfg_with(backbones=TWO, quiet=True, **{k: v for k, v in FAST.items() if k != "quiet"})
     d = open_data(tiny_folder, cfg)
     chosen, table, ff = choose_candidate(d, cfg)
-    assert sorted(c.backbone for c in table) == ["efficientnet_lite0", "efficientnet_lite1"]
+    table, deeper = [c for c in table if c.features == "last"], [c for c in table if c.features != "last"]
+    # the best (backbone, size) is measured from every depth too (test_depth.py)
+    assert [c.features for c in deeper] == ["stages"] and deeper[0].backbone == max(
+        table, key=lambda c: c.score
+    ).backbone
     # least counted work first: lite0 (0.016 GFLOP at 32 px) before lite1 (0.020), on any machine under any load
     assert [c.backbone for c in table] == ["efficientnet_lite0", "efficientnet_lite1"]
     assert 0 < table[0].gflops < table[1].gflops and 0 < table[0].estimate < table[1].estimate
     assert all(c.score is not None and c.folds == 5 and c.skipped is None for c in table)
-    assert chosen.chosen and chosen.score == max(c.score for c in table)
-    assert sum(c.chosen for c in table) == 1
+    assert chosen.chosen and chosen.score == max(c.score for c in table + deeper)
+    assert sum(c.chosen for c in table + deeper) == 1
     assert ff.backbone == chosen.backbone and ff.image_size == 32 and len(ff.train) == len(d.splits["train"])
 
 
@@ -110,7 +114,8 @@ def test_auto_trains_what_it_chose_and_a_tight_budget_keeps_it_frozen(tmp_path):
     assert run.strategy == "linear" and "linear instead" in run.strategy_reason and "--budget" in run.strategy_reason
     assert config["config"]["model"]["backbone"] == advice["backbone"] == run.config.model.backbone
     # both measured (their estimates, ~0.01 s, fit a third of the budget), least work first
-    assert [c["backbone"] for c in advice["candidates"]] == TWO.split(",")
+    assert [c["backbone"] for c in advice["candidates"] if c["features"] == "last"] == TWO.split(",")
+    assert config["config"]["model"]["features"] == advice["features"]  # the depth it chose is the one trained
     assert all(c["skipped"] is None for c in advice["candidates"])
     assert "backbones" in (run.path / "report.html").read_text()  # what was measured is in the report
     # with room to train, the same data is fine-tuned on the chosen backbone

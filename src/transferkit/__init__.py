@@ -37,6 +37,8 @@ _LAZY = {
     "fit_head": "transferkit.core.heads",
     "oof_predict": "transferkit.core.oof",
     "open_images": "transferkit.data.sources",
+    "review": "transferkit.core.review",
+    "similar": "transferkit.core.similar",
 }
 __all__ = [  # the public API; `_LAZY` says where each lives
     "fit",
@@ -58,6 +60,8 @@ __all__ = [  # the public API; `_LAZY` says where each lives
     "fit_head",
     "oof_predict",
     "open_images",
+    "review",
+    "similar",
     "__version__",
 ]
 
@@ -69,6 +73,8 @@ if _typing.TYPE_CHECKING:
     from .core.embed import embed
     from .core.heads import fit_head
     from .core.oof import oof_predict
+    from .core.review import review
+    from .core.similar import similar
     from .data.doctor import doctor
     from .data.sources import from_arrays, from_dataset, open_images, open_source
     from .predict import Predictor

@@ -160,7 +160,7 @@ def _settings(data, config, resume, overrides) -> tuple[RunConfig, RunDir | None
         return cfg, None
     run = RunDir.for_resume(resume)
     saved = run.read_json(RunDir.CONFIG)
-    cfg = RunConfig.from_dict(saved.get("config", {}))
+    cfg = RunConfig.from_dict(_complete_saved_config(run, saved))
     refused = sorted(k for k in given if k not in RESUMABLE) + (["config"] if config is not None else [])
     if refused:
         raise ConfigError(
@@ -176,6 +176,64 @@ def _settings(data, config, resume, overrides) -> tuple[RunConfig, RunDir | None
     apply_overrides(cfg, given)
     validate(cfg)
     return cfg, run
+
+
+# A key missing from a resumed run's config.json (an older or edited run) is taken from what the run recorded about
+# itself: config.json's "resolved" block (the size and strategy it actually used), or best/'s transferkit.json. Never
+# from today's default: a run trained at 64 px must not continue at 224 px. Keys with no record stop the resume.
+_RECORDED = {
+    ("data", "image_size"): lambda saved, meta: (
+        saved.get("resolved", {}).get("image_size") or meta.get("preprocessing", {}).get("image_size")
+    ),
+    ("data", "layout"): lambda saved, meta: saved.get("resolved", {}).get("layout"),
+    ("train", "strategy"): lambda saved, meta: (
+        "auto" if saved.get("advice") else saved.get("resolved", {}).get("strategy") or meta.get("strategy")
+    ),
+    ("train", "task"): lambda saved, meta: meta.get("task"),
+    ("model", "dropout"): lambda saved, meta: meta.get("dropout"),
+}
+_RESUME_FREE = ("out", "name", "quiet")  # where the run is, what it is called, how much it prints: not its settings
+
+
+def _complete_saved_config(run: RunDir, saved: dict) -> dict:
+    """config.json's "config", every key present: a missing one from the run's own record (_RECORDED), else a
+    ConfigError naming each missing key (config.data.path, ...) and what to do."""
+    import dataclasses
+
+    from .bundle import read_meta
+    from .config import DataConfig, ModelConfig, RuntimeConfig, TrainConfig
+
+    config = saved.get("config")
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"--resume '{run.path}': {run / RunDir.CONFIG} has no \"config\" section (edited or damaged), so the "
+            "settings the run was trained with are unknown. Start a new run."
+        )
+    try:
+        meta = read_meta(run / RunDir.BEST) if (run / RunDir.BEST).is_dir() else {}
+    except TransferkitError:
+        meta = {}
+    config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    missing = []
+    parts = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "runtime": RuntimeConfig}
+    for part, kind in parts.items():
+        section = config.setdefault(part, {})
+        for f in dataclasses.fields(kind):
+            if f.name in section:
+                continue
+            recorded = _RECORDED.get((part, f.name), lambda s, m: None)(saved, meta)
+            if recorded is None:
+                missing.append(f"config.{part}.{f.name}")
+            else:
+                section[f.name] = recorded
+    if missing:
+        raise ConfigError(
+            f"--resume '{run.path}': {run / RunDir.CONFIG} lacks {', '.join(missing)}, and the run recorded "
+            "no other trace of the value it used (an older or edited run). transferkit will not continue with "
+            "today's default in its place, which may differ from what the run was trained with. Put the missing "
+            "key(s) back in config.json with the value the run used, or start a new run."
+        )
+    return config
 
 
 def _processes(cfg: RunConfig):
@@ -225,9 +283,21 @@ def _open_data(data, cfg: RunConfig, run, reporter) -> _Opened:
         force=cfg.train.force,
         image_size=cfg.data.image_size,
         balance=cfg.data.balance,
+        doctor_command=_doctor_command(cfg, src),
     )
     side, aspect = survey_sides(src, splits["train"])
     return _Opened(src, splits, classes, checked, side, aspect, src.fingerprint())
+
+
+def _doctor_command(cfg: RunConfig, src) -> str:
+    """The doctor command that checks what this run checked: the same task, and the same split where train makes
+    one (data that is not pre-split), so that doctor finds what the training line reported."""
+    import shlex
+
+    words = ["transferkit", "doctor", shlex.quote(str(cfg.data.path or src.root)), "--task", cfg.train.task]
+    if "all" in src.splits or "val" not in src.splits:  # train carves the parts: doctor must carve the same ones
+        words += ["--split", ",".join(f"{f:g}" for f in cfg.data.split), "--seed", str(cfg.train.seed)]
+    return " ".join(words)
 
 
 def _saved_splits(run: RunDir, src, classes: list[str]) -> dict:
@@ -325,7 +395,9 @@ def _backbone(cfg: RunConfig, strategy, opened: _Opened):
     from .data.transforms import choose_image_size
 
     set_seed(cfg.train.seed)  # python, numpy and torch: the new head (and scratch weights) start the same every time
-    net, bcfg = create_backbone(cfg.model.backbone, pretrained=strategy.pretrained, arch=cfg.model.arch)
+    net, bcfg = create_backbone(
+        cfg.model.backbone, pretrained=strategy.pretrained, arch=cfg.model.arch, features=cfg.model.features
+    )
     return net, bcfg, cfg.data.image_size or choose_image_size(opened.side, bcfg.input_size)
 
 
@@ -475,7 +547,7 @@ def _write_start(
     from .data.split import save_splits
 
     if new:
-        save_splits(run / RunDir.SPLIT, opened.splits, opened.classes)
+        save_splits(run / RunDir.SPLIT, opened.splits, opened.classes, identity=opened.src.identity)
     run.write_json(
         RunDir.CONFIG,
         {
@@ -639,13 +711,13 @@ def evaluate(
     label_column, h5_x, h5_y) say how to read `data`; by default the run's own when it is the run's data.
     """
     from .data.sources import DataSource, open_source
-    from .data.split import load_splits
 
     predictor = load(bundle, precision=precision)
     run_dir = Path(predictor.meta["_path"]).parent
     options: dict[str, Any] = {}
+    saved_data: dict[str, Any] = {}
     if (run_dir / "config.json").is_file():  # the run's own layout, list columns and HDF5 keys, if it is its data
-        saved_data = json.loads((run_dir / "config.json").read_text())["config"]["data"]
+        saved_data = json.loads((run_dir / "config.json").read_text()).get("config", {}).get("data", {})
         if not isinstance(data, DataSource) and Path(saved_data.get("path", "")).resolve() == Path(data).resolve():
             options = {k: saved_data.get(k) for k in ("path_column", "label_column", "target_column", "h5_x", "h5_y")}
             options["layout"] = saved_data.get("layout", "auto")
@@ -655,13 +727,7 @@ def evaluate(
         raise ConfigError(f"--tta averages the views' outputs; {task.name} models do not take it.")
     src = data if isinstance(data, DataSource) else open_source(data, task=task.name, **options)
     task.check_data(src)
-    run_split = run_dir / "split.csv"
-    splits = dict(src.splits)
-    if run_split.is_file() and "all" in splits:
-        saved = load_splits(run_split)
-        keys = {s.key for s in splits["all"]}
-        if all(s.key in keys for v in saved.values() for s in v):
-            splits = saved
+    splits, whose, unmatched = _evaluation_splits(run_dir / "split.csv", saved_data.get("path"), src)
     if split == "auto":
         split = next((s for s in ("test", "val", "all", "train") if splits.get(s)), "all")
     if split not in splits:
@@ -683,6 +749,36 @@ def evaluate(
     if tta:
         metrics["tta"] = summary
     metrics["split"] = split
+    metrics["images"] = len(kept)  # what was scored (unreadable files left out: see "skipped")
+    metrics["scored"] = _scored_words(split, whose, len(kept), unmatched)
     metrics["precision"] = predictor.precision
     metrics["skipped"] = [{"key": k, "reason": why} for k, why in skipped]
     return metrics
+
+
+def _evaluation_splits(run_split: Path, saved_root: str | None, src) -> tuple[dict, str, int]:
+    """(the parts to score, whose they are: "run" or "data", rows of the run's split not found in the data). The
+    run's own split when its split.csv's images are (mostly) in `src`, matched by image identity or by path inside
+    the data folder, never by the path as written (data/x and /abs/data/x are the same data); else the data's own
+    parts (test/, val/, or every image)."""
+    from .data.split import match_splits
+
+    if not run_split.is_file():
+        return dict(src.splits), "data", 0
+    matched = match_splits(run_split, saved_root, src)
+    if matched.rows and matched.found * 2 >= matched.rows:  # at least half the run's images: the run's data
+        return {k: v for k, v in matched.splits.items() if v}, "run", matched.rows - matched.found
+    return dict(src.splits), "data", 0
+
+
+def _scored_words(split: str, whose: str, n: int, unmatched: int) -> str:
+    """What `evaluate` scored, in words: which split of whose, and how many images."""
+    if whose == "run":
+        missing = f"; {unmatched} of the run's images were not found in DATA" if unmatched else ""
+        return f"{n} images: the run's {split} split (its split.csv, matched by image identity){missing}"
+    if split == "all":
+        return (
+            f"{n} images: every image of DATA (not the run's data, or no split.csv beside the model), so images "
+            "the model was trained on may be among them"
+        )
+    return f"{n} images: DATA's {split}/ part"

@@ -76,7 +76,7 @@ def save_bundle(path: str | os.PathLike, model, meta: dict[str, Any]) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights_id = uuid.uuid4().hex
-    with atomic_path(path / WEIGHTS) as tmp:
+    with atomic_path(path / WEIGHTS, size=sum(t.nbytes for t in state.values())) as tmp:  # for a full disk
         save_file(state, str(tmp), metadata={"format": "pt", "weights_id": weights_id})
     write_meta(path, {**meta, "weights_id": weights_id})
     return path
@@ -178,8 +178,13 @@ def _check_meta(meta: Any, file: Path) -> None:
     if not _is_int(width) or not 0 < width <= MAX_WIDTH:
         raise bad(f"has backbone_cfg.num_features {width!r}: a feature width from 1 to {MAX_WIDTH} belongs there")
     kind, _, hidden = meta["head"].partition(":")
-    if not (meta["head"] == "linear" or (kind == "mlp" and hidden.isdigit() and 0 < int(hidden) <= MAX_WIDTH)):
-        raise bad(f"has head {meta['head']!r}: 'linear' or 'mlp:<hidden units, 1 to {MAX_WIDTH}>' belongs there")
+    if not (
+        meta["head"] in ("linear", "prototypes")
+        or (kind == "mlp" and hidden.isdigit() and 0 < int(hidden) <= MAX_WIDTH)
+    ):
+        raise bad(
+            f"has head {meta['head']!r}: 'linear', 'prototypes' or 'mlp:<hidden units, 1 to {MAX_WIDTH}>' belongs there"
+        )
 
 
 def _is_int(v: Any) -> bool:

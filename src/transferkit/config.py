@@ -41,6 +41,8 @@ class Opt:
         None  # the CLI names when not --<name>, space-separated ("--no-flip" for a field that defaults to True)
     )
     cli: bool = True  # False: set through the API or the config file only
+    # `transferkit tune`: the range searched, (low, high) or (low, high, "log") for numbers, else the choices
+    tune: tuple | None = None
 
 
 GROUPS = ("Data", "Model", "Strategy", "Optimisation", "Augmentation", "Runtime", "Output")
@@ -78,7 +80,11 @@ class DataConfig:
     )
     # None follows the data: 8x8 digits train at 64 px, 10x faster than 224 at the same accuracy
     image_size: int | None = opt(
-        None, "Input size in pixels (default: follow the data, at most the backbone's).", min=16, max=2048
+        None,
+        "Input size in pixels (default: follow the data, at most the backbone's).",
+        min=16,
+        max=2048,
+        tune=(64, 96, 128, 160, 224),
     )
     flip: bool = opt(
         True,
@@ -99,6 +105,7 @@ class DataConfig:
         "standard",
         "Training augmentation: crop and flip (standard), plus TrivialAugmentWide (trivial) or RandAugment.",
         "Augmentation",
+        tune=("standard", "trivial", "randaugment"),
     )
     # 32 keeps BatchNorm statistics sane and fits a laptop's memory at 224 px
     batch_size: int = opt(
@@ -149,9 +156,24 @@ class ModelConfig:
         "1,2 when --backbone is left as it is; else --backbone alone).",
         "Model",
     )
-    head: str = opt("linear", "The new head: linear | mlp:<hidden> (e.g. mlp:460).", "Model")
+    head: str = opt(
+        "linear",
+        "The new head: linear | mlp:<hidden> (e.g. mlp:460) | prototypes (nearest class mean by cosine: a handful of "
+        "images per class).",
+        "Model",
+        tune=("linear", "mlp:256", "mlp:512"),
+    )
     # mlp heads default to 0.4 when this is 0
-    dropout: float = opt(0.0, "Dropout before the head's last layer.", "Model", min=0, max=0.95)
+    dropout: float = opt(0.0, "Dropout before the head's last layer.", "Model", min=0, max=0.95, tune=(0.0, 0.6))
+    # Head2Toe (Evci et al. 2022): earlier stages describe data far from ImageNet better (EuroSAT: ~94% vs ~90%
+    # with a logistic head on lite0); the same single forward pass, every strategy, kept in the bundle and export
+    features: Literal["last", "stages", "stages+last"] = opt(
+        "last",
+        "What the head sees: the pooled last layer, or the pooled outputs of the backbone's stages at 1/8 of the "
+        "input side and deeper (each normalised, concatenated), optionally with the last layer.",
+        "Model",
+        tune=("last", "stages", "stages+last"),
+    )
 
 
 @dataclass
@@ -166,7 +188,10 @@ class TrainConfig:
         "mse", "Regression: the loss on standardised targets (huber: less pull from outlying targets).", "Strategy"
     )
     strategy: str = opt(
-        "auto", "linear | freeze:K | finetune | scratch | two-phase | auto (measured on the data).", "Strategy"
+        "auto",
+        "linear | freeze:K | finetune | scratch | two-phase | auto (measured on the data).",
+        "Strategy",
+        tune=("linear", "two-phase", "finetune"),
     )
     # a laptop's coffee break: ants/bees' measuring and a 224 px fine-tune fit in it on 2 cores
     budget: float = opt(
@@ -177,23 +202,38 @@ class TrainConfig:
         "Strategy",
         min=0,
     )
-    epochs: int = opt(10, "Maximum epochs; early stopping usually ends sooner.", "Strategy", min=1)
+    epochs: int = opt(10, "Maximum epochs; early stopping usually ends sooner.", "Strategy", min=1, tune=(3, 30))
     head_epochs: int = opt(3, "two-phase: head-only epochs before unfreezing.", "Strategy", min=1)
     head_solver: Literal["auto", "lbfgs", "adamw"] = opt(
         "auto",
         "Heads on cached features: L-BFGS logistic regression, minibatch AdamW, or auto (both; the more "
         "accurate on val).",
         "Strategy",
+        tune=("lbfgs", "adamw"),
     )
     aug_views: int = opt(
         0, "Heads on cached features: also use features of V augmented views per training image.", "Strategy", min=0
     )
-    lr: float = opt(1e-3, "Head learning rate (the backbone gets lr x --backbone-lr-mult).", "Optimisation", min=0)
+    lr: float = opt(
+        1e-3,
+        "Head learning rate (the backbone gets lr x --backbone-lr-mult).",
+        "Optimisation",
+        min=0,
+        tune=(1e-4, 1e-1, "log"),
+    )
     # discriminative LRs: pretrained layers move 10x slower than the new head
-    backbone_lr_mult: float = opt(0.1, "Backbone LR as a fraction of the head's.", "Optimisation", min=0)
+    backbone_lr_mult: float = opt(
+        0.1, "Backbone LR as a fraction of the head's.", "Optimisation", min=0, tune=(0.01, 1.0, "log")
+    )
     optimizer: Literal["adamw", "sgd"] = opt("adamw", "The optimizer.", "Optimisation")
     momentum: float = opt(0.9, "SGD momentum (sgd only).", "Optimisation", min=0, max=1)
-    weight_decay: float = opt(0.01, "Weight decay (AdamW's decoupled; 1e-4 is typical for sgd).", "Optimisation", min=0)
+    weight_decay: float = opt(
+        0.01,
+        "Weight decay (AdamW's decoupled; 1e-4 is typical for sgd).",
+        "Optimisation",
+        min=0,
+        tune=(1e-5, 0.3, "log"),
+    )
     schedule: Literal["cosine", "onecycle", "constant"] = opt(
         "cosine", "LR schedule after the warm-up.", "Optimisation"
     )
@@ -207,7 +247,12 @@ class TrainConfig:
         min=1,
     )
     label_smoothing: float = opt(
-        0.0, "Cross-entropy label smoothing (0.1 is common for fine-tuning).", "Optimisation", min=0, max=0.99
+        0.0,
+        "Cross-entropy label smoothing (0.1 is common for fine-tuning).",
+        "Optimisation",
+        min=0,
+        max=0.99,
+        tune=(0.0, 0.2),
     )
     patience: int = opt(
         3,
@@ -231,6 +276,7 @@ class TrainConfig:
         "Optimisation",
         min=0,
         max=1,
+        tune=(0.5, 1.0),
     )
     # 0.999 averages over the last ~1,000 optimizer steps; short runs warm it up (engine/trainer.py)
     ema: float = opt(
@@ -355,6 +401,31 @@ class RunConfig:
         )
 
 
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A config file -> {option name: value} for `fit(**options)`: a run's config.json or tune's best.json, whose
+    "config" holds {"train": {"lr": ...}, "model": {...}} (any parts, any of their fields). Unknown names are
+    refused by apply_overrides, so a typo in a hand-edited file is named."""
+    import json
+
+    from .errors import ConfigError
+
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--config {path}: cannot read it as JSON ({e}).") from None
+    nested = saved.get("config", saved) if isinstance(saved, dict) else None
+    if not isinstance(nested, dict):
+        raise ConfigError(f'--config {path}: expected a JSON object like {{"config": {{"train": {{"lr": 0.01}}}}}}.')
+    flat: dict[str, Any] = {}
+    for part, values in nested.items():
+        if part in RunConfig.PARTS and isinstance(values, dict):
+            flat.update({k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        elif part not in ("out", "name", "quiet"):  # where a run went is not a setting to copy
+            flat[part] = values
+    flat.pop("path", None)  # the data is the command's argument
+    return flat
+
+
 @dataclass(frozen=True)
 class OptionField:
     """One option as the CLI, validation and docs see it: where it lives in RunConfig and what it accepts."""
@@ -452,10 +523,24 @@ class TrainCommandOptions:
         "Continue an interrupted run directory from its last.ckpt (with --epochs or --patience to change how long).",
         "Output",
     )
+    # `transferkit tune` writes one (best.json); a run's own config.json reads the same way
+    config: Path | None = opt(
+        None,
+        "Start from the options in this JSON file (tune's best.json, a run's config.json); options typed on the "
+        "command line win.",
+        "Output",
+    )
     log_json: bool = opt(
         False,
         "Events as JSON lines on stdout, ending with a 'done' event that holds the run's path; human output stays "
         "on stderr.",
+        "Output",
+    )
+    # issue 22: seconds on stored features; it reports, it never changes a label
+    review: bool = opt(
+        False,
+        "Review the data first (label issues, duplicates, leaks, outliers: `transferkit review`) and report "
+        "the counts; nothing is changed.",
         "Output",
     )
 
@@ -517,13 +602,24 @@ class ServeOptions(LoadOptions):
     max_images: int = opt(16, "Most images in one request.", "Limits", min=1)
     max_batch: int = opt(32, "Most images in one model call (micro-batching).", "Limits", min=1)
     max_wait_ms: float = opt(5.0, "How long a request waits for others to batch with (0: no waiting).", "Limits", min=0)
-    max_connections: int = opt(64, "Most requests held at once; more get 503.", "Limits", min=1)
+    # a client still sending its request holds none of these slots: timeouts and max_per_client bound those
+    max_connections: int = opt(64, "Most requests answered at once; more get 503.", "Limits", min=1)
+    body_timeout: float = opt(
+        60.0, "Seconds a client has to send a request's body; slower ones get 408.", "Limits", min=1
+    )
+    max_per_client: int = opt(
+        32, "Most connections one address may hold while sending; its oldest is closed beyond.", "Limits", min=1
+    )
 
 
 @dataclass
 class DoctorOptions:
     json: bool = opt(False, "Print the report as JSON instead of the summary.", "Options")
-    out: Path = opt(Path("doctor.json"), "Where to write the full report (JSON).", "Options")
+    out: Path | None = opt(
+        None,
+        "Write the full report (JSON) to this file (default: none; never over a file doctor did not make).",
+        "Options",
+    )
     fast: bool = opt(False, "Headers and bytes only: no decoding (misses truncation, near duplicates).", "Options")
 
 
@@ -560,3 +656,145 @@ class DemoOptions:
     epochs: int = opt(4, "Maximum epochs.", "Options", min=1)
     seed: int = opt(0, "Seed.", "Options")
     quiet: bool = opt(False, "Print only the run's path.", "Options", flag="--quiet -q")
+
+
+# review-options-here
+@dataclass
+class ReviewOptions:
+    k: int = opt(
+        5, "Folds of the out-of-fold scores the label check reads (K heads on stored features).", "Options", min=2
+    )
+    model: Path | None = opt(
+        None,
+        "A trained bundle whose scores to use instead of out-of-fold heads (optimistic on its own training images).",
+        "Options",
+    )
+    rank_by: Literal["self_confidence", "normalized_margin"] = opt(
+        "self_confidence",
+        "How label issues are ranked: 1 - p(given label), or the margin to the best other class.",
+        "Options",
+    )
+    out: Path | None = opt(
+        None,
+        "Folder for review.json and issues.csv (default ./review-<data name>/); files it did not write are never overwritten.",
+        "Options",
+        flag="--out -o",
+    )
+    fix_out: Path | None = opt(
+        None,
+        "Also write a path,label list file `train` reads: images that cannot be read and extra byte-identical copies left out, no label changed (relabel on the page: --serve).",
+        "Options",
+    )
+    json: bool = opt(False, "Print the result as JSON instead of the table.", "Options")
+    serve: bool = opt(
+        False, "Open the review page: keep, relabel or exclude with a click or a key; decisions saved at once.", "Page"
+    )
+    host: str = opt("127.0.0.1", "The page's address.", "Page")
+    port: int = opt(0, "The page's port (0: a free one).", "Page", min=0, max=65535)
+    no_browser: bool = opt(False, "Do not open a browser on the page (print its address only).", "Page")
+
+
+@dataclass
+class EmbedOptions:
+    out: Path = opt(
+        Path("emb"),
+        "Folder for features.npy (N, F float32) and keys.csv (row, key, label); made if missing.",
+        "Options",
+        flag="--out -o",
+    )
+    json: bool = opt(False, "Print a JSON summary (paths, shape, backbone) instead of the line.", "Options")
+
+
+@dataclass
+class SimilarOptions:
+    top: int = opt(10, "How many similar images to list.", "Options", min=1, flag="--top -k")
+    json: bool = opt(False, "Print one JSON list: key, similarity, label per image.", "Options")
+
+
+# label-options-here
+@dataclass
+class LabelOptions:
+    classes: str | None = opt(
+        None,
+        "Comma-separated class names, in key order (key 1 answers the first); default: the --labelled list's.",
+        "Options",
+    )
+    labelled: Path | None = opt(
+        None,
+        "A list file (path,label) labelled already: it trains the first head, and its images are not asked again.",
+        "Options",
+    )
+    strategy: str = opt(
+        "auto", "What to ask next (core/suggest.py): auto, margin, entropy, diversity, typical, mix, random.", "Options"
+    )
+    out: Path = opt(
+        Path("labelling"),
+        "Folder for label.sqlite (every answer, at once), labels.csv (the export) and runs/ (the train button).",
+        "Options",
+        flag="--out -o",
+    )
+    host: str = opt("127.0.0.1", "The page's address.", "Page")
+    port: int = opt(0, "The page's port (0: a free one).", "Page", min=0, max=65535)
+    no_browser: bool = opt(False, "Do not open a browser on the page (print its address only).", "Page")
+
+
+@dataclass
+class SuggestOptions:
+    """`transferkit suggest POOL`: which images to label next (core/suggest.py), as a list to fill in."""
+
+    labelled: Path | None = opt(
+        None,
+        "Images labelled so far (class folders or a list file): their images leave the pool, their labels train the "
+        "head that margin/entropy/mix ask. None: a cold start (typical).",
+        "Options",
+    )
+    model: Path | None = opt(
+        None,
+        "A trained bundle: its backbone embeds and its head answers margin/entropy/mix (no head is fitted).",
+        "Options",
+    )
+    number: int = opt(20, "How many images to suggest.", "Options", min=1, flag="--number -n")
+    strategy: Literal["auto", "random", "margin", "entropy", "diversity", "typical", "mix"] = opt(
+        "auto",
+        "What to ask first: auto (typical while labels are few, then margin), or one by name (core/suggest.py).",
+        "Options",
+    )
+    out: Path = opt(
+        Path("suggest.csv"),
+        "The list to fill in (path, label, score, why); `train` reads it.",
+        "Options",
+        flag="--out -o",
+    )
+    json: bool = opt(False, "Print the picks as JSON.", "Options")
+
+
+# tune-options-here
+
+
+@dataclass
+class TuneOptions:
+    """`transferkit tune`: an Optuna study over the options that carry a range (Opt.tune)."""
+
+    trials: int = opt(20, "Trials in the study (a resumed study counts the ones it has).", "Options", min=1)
+    budget: float = opt(
+        10.0, "Minutes the search may take; the study stops after the trial running then.", "Options", min=0.001
+    )
+    space: str = opt(
+        "lr,weight_decay,label_smoothing,head",
+        "Comma-separated options to search (each must have a range; the error lists those that do).",
+        "Options",
+    )
+    # 5 folds over train+val score every image once; on cached features a fold costs a second
+    folds: int = opt(
+        5, "Heads on cached features (linear): the objective's K-fold over train+val.", "Options", min=2, max=20
+    )
+    repeats: int = opt(
+        2,
+        "Other strategies: trainings per trial, each on its own seeded split; the objective is their mean.",
+        "Options",
+        min=1,
+    )
+    out: Path = opt(Path("runs"), "Folder for the study's folder (study.db, best.json, report.html).", "Options")
+    name: str | None = opt(
+        None, "The study's folder name (default tune-<data>); an existing study there resumes.", "Options"
+    )

@@ -9,17 +9,22 @@
 
 A reader (another run, `predict`, a resume) sees the old file or the new one, never a part of one. The fault points
 sit between writing the temporary file and renaming it, the spot where a kill used to leave a truncated file.
-This module imports nothing from transferkit: every layer may use it.
+A write that fails because the disk is full raises `DiskFull` ("disk full at <path>, needs N MB"; exit 2 in the CLI)
+with the temporary file removed. This module imports only transferkit.errors: every layer may use it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import TransferkitError
 
 ENV = "TRANSFERKIT_FAULT"
 _hits: dict[str, int] = {}
@@ -54,32 +59,97 @@ def umask() -> int:
     return old
 
 
+class DiskFull(TransferkitError, OSError):
+    """No space left where a file was being written: which file, what it needs, what is free. An OSError too (errno
+    ENOSPC), so that code which tolerates a failed write (failed.json, a cache) still does."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space; over the user's quota
+# torch.save and safetensors report a failed write without its errno ("file write failed"): such an error with less
+# than this free where the file was going is taken for a full disk.
+NEARLY_FULL = 2**20
+
+
+def free_bytes(folder: str | os.PathLike) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def disk_full(error: BaseException, path: str | os.PathLike, size: int | None = None, written: int = 0):
+    """A DiskFull for `error` (raised while writing `path`) if a full disk caused it, else None. `size`: the bytes the
+    file needs, when the caller knows; else `written` (what it reached before failing) is a lower bound."""
+    if isinstance(error, DiskFull):
+        return error
+    path = Path(path)
+    free = free_bytes(path.parent if not path.is_dir() else path)
+    chain, e = [], error
+    while e is not None and len(chain) < 8:  # the errno may sit in a cause (a library's wrapper around an OSError)
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    if not any(isinstance(x, OSError) and x.errno in FULL_ERRNOS for x in chain):
+        no_errno = isinstance(error, RuntimeError) or (isinstance(error, OSError) and error.errno is None)
+        if not no_errno or free is None or free >= NEARLY_FULL:  # another cause (a permission, a bug): as it was
+            return None
+    need = f"needs {size / 1e6:.1f} MB" if size else f"needs more than {written / 1e6:.1f} MB"
+    said = next((x.strerror for x in chain if isinstance(x, OSError) and x.strerror), None) or str(error)
+    have = f"{free / 1e6:.1f} MB free; " if free is not None else ""
+    return DiskFull(
+        errno.ENOSPC,
+        f"disk full at {path}, {need} ({have}the system said: {said}). Nothing half-written was left: free some "
+        "space there (or write elsewhere, e.g. another --out) and run again.",
+    )
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike, fault: str | None = None) -> Iterator[Path]:
+def disk_full_check(path: str | os.PathLike, size: int | None = None) -> Iterator[None]:
+    """Any error of the block that a full disk caused becomes DiskFull (see `disk_full`); others pass unchanged."""
+    try:
+        yield
+    except Exception as e:
+        full = disk_full(e, path, size)
+        if full is None or full is e:
+            raise
+        raise full from e
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, fault: str | None = None, size: int | None = None) -> Iterator[Path]:
     """A new temporary path beside `path` that becomes `path` in one rename once the block ends without an error
     (and is removed if it raises). The name is unique (mkstemp), so two processes writing the same target (two runs
     filling one cold feature cache) never write into each other's file; the same folder keeps the rename atomic
     (os.replace is atomic only within one file system). The file gets the mode an ordinary new file would have
     (0644 under umask 022), not mkstemp's 0600. No fsync: a kill leaves the page cache intact, and syncing a 40 MB
-    checkpoint every epoch would cost more than the power cut it guards against."""
+    checkpoint every epoch would cost more than the power cut it guards against. A full disk raises DiskFull, which
+    names `path` and `size` (the bytes the file needs, when the caller knows them)."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    with disk_full_check(path, size):
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~umask())
         fault_point(fault or path.name)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        full = disk_full(e, path, size, written) if isinstance(e, Exception) else None  # before the unlink frees it
         tmp.unlink(missing_ok=True)
-        raise
+        if full is None or full is e:
+            raise
+        raise full from e
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes, fault: str | None = None) -> None:
     """Write text (UTF-8) or bytes to `path` through `atomic_path`."""
-    with atomic_path(path, fault) as tmp:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_path(path, fault, size=len(data)) as tmp:
+        tmp.write_bytes(data)
 
 
 def is_temporary(path: Path) -> bool:

@@ -13,6 +13,7 @@ decode the next batch while a GPU runs the current one; on the CPU they decode i
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,9 +26,9 @@ from torchvision.transforms import v2 as T
 
 from .bundle import load_bundle
 from .data.decode import decode_one
-from .data.images import array_to_image, image_inputs, resize_short, to_rgb
+from .data.images import array_to_image, check_file, image_inputs, open_image, open_rgb, resize_short, to_rgb
 from .data.imageset import ImageSet
-from .data.sources import DataSource, Sample
+from .data.sources import DataSource, Sample, image_batch
 from .data.transforms import eval_transform, resize_size
 from .engine.runtime import PRECISIONS, autocast_for, inference_precision
 from .evaluation.tta import TTAViews, trained_with_flip
@@ -36,6 +37,65 @@ from .tasks import task_of
 Item = TypeVar("Item")
 Decoded = tuple[np.ndarray | None, str | None]  # (HWC uint8 array, None), or (None, why the file is unreadable)
 _FILES = ImageSet(Path("."), [])  # images apart from labels: `load` opens a key as a path
+ACCEPTED = (
+    "predict takes image paths or folders (str, Path), PIL images, encoded image bytes (PNG, JPEG, ...), one image "
+    "as an array or tensor ((H, W, 3), (H, W) or (3, H, W)), a batch ((N, H, W, 3) or (N, 3, H, W)) of uint8 0-255 "
+    "or floats in [0, 1], or a list of these"
+)
+
+
+def user_inputs(inputs: Any) -> tuple[list, bool]:
+    """What users pass to `predict` -> (the items `Preprocess.load` takes: Path, PIL image, uint8 HWC array, BytesIO;
+    whether one answer is wanted rather than a list). Arrays are checked as `from_arrays` checks them (NaN, range,
+    16-bit: data/sources.image_batch); anything else is a TransferkitError listing what is accepted."""
+    from .errors import TransferkitError
+
+    if isinstance(inputs, (list, tuple)):
+        return [x for item in inputs for x in user_inputs(item)[0]], False
+    if inputs is None:
+        raise TransferkitError(f"predict got None: nothing to predict. {ACCEPTED}.")
+    if isinstance(inputs, (str, Path)):
+        return image_inputs(inputs), not Path(inputs).expanduser().is_dir()
+    if isinstance(inputs, (bytes, bytearray, memoryview)):
+        if not len(inputs):
+            raise TransferkitError(f"predict got empty bytes. {ACCEPTED}.")
+        return [io.BytesIO(bytes(inputs))], True  # decoded as a file is (EXIF, JPEG draft), by `Preprocess.load`
+    if hasattr(inputs, "detach") or isinstance(inputs, np.ndarray):  # numpy, torch (CPU or GPU), anything array-like
+        a = inputs.detach().cpu().numpy() if hasattr(inputs, "detach") else np.asarray(inputs)
+        if a.size == 0:
+            raise TransferkitError(f"predict got an empty array {a.shape}. {ACCEPTED}.")
+        batch = a.ndim == 4
+        return list(image_batch(a if batch else a[None], "the images" if batch else "the image")), not batch
+    if hasattr(inputs, "mode") and hasattr(inputs, "getbands"):  # a PIL image (a tensor has .mode() too)
+        return [inputs], True
+    raise TransferkitError(f"predict cannot read a {type(inputs).__name__}. {ACCEPTED}.")
+
+
+def source_size(x: Any) -> tuple[int, int] | None:
+    """(width, height) of an input before decoding (a file's header, an array's shape); None if unknown."""
+    try:
+        if isinstance(x, Path):
+            return _FILES.image_size(str(x))
+        if hasattr(x, "read"):
+            x.seek(0)
+            with open_image(x) as img:
+                return img.size
+        if hasattr(x, "mode"):
+            return x.size
+        return int(x.shape[1]), int(x.shape[0])
+    except Exception:  # noqa: BLE001 - an unreadable input is reported by its decoding, not here
+        return None
+
+
+def tiny_warning(size: tuple[int, int] | None, image_size: int) -> str | None:
+    """doctor's "too-small" rule (data/checks.py), per image: a short side under half the input is upscaled so far
+    that the answer says little about the picture."""
+    if size is None or min(size) * 2 >= image_size:
+        return None
+    return (
+        f"the image is {size[0]}x{size[1]} px, short side under {image_size // 2} px (half the model's {image_size} px "
+        "input): upscaled this far, the answer says little about it"
+    )
 
 
 def _centre(a: np.ndarray, size: int) -> np.ndarray:
@@ -74,7 +134,19 @@ class Preprocess:
     def load(self, x: Any) -> Decoded:
         """A path -> `decode`; a PIL image or array -> resized as files are (a bad one raises: the caller's)."""
         if isinstance(x, Path):
+            try:  # too large to decode or to resize, from the header alone (a 1x60000 strip): reported, not decoded
+                check_file(x, self.short_side)
+            except Exception as e:  # noqa: BLE001 - in decode_one's words, as an unreadable file
+                return None, f"{type(e).__name__}: {e}"
             return self.decode(_FILES, str(x))
+        if hasattr(x, "read"):  # encoded bytes: decoded as a file is
+            try:
+                x.seek(0)
+                check_file(x, self.short_side)  # the bound files have, from the header
+                x.seek(0)
+                return np.array(open_rgb(x, self.short_side, self.interpolation)), None
+            except Exception as e:  # noqa: BLE001 - unreadable bytes are reported as an unreadable file is
+                return None, f"{type(e).__name__}: {e}"
         img = to_rgb(x) if hasattr(x, "mode") else array_to_image(np.asarray(x))
         return np.array(resize_short(img, self.short_side, self.interpolation)), None
 
@@ -162,8 +234,8 @@ class Predictor:
         return torch.empty(0, views, len(self.classes)) if tta else torch.empty(0, len(self.classes))
 
     def _decoded(
-        self, items: Sequence[Item], load: Callable[[Item], Decoded], tta: bool, batch_size: int | None = None
-    ) -> Iterator[list[Decoded]]:
+        self, items: Sequence[Item], load: Callable[[Item], tuple], tta: bool, batch_size: int | None = None
+    ) -> Iterator[list[tuple]]:
         """`load` of every item on a thread pool (Pillow releases the GIL), one forward's worth at a time, in order;
         chunk i+1 decodes during chunk i's forward (`overlap`) or right after it. At most two chunks are in memory."""
         n = self._per_batch(tta, batch_size)
@@ -211,7 +283,9 @@ class Predictor:
         return np.asarray(self.probabilities(images, tta)[0], dtype=np.float32)
 
     def predict(self, inputs: Any, top_k: int = 5, tta: bool = False) -> dict | list[dict]:
-        """One dict for one image (path, PIL image or array); a list for a folder or a list of inputs.
+        """One dict for one image (path, PIL image, bytes, array or tensor); a list for a folder, a batch
+        (N, H, W, 3) / (N, 3, H, W) or a list of inputs (`ACCEPTED`). An image whose short side is under half the
+        model's input gains a "warning" (doctor's too-small rule).
 
         Probabilities are calibrated (the bundle's temperature). tta=True averages 5 crops and their mirrors (10x the
         compute; no mirrors for models trained without flips): class probabilities, values, per-label probabilities,
@@ -222,23 +296,25 @@ class Predictor:
             from .errors import ConfigError
 
             raise ConfigError(f"--tta averages the views' outputs; {self.task.name} models do not take it.")
-        single = not isinstance(inputs, (list, tuple)) and not (
-            isinstance(inputs, (str, Path)) and Path(inputs).is_dir()
-        )
-        items = image_inputs(inputs)
+        items, single = user_inputs(inputs)
         results: list[dict] = []
-        for chunk in self._decoded(items, self.pre.load, tta):
-            good = [a for a, _ in chunk if a is not None]
+
+        def load(x: Any) -> tuple[np.ndarray | None, str | None, str | None]:
+            a, err = self.pre.load(x)
+            return a, err, None if a is None else tiny_warning(source_size(x), self.pre.image_size)
+
+        for chunk in self._decoded(items, load, tta):
+            good = [a for a, _, _ in chunk if a is not None]
             probs, plain = self.probabilities(good, tta) if good else (torch.empty(0), None)
             answers = self.task.answers(probs, self.classes, top_k)
             plain_answers = self.task.answers(plain, self.classes, top_k) if plain is not None else None
             gi = 0
-            for x, (a, err) in zip(items[len(results) : len(results) + len(chunk)], chunk):
+            for x, (a, err, warning) in zip(items[len(results) : len(results) + len(chunk)], chunk):
                 name = str(x) if isinstance(x, Path) else None
                 if a is None:
                     results.append({"path": name, "error": err or "unreadable"})
                     continue
-                results.append({"path": name, **answers[gi]})
+                results.append({"path": name, **answers[gi], **({"warning": warning} if warning else {})})
                 if plain_answers is not None:
                     results[-1]["without_tta"] = self.task.short_answer(plain_answers[gi])
                 gi += 1

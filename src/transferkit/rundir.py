@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TransferkitError
-from .faults import write_atomic
+from .faults import disk_full, write_atomic
 
 
 def portable_name(name: str) -> str:
@@ -97,6 +97,8 @@ class RunDir:
             except FileExistsError:
                 continue
             except OSError as e:
+                if (full := disk_full(e, path)) is not None:
+                    raise full from None
                 raise TransferkitError(
                     f"--out '{base}' is not writable ({e.strerror or e}): give a folder you can "
                     "write to, e.g. --out ./runs."

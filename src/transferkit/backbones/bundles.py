@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, TransferkitError
+from .depth import depth_of, detach, without_depth
 from .registry import create_backbone, register_scheme
 
 if TYPE_CHECKING:  # registering on import costs no torch import
@@ -93,6 +94,12 @@ def _attach_head(net: nn.Module, classifier: str, head: nn.Module) -> None:
         pass
 
 
+def _identity() -> nn.Module:
+    from torch import nn
+
+    return nn.Identity()
+
+
 @register_scheme(
     "bundle",
     "a model transferkit trained (a run's best/ folder): its body and preprocessing, its head dropped",
@@ -109,7 +116,9 @@ def build_from_bundle(path_str: str, pretrained: bool, arch: str | None = None) 
         raise _refused(path_str, path, e) from e
     folder = Path(meta["_path"])
     pre = meta["preprocessing"]
-    base = model.cfg
+    base = without_depth(model.cfg)  # its body's last layer: the new run chooses its own --features
+    if depth_of(model.cfg):
+        detach(model.net)
     cfg = replace(
         base,
         name="bundle:" + path_str,
@@ -139,5 +148,6 @@ def build_from_bundle(path_str: str, pretrained: bool, arch: str | None = None) 
     net = model.net.train()  # load_bundle returns eval mode; a fresh backbone is in train mode
     # Its head where the classifier was, whatever its task: dropped as an ImageNet head is; `rank` reads it for
     # LEEP/NCE only where the task's head gives class logits (Task.class_logits, selection/frozen.py).
-    _attach_head(net, base.classifier, model.head)
+    # A head on features from several depths cannot read the last layer's alone: an Identity, no LEEP/NCE.
+    _attach_head(net, base.classifier, model.head if not depth_of(model.cfg) else _identity())
     return net, cfg

@@ -12,18 +12,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import depth
 from .cfg import BackboneCfg
 from .heads import build_head
 from .modules import set_submodule
 
 
 def remove_classifier(net: nn.Module, cfg: BackboneCfg) -> nn.Module:
-    """Make `net(x)` return pooled features of width cfg.num_features."""
+    """Make `net(x)` return pooled features of width cfg.num_features: the last layer's, or those of several depths
+    when the cfg carries them (depth.py, `--features stages`)."""
     if hasattr(net, "reset_classifier"):  # timm models (and the built-ins, which are timm models)
         net.reset_classifier(0)
     else:
         set_submodule(net, cfg.classifier, nn.Identity())
-    return net
+    return depth.attach(net, cfg) if depth.depth_of(cfg) else net
 
 
 class TransferModel(nn.Module):

@@ -32,3 +32,19 @@ def child_stages(net: nn.Module, container: str | None = None, skip: tuple[str, 
         for name, child in root.named_children()
         if name not in skip and any(True for _ in child.parameters())
     )
+
+
+class L2Normalise(nn.Module):
+    """Rows scaled to unit length (a cosine head's first step); exports to ONNX as plain ops."""
+
+    def forward(self, x):
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+class Prototypes(nn.Sequential):
+    """The `prototypes` head: nearest class mean by cosine. normalise -> Linear whose rows are the L2-normalised class
+    means times a fitted temperature (core/heads.py fits both in closed form), so predict, export and serve run it
+    like any head. Its own class so that the logistic solver never mistakes its Linear for a logistic regression."""
+
+    def __init__(self, in_features: int, num_outputs: int):
+        super().__init__(L2Normalise(), nn.Linear(in_features, num_outputs))

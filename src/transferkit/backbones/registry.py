@@ -93,14 +93,23 @@ def _split(name: str) -> tuple[Scheme | None, str]:
     return (_SCHEMES.get(prefix), rest) if sep else (None, name)
 
 
-def create_backbone(name: str, pretrained: bool = True, arch: str | None = None) -> tuple[nn.Module, BackboneCfg]:
-    """The single door: returns the network with its original classifier still attached, and its config."""
+def create_backbone(
+    name: str, pretrained: bool = True, arch: str | None = None, features: str = "last"
+) -> tuple[nn.Module, BackboneCfg]:
+    """The single door: returns the network with its original classifier still attached, and its config.
+    features: "last" (the pooled last layer), "stages" or "stages+last" (pooled from several depths, depth.py): the
+    cfg then says which stages and the width `remove_classifier`'s net returns."""
+    from .depth import check_features, with_depth
+
+    check_features(features)
     scheme, rest = _split(name)
     if scheme is not None:
-        return scheme.build(rest, pretrained=pretrained, arch=arch)
-    if name in _BUILTINS:
-        return _BUILTINS[name][0](pretrained)
-    raise _unknown(name)
+        net, cfg = scheme.build(rest, pretrained=pretrained, arch=arch)
+    elif name in _BUILTINS:
+        net, cfg = _BUILTINS[name][0](pretrained)
+    else:
+        raise _unknown(name)
+    return net, with_depth(net, cfg, features)
 
 
 def _unknown(name: str) -> ConfigError:

@@ -18,6 +18,25 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 from ..errors import TransferkitError
 from . import advise, backbones, compare, demo, doctor, env, evaluate, export, predict, rank, report, serve, train
 
+# the commands about labels and images (review, embed, similar, suggest, label) and tuning; one line each
+COMMAND_MODULES = [demo, train, evaluate, predict, export, serve, report, doctor, rank, advise, compare]
+# review-commands-here
+from . import embed, review, similar  # noqa: E402 - the list above reads in command order
+
+COMMAND_MODULES += [review, embed, similar]
+# label-commands-here
+from . import label  # noqa: E402 - the list above reads in command order
+
+COMMAND_MODULES += [label]
+from . import suggest  # noqa: E402 - the list above reads in command order
+
+COMMAND_MODULES += [suggest]
+# tune-command-here
+from . import tune  # noqa: E402 - the list above reads in command order
+
+COMMAND_MODULES += [tune]
+COMMAND_MODULES += [backbones, env]
+
 
 class PlainHelp:
     """--help, like every other flag here, shows no value type (typer would show `<bool>`)."""
@@ -58,7 +77,7 @@ app = typer.Typer(
     add_completion=False,
     cls=Group,
 )
-for module in (demo, train, evaluate, predict, export, serve, report, doctor, rank, advise, compare, backbones, env):
+for module in COMMAND_MODULES:
     module.register(app)
 
 for info in app.registered_commands:

@@ -1,7 +1,12 @@
 """`transferkit doctor DATA`: counts, sizes, modes and every problem found, with the files and what to do.
 
-    transferkit doctor data/hymenoptera               # summary on the terminal, full report in ./doctor.json
+    transferkit doctor data/hymenoptera               # summary on the terminal
+    transferkit doctor data/hymenoptera --out doctor.json       # and the full report in doctor.json
     transferkit doctor labels.csv --path-column fname --label-column species --json
+    transferkit doctor houses/labels.csv --task regression --target-column price
+    transferkit doctor eurosat --split 0.7,0.15,0.15 --seed 0    # the parts `train --split ... --seed ...` makes
+
+The report is written only with --out, and never over a file that is not a doctor report.
 
 Exit status 1 when there are errors (files that cannot be used, labels that would be wrong), else 0.
 """
@@ -36,11 +41,15 @@ def doctor(
     from ..data.doctor import doctor as run_doctor
 
     as_json, out = options.json, options.out
+    # the data's own parts, unless --split or --seed asks for the parts `train` would make of it
+    split_options = ("split", "seed") if {"split", "seed"} & typed else ()
+    given = {k: v for k, v in overrides.items() if k not in ("split", "seed") or k in split_options}
 
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("Checking images", total=None)
-        report = run_doctor(data, deep=not options.fast, progress=lambda n: bar.advance(task, n), **overrides)
-    report.save(out)
+        report = run_doctor(data, deep=not options.fast, progress=lambda n: bar.advance(task, n), **given)
+    if out is not None:
+        report.save(out)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -48,7 +57,7 @@ def doctor(
     raise typer.Exit(1 if report.errors else 0)
 
 
-def print_report(report, out: Path) -> None:
+def print_report(report, out: Path | None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -79,9 +88,10 @@ def print_report(report, out: Path) -> None:
         for p in found[:SHOWN]:
             console.print(f"[{STYLE[p.severity]}]{WORD[p.severity]}[/] [bold]{code}[/]: {escape(p.message)}")
         if len(found) > SHOWN:
-            console.print(f"    ... and {len(found) - SHOWN} more {code} problems (all in {escape(str(out))})")
+            where = escape(str(out)) if out else "the report: give --out FILE or --json"
+            console.print(f"    ... and {len(found) - SHOWN} more {code} problems (all in {where})")
         console.print(f"    [dim]-> {escape(found[0].action)}[/]")
-    console.print(report.one_line() + f" Full report: {out}")
+    console.print(report.one_line() + (f" Full report: {escape(str(out))}" if out else " Full report: --out FILE."))
 
 
 def _counts(c: dict) -> str:

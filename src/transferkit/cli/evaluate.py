@@ -43,6 +43,7 @@ def evaluate(
     meta = read_meta(bundle)
     title = f"{data} [{metrics['split']}{', TTA' if tta else ''}]"
     task_of(meta).print_metrics(metrics, meta["classes"], title=title)
+    print(f"Scored {metrics['scored']}.")  # which split of whose, and how many: never a silent choice
     if tta:
         from ..evaluation.tta import describe
 

@@ -32,13 +32,19 @@ from ..config import (
     CompareOptions,
     DemoOptions,
     DoctorOptions,
+    EmbedOptions,
     EvaluateOptions,
     ExportOptions,
+    LabelOptions,
     OptionField,
     PredictOptions,
     RankOptions,
+    ReviewOptions,
     ServeOptions,
+    SimilarOptions,
+    SuggestOptions,
     TrainCommandOptions,
+    TuneOptions,
     fields_of,
     option_fields,
 )
@@ -89,11 +95,22 @@ COMMANDS: dict[str, tuple[type, Select | None]] = {
     "predict": (PredictOptions, None),
     "export": (ExportOptions, None),
     "serve": (ServeOptions, None),
-    "doctor": (DoctorOptions, lambda f: data_source(f) or f.name == "image_size"),
+    "doctor": (DoctorOptions, lambda f: data_source(f) or f.name in ("image_size", "task", "split", "seed")),
     "rank": (RankOptions, measuring),
     "advise": (AdviseOptions, lambda f: measuring(f) or f.name == "backbone"),
     # compare varies the strategy, the backbone and the seed itself, and names its own folder
     "compare": (CompareOptions, all_but("strategy", "backbone", "backbones", "seed", "out", "name", "quiet")),
+    # review-commands-here
+    "review": (ReviewOptions, lambda f: measuring(f) or f.name == "backbone"),
+    "embed": (EmbedOptions, lambda f: f.name in ("backbone", "image_size", "device", "cache_dir")),
+    "similar": (SimilarOptions, lambda f: f.name in ("backbone", "image_size", "device", "cache_dir")),
+    # label-commands-here
+    "label": (LabelOptions, lambda f: f.name in ("backbone", "device", "cache_dir")),  # how the pool is embedded
+    # suggest embeds the pool (and --labelled) as rank does: the backbone and how its features are computed
+    "suggest": (SuggestOptions, lambda f: f.name in ("backbone", "image_size", "device", "cache_dir", "seed")),
+    # tune-command-here
+    # tune searches options itself (--space), keeps its own --budget and folder, and scores on val, not --cv
+    "tune": (TuneOptions, all_but("budget", "out", "name", "quiet", "cv")),
 }
 
 

@@ -60,6 +60,9 @@ def predict(
         t.add_row(*cells)
     console = Console()
     console.print(t)
+    for r in results:  # per image, under the table: the answer above is still given, with this caveat
+        if r.get("warning"):
+            console.print(f"[yellow]warning[/yellow] {r['path']}: {r['warning']}.", highlight=False)
     done = [r for r in results if "error" not in r]
     if tta and done and task.answer_key(done[0]) is not None:  # a value has no answer to change, only to move
         changed = sum(task.answer_key(r["without_tta"]) != task.answer_key(r) for r in done)

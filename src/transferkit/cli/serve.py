@@ -25,9 +25,9 @@ def serve(
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /model, /docs, and a web page at /."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - only to say what is missing
 
-        from ..serve.app import Limits, create_app
+        from ..serve.app import Limits, create_app, run_server
     except ImportError as e:
         from ..errors import TransferkitError
 
@@ -41,22 +41,18 @@ def serve(
         max_images=o.max_images,
         max_batch=o.max_batch,
         max_wait_ms=o.max_wait_ms,
+        max_connections=o.max_connections,
+        body_timeout_s=o.body_timeout,
+        max_per_client=o.max_per_client,
     )
     app = create_app(model, limits, precision=o.precision, trust_torchscript=o.trust_torchscript)
     print(f"Serving {model} on http://{o.host}:{o.port}/ (API docs: /docs). Ctrl-C or SIGTERM stops it.", flush=True)
-    # uvicorn stops on SIGTERM/SIGINT: it stops accepting, finishes the requests in flight, runs the app's shutdown
-    # (the micro-batcher drains), then re-raises the signal to the handler it found. This one makes that a normal
-    # exit (status 0): a requested stop, not a crash. limit_concurrency bounds the requests held in memory.
+    # uvicorn stops on SIGTERM/SIGINT: it lets in what waits in the listen backlog, stops accepting, finishes the
+    # requests in flight, runs the app's shutdown (the micro-batcher drains), then re-raises the signal to the
+    # handler it found. This one makes that a normal exit (status 0): a requested stop, not a crash.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.run(
-            app,
-            host=o.host,
-            port=o.port,
-            log_level="warning",
-            limit_concurrency=o.max_connections,
-            timeout_graceful_shutdown=10,
-        )
+        run_server(app, o.host, o.port, limits)
     finally:
         print("Stopped.", flush=True)
 

@@ -46,6 +46,22 @@ def label_text(label: Label, classes: list[str]) -> str:
     return classes[label] if isinstance(label, int) else f"{label:g}"
 
 
+def case_hint(unknown: list[str], known: list[str], where: str = "") -> str:
+    """A sentence for unknown class names that differ from a known one only in case (train/Ants vs val/ants): a
+    typo, not a new class, so the advice is to rename; '' when none does. `where`: their folder, for the example."""
+    lower = {k.lower(): k for k in known}
+    pairs = [(u, lower[u.lower()]) for u in unknown if u.lower() in lower]
+    if not pairs:
+        return ""
+    shown = ", ".join(f"'{u}' (training: '{k}')" for u, k in pairs[:5])
+    u, k = pairs[0]
+    example = f", e.g. mv '{where}{u}' '{where}{k}'" if where else ""
+    return (
+        f" Class names are case-sensitive, and these differ from a training class only in case: {shown}. Rename "
+        f"them to match{example}."
+    )
+
+
 @dataclass
 class DataSource:
     root: Path  # what the user pointed at

@@ -118,6 +118,32 @@ def class_checks(classes: list[str], counts: dict[str, dict[str, int]]) -> list[
     return out
 
 
+NUMERIC_SHARE = 0.9  # class names that are numbers, past which the labels look like values (prices), not classes
+NUMERIC_MIN_CLASSES = 10  # a few numbered classes ("0".."9" digits) are classes; dozens of distinct numbers are not
+
+
+def numeric_labels(classes: list[str], layout: str) -> list[Problem]:
+    """Labels read as classes that look like values: `doctor houses/labels.csv --target-column price` without
+    --task regression makes every price a class (and then calls them imbalanced)."""
+    if len(classes) < NUMERIC_MIN_CLASSES:
+        return []
+    numbers = []
+    for c in classes:
+        try:
+            numbers.append(float(c))
+        except ValueError:
+            pass
+    if len(numbers) < NUMERIC_SHARE * len(classes) or all(n == int(n) for n in numbers) and max(numbers) < 100:
+        return []  # integer codes under 100 (class ids, digits) are more likely classes than values
+    shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+    return [
+        problem(
+            "numeric-labels",
+            f"The labels are {len(classes)} distinct numbers ({shown}), read as {len(classes)} classes.",
+        )
+    ]
+
+
 def image_checks(infos: list[ImageInfo], classes: list[str], root: str, image_size: int | None) -> list[Problem]:
     """Modes, EXIF, animation, extension, size: grouped, one problem per kind."""
     ok = [i for i in infos if not i.error and i.width]

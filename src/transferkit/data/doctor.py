@@ -34,6 +34,11 @@ from .survey import inspect_samples
 # 0.1% of the files with probability 1 - 0.999^5000 = 99.3%; reading 100,000 would take a minute and hold 100,000
 # ImageInfo records. The duplicate checks see pairs within the sample only.
 PREFLIGHT_FILES = 5000
+# Files the check before `train` also decodes (1/8 scale for JPEGs: ~0.7 ms a photo on hymenoptera, so 2,000 take about
+# 1.4 s on one core) for what only pixels show: near duplicates across splits (a re-encoded copy of a training image
+# in val), truncation, grayscale stored as RGB. Past that it reads headers only and says what it did not check.
+PREFLIGHT_DEEP_FILES = 2000
+NOT_CHECKED = "near duplicates, truncated files and grayscale-as-RGB"  # what headers alone cannot show
 SAMPLE_SEED = 0  # the sample is the same on every run over the same listing
 
 
@@ -70,8 +75,27 @@ class DoctorReport:
         return asdict(self)
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write the report as JSON, in one rename. A file already at `path` is replaced only when it is a doctor
+        report (one this command made); anything else is the user's and is refused, as is a place that cannot be
+        written (a read-only folder), each with a ConfigError that says what to give instead."""
+        from ..errors import ConfigError
+        from ..faults import write_atomic
+
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        if path.is_dir():
+            raise ConfigError(f"--out '{path}' is a folder: give a file name, e.g. {path / 'doctor.json'}.")
+        if path.exists() and not is_report(path):
+            raise ConfigError(
+                f"--out '{path}' exists and is not a doctor report, so it was not overwritten. Give --out a new "
+                "file name (or remove that file yourself)."
+            )
+        try:
+            write_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
+        except OSError as e:
+            raise ConfigError(
+                f"The report cannot be written to '{path}' ({e.strerror or e}). Give --out a file in a folder you "
+                "can write to, or --json to print it."
+            ) from None
         return path
 
     def one_line(self) -> str:
@@ -86,6 +110,16 @@ class DoctorReport:
         if self.listed > self.files:
             checked = f"Checked a seeded sample of {self.files} of the {self.listed} files"
         return f"{checked} in {self.seconds:.1f} s: " + ("; ".join(parts) or "no problems") + "."
+
+
+def is_report(path: Path) -> bool:
+    """Whether `path` holds a doctor report (JSON with the fields every report has): one doctor may replace."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and {"root", "layout", "problems", "counts"} <= d.keys()
 
 
 def sample_splits(splits: dict[str, list[Sample]], limit: int | None, seed: int = SAMPLE_SEED) -> dict:
@@ -120,30 +154,41 @@ def doctor(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     limit: int | None = None,
+    task: str = "classification",
+    split: str | tuple | None = None,
+    seed: int = 0,
     **source_options,
 ) -> DoctorReport:
     """Check `data` (a path or an opened source). `splits` overrides the source's own (train passes its split);
     `image_size` is the input size for the too-small check (None: what train would choose); deep=False reads
     headers and bytes only; limit: inspect a seeded sample of at most this many files (None: every file; class
-    counts always cover every file). A dataset that cannot be read at all gives a report with one
-    `unreadable-dataset` error."""
+    counts always cover every file). task: what the labels are (regression: a value, never a class, so no class
+    counts, imbalance or per-class checks). split/seed: the split `train` would make of data that is not pre-split
+    (`train --split X --seed S`), so doctor checks the parts train would see. A dataset that cannot be read at all
+    gives a report with one `unreadable-dataset` error."""
     started = time.perf_counter()
     if isinstance(data, DataSource):
         src = data
     else:
         try:
-            src = open_source(data, layout, lenient=True, **source_options)
+            src = open_source(data, layout, lenient=True, task=task, **source_options)
         except DataError as e:
             return DoctorReport(
                 str(data), "", problems=[problem("unreadable-dataset", str(e))], seconds=time.perf_counter() - started
             )
-    splits = splits if splits is not None else src.splits
+    if splits is None and split is not None:
+        from .split import make_splits, parse_split
+
+        splits = make_splits(src, parse_split(split), seed)
+    # The checks think in classes: a regression value is one "class", a label set one each (classes: as they are).
+    src, splits = src.class_view(splits)
     root = os.path.abspath(src.root if src.root.is_dir() else src.root.parent)  # messages name files relative to it
     infos = inspect_samples(src, sample_splits(splits, limit), deep=deep, workers=workers, progress=progress)
     counts = DataSource(src.root, src.layout, src.classes, splits).counts()
     found = list(src.problems)
     found += checks.file_errors(infos, root)
     found += checks.class_checks(src.classes, counts)
+    found += checks.numeric_labels(src.classes, src.layout)
     found += checks.image_checks(infos, src.classes, root, image_size)
     found += checks.duplicates(infos, src.classes, root)
     ok = [i for i in infos if not i.error and i.width]
@@ -179,28 +224,35 @@ def preflight(
     force: bool = False,
     image_size: int | None = None,
     balance: str = "none",
+    doctor_command: str | None = None,
 ) -> DoctorReport:
-    """The check at the start of `train`: headers and bytes only (decoding follows anyway and skips what fails), of
-    a seeded sample of PREFLIGHT_FILES files on larger data. Prints one line, which says how many files it read. Errors that
-    skipping a file cannot fix (conflicting labels, a class only in val/test) stop the run unless `force`; with
-    `strict`, every file is read and any error or warning about one stops the run too, before anything is decoded."""
-    report = doctor(
-        src,
-        splits=splits,
-        image_size=image_size,
-        deep=bool(src.arrays),  # arrays: deep costs nothing
-        limit=None if strict else PREFLIGHT_FILES,
-    )
+    """The check at the start of `train`: what `doctor` checks, on a seeded sample of PREFLIGHT_FILES files on
+    larger data, decoding them (for near duplicates across splits and truncation) when they are at most
+    PREFLIGHT_DEEP_FILES, else headers and bytes only, and then its line says what it did not check. Prints one
+    line, which says how many files it read and names any class left out. Errors that skipping a file cannot fix
+    (conflicting labels, a class only in val/test) stop the run unless `force`; with `strict`, every file is read
+    and any error or warning about one stops the run too, before anything is decoded. doctor_command: how to run
+    doctor on the same parts (train's --split and --seed), for the messages."""
+    limit = None if strict else PREFLIGHT_FILES
+    inspected = sum(len(v) for v in sample_splits(splits, limit).values())
+    deep = bool(src.arrays) or inspected <= PREFLIGHT_DEEP_FILES  # arrays: deep costs nothing
+    report = doctor(src, splits=splits, image_size=image_size, deep=deep, limit=limit)
+    command = doctor_command or f"transferkit doctor {src.root}"
     line = report.one_line()
+    empty = [p for p in report.problems if p.code == "empty-class"]
+    if empty:  # a class left out is named here, not only by doctor: "1 warning (empty-class)" hides which
+        line += " Left out: " + " ".join(p.message for p in empty[:3]) + (" ..." if len(empty) > 3 else "")
     if balance == "none" and "imbalance" in report.codes():
         line += f" Classes are {report.imbalance:.1f}:1 imbalanced: consider --balance weights."
+    if not deep:
+        line += f" Headers only ({inspected} files): {NOT_CHECKED} not checked; `{command}` checks them."
     reporter.message(line)
     blocking = [p for p in report.problems if p.severity in ("error", "warning") and p.files]
     if strict and blocking:
         listing = "; ".join(f"[{p.code}] {p.message}" for p in blocking[:5])
         raise TransferkitError(
             f"--strict: {len(blocking)} problem(s) with files, so nothing was trained: {listing}"
-            f"{' ...' if len(blocking) > 5 else ''} Run `transferkit doctor {src.root}` for the full "
+            f"{' ...' if len(blocking) > 5 else ''} Run `{command}` for the full "
             "list and suggested fixes, or train without --strict to skip unreadable files."
         )
     wrong = [p for p in report.problems if p.severity == "error" and p.code not in SKIPPED_FILE_ERRORS]
@@ -208,7 +260,7 @@ def preflight(
         listing = "; ".join(f"[{p.code}] {p.message}" for p in wrong[:5])
         raise DataError(
             f"The data has {len(wrong)} error(s) that would make the model or its metrics wrong, so nothing "
-            f"was trained: {listing}{' ...' if len(wrong) > 5 else ''} Run `transferkit doctor {src.root}` "
+            f"was trained: {listing}{' ...' if len(wrong) > 5 else ''} Run `{command}` "
             "for the full list and how to fix each; give --force to train anyway."
         )
     return report

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..errors import DataError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 # Files and folders that operating systems and zip tools leave behind; never data, never worth a warning.
 SYSTEM_FILES = (
@@ -36,6 +38,40 @@ Image.MAX_IMAGE_PIXELS = 200_000_000
 # filter list, so the decode threads take turns inside it; only the header read is inside (microseconds), the
 # decoding is not.
 _QUIET_OPEN = threading.Lock()
+# Resizing multiplies pixels: a 320-byte PNG of 1x60000 px, resized to a 73 px short side, is 73 x 4,380,000 px (960 MB
+# as RGB, 3.7 GB with the filter's buffers). The long side may be at most this many times the short one: a 12:1
+# panorama passes, a strip or a crafted file does not. With it, the resized image is at most short_side^2 x 32 pixels
+# (73 px: 170 k; 1170 px for a 1024 px crop: 44 M).
+MAX_ASPECT = 32
+
+
+class ImageTooLarge(DataError, ValueError):
+    """An image refused from its header, before any decoding: too many pixels, or sides too far apart to resize.
+    The decoders report it as an unreadable file, with this message; the API raises it for an image passed in."""
+
+
+def check_size(width: int, height: int, short_side: int | None = None, max_pixels: int | None = None) -> None:
+    """Raise ImageTooLarge when decoding a `width` x `height` image (more than `max_pixels`; without it Pillow's own
+    bomb check decides) or resizing it to a `short_side` short side (more than `max_pixels`, default Pillow's limit,
+    or sides over MAX_ASPECT:1 apart) would cost more memory than any real photo does. Called with the header's
+    size, before decoding."""
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    if max_pixels and width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{width}x{height} px = {width * height / 1e6:.1f} megapixels; the most decoded is {limit / 1e6:.1f} "
+            "(refused before decoding). Use a smaller image."
+        )
+    if not short_side:
+        return
+    short, long = sorted((max(1, width), max(1, height)))
+    resized = short_side * max(short_side, round(long * short_side / short))
+    if long > MAX_ASPECT * short or resized > limit:
+        raise ImageTooLarge(
+            f"{width}x{height} px: its long side is {long / short:.0f} times its short side; resized to the model's "
+            f"{short_side} px short side it would be {resized / 1e6:.1f} megapixels. Images up to {MAX_ASPECT}:1 are "
+            "taken (refused before decoding): crop it, or split it into parts."
+        )
+
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -76,9 +112,13 @@ def open_image(path):
         yield img
 
 
-def open_rgb(path, short_side: int | None = None, interpolation: str = "bicubic") -> Image.Image:
-    """Decode `path` to RGB, rotated per EXIF, resized so that its shorter side is `short_side` (if given)."""
+def open_rgb(
+    path, short_side: int | None = None, interpolation: str = "bicubic", max_pixels: int | None = None
+) -> Image.Image:
+    """Decode `path` to RGB, rotated per EXIF, resized so that its shorter side is `short_side` (if given).
+    An image too large to decode or to resize (`check_size`) raises ImageTooLarge from its header alone."""
     with open_image(path) as img:
+        check_size(*img.size, short_side, max_pixels)  # the aspect ratio and the resized size, from the header
         if short_side and img.format == "JPEG":
             img.draft("RGB", (short_side, short_side))  # decode at >= the size needed, not the full size
         img = ImageOps.exif_transpose(img)  # returns a copy; honours the camera's orientation tag
@@ -87,8 +127,16 @@ def open_rgb(path, short_side: int | None = None, interpolation: str = "bicubic"
     return resize_short(img, short_side, interpolation) if short_side else img
 
 
+def check_file(path, short_side: int | None = None, max_pixels: int | None = None) -> None:
+    """`check_size` from the file's header alone (microseconds), decoding bounded at `max_pixels` (default Pillow's
+    limit, where training decodes up to twice it): `predict` refuses a 20000x20000 PNG (3.1 GB to decode) here."""
+    with open_image(path) as img:
+        check_size(*img.size, short_side, max_pixels or Image.MAX_IMAGE_PIXELS)
+
+
 def resize_short(img: Image.Image, short_side: int, interpolation: str = "bicubic") -> Image.Image:
     w, h = img.size
+    check_size(w, h, short_side)  # in memory already: only what resizing makes of it
     scale = short_side / min(w, h)
     size = (max(short_side, round(w * scale)), max(short_side, round(h * scale)))
     if size == (w, h):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from .base import LIST_SUFFIXES, VAL_NAMES, DataSource, Sample
+from .base import LIST_SUFFIXES, VAL_NAMES, DataSource, Sample, case_hint
 from .images import IMAGE_EXTENSIONS
 from .problems import Problem, problem
 
@@ -154,7 +154,7 @@ def read_list(
                 f"know. Say which columns hold the image path and the {'target' if task == 'regression' else 'label'}, "
                 f"e.g. --path-column {pname} {flag} {lname}."
             )
-    out, bad = [], []
+    out, bad, unlabelled = [], [], 0
     width = len(header)
     for (n, raw), row in zip(lines[1:] if has_header else lines, rows[1:] if has_header else rows):
         if task == "multilabel" and has_header and len(row) > width and delim in OTHER_SEPARATORS:
@@ -169,8 +169,15 @@ def read_list(
         lab = row[lcol].strip() if len(row) > lcol else ""
         if not p or (not lab and task != "multilabel"):  # multi-label: an empty cell is an image with no label
             bad.append((n, raw))
+            unlabelled += bool(p)  # a path without its label yet: a list to fill in
             continue
         out.append(Row(n, p, lab))
+    if has_header and bad and len(bad) > len(out) and unlabelled == len(bad):  # a list to fill in (`suggest`)
+        raise DataError(
+            f"{path}: {len(bad)} of {len(bad) + len(out)} images have no label yet (first on line {bad[0][0]}). Fill "
+            "in the label column (a class name per image), or remove the lines you do not want to label; lines "
+            "left empty are skipped once most are filled."
+        )
     if bad and len(bad) > len(out):
         n, raw = bad[0]
         raise DataError(
@@ -266,7 +273,9 @@ def _multilabel(root: Path, files: dict, rows: dict, lenient: bool, problems: li
     for split, split_rows in rows.items():
         unknown = sorted({n for names in sets[split] for n in names if n not in index}, key=_label_order)
         if unknown:
-            msg = f"{files[split]}: labels the training list does not have: {', '.join(unknown[:10])}."
+            msg = f"{files[split]}: labels the training list does not have: {', '.join(unknown[:10])}." + case_hint(
+                unknown, classes
+            )
             if not lenient:
                 raise DataError(msg + " Fix the labels or add training images with them.")
             problems.append(problem("class-not-in-train", msg + " They are left out."))
@@ -305,7 +314,7 @@ def read_lists(
             msg = (
                 f"{files[split]}: {len(lines)} line(s) have labels the training list does not have: "
                 f"{', '.join(unknown[:10])} (first on line {lines[0].line}). Known labels: {', '.join(classes[:20])}."
-            )
+            ) + case_hint(unknown, classes)
             if not lenient:
                 raise DataError(msg + " Fix the labels or add training images of those classes.")
             problems.append(

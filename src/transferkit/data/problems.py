@@ -75,6 +75,11 @@ CODES: dict[str, tuple[str, str]] = {
         "warning",
         "Class names that differ only in case, spaces or punctuation are probably one class: merge them.",
     ),
+    "numeric-labels": (
+        "warning",
+        "If the labels are values to predict (prices, ages, scores), give --task regression (and "
+        "--target-column COLUMN); as classes, each value is a class of its own.",
+    ),
     "imbalance": (
         "warning",
         "Train with --balance weights (a weighted loss) or --balance sampler, and judge the model "

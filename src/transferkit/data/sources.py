@@ -34,6 +34,7 @@ from .base import (  # noqa: F401 - re-exported: the base types are part of this
     DataSource,
     Sample,
     array_hw,
+    case_hint,
     is_array_key,
     parse_array_key,
 )
@@ -190,14 +191,15 @@ def _presplit(root: Path, lenient: bool = False) -> DataSource:
         if unknown and not lenient:
             raise DataError(
                 f"{d.name}/ has classes that train/ does not: {', '.join(unknown)}. A model cannot learn a class it never "
-                f"sees, and mixing them in would mislabel images. Add them to train/ or remove them from {d.name}/."
+                f"sees, and mixing them in would mislabel images."
+                + (case_hint(unknown, classes, f"{d}/") or f" Add them to train/ or remove them from {d.name}/.")
             )
         for n in unknown:
             problems.append(
                 problem(
                     "class-not-in-train",
                     f"{d.name}/{n}/ has {len(files[n])} image(s) of a class "
-                    "that train/ does not have; they are left out.",
+                    "that train/ does not have; they are left out." + case_hint([n], classes, f"{d}/"),
                     files[n],
                 )
             )
@@ -205,38 +207,150 @@ def _presplit(root: Path, lenient: bool = False) -> DataSource:
     return DataSource(root, "presplit", classes, splits, problems=problems)
 
 
+# What an image array may be (from_arrays, predict): refusing anything else beats training on black images.
+IMAGE_RULE = (
+    "Images are (N, H, W, 3) arrays (also (N, H, W) grey, (N, H, W, 1), (N, H, W, 4) RGBA or (N, 3, H, W)) of uint8 "
+    "0-255, or of floats in [0, 1] (or 0-255), every value finite."
+)
+
+
+def image_batch(x, what: str = "x") -> np.ndarray:
+    """Images as users hold them -> (N, H, W, C) uint8, C in (1, 3, 4); anything that would decode to something
+    other than what the user sees is refused with the rule. Floats in [0, 1] are scaled by 255 for the whole batch
+    (not image by image: a dark 0-255 image whose values stay under 1 is not 255x brighter)."""
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    try:
+        x = np.asarray(x)
+    except ValueError as e:  # a ragged list
+        raise DataError(f"{what} is not one array ({e}): resize the images to one size. {IMAGE_RULE}") from e
+    if x.dtype == object or x.size == 0:
+        why = "empty" if x.size == 0 else "images of different sizes (or not numbers)"
+        raise DataError(f"{what} has shape {x.shape}: {why}. {IMAGE_RULE}")
+    if x.ndim == 2:
+        hint = ""
+        for c, shape in ((3, "-1, {s}, {s}, 3"), (1, "-1, {s}, {s}")):
+            s = int(round((x.shape[1] / c) ** 0.5))
+            if s * s * c == x.shape[1]:
+                hint = f" If each row is a flattened {s}x{s} image, give x.reshape({shape.format(s=s)})."
+                break
+        raise DataError(f"{what} has shape {x.shape}: one flat row per image is not an image.{hint} {IMAGE_RULE}")
+    if x.ndim == 4 and x.shape[-1] not in (1, 3, 4) and x.shape[1] in (1, 3):
+        x = x.transpose(0, 2, 3, 1)  # NCHW (torch's layout) -> NHWC
+    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3, 4)):
+        raise DataError(f"{what} has shape {x.shape}. {IMAGE_RULE}")
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype.kind == "b" or x.dtype.kind not in "uif":
+        raise DataError(f"{what} has dtype {x.dtype}. {IMAGE_RULE}")
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{what if len(x) == 1 else f'{what}[{i}]'} holds NaN or infinite values ({int(bad.sum())} image(s) "
+                f"do): replace them (np.nan_to_num) or leave those images out. {IMAGE_RULE}"
+            )
+    lo, hi = float(x.min()), float(x.max())
+    if x.dtype == np.uint16:  # a 16-bit image, whatever its values: 8-bit readings of it would be dark or saturated
+        hi = max(hi, 256.0)
+    if lo < 0:
+        hint = " Floats in [-1, 1] look normalised: give x * 0.5 + 0.5." if x.dtype.kind == "f" and lo >= -1 else ""
+        raise DataError(f"{what} has values from {lo:g} to {hi:g}: negative values are not pixels.{hint} {IMAGE_RULE}")
+    if hi > 255:
+        hint = " 16-bit images: give (x // 257).astype(np.uint8)." if hi <= 65535 else ""
+        raise DataError(f"{what} is {x.dtype}, values up to {float(x.max()):g}: not 8-bit.{hint} {IMAGE_RULE}")
+    if x.dtype.kind == "f":  # [0, 1] -> x 255, as array_to_image reads one float image; 0-255 floats as they are
+        return np.clip(x * (255.0 if hi <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+    return x.astype(np.uint8)  # integers 0-255 of another dtype
+
+
+def _class_labels(y: np.ndarray, classes: list[str] | None) -> tuple[list[int], list[str]]:
+    """Class labels as users hold them: indices 0..K-1, one-hot rows (N, K) or names -> (indices, class names)."""
+    rule = "Give one class per image: an index 0..K-1, a one-hot row (N, K) or a class name."
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2:  # one-hot rows: (N, K), a single 1 per row
+        ones = y.sum(axis=1) if y.dtype.kind in "uifb" else None
+        if ones is None or not np.isin(y, (0, 1)).all() or not (ones == 1).all():
+            i = 0 if ones is None else int(np.flatnonzero(~np.isin(y, (0, 1)).all(axis=1) | (ones != 1))[0])
+            raise DataError(
+                f"from_arrays: y has shape {y.shape} and row {i} is {y[i].tolist()[:10]}, not one-hot (a single 1). "
+                f"{rule} For several labels per image give task='multilabel'."
+            )
+        if classes is not None and len(classes) != y.shape[1]:
+            raise DataError(f"from_arrays: y has {y.shape[1]} one-hot columns but {len(classes)} class names.")
+        return [int(v) for v in y.argmax(axis=1)], list(classes or [str(i) for i in range(y.shape[1])])
+    if y.ndim != 1:
+        raise DataError(f"from_arrays: y has shape {y.shape}. {rule}")
+    if y.dtype.kind in "USO":  # names: classes in their natural order (2 before 10), or as given
+        from .lists import _label_order
+
+        names = [str(v) for v in y]
+        classes = list(classes or sorted(set(names), key=_label_order))
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = sorted(set(names) - set(index))
+        if unknown:
+            raise DataError(f"from_arrays: y names {', '.join(unknown[:10])}, not in classes ({', '.join(classes)}).")
+        return [index[v] for v in names], classes
+    if y.dtype.kind not in "uifb":
+        raise DataError(f"from_arrays: y has dtype {y.dtype}. {rule}")
+    if y.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if len(bad):
+            raise DataError(
+                f"from_arrays: y[{bad[0]}] is {y[bad[0]]}, not a class index; for numeric targets give "
+                "task='regression'."
+            )
+    labels = y.astype(np.int64)
+    k = len(classes) if classes is not None else int(labels.max()) + 1
+    bad = np.flatnonzero((labels < 0) | (labels >= k))
+    if len(bad):
+        i = int(bad[0])
+        why = (
+            "unlabelled images (often -1) cannot be trained on: leave them out, e.g. x[y >= 0], y[y >= 0]"
+            if labels[i] < 0
+            else f"only {k} class names are given"
+        )
+        raise DataError(f"from_arrays: y[{i}] is {labels[i]}; class indices run from 0 to {k - 1} ({why}).")
+    return [int(v) for v in labels], list(classes or [str(i) for i in range(k)])
+
+
 def from_arrays(
     x: np.ndarray, y: np.ndarray, classes: list[str] | None = None, name: str = "arrays", task: str = "classification"
 ) -> DataSource:
-    """NumPy images (N,H,W[,C]) and their labels as an unsplit source: integer class indices (classification),
-    numbers (task="regression"; classes: [the target's name]) or a 0/1 row per image (task="multilabel")."""
-    y = np.asarray(y)
+    """NumPy images and their labels as an unsplit source. Images: see IMAGE_RULE (checked; stored as uint8).
+    Labels: class indices, one-hot rows or class names (classification), numbers (task="regression"; classes:
+    [the target's name]) or a 0/1 row per image (task="multilabel")."""
+    x = image_batch(x)
+    y = np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y)
     if len(x) != len(y):
-        raise DataError(f"{len(x)} images but {len(y)} labels: give one label per image.")
+        hint = ""
+        if x.ndim == 3 and x.shape[-1] in (3, 4):
+            hint = f" x {x.shape} reads as {x.shape[0]} grey images; for one colour image give x[None]."
+        raise DataError(f"{len(x)} images but {len(y)} labels: give one label per image.{hint}")
     if task == "regression":
         targets = y.reshape(len(y), -1)
-        bad = np.flatnonzero(~np.isfinite(targets[:, 0].astype(np.float64))) if targets.shape[1] == 1 else [0]
+        try:
+            values = targets[:, 0].astype(np.float64) if targets.shape[1] == 1 else None
+        except ValueError:
+            values = None
+        bad = [0] if values is None else np.flatnonzero(~np.isfinite(values))
         if len(bad):
             raise DataError(
-                f"from_arrays(task='regression'): y[{bad[0]}] is {y.reshape(-1)[bad[0]]}; give one finite number per image."
+                f"from_arrays(task='regression'): y[{bad[0]}] is {y.reshape(-1)[bad[0]]}; give one finite number "
+                "per image."
             )
-        labels, classes = [float(v) for v in targets[:, 0]], classes or ["target"]
+        labels, classes = [float(v) for v in values], classes or ["target"]
     elif task == "multilabel":
         if y.ndim != 2 or not np.isin(y, (0, 1)).all():
             raise DataError(f"from_arrays(task='multilabel'): y has shape {y.shape}; give one 0/1 row per image.")
         labels = [tuple(int(j) for j in np.flatnonzero(row)) for row in y]
         classes = classes or [str(i) for i in range(y.shape[1])]
     else:
-        flat = y.reshape(-1)
-        if flat.dtype.kind == "f" and not np.all(flat == np.round(flat)):
-            raise DataError(
-                f"from_arrays: y holds numbers that are not class indices (e.g. {flat[flat != np.round(flat)][0]}); "
-                "for numeric targets give task='regression'."
-            )
-        labels = [int(v) for v in flat.astype(np.int64)]
-        classes = classes or [str(i) for i in range(max(labels) + 1)]
+        labels, classes = _class_labels(y, classes)
     samples = [Sample(f"{name}#all[{i}]", lab) for i, lab in enumerate(labels)]
-    src = DataSource(Path(name), "arrays", classes, {"all": samples}, arrays={"all": np.asarray(x)}, task=task)
+    src = DataSource(Path(name), "arrays", classes, {"all": samples}, arrays={"all": x}, task=task)
     check_classes(src)
     return src
 

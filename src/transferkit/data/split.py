@@ -9,6 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -85,7 +88,34 @@ def _stratified(samples: list[Sample], fraction: float, seed: int) -> tuple[list
     n_taken = max(1, round(fraction * len(samples)))
     stratify = labels if min(counts.values()) >= 2 and n_taken >= len(counts) else None
     rest, taken = train_test_split(samples, test_size=n_taken, random_state=seed, stratify=stratify)
-    return rest, taken
+    return _keep_one_each(rest, taken)
+
+
+def _keep_one_each(rest: list[Sample], taken: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """Every class of the pool keeps at least one sample in `rest` (what training is carved from). Without a
+    stratified split (more classes than images taken: 100 classes x 3 images, 45 taken), a class can lose every image
+    to val/test, and the model could never learn it. Such a class gets one back; in exchange `taken` gets a sample of
+    the class with the most left in `rest`, so the parts keep their sizes. Class labels only (ints): a regression
+    target or a label set has no class to lose."""
+    if not rest or not isinstance(rest[0].label, int):
+        return rest, taken
+    rest, taken = list(rest), list(taken)
+    left: dict[int, int] = {}
+    for s in rest:
+        left[s.label] = left.get(s.label, 0) + 1
+    for i, s in enumerate(list(taken)):
+        if s.label in left:
+            continue
+        donor = max(left, key=left.get)  # ties: the first listed; deterministic for a given split
+        rest.append(s)
+        left[s.label] = 1
+        if left[donor] > 1:  # swap one back so that val/test keep their size; else val/test shrink by one
+            j = next(k for k in range(len(rest) - 1, -1, -1) if rest[k].label == donor)
+            taken[i] = rest.pop(j)
+            left[donor] -= 1
+        else:
+            taken[i] = None  # type: ignore[call-overload]
+    return rest, [s for s in taken if s is not None]
 
 
 def _strata(samples: list[Sample], n_taken: int) -> list:
@@ -118,7 +148,12 @@ def make_splits(src: DataSource, fractions: tuple[float, float, float], seed: in
     return {k: splits[k] for k in ("train", "val", "test") if k in splits}
 
 
-def save_splits(path: Path, splits: dict[str, list[Sample]], classes: list[str]) -> None:
+def save_splits(
+    path: Path, splits: dict[str, list[Sample]], classes: list[str], identity: Callable[[str], str] | None = None
+) -> None:
+    """split.csv: split, key, label, class (its columns are what scripts read: unchanged). With `identity`
+    (DataSource.identity) each image's identity goes beside it, in split.identities.csv (key, identity): it lets
+    `evaluate` find the run's images in data spelled another way (absolute or relative, another working folder)."""
     from ..faults import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -128,6 +163,17 @@ def save_splits(path: Path, splits: dict[str, list[Sample]], classes: list[str])
             for s in samples:
                 label = list(s.label) if isinstance(s.label, tuple) else s.label
                 w.writerow([split, s.key, json.dumps(label), label_text(s.label, classes)])
+    if identity is None:
+        return
+    with atomic_path(identities_path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "identity"])
+        w.writerows([s.key, identity(s.key)] for samples in splits.values() for s in samples)
+
+
+def identities_path(split_csv: Path) -> Path:
+    """split.csv -> split.identities.csv, beside it."""
+    return Path(split_csv).with_name(Path(split_csv).stem + ".identities.csv")
 
 
 def _label(text: str):
@@ -148,3 +194,58 @@ def load_splits(path: Path) -> dict[str, list[Sample]]:
         for row in csv.DictReader(f):
             splits.setdefault(row["split"], []).append(Sample(row["key"], _label(row["label"])))
     return splits
+
+
+def load_identities(path: Path) -> dict[str, str]:
+    """split.csv's key -> image identity, from split.identities.csv (runs written before it existed, or a file
+    that cannot be read: empty, and keys are matched by their path inside the data folder)."""
+    try:
+        with open(identities_path(path), newline="", encoding="utf-8") as f:
+            return {row["key"]: row["identity"] for row in csv.DictReader(f) if row.get("identity")}
+    except (OSError, UnicodeDecodeError, KeyError, csv.Error):
+        return {}
+
+
+def _within(key: str, root: str) -> str:
+    """A key as a path inside its data folder ('red/a.png'), whatever spelled the folder: keys are the folder's path
+    joined with the file's (sources.py), so the same folder given as 'data/x', './data/x' or '/abs/data/x' gives the
+    same answer. Array keys ('<source>#train[3]') keep their part after '#'."""
+    if "#" in key and key.endswith("]"):
+        return "#" + key.rpartition("#")[2]
+    return os.path.normpath(os.path.relpath(os.path.abspath(key), os.path.abspath(root)))
+
+
+@dataclass
+class MatchedSplits:
+    splits: dict[str, list[Sample]]  # the run's parts over the data's keys and labels
+    found: int  # rows of split.csv found in the data
+    rows: int  # rows of split.csv
+    by_identity: int  # of those found, how many by image identity (the rest by their path inside the data folder)
+
+
+def match_splits(run_split: Path, saved_root: str | None, src: DataSource) -> MatchedSplits:
+    """The run's split (split.csv) over `src`: each row found in the data by its image identity (file: resolved
+    path, size and mtime; array: its pixels), else by its path inside the data folder (the run's `saved_root`, from
+    config.json, against `src.root`). Keys are never compared as written: a folder given as a relative path in
+    training and an absolute one now (or from another working folder) is the same data. The data's own labels are
+    kept (a label corrected since training counts as corrected)."""
+    saved = load_splits(run_split)
+    ids = load_identities(run_split)
+    current = {s.key: s for v in src.splits.values() for s in v}
+    by_id = {src.identity(k): k for k in current} if ids else {}
+    root = str(src.root)
+    by_path = {_within(k, root): k for k in current}
+    splits: dict[str, list[Sample]] = {}
+    found = rows = via_id = 0
+    for split, samples in saved.items():
+        part = splits.setdefault(split, [])
+        for s in samples:
+            rows += 1
+            key = by_id.get(ids.get(s.key, ""))
+            via_id += key is not None
+            if key is None and saved_root is not None:
+                key = by_path.get(_within(s.key, saved_root))
+            if key is not None:
+                found += 1
+                part.append(current[key])
+    return MatchedSplits(splits, found, rows, via_id)

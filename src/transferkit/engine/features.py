@@ -172,7 +172,7 @@ def store_config(cfg, bcfg, size: int) -> dict:
         p = Path(cfg.model.backbone[5:]).expanduser()
         st = p.stat() if p.exists() else None
         weights = f"{p.resolve()}|{st.st_size if st else 0}|{st.st_mtime_ns if st else 0}|{cfg.model.arch}"
-    return {
+    config = {
         "backbone": bcfg.name,
         "weights": weights or cfg.model.backbone,
         "size": size,
@@ -181,3 +181,7 @@ def store_config(cfg, bcfg, size: int) -> dict:
         "mean": list(bcfg.mean),
         "std": list(bcfg.std),
     }
+    depth = bcfg.extra.get("depth")  # features from several depths (backbones/depth.py): another matrix, folder
+    if depth:  # only then: the last layer's folders keep the names they always had
+        config["depth"] = [*depth["stages"], *(["last"] if depth["last"] else [])]
+    return config

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, TransferkitError, unknown_choice
+from ..faults import disk_full_check
 
 FORMATS = ("onnx", "torchscript")
 # fp32 runs the same float ops in another library: differences are float rounding, ~1e-7 on a probability (or on a
@@ -32,6 +33,11 @@ FP32_MAX_DIFF = 1e-4
 # accuracy by 0.0 points: BENCHMARKS.md, Deploy).
 INT8_MAX_SCORE_DROP = 0.02
 INT8_MIN_AGREEMENT = 0.95
+# The bound is claimed only where the check images support it: with labels, the low end of the 95% interval of the
+# score's change (parity.score_interval) must be within the bound, so the 6 test images of a small run (0 flips:
+# -24 to +24 points) cannot pass a 2-point bound; without labels, the low end of the agreement's Wilson interval must
+# reach INT8_MIN_AGREEMENT (500 of 500 agreeing: 99.2%; 6 of 6: 61%). The run's own check images for int8 are val,
+# test and a train sample (parity.run_images), up to --check-limit.
 SUFFIX = {
     ("onnx", False): "model.onnx",
     ("onnx", True): "model.int8.onnx",
@@ -68,7 +74,7 @@ def export(
         raise ConfigError("--int8 quantizes with onnxruntime: use it with --format onnx.")
     from ..predict import Predictor
     from . import onnx as build
-    from .parity import check_images, compare
+    from .parity import agreement_low, check_images, compare
     from .runner import OnnxRunner
 
     started = time.perf_counter()
@@ -80,7 +86,7 @@ def export(
     if out.is_dir():
         out = out / SUFFIX[(format, int8)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    images = check_images(meta, check, limit)
+    images = check_images(meta, check, limit, int8=int8)
     say(
         f"Checking against {images.source}"
         + (f" ({len(images.skipped)} unreadable, left out)" if images.skipped else "")
@@ -121,7 +127,11 @@ def export(
         "transferkit_version": meta.get("versions", {}).get("transferkit"),
     }
     fp32_bound = f"100%, {FP32_MAX_DIFF:g}"
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    # a full disk: "disk full at <out>, needs N MB", the temporary folder removed. The graph is about the size of the
+    # weights, written twice (traced, then stamped with its metadata); int8 adds a quarter of that.
+    weights = (bundle_dir / "model.safetensors").stat().st_size
+    need = 2 * weights + weights // 4 * int8
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp, disk_full_check(out, need):
         fp32 = Path(tmp) / ("model.onnx" if format == "onnx" else "model.pt")
         if format == "onnx":
             build.write_onnx(model, meta, fp32)
@@ -152,7 +162,19 @@ def export(
             r = report["int8"] = measure(OnnxRunner(final).probabilities(images.arrays))
             score, label = task.score_name, task.score_label
             labelled = f"{score}_change" in r
-            ok = -r[f"{score}_change"] <= max_drop if labelled else r["agreement"] >= INT8_MIN_AGREEMENT
+            agreeing = r["images"] - r["disagreements"]
+            if labelled:
+                low, high = r[f"{score}_change_interval"]
+                within = -r[f"{score}_change"] <= max_drop  # the measured change
+                supported = -low <= max_drop  # and what the sample can vouch for
+                interval = f"95% interval {_signed(task, low)} to {_signed(task, high)}"
+            else:
+                r["agreement_low"] = agreement_low(agreeing, r["images"])
+                within = r["agreement"] >= INT8_MIN_AGREEMENT
+                supported = r["agreement_low"] >= INT8_MIN_AGREEMENT
+                interval = f"95% interval from {r['agreement_low']:.1%}"
+            ok = within and supported
+            r["bound_supported"] = bool(supported)
             bound = (
                 f"{label} drop <= {_drop(task, max_drop)}"
                 if labelled
@@ -160,19 +182,28 @@ def export(
             )
             change = (
                 f", {label} {task.format_score(r[f'{score}_bundle'])} -> {task.format_score(r[f'{score}_export'])} "
-                f"({_signed(task, r[f'{score}_change'])})"
+                f"({_signed(task, r[f'{score}_change'])}, {interval})"
                 if labelled
-                else f" (no labels: {label} not measured)"
+                else f" ({interval}; no labels: {label} not measured)"
             )
+            verdict = "" if ok else "  OUTSIDE THE BOUND" if not within else "  TOO FEW IMAGES FOR THE BOUND"
             say(
                 f"int8 onnx: {task.agreement_words} {_pct(r)}, {task.difference_words} {r['max_abs_diff']:.3f}"
-                f"{change} (bound: {bound})" + ("" if ok else "  OUTSIDE THE BOUND")
+                f"{change} (bound: {bound})" + verdict
             )
-            why = (
-                f"int8 changes {label} by {_signed(task, r[f'{score}_change'])}"
-                if labelled
-                else f"int8 gives the bundle's answer on {_pct(r)} of the images"
-            ) + f" (bound: {bound})"
+            if not within:
+                why = (
+                    f"int8 changes {label} by {_signed(task, r[f'{score}_change'])} on {r['images']} images"
+                    if labelled
+                    else f"int8 gives the bundle's answer on {_pct(r)} of the images"
+                ) + f" ({interval}; bound: {bound})"
+            else:
+                why = (
+                    f"the {r['images']} check images cannot support the bound ({bound}): measured "
+                    + (f"{label} change {_signed(task, r[f'{score}_change'])}" if labelled else _pct(r))
+                    + f", {interval}. Check on more images: --check with labelled images (class-named folders) "
+                    "and a larger --check-limit"
+                )
         # --force writes what failed its bound, but never an fp32 graph under the int8 name (int8 needs fp32 parity).
         force = force and not (int8 and not fp32_ok)
         report["accepted"] = bool(ok)

@@ -28,6 +28,17 @@ from ..tasks import Task, get_task, task_of
 from .runner import INPUT, centre_crop, contract, fingerprint
 
 OPSET = 17  # onnxruntime >= 1.14 runs it; nothing in these graphs needs a newer op
+# How the caller decodes a file, as data/images.open_rgb does (metadata "decode"; examples/onnx_client.py load() is
+# the reference). Draft mode is part of it because it changes pixels: libjpeg's DCT downscaling is not Pillow's
+# resize, and a client that decoded JPEGs in full flipped 5 of 153 hymenoptera val labels against `predict` (|dp| up
+# to 0.26, issue 21). Other formats have no draft mode.
+DECODE = {
+    "jpeg_draft": True,  # Image.draft("RGB", (short_side, short_side)) before loading a JPEG
+    "exif_transpose": True,  # then ImageOps.exif_transpose: the camera's orientation tag
+    "to_rgb": "alpha dropped; palette via RGBA; 16-bit and float greyscale scaled to 8 bits",
+    "resize": "short side to preprocessing.short_side, Pillow, preprocessing.interpolation",
+    "reference": "examples/onnx_client.py load()",
+}
 
 
 class ExportGraph(nn.Module):
@@ -98,6 +109,7 @@ def metadata(meta: dict[str, Any], precision: str) -> dict[str, str]:
         "backbone": str(meta.get("backbone", "")),
         "metrics": json.dumps(meta.get("metrics", {})),
         "contract": contract(task),
+        "decode": json.dumps(DECODE),
         **{k: json.dumps(v) for k, v in task.export_state(meta["classes"]).items()},
     }
 

@@ -54,9 +54,11 @@ def _decode(load, keys: list[str]) -> tuple[list[np.ndarray], list[int], list[tu
     return arrays, kept, [(k, err) for k, (a, err) in zip(keys, done) if a is None]
 
 
-def run_images(meta: dict[str, Any], limit: int, calibration_limit: int) -> CheckImages | None:
+def run_images(meta: dict[str, Any], limit: int, calibration_limit: int, int8: bool = False) -> CheckImages | None:
     """The run's own held-out images (test, else val), read through the run's split.csv and config.json beside best/;
-    None when the run folder or its data is not there."""
+    None when the run folder or its data is not there. int8: val and test together and a sample of the training
+    images the calibration did not use (int8's accuracy bound needs hundreds of images, not a 6-image test split:
+    see `score_interval`), at most `limit` in all."""
     from ..data.decode import decode_one
     from ..data.sources import open_source
     from ..data.split import load_splits
@@ -74,6 +76,13 @@ def run_images(meta: dict[str, Any], limit: int, calibration_limit: int) -> Chec
     split = next((s for s in ("test", "val") if splits.get(s)), None)
     if split is None:
         return None
+    train = splits.get("train", [])
+    # int8 checks on training images too: the calibration takes at most half of them, so that the rest are left
+    calibrated = _spread(train, min(calibration_limit, (len(train) + 1) // 2) if int8 else calibration_limit)
+    if int8:
+        samples, source = _int8_check_samples(splits, calibrated, limit)
+    else:
+        samples, source = _spread(splits[split], limit), f"{split} images of the run"
     pre = meta["preprocessing"]
     from ..data.sizes import resize_size
 
@@ -82,19 +91,34 @@ def run_images(meta: dict[str, Any], limit: int, calibration_limit: int) -> Chec
     def load(key: str):
         return decode_one(src, key, side, pre["interpolation"])
 
-    samples = _spread(splits[split], limit)
     arrays, kept, skipped = _decode(load, [s.key for s in samples])
     remap = {i: meta["classes"].index(c) for i, c in enumerate(src.classes) if c in meta["classes"]}
     labels = [task.relabel(samples[i].label, remap) for i in kept]  # None: a class the model does not know
-    calibration, _, _ = _decode(load, [s.key for s in _spread(splits.get("train", []), calibration_limit)])
+    calibration, _, _ = _decode(load, [s.key for s in calibrated])
     return CheckImages(
         arrays,
         [samples[i].key for i in kept],
         labels,
-        f"{len(arrays)} {split} images of the run ({run_dir / 'split.csv'})",
+        f"{len(arrays)} {source} ({run_dir / 'split.csv'})",
         calibration,
         skipped,
     )
+
+
+def _int8_check_samples(splits: dict, calibrated: list, limit: int) -> tuple[list, str]:
+    """What int8 is checked on: val + test, and training images outside the calibration set (int8 is a change of
+    arithmetic, not of what was learnt, so it flips borderline images of any split alike), at most `limit`. The train
+    sample takes what val + test leave, and at least a fifth of the limit."""
+    held = [*splits.get("val", []), *splits.get("test", [])]
+    used = {s.key for s in calibrated}
+    train = [s for s in splits.get("train", []) if s.key not in used]
+    n_train = min(len(train), max(limit - len(held), limit // 5))
+    held = _spread(held, limit - n_train)
+    train = _spread(train, n_train)
+    val = set(splits.get("val", []))
+    counts = {"val": sum(s in val for s in held), "test": sum(s not in val for s in held)}
+    parts = [f"{n} {k}" for k, n in counts.items() if n] + ([f"{len(train)} train (not calibration)"] if train else [])
+    return held + train, f"images of the run ({', '.join(parts)})"
 
 
 def given_images(meta: dict[str, Any], paths: list[Path], limit: int) -> CheckImages:
@@ -128,10 +152,11 @@ def given_images(meta: dict[str, Any], paths: list[Path], limit: int) -> CheckIm
 
 
 def check_images(
-    meta: dict[str, Any], check: list[Path] | None, limit: int = 500, calibration_limit: int = 128
+    meta: dict[str, Any], check: list[Path] | None, limit: int = 500, calibration_limit: int = 128, int8: bool = False
 ) -> CheckImages:
-    """--check IMAGES when given, else the run's own held-out split; with neither, a ConfigError saying what to give."""
-    found = given_images(meta, check, limit) if check else run_images(meta, limit, calibration_limit)
+    """--check IMAGES when given, else the run's own held-out split (int8: val, test and a train sample); with
+    neither, a ConfigError saying what to give."""
+    found = given_images(meta, check, limit) if check else run_images(meta, limit, calibration_limit, int8)
     if found is None or not found.arrays:
         raise ConfigError(
             f"No images to check the export against: '{meta['_path']}' has no run folder with split.csv "
@@ -174,4 +199,52 @@ def compare(
         out[f"{score}_bundle"] = task.output_score(reference, y)
         out[f"{score}_export"] = task.output_score(outputs, y)
         out[f"{score}_change"] = out[f"{score}_export"] - out[f"{score}_bundle"]
+        out[f"{score}_change_interval"] = list(score_interval(reference, outputs, y, task))
     return out
+
+
+LEVEL = 0.95
+BOOTSTRAP = 1000  # paired resamples for a score that is not a share of images (R², mAP): ~0.1 s on 500 images
+
+
+def score_interval(reference, outputs, targets, task: Task, level: float = LEVEL) -> tuple[float, float]:
+    """The 95% interval of the score's change from `reference` to `outputs` on the same images. A share of images
+    (accuracy): Agresti & Min's paired interval (each cell of the 2x2 right/wrong table + 0.5), which does not collapse
+    to zero width when no image flips: 0 flips of 6 images gives -24 to +24 points, of 500 images -0.4 to +0.4; so
+    6 images cannot support a 2-point bound and 500 can. Other scores (R², mAP): a paired bootstrap of the images."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    y = np.asarray(targets)
+    n = len(y)
+    if n == 0:
+        return float("-inf"), float("inf")
+    if task.proportion:
+        right_ref = np.asarray(reference).argmax(-1) == y
+        right_out = np.asarray(outputs).argmax(-1) == y
+        fixed = float((~right_ref & right_out).sum()) + 0.5  # int8 right where the bundle was wrong
+        broken = float((right_ref & ~right_out).sum()) + 0.5  # and the reverse
+        m = n + 2.0  # 0.5 added to each of the four cells
+        diff = (fixed - broken) / m
+        half = z * np.sqrt(max((fixed + broken) - (fixed - broken) ** 2 / m, 0.0)) / m
+        return float(diff - half), float(diff + half)
+    rng = np.random.default_rng(0)
+    draws = []
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, n, n)
+        draws.append(
+            task.output_score(np.asarray(outputs)[i], y[i]) - task.output_score(np.asarray(reference)[i], y[i])
+        )
+    draws = np.asarray(draws, dtype=np.float64)
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
+        return float("-inf"), float("inf")
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def agreement_low(agreeing: int, n: int, level: float = LEVEL) -> float:
+    """The low end of the 95% (Wilson) interval of a share of agreeing answers: 6 of 6 -> 0.61, 500 of 500 -> 0.99."""
+    from ..evaluation.intervals import wilson
+
+    return wilson(agreeing, n, level)[0] if n else 0.0

@@ -45,7 +45,9 @@ MAX_IMAGE_SIZE, MAX_SHORT_SIDE, MAX_CLASSES = 2048, 4096, 1 << 20
 MAX_FILE_BYTES = 2 << 30  # protobuf's own limit for one .onnx file; larger ones need external data, never loaded here
 REQUIRED = ("task", "classes", "preprocessing", "temperature", "transferkit_version", "sha256")
 INPUT_CONTRACT = (
-    "input 'images': uint8 (N, H, W, 3) RGB, short side already resized to preprocessing.short_side with "
+    "input 'images': uint8 (N, H, W, 3) RGB, decoded as metadata 'decode' says (a JPEG with Pillow's "
+    "Image.draft('RGB', (short_side, short_side)) before loading, then EXIF rotation; reference: "
+    "examples/onnx_client.py load()), short side already resized to preprocessing.short_side with "
     "Pillow's preprocessing.interpolation filter (H, W >= image_size); the graph centre-crops image_size "
     "(offsets round((H - image_size) / 2), half to even), scales to [0, 1], normalises with mean/std and returns "
 )

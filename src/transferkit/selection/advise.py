@@ -84,6 +84,9 @@ class Advice:
     budget_minutes: float = 0.0
     train_estimate_seconds: float | None = None  # the loop phases' estimated cost at the chosen candidate
     measure_estimate_seconds: float = 0.0  # the measured candidates' estimates: what the budget counts as spent
+    epochs: int | None = None  # a cheaper fine-tune's epochs when the budget held only that one (gain.py)
+    gain: dict | None = None  # what a short two-phase gained over frozen features, measured (gain.GainResult)
+    features: str = "last"  # --features the run trains on: `auto` measures the chosen one's stages too (choose.py)
 
     def to_strategy(self) -> Strategy:
         return dataclasses.replace(parse_strategy(self.strategy), backbone_lr_mult=self.backbone_lr_mult)
@@ -117,6 +120,7 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
     from .choose import backbone_names, choose_candidate, estimate_training, with_candidate
     from .cost import duration
     from .frozen import domain_shift
+    from .gain import decide_by_gain, near_perfect
 
     start = time.perf_counter()  # for the `seconds` shown; no decision reads it
     n_train, n_classes, per_class = len(d.splits["train"]), len(d.classes), d.per_class()
@@ -140,9 +144,27 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
     )
     if chosen is not None and len(table) > 1:
         reason = f"{_choice_text(chosen, table)}; " + reason
-    estimate = None
+    estimate = epochs = gained = None
     spent = sum(c.estimate for c in table if c.score is not None)  # measuring, as estimated (choose.py)
-    if chosen is not None:
+    if chosen is not None and not near_perfect(probe_acc, chance):
+        # Measured, not read off the chart: a short two-phase against its own frozen head (gain.py); the chart's
+        # cell stays in the reason as the explanation
+        left = cfg.train.budget * 60 - spent
+        name, rung, epochs, why, g = decide_by_gain(d, cfg, chosen, table, probe_acc, chance, left, reporter)
+        reason = f"{why}; the chart: {reason}"
+        mult = mult if name != "linear" else None
+        if rung is not None:
+            spent += rung.measure_seconds
+            gained = {**dataclasses.asdict(g), "gain": g.gain} if g is not None else None
+        if name != "linear":
+            estimate = rung.train_seconds
+            found = [c for c in table if c.backbone == chosen.backbone and c.image_size == rung.image_size]
+            if found and found[0] is not chosen:
+                for c in table:
+                    c.chosen = c is found[0]
+                chosen, cfg = found[0], with_candidate(cfg, found[0])
+        image_size = chosen.image_size
+    elif chosen is not None:
         strategy = dataclasses.replace(parse_strategy(name), backbone_lr_mult=mult)
         n_val = len(d.splits["val"])
         estimate = estimate_training(chosen, strategy, cfg, n_train, n_val)
@@ -189,6 +211,9 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         budget_minutes=cfg.train.budget,
         train_estimate_seconds=estimate,
         measure_estimate_seconds=spent,
+        epochs=epochs,
+        gain=gained,
+        features=cfg.model.features,
     )
 
 
@@ -198,10 +223,13 @@ def _choice_text(chosen, table) -> str:
     def score(c) -> str:
         return f"{c.score:.1%}" if c.score is not None and c.score <= 1 else f"{c.score:.3f}"
 
-    others = [f"{c.backbone} {c.image_size}px {score(c)}" for c in table if c.score is not None and not c.chosen]
+    def name(c) -> str:
+        return f"{c.backbone} {c.image_size}px" + (f" {c.features}" if c.features != "last" else "")
+
+    others = [f"{name(c)} {score(c)}" for c in table if c.score is not None and not c.chosen]
     skipped = sum(c.skipped is not None for c in table)
     how = f"{chosen.folds}-fold" if chosen.folds else "on val"
-    text = f"{chosen.backbone} at {chosen.image_size}px: frozen-feature probe {score(chosen)} ({how})"
+    text = f"{name(chosen)}: frozen-feature probe {score(chosen)} ({how})"
     if others:
         text += f", best of {len(others) + 1} measured ({', '.join(others)})"
     if skipped:
@@ -327,8 +355,16 @@ def print_advice(advice: Advice, console=None) -> None:
         f"estimated {duration(a.measure_estimate_seconds)} of --budget {a.budget_minutes:g} min; "
         f"took {duration(a.seconds)} here",
     )
+    if a.gain:
+        g = a.gain
+        t.add_row(
+            "fine-tuning gain (measured)",
+            f"{g['frozen']:.1%} frozen -> {g['finetuned']:.1%} after a short two-phase ({g['gain'] * 100:+.1f} points, "
+            f"{g['n_train']} train / {g['n_val']} val images)",
+        )
     if a.train_estimate_seconds:
         t.add_row("training estimate", f"at most {duration(a.train_estimate_seconds)} (every epoch)")
     console.print(t)
     lr = f" --backbone-lr-mult {a.backbone_lr_mult}" if a.backbone_lr_mult is not None else ""
+    lr += f" --epochs {a.epochs}" if getattr(a, "epochs", None) else ""
     console.print(f"[bold]Strategy: {a.strategy}{lr}[/bold] - {a.reason}.", highlight=False)

@@ -8,13 +8,18 @@ Candidates: the backbones (`--backbones a,b,c`; by default the three built-in on
 is, else that one alone) times the input sizes (`--image-size` when given; else the size that follows the data and,
 for images smaller than the backbone's input, twice that, up to the backbone's size and at most 4x the images' own
 side: upscaling further invents no detail). EuroSAT's 64 px tiles: 64 and 128 px; ants/bees photos: the backbone's
-224-260 px alone; 8 px digits: 64 px alone.
+224-260 px alone; 8 px digits: 64 px alone. Every backbone is measured at the data's own size, the larger input only
+for the best of them.
 
-Each candidate costs one forward pass over train and val (cached on disk under the key `linear` uses, so a `linear`
-run that follows extracts nothing) and is scored by LogME's ridge probe, cross-validated over train+val in 5 folds
-when they hold at most 2,000 images (one val split of 150 images measures an accuracy to +-5 points; five folds over
-all 400 of ants/bees to about +-2), on val alone above that. The best mean wins; exact ties go to the one given
-first (lite0 before lite1 before lite2).
+Each candidate costs one forward pass over a seeded subsample of train+val (`measure_sample`: all candidates
+together at most half the cheapest one's full extraction, at least 200 images) and is scored by LogME's ridge probe,
+cross-validated over it in 5 folds when it holds at most 2,000 images (one val split of 150 images measures an
+accuracy to +-5 points; five folds over all 400 of ants/bees to about +-2), on val alone above that. The best mean
+wins; exact ties go to the one given first (lite0 before lite1 before lite2). With --features left at `last`, the
+best one's `stages` variant (backbones/depth.py) is measured on the same images and may win. Only the winner is then
+extracted on all of train+val (cached on disk under the key `linear` uses, so the `linear` run that follows extracts
+nothing) and re-scored there: the score the strategy rule reads. `auto` so costs at most ~1.5x the run it picks
+(BENCHMARKS.md, "Features from every depth"), where it cost 2.6-3.6x extracting every candidate in full.
 
 The budget (`--budget` minutes) is kept in estimated seconds, never in seconds read off a clock mid-run, so that a
 busy machine makes the same choice as a quiet one (cost.py). Each candidate's work is counted once: the FLOPs of its
@@ -44,6 +49,10 @@ MAX_UPSCALE = 4  # an input side at most 4x the images' own median side
 # A training step (forward + backward + update) is reckoned at this many forward passes of the same batch: 87.9 img/s
 # forward vs 23.5 img/s training for efficientnet_lite0 at 224 px on 2 cores (BENCHMARKS.md, "Jobs").
 STEP_COST = 3.7
+# `auto` costs what it picks: candidates are measured on a subsample whose extraction, all candidates together, is at
+# most half the cheapest candidate's full one (so measuring + the run stay within ~1.5x the run), but never on fewer
+# than MIN_SAMPLE train+val images (5 folds of 40: the probe still tells 90% from 94%, +-3 points a fold)
+MEASURE_SHARE_OF_RUN, MIN_SAMPLE = 0.5, 200
 PROBE_CAP = (4000, 1000)  # train, val images probed at most (a seeded subset beyond: large data fine-tunes anyway)
 
 
@@ -59,6 +68,9 @@ class Candidate:
     seconds: float = 0.0  # what measuring it took here (features, probe): shown, never decides (it follows the load)
     skipped: str | None = None  # why it was not measured
     chosen: bool = False
+    features: str = "last"  # --features: the last layer, or pooled from several depths (backbones/depth.py)
+    sampled: int = 0  # train+val images it was measured on (a subsample: MEASURE_SHARE_OF_RUN); the winner's score
+    sample_score: float | None = None  # is then re-measured on them all, this one ranked it
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -95,8 +107,12 @@ def candidate_grid(cfg: RunConfig, median_side: float, built: dict) -> list[Cand
 
 
 def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | None = None):
-    """(the chosen Candidate, every Candidate, the chosen one's FrozenFeatures). One candidate: measured as before
-    (its features feed the strategy rule), nothing to choose."""
+    """(the chosen Candidate, every Candidate, the chosen one's FrozenFeatures on all of train+val). One candidate:
+    measured as before (its features feed the strategy rule), nothing to choose.
+
+    Candidates are ranked on a seeded subsample (`measure_sample`), then the best one's `--features stages`
+    variant on the same images (when --features is left at `last`); only the winner is extracted in full (rows the
+    subsample stored are not extracted again) and re-scored there: its features are the ones `linear` then reads."""
     from .frozen import frozen_backbone, frozen_features
 
     budget = budget_seconds if budget_seconds is not None else cfg.train.budget * 60
@@ -107,43 +123,98 @@ def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | N
     # Counted work, not timings: every process of a launched run, busy or quiet, gets the same table and choice
     table = candidate_grid(cfg, d.median_side, built)
     for c in table:
-        c.estimate = estimate_seconds(n * c.gflops, cfg.runtime.device)
+        c.features = cfg.model.features
+    deeper = cfg.model.features == "last"  # the stages variant of the best is measured too
+    works = [c.gflops for c in table] + ([max(c.gflops for c in table)] if deeper else [])  # at most
+    sample = measure_sample(probed, works, cfg.train.seed)
+    m = sum(len(sample.splits[s]) for s in ("train", "val"))
+    for c in table:
+        c.estimate, c.sampled = estimate_seconds(m * c.gflops, cfg.runtime.device), m
     given = {id(c): i for i, c in enumerate(table)}  # exact score ties go to the earlier in the given order
     table.sort(key=lambda c: c.gflops)  # least work first (stable): what the budget leaves out is the dearest
     spent, found = 0.0, {}  # spent: the estimates of the candidates measured so far
-    for i, c in enumerate(table):
-        if found and spent + c.estimate > limit:
-            c.skipped = (
-                f"--budget: ~{duration(c.estimate)} estimated, {duration(max(0.0, limit - spent))} left of the "
-                f"{duration(limit)} for measuring (a third of {cfg.train.budget:g} min)"
-            )
-            continue
+
+    def measure(c, at=None) -> None:
         start = time.perf_counter()
-        ff = frozen_features(probed, c.backbone, with_candidate(cfg, c), reporter, built=built[c.backbone])
+        net = at or built[c.backbone]
+        ff = frozen_features(sample, c.backbone, with_candidate(cfg, c), reporter, built=net)
         c.score, c.spread, c.folds = cv_probe(ff, d.src.task, cfg.train.seed)
+        c.sample_score = c.score
         c.seconds = time.perf_counter() - start  # shown in the table; the budget counts c.estimate
-        spent += c.estimate
-        found[i] = ff
-    best = max(found, key=lambda i: (table[i].score, -given[id(table[i])]))
-    table[best].chosen = True
-    return table[best], table, found[best]
+        found[id(c)] = ff
+
+    def rank(c):
+        return (c.score, -given.get(id(c), len(given)))
+
+    # Each backbone at the data's own size first; the larger inputs of the best of them only (the dearest
+    # candidates, 4x the work at twice the side, are measured where they can win): EuroSAT 5 measurements, not 7
+    own = {b: min(c.image_size for c in table if c.backbone == b) for b in built}
+    for first in (True, False):
+        if not first and found:
+            lead = max((c for c in table if id(c) in found), key=rank).backbone
+        for c in table:
+            if (c.image_size == own[c.backbone]) != first or id(c) in found:
+                continue
+            if not first and c.backbone != lead:
+                c.skipped = f"{c.backbone} ranked below {lead} at the data's own size: its larger inputs not measured"
+            elif found and spent + c.estimate > limit:
+                c.skipped = (
+                    f"--budget: ~{duration(c.estimate)} estimated, {duration(max(0.0, limit - spent))} left of the "
+                    f"{duration(limit)} for measuring (a third of {cfg.train.budget:g} min)"
+                )
+            else:
+                measure(c)
+                spent += c.estimate
+
+    if deeper:  # the best (backbone, size) from every depth: the same forward pass, other features
+        top = max((c for c in table if id(c) in found), key=rank)
+        variant = dataclasses.replace(top, features="stages", score=None, spread=None, skipped=None)
+        if spent + variant.estimate <= limit:
+            measure(variant, at=frozen_backbone(top.backbone, with_candidate(cfg, variant)))
+            spent += variant.estimate
+            table.append(variant)
+    best = max((c for c in table if id(c) in found), key=rank)
+    best.chosen = True
+    ff = found[id(best)]
+    if m < n:  # the winner on every train+val image: the features the run trains on, the score the rule reads
+        cfg_best = with_candidate(cfg, best)
+        net = built[best.backbone] if best.features == cfg.model.features else frozen_backbone(best.backbone, cfg_best)
+        ff = frozen_features(probed, best.backbone, cfg_best, reporter, built=net)
+        best.score, best.spread, best.folds = cv_probe(ff, d.src.task, cfg.train.seed)
+        best.estimate += estimate_seconds((n - m) * best.gflops, cfg.runtime.device)
+    return best, table, ff
+
+
+def measure_sample(d, works: list[float], seed: int):
+    """The train+val images candidates are measured on: all of them when measuring every candidate on all costs at
+    most MEASURE_SHARE_OF_RUN of the cheapest one's full extraction, else a seeded subsample of that size (at least
+    MIN_SAMPLE). `works`: each measurement's forward work per image. EuroSAT's 850 train+val at 64/128 px x 3
+    backbones + the stages variant: ~21x lite0 at 64 px per image, so 0.5 x 850 / 21 = 20 -> MIN_SAMPLE images."""
+    n = sum(len(d.splits[s]) for s in ("train", "val"))
+    m = max(MIN_SAMPLE, int(MEASURE_SHARE_OF_RUN * n * min(works) / max(sum(works), 1e-12)))
+    if m >= n:
+        return d
+    share = len(d.splits["train"]) / n
+    return _subset(d, seed, (round(m * share), m - round(m * share)))
 
 
 def with_candidate(cfg: RunConfig, c) -> RunConfig:
     """The run's config with the backbone and input size of `c` (a Candidate, or the Advice `fit` trains with): the
     cache key of the candidate's features is `fit`'s."""
+    epochs = getattr(c, "epochs", None)  # the Advice of a cheaper fine-tune (gain.py): fewer epochs than asked
     return dataclasses.replace(
         cfg,
-        model=dataclasses.replace(cfg.model, backbone=c.backbone),
+        model=dataclasses.replace(cfg.model, backbone=c.backbone, features=getattr(c, "features", cfg.model.features)),
         data=dataclasses.replace(cfg.data, image_size=c.image_size),
+        train=dataclasses.replace(cfg.train, epochs=epochs) if epochs else cfg.train,
     )
 
 
-def _subset(d, seed: int):
-    """Data with at most PROBE_CAP train/val images (a seeded choice); the data itself when it is smaller."""
+def _subset(d, seed: int, caps: tuple[int, int] = PROBE_CAP):
+    """Data with at most `caps` train/val images (a seeded choice); the data itself when it is smaller."""
     rng = np.random.default_rng(seed)
     splits = dict(d.splits)
-    for split, cap in zip(("train", "val"), PROBE_CAP):
+    for split, cap in zip(("train", "val"), caps):
         if len(splits[split]) > cap:
             keep = np.sort(rng.choice(len(splits[split]), cap, replace=False))
             splits[split] = [splits[split][i] for i in keep]

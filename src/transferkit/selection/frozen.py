@@ -105,7 +105,7 @@ def frozen_backbone(name: str, cfg: RunConfig):
 
     tune_malloc()  # 2-2.5x faster CPU forward passes (see engine/runtime.py)
     set_threads(cfg.runtime.threads)
-    net, bcfg = create_backbone(name, pretrained=True, arch=cfg.model.arch)
+    net, bcfg = create_backbone(name, pretrained=True, arch=cfg.model.arch, features=cfg.model.features)
     classifier = net.get_submodule(bcfg.classifier)  # kept for LEEP/NCE before it is removed
     params = sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in classifier.parameters())
     source = bcfg.extra.get("bundle", {}).get("task")  # a bundle's head: class logits only if its task gives them

@@ -37,7 +37,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
 
 from .. import __version__
-from ..data.images import open_rgb
+from ..data.images import ImageTooLarge, check_size, open_rgb
 from ..errors import TransferkitError
 from ..export.runner import Preprocess
 from ..tasks import Task
@@ -50,6 +50,15 @@ class Limits:
     max_images: int = 16  # per request
     max_batch: int = 32  # images per model call
     max_wait_ms: float = 5.0  # how long the first image of a batch waits for more (adds at most this to latency)
+    # Requests answered at once (their body received, not yet answered); the next one gets 503 with the reason.
+    # A client still sending holds no such slot: 150 connections trickling a byte a second cannot deny the server.
+    max_connections: int = 64
+    header_timeout_s: float = 10.0  # a client has this long to send a request's headers (request line included)
+    body_timeout_s: float = 60.0  # ... and this long for its body: 20 MiB in 60 s is 2.8 Mbit/s, a slow phone upload
+    # Connections one address may hold while they send (or idle between requests); past it its oldest is closed.
+    # Behind a proxy every client has the proxy's address: raise it there.
+    max_per_client: int = 32
+    max_open: int = 1024  # sockets at once, every client together (file descriptors); past it a new one is refused
 
 
 @dataclass
@@ -150,8 +159,12 @@ def decode_upload(data: bytes, name: str, pre: Preprocess, limits: Limits) -> np
             f"'{name}' is {w}x{h} = {w * h / 1e6:.1f} megapixels; this server takes at most "
             f"{limits.max_pixels / 1e6:.1f} per image (--max-pixels). Send a smaller image.",
         )
+    try:  # what resizing makes of it, from the header too: a 1x60000 PNG would be 73 x 4.4 M px after the resize
+        check_size(w, h, pre.short_side, limits.max_pixels)
+    except ImageTooLarge as e:
+        raise UploadError(413, f"'{name}' is {e}") from e
     try:
-        return np.array(open_rgb(io.BytesIO(data), pre.short_side, pre.interpolation))
+        return np.array(open_rgb(io.BytesIO(data), pre.short_side, pre.interpolation, limits.max_pixels))
     except Exception as e:  # noqa: BLE001 - a truncated or damaged file: the client's to fix, never a 5xx
         raise UploadError(
             422, f"'{name}' could not be decoded ({type(e).__name__}: {e}): it is truncated or damaged."
@@ -218,46 +231,95 @@ class MicroBatcher:
                 i += len(imgs)
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over max_bytes is answered 413 before anything parses it (Content-Length is
-    checked first; a chunked body is counted as it arrives). Memory per request stays under max_bytes."""
+class Guard:
+    """ASGI middleware in front of the app. The body: over max_bytes is 413 before anything parses it (Content-Length
+    first; a chunked body is counted as it arrives), slower than body_timeout_s is 408, and memory per request stays
+    under max_bytes. Then the gate: at most max_connections requests are answered at once, the next gets 503 with the
+    reason. The body is read before the gate, so a client still sending holds no slot (`guarded_protocol` bounds
+    those: timeouts, per-client and total limits)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, limits: Limits):
+        self.app, self.limits, self.active = app, limits, 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await self._too_large(scope, receive, send)
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.limits.max_bytes):
+                return await self._too_large(scope, receive, send)
+            try:
+                body = await asyncio.wait_for(self._body(receive), self.limits.body_timeout_s)
+            except asyncio.TimeoutError:
+                return await _reply(
+                    scope,
+                    send,
+                    408,
+                    f"The request body did not arrive within {self.limits.body_timeout_s:g} s; the upload was cut. "
+                    "Send it again over a faster connection, or send fewer or smaller images.",
+                )
+            if body is None:  # the client went away
+                return
+            if len(body) > self.limits.max_bytes:
+                return await self._too_large(scope, receive, send)
+            receive = _replay(body, receive)
+        if self.active >= self.limits.max_connections:
+            return await _reply(
+                scope,
+                send,
+                503,
+                f"The server is busy: {self.active} requests are being answered at once, its limit "
+                f"(--max-connections {self.limits.max_connections}). Try again in a moment.",
+                {"retry-after": "1"},
+            )
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _body(self, receive) -> bytes | None:
         chunks, total, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             chunks.append(message.get("body", b""))
             total += len(chunks[-1])
             more = message.get("more_body", False)
-            if total > self.max_bytes:
-                return await self._too_large(scope, receive, send)
-        body, replayed = b"".join(chunks), False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+            if total > self.limits.max_bytes:
+                break  # stop reading: the caller answers 413
+        return b"".join(chunks)
 
     async def _too_large(self, scope, receive, send):
-        mib = self.max_bytes / 2**20
-        await JSONResponse(
-            {"detail": f"The request is over {mib:.3g} MiB (--max-upload-mb): send fewer or smaller images."},
-            status_code=413,
-        )(scope, receive, send)
+        mib = self.limits.max_bytes / 2**20
+        await _reply(
+            scope, send, 413, f"The request is over {mib:.3g} MiB (--max-upload-mb): send fewer or smaller images."
+        )
+
+
+def _replay(body: bytes, receive):
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _reply(scope, send, status: int, detail: str, headers: dict | None = None) -> None:
+    """A JSON error, and the connection closed after it: the client may still be sending a body nobody will read."""
+
+    async def nothing():
+        return {"type": "http.disconnect"}
+
+    await JSONResponse({"detail": detail}, status, headers={"connection": "close", **(headers or {})})(
+        scope, nothing, send
+    )
 
 
 PREDICT_BODY = {  # /predict reads the body itself (multipart or JSON), so its OpenAPI schema is written out here
@@ -370,7 +432,7 @@ def create_app(
         outputs = await batcher(images)
         return served.task.results(outputs, served.classes, max(1, top_k), [n for n, _ in uploads])
 
-    app.add_middleware(BodyLimit, max_bytes=limits.max_bytes)
+    app.add_middleware(Guard, limits=limits)
     return app
 
 
@@ -427,3 +489,151 @@ async def _uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
         f"Content-Type '{kind or 'none'}': send multipart/form-data (field 'file') or "
         f'application/json ({{"images": [base64, ...]}}).',
     )
+
+
+# ---- the HTTP connection: what uvicorn leaves open ---------------------------------------------------------------
+# uvicorn (0.55, h11) times a connection out only between requests (timeout_keep_alive): one that trickles its headers
+# a byte a second is held forever, and its limit_concurrency counts such connections, the new one included (a limit of
+# 64 admitted 63) and answers the rest 503 with no reason. On SIGTERM it closes every connection that has not yet
+# sent a whole request and stops listening, which resets requests already on their way.
+DRAIN_QUIET_S = 0.2  # on SIGTERM, listening goes on until no connection arrived for this long...
+DRAIN_MAX_S = 2.0  # ...but no longer than this: then the requests that arrived are answered and the server stops
+
+
+def _raw_reply(transport, status: int, reason: str, detail: str) -> None:
+    """A JSON error written straight to the socket, then closed: for a connection that h11 has no request for yet."""
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    transport.write(head.encode() + body)
+    transport.close()
+
+
+def guarded_protocol(limits: Limits):
+    """uvicorn's h11 protocol with: a header timeout, at most `max_per_client` sending connections per address (its
+    oldest closed beyond), at most `max_open` sockets, and a SIGTERM that lets a connection which has just been made
+    send its request (answered, then closed) instead of closing it unanswered."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    by_client: dict[str, list] = {}  # address -> its connections, oldest first
+
+    class Guarded(H11Protocol):
+        made = 0  # connections accepted so far: the server's drain watches it
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            Guarded.made += 1
+            self.timer, self.draining, self.answered = None, False, 0
+            if len(self.connections) > limits.max_open:
+                return _raw_reply(
+                    transport,
+                    503,
+                    "Service Unavailable",
+                    f"The server holds {limits.max_open} connections, its limit; try again in a moment.",
+                )
+            self.arm(limits.header_timeout_s)
+            mine = by_client.setdefault(self.client[0] if self.client else "", [])
+            mine.append(self)
+            sending = [c for c in mine if c.sending()]
+            for old in sending[: max(0, len(sending) - limits.max_per_client)]:
+                _raw_reply(
+                    old.transport,
+                    429,
+                    "Too Many Requests",
+                    f"This address holds more than {limits.max_per_client} connections that are still sending; "
+                    "the oldest was closed.",
+                )
+
+        def connection_lost(self, exc) -> None:
+            if self.timer:
+                self.timer.cancel()
+            mine = by_client.get(self.client[0] if self.client else "", [])
+            if self in mine:
+                mine.remove(self)
+                if not mine:
+                    by_client.pop(self.client[0] if self.client else "", None)
+            super().connection_lost(exc)
+
+        def sending(self) -> bool:
+            """Still sending its request (or idle before the next): holds no slot of the app, only a socket."""
+            return not self.transport.is_closing() and self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
+
+        def arm(self, seconds: float) -> None:
+            if self.timer:
+                self.timer.cancel()
+            self.timer = self.loop.call_later(seconds, self.headers_late)
+
+        def headers_late(self) -> None:
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return  # the headers came: the body has its own timeout (Guard), the answer none
+            if self.draining:
+                return _raw_reply(self.transport, 503, "Service Unavailable", "The server is shutting down.")
+            _raw_reply(
+                self.transport,
+                408,
+                "Request Timeout",
+                f"The request headers did not arrive within {limits.header_timeout_s:g} s; the connection was closed.",
+            )
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.draining and self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.keep_alive = False  # answered, then closed: the server is stopping
+
+        def on_response_complete(self) -> None:
+            self.answered += 1
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self.arm(limits.header_timeout_s)  # the next request's headers have the same time
+
+        def shutdown(self) -> None:
+            idle = self.cycle is None or self.cycle.response_complete
+            fresh = self.answered == 0 or bool(self.conn.trailing_data[0])  # a request is on its way
+            if idle and fresh and not self.transport.is_closing():
+                self.draining = True  # its request is answered (then closed); none within the grace: closed
+                self.arm(min(limits.header_timeout_s, DRAIN_MAX_S))
+                return
+            super().shutdown()
+
+    return Guarded
+
+
+def run_server(app: FastAPI, host: str, port: int, limits: Limits, log_level: str = "warning") -> None:
+    """What `transferkit serve` runs: `make_server(...).run()`, until SIGTERM or Ctrl-C."""
+    make_server(app, host, port, limits, log_level).run()
+
+
+def make_server(app: FastAPI, host: str, port: int, limits: Limits, log_level: str = "warning"):
+    """A uvicorn.Server with `guarded_protocol`, the concurrency limit left to `Guard` (exact, with a reason), and a
+    SIGTERM that first lets in the connections queued in the kernel's backlog, then finishes every request."""
+    import uvicorn
+
+    protocol = guarded_protocol(limits)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + DRAIN_MAX_S
+            while loop.time() < end:  # closing the listening socket would reset what waits in its backlog
+                seen = protocol.made
+                await asyncio.sleep(DRAIN_QUIET_S)
+                if protocol.made == seen:
+                    break
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=protocol,
+        limit_concurrency=None,  # Guard's gate, after the body: uvicorn's counts sockets, slow ones included
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=max(10.0, limits.body_timeout_s),
+    )
+    return Server(config)

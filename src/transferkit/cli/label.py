@@ -1,0 +1,70 @@
+"""`transferkit label POOL --classes a,b,c`: a local page that asks for the labels the model needs next.
+
+    transferkit label photos/ --classes ant,bee                 # http://127.0.0.1:<free port>/ opens
+    transferkit label photos/ --labelled some.csv --no-browser  # go on from a partly labelled list
+    transferkit train labelling/labels.csv                      # the page's export (or its train button)
+
+Keys on the page: a number per class, s skip, u undo. Every answer is in labelling/label.sqlite at once: stop the
+server (Ctrl-C) and start it again with the same --out to go on where you were.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..config import LabelOptions, comma_names
+from .options import command
+
+
+@command("label")
+def label(
+    pool: Path = typer.Argument(..., help="The images to label: a folder (any layout), a list file or HDF5."),
+    *,
+    options: LabelOptions,
+    overrides: dict,
+    typed: set,
+) -> None:
+    """Label images on a local page that asks for the most useful ones next and retrains after each answer."""
+    from ..core.suggest import STRATEGIES
+    from ..errors import ConfigError, unknown_choice
+
+    if options.strategy not in STRATEGIES:  # before the pool is embedded (minutes on a CPU)
+        raise unknown_choice("--strategy", options.strategy, STRATEGIES)
+    classes = comma_names(options.classes)
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"--classes names a class twice: {options.classes}. Give each class once.")
+    if not classes and options.labelled is None:
+        raise ConfigError(
+            "Name the classes: --classes cat,dog (or give --labelled LIST, whose labels are the classes)."
+        )
+    try:
+        from ..pages.label import LabelSession, serve_label
+    except ImportError as e:
+        raise ConfigError(
+            f"`transferkit label` needs FastAPI and uvicorn ({e.name} is missing): pip install 'transferkit[serve]'."
+        ) from e
+    from functools import partial
+
+    from ..core.embed import embed
+
+    print(f"Embedding {pool} with {overrides['backbone']} (once: the feature store keeps the features) ...", flush=True)
+    session = LabelSession.open(
+        pool,
+        classes or None,
+        options.labelled,
+        out_dir=options.out,
+        backbone=overrides["backbone"],
+        strategy=options.strategy,
+        embed_fn=partial(embed, device=overrides["device"], cache_dir=overrides["cache_dir"]),
+    )
+    for note in session.notes:
+        print(note)
+    s = session.state()
+    print(f"{s['images']} images, {s['labelled']} labelled; answers are saved in {session.journal.path}.")
+    serve_label(session, options.host, options.port, open_browser=not options.no_browser)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(label)

@@ -1,0 +1,137 @@
+"""Label issues from out-of-fold scores: confident learning (Northcutt, Jiang & Chuang, JAIR 2021), written here on
+plain arrays, with its multi-label and regression counterparts. How the scores were made is the caller's business
+(`oof_predict`, or a trained bundle's).
+
+    found = label_issues(labels, probs)              # classification: (N,) class indices, (N, K) probabilities
+    found.flagged, found.score[found.flagged]        # the issues, and how suspect each is (higher: more)
+    found.suggested                                  # (N,) the class the scores prefer
+    multilabel_flips(label_sets, probs)              # (N, K) 0/1 and per-label probabilities -> per-label flips
+    residual_outliers(targets, predictions)          # regression: the standardised out-of-fold residuals
+
+Confident learning, step by step: a class's threshold is the mean probability the scores give that class over the
+images labelled with it (its "self-confidence"); an image counts as confidently of class j when its probability of
+j reaches j's threshold (the highest such j when several do); the confident joint C[given, true] counts those,
+calibrated so each row sums to the given class's size; C[i, j] * N / N images labelled i are then the expected
+number of wrong labels of class i that are really j, and that many images labelled i with the largest margin
+p(j) - p(i) are flagged (pruning by noise rate). An image whose top class is its given label is never flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RANKINGS = ("self_confidence", "normalized_margin")
+
+
+@dataclass
+class LabelIssues:
+    flagged: np.ndarray  # (N,) bool: the rows confident learning calls mislabelled
+    score: np.ndarray  # (N,) how suspect each row's label is, in [0, 1], higher = more (every row, flagged or not)
+    suggested: np.ndarray  # (N,) the class the scores prefer (the top class other than the given one when flagged)
+    thresholds: np.ndarray  # (K,) per-class thresholds: mean self-confidence
+    joint: np.ndarray  # (K, K) calibrated confident joint, counts: rows = given, columns = true
+
+
+def confident_joint(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(calibrated confident joint (K, K) in whole counts, thresholds (K,)). Classes without labelled rows get threshold 1
+    (nothing reaches it) and an empty row."""
+    n, k = probs.shape
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    thresholds = np.ones(k)
+    for j in np.flatnonzero(counts):
+        thresholds[j] = probs[labels == j, j].mean()
+    above = probs >= thresholds - 1e-6  # the tolerance keeps a row exactly at the mean on the right side
+    confident = above.any(axis=1)
+    guess = np.argmax(np.where(above, probs, -1.0), axis=1)
+    joint = np.zeros((k, k))
+    np.add.at(joint, (labels[confident], guess[confident]), 1.0)
+    # every class keeps at least one image counted as correctly labelled, so no row is all noise
+    np.fill_diagonal(joint, np.maximum(joint.diagonal(), 1.0) * (counts > 0))
+    # Calibrate: each given class's row sums to that class's size (rows of unconfident images are spread pro rata),
+    # then whole counts that keep the row sums (largest remainders: 2.5 + 1.5 + 1.0 -> 3 + 2 + 1 would be 6, not 5)
+    sums = joint.sum(axis=1, keepdims=True)
+    joint = np.divide(joint * counts[:, None], sums, out=np.zeros_like(joint), where=sums > 0)
+    return np.array([_round_keeping_sum(row) for row in joint]), thresholds
+
+
+def _round_keeping_sum(row: np.ndarray) -> np.ndarray:
+    """Whole numbers that add up to round(sum(row)): floors, plus one for the largest fractional parts."""
+    floor = np.floor(row)
+    extra = int(round(row.sum() - floor.sum()))
+    if extra > 0:
+        floor[np.argsort(-(row - floor), kind="stable")[:extra]] += 1
+    return floor
+
+
+def rank_scores(labels: np.ndarray, probs: np.ndarray, by: str = "self_confidence") -> np.ndarray:
+    """(N,) in [0, 1], higher = more suspect: 1 - p(given) (self_confidence), or (1 - margin) / 2 with margin =
+    p(given) - the largest other p (normalized_margin)."""
+    own = probs[np.arange(len(labels)), labels]
+    if by == "self_confidence":
+        return 1.0 - own
+    if by == "normalized_margin":
+        other = np.where(np.arange(probs.shape[1])[None, :] == labels[:, None], -np.inf, probs).max(axis=1)
+        return (1.0 - (own - other)) / 2.0
+    raise ValueError(f"Unknown ranking {by!r}: one of {', '.join(RANKINGS)}.")
+
+
+def label_issues(labels, probs, by: str = "self_confidence", min_per_class: int = 1) -> LabelIssues:
+    """Confident learning with pruning by noise rate on out-of-sample `probs` (N, K) and given `labels` (N,)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    n, k = probs.shape
+    joint, thresholds = confident_joint(labels, probs)
+    counts = np.bincount(labels, minlength=k)
+    prune = joint.astype(np.int64)
+    np.fill_diagonal(prune, 0)
+    flagged = np.zeros(n, dtype=bool)
+    for i in range(k):
+        # never prune a class below min_per_class rows: scale its row down when it would
+        room = max(0, counts[i] - min_per_class)
+        if prune[i].sum() > room:
+            prune[i] = np.floor(prune[i] * room / prune[i].sum()).astype(np.int64)
+        rows = np.flatnonzero(labels == i)
+        for j in np.flatnonzero(prune[i]):
+            margin = probs[rows, j] - probs[rows, i]
+            flagged[rows[np.argsort(-margin, kind="stable")[: prune[i, j]]]] = True
+    top = probs.argmax(axis=1)
+    flagged &= top != labels  # the scores agree with the label: not an issue, whatever the counts say
+    others = np.where(np.arange(k)[None, :] == labels[:, None], -np.inf, probs)
+    return LabelIssues(flagged, rank_scores(labels, probs, by), others.argmax(axis=1), thresholds, joint)
+
+
+def multilabel_flips(label_sets, probs, by: str = "self_confidence") -> tuple[np.ndarray, np.ndarray]:
+    """Per-label flips for multi-label data: each label is its own two-class problem (has it / has it not) with
+    the per-label probability. Returns (flagged (N, K) bool: the label is suspect, score (N, K) in [0, 1])."""
+    y = np.asarray(label_sets, dtype=np.int64)
+    p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+    flagged, score = np.zeros(y.shape, dtype=bool), np.zeros(y.shape)
+    for j in range(y.shape[1]):
+        if y[:, j].min() == y[:, j].max():
+            continue  # every image has it or none does: there is nothing to compare a label against
+        two = np.stack([1.0 - p[:, j], p[:, j]], axis=1)
+        found = label_issues(y[:, j], two, by)
+        flagged[:, j], score[:, j] = found.flagged, found.score
+    return flagged, score
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 * MAD): a z-score that a few wild values do not inflate (1.4826 makes the MAD a
+    standard deviation for normal data); the plain std when more than half the values are equal."""
+    v = np.asarray(values, dtype=np.float64)
+    med = np.median(v)
+    scale = 1.4826 * np.median(np.abs(v - med))
+    if not scale > 0:
+        scale = v.std() or 1.0
+    return (v - med) / scale
+
+
+def residual_outliers(targets, predictions, z: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Regression: (flagged (N,) bool, |standardised residual| (N,)). A residual is standardised robustly, so the
+    errors being looked for do not hide themselves by widening the scale; |z| >= 3 is flagged (0.3% of normal
+    residuals)."""
+    r = np.asarray(targets, dtype=np.float64) - np.asarray(predictions, dtype=np.float64)
+    score = np.abs(robust_z(r))
+    return score >= z, score

@@ -1,0 +1,98 @@
+"""`auto` measures what fine-tuning gains (selection/gain.py) instead of reading it off the chart, within the budget,
+from counted work only."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from transferkit.config import RunConfig
+from transferkit.selection import gain as g
+from transferkit.selection.choose import Candidate, with_candidate
+from transferkit.selection.frozen import open_data
+
+
+def _table():
+    small, big = Candidate("efficientnet_lite0", 64, 0.06), Candidate("efficientnet_lite0", 128, 0.25)
+    big.chosen = True
+    return big, [small, big]
+
+
+def _data(tiny_folder):
+    cfg = RunConfig()
+    return open_data(tiny_folder, cfg), cfg
+
+
+def test_a_near_perfect_probe_is_not_measured():
+    assert g.near_perfect(0.99, 0.33)  # 1% error vs 67% of guessing: nothing left to gain
+    assert not g.near_perfect(0.88, 0.10)  # EuroSAT's frozen probe: 13% of the errors of guessing
+    assert g.near_perfect(None, None)  # nothing to compare with: the chart decides
+
+
+def test_rungs_go_from_the_advised_fine_tune_to_cheaper_ones():
+    chosen, table = _table()
+    rungs = g.finetune_rungs(chosen, table, RunConfig(), n_train=700, n_val=150)
+    assert [r.label for r in rungs] == ["advised", "fewer epochs", "smaller input"]
+    assert [r.image_size for r in rungs] == [128, 128, 64]
+    assert rungs[0].epochs == 10 and rungs[1].epochs == 5
+    totals = [r.total for r in rungs]
+    assert totals == sorted(totals, reverse=True) and totals[-1] > 0
+
+
+def test_a_budget_that_holds_no_fine_tune_falls_back_to_linear_and_says_what_each_costs(tiny_folder, monkeypatch):
+    d, cfg = _data(tiny_folder)
+    chosen, table = _table()
+    monkeypatch.setattr(g, "measure_gain", lambda *a, **k: pytest.fail("nothing fits: nothing may be measured"))
+    name, rung, epochs, reason, gained = g.decide_by_gain(d, cfg, chosen, table, 0.8, 0.33, left=1e-6)
+    assert (name, rung, gained) == ("linear", None, None)
+    assert "advised (128px, 10 epochs)" in reason and "smaller input (64px, 5 epochs)" in reason
+
+
+@pytest.mark.parametrize("frozen, tuned, expected", [(0.80, 0.86, "two-phase"), (0.80, 0.805, "linear")])
+def test_the_measured_gain_decides(tiny_folder, monkeypatch, frozen, tuned, expected):
+    d, cfg = _data(tiny_folder)
+    chosen, table = _table()
+    monkeypatch.setattr(g, "measure_gain", lambda d, cfg, rung, rep=None: g.GainResult(rung, frozen, tuned, 25, 5))
+    name, rung, epochs, reason, gained = g.decide_by_gain(d, cfg, chosen, table, 0.8, 0.33, left=1e9)
+    assert name == expected and gained.gain == pytest.approx(tuned - frozen)
+    assert "frozen head 80.0%" in reason
+
+
+def test_only_the_cheaper_rung_fits_so_it_is_measured_and_its_epochs_reach_the_run(tiny_folder, monkeypatch):
+    d, cfg = _data(tiny_folder)
+    chosen, table = _table()
+    rungs = g.finetune_rungs(chosen, table, cfg, len(d.splits["train"]), len(d.splits["val"]))
+    left = (rungs[1].total + rungs[2].total) / 2  # the advised and fewer-epochs rungs are over it
+    seen = []
+    monkeypatch.setattr(
+        g, "measure_gain", lambda d, cfg, rung, rep=None: seen.append(rung) or g.GainResult(rung, 0.7, 0.9, 25, 5)
+    )
+    name, rung, epochs, reason, _ = g.decide_by_gain(d, cfg, chosen, table, 0.8, 0.33, left=left)
+    assert [r.label for r in seen] == ["smaller input"] and (name, rung.image_size, epochs) == ("two-phase", 64, 5)
+    assert "over the budget: advised" in reason
+    from types import SimpleNamespace
+
+    run_cfg = with_candidate(cfg, SimpleNamespace(backbone="efficientnet_lite0", image_size=64, epochs=epochs))
+    assert run_cfg.train.epochs == 5 and run_cfg.data.image_size == 64
+
+
+def test_a_busy_clock_does_not_change_the_decision(tiny_folder, monkeypatch):
+    d, cfg = _data(tiny_folder)
+    chosen, table = _table()
+    fake = lambda d, cfg, rung, rep=None: g.GainResult(rung, 0.7, 0.9, 25, 5)  # noqa: E731
+    monkeypatch.setattr(g, "measure_gain", fake)
+    quiet = g.decide_by_gain(d, cfg, chosen, table, 0.8, 0.33, left=100.0)[:3]
+    ticks = iter(range(0, 10**9, 10**6))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))  # every read: 11 days later
+    monkeypatch.setattr(time, "time", lambda: float(next(ticks)))
+    assert g.decide_by_gain(d, cfg, chosen, table, 0.8, 0.33, left=100.0)[:3] == quiet
+
+
+def test_measure_gain_runs_a_short_two_phase_on_the_same_val_rows(tiny_folder):
+    d, cfg = _data(tiny_folder)
+    rung = g.Rung(32, 4, 0.0, 0.0, "advised")
+    result = g.measure_gain(d, cfg, rung)
+    assert 0 <= result.frozen <= 1 and 0 <= result.finetuned <= 1
+    assert result.finetuned >= result.frozen  # the best over all epochs includes the head phase's
+    assert result.n_val == len(d.splits["val"])

@@ -1,0 +1,246 @@
+"""review: confident learning finds planted flips; duplicates, conflicts, leaks and outliers; data without labels,
+one class, a class of one image, a damaged store entry; the fix list; nothing of the user's changed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import files_state, shared, write_folder
+from transferkit.core.confident import confident_joint, label_issues, multilabel_flips, residual_outliers
+from transferkit.core.review import review, save_review, suggested_decisions, write_fix_list
+from transferkit.errors import DataError
+
+FAST = {"image_size": 32}
+
+
+def noisy_probs(n=600, k=4, flip=0.1, seed=0):
+    """Out-of-sample-like probabilities for true classes, and labels with `flip` of them changed."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k))
+    logits[np.arange(n), true] += 3.0
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    given = true.copy()
+    flipped = rng.choice(n, int(flip * n), replace=False)
+    given[flipped] = (true[flipped] + rng.integers(1, k, len(flipped))) % k
+    return given, p, given != true
+
+
+def test_confident_learning_finds_planted_flips_and_beats_random():
+    given, p, wrong = noisy_probs()
+    found = label_issues(given, p)
+    tp = (found.flagged & wrong).sum()
+    precision, recall = tp / found.flagged.sum(), tp / wrong.sum()
+    assert precision > 0.8 and recall > 0.8  # random flagging would have precision 0.1
+    assert (found.suggested[found.flagged & wrong] != given[found.flagged & wrong]).all()
+    # the ranking puts the wrong labels first: AUROC of the score
+    order = np.argsort(-found.score)
+    assert wrong[order[: wrong.sum()]].mean() > 0.8
+
+
+def test_confident_joint_rows_sum_to_class_sizes_and_normalized_margin_ranks():
+    given, p, _ = noisy_probs(300, 3)
+    joint, thresholds = confident_joint(given, p)
+    np.testing.assert_allclose(joint.sum(1), np.bincount(given), rtol=1e-9)
+    assert thresholds.shape == (3,) and (thresholds > 0.33).all()
+    found = label_issues(given, p, by="normalized_margin")
+    assert 0 <= found.score.min() and found.score.max() <= 1
+    with pytest.raises(ValueError, match="self_confidence"):
+        label_issues(given, p, by="margin")
+
+
+def test_clean_labels_flag_almost_nothing():
+    given, p, _ = noisy_probs(flip=0.0)
+    assert label_issues(given, p).flagged.mean() < 0.03
+
+
+def test_multilabel_flips_and_regression_residuals():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (400, 3))
+    p = np.clip(y * 0.85 + 0.05 + rng.normal(0, 0.05, y.shape), 0, 1)
+    noisy = y.copy()
+    noisy[:20, 1] = 1 - noisy[:20, 1]
+    flagged, score = multilabel_flips(noisy, p)
+    assert flagged[:20, 1].mean() >= 0.85 and flagged[20:].mean() < 0.02
+    target = rng.normal(0, 1, 300)
+    pred = target + rng.normal(0, 0.1, 300)
+    target[[5, 77]] += 3.0
+    flagged, z = residual_outliers(target, pred)
+    assert set(np.flatnonzero(flagged)) == {5, 77}
+
+
+@pytest.fixture
+def folder_with_defects(tmp_path) -> Path:
+    """Three colour classes; a byte copy inside a class, a copy filed under another class (conflict), one unreadable file and one odd image (white noise) in a class."""
+    root = write_folder(tmp_path / "data", per_class=12)
+    shutil.copy(root / "red" / "red_00.png", root / "red" / "red_copy.png")
+    shutil.copy(root / "green" / "green_03.png", root / "blue" / "looks_green.png")
+    from PIL import Image
+
+    (root / "red" / "broken.png").write_bytes(b"not a png at all")
+    rng = np.random.default_rng(9)
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).resize((40, 40)).save(root / "green" / "odd.png")
+    return root
+
+
+def test_review_finds_duplicates_conflicts_unreadable_and_changes_nothing(folder_with_defects, tmp_path):
+    before = files_state(folder_with_defects)
+    # synthetic squares of one colour are closer to each other than real photos are: only copies count here
+    r = review(folder_with_defects, k=3, duplicate_threshold=0.995, **FAST)
+    assert files_state(folder_with_defects) == before
+    assert r.task == "classification" and r.classes == ["blue", "green", "red"] and "label" in r.checks
+    by = {}
+    for it in r.items:
+        by.setdefault(Path(it.key).name, []).append(it)
+    # one group, both members: an exact duplicate, or a leak where train's split put them apart
+    exact = {it.group for n in ("red_00.png", "red_copy.png") for it in by[n] if "identical bytes" in it.reason}
+    assert len(exact) == 1 and None not in exact and by["red_copy.png"][0].kind in ("exact-duplicate", "leak")
+    assert {it.kind for it in by["looks_green.png"]} >= {"conflict"}
+    assert {it.kind for it in by["green_03.png"]} >= {"conflict"}
+    assert any(it.kind == "outlier" and "Cannot be read" in it.reason for it in by["broken.png"])
+    d = r.to_dict()
+    json.dumps(d)
+    assert {"classes", "task", "data", "items"} <= set(d) and d["counts"]["conflict"] >= 2
+    for it in d["items"]:
+        assert set(it) >= {"key", "kind", "score", "given", "suggested", "group", "reason"}
+
+    paths = save_review(r, tmp_path / "out")
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert rows and set(rows[0]) >= {"path", "kind", "score", "given", "suggested"}
+    save_review(r, tmp_path / "out")  # its own files: overwritten
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "issues.csv").write_text("my notes\n")
+    with pytest.raises(DataError, match="not written by transferkit review"):
+        save_review(r, tmp_path / "theirs")
+    assert (tmp_path / "theirs" / "issues.csv").read_text() == "my notes\n"
+
+    # the fix list: the page's decisions (and the automatic ones) applied; train reads it
+    decisions = suggested_decisions(r)
+    assert str(folder_with_defects / "red" / "broken.png") in decisions
+    decisions[str(folder_with_defects / "blue" / "looks_green.png")] = ("relabel", "green")
+    decisions[str(folder_with_defects / "green" / "odd.png")] = "exclude"  # the page's form
+    counts = write_fix_list(r, decisions, tmp_path / "cleaned.csv")
+    lines = {row["path"]: row["label"] for row in csv.DictReader(open(tmp_path / "cleaned.csv"))}
+    assert lines[str(folder_with_defects / "blue" / "looks_green.png")] == "green"
+    assert str(folder_with_defects / "green" / "odd.png") not in lines
+    assert counts["written"] == len(lines) == len(r.images) - counts["exclude"]
+    from transferkit.data.sources import open_source
+
+    src = open_source(tmp_path / "cleaned.csv")
+    assert sum(len(v) for v in src.splits.values()) == len(lines)
+    with pytest.raises(DataError, match="not a class"):
+        write_fix_list(r, {str(folder_with_defects / "red" / "red_01.png"): ("relabel", "purple")}, tmp_path / "x.csv")
+
+
+def test_planted_label_flips_are_found_on_images(tmp_path):
+    root = write_folder(tmp_path / "data", per_class=14)
+    for name in ("red_00.png", "red_01.png"):  # red squares filed as blue
+        shutil.move(root / "red" / name, root / "blue" / name)
+    r = review(root, k=4, **FAST)
+    flagged = {Path(it.key).name: it for it in r.by_kind("label")}
+    assert {"red_00.png", "red_01.png"} <= set(flagged)
+    assert flagged["red_00.png"].given == "blue" and flagged["red_00.png"].suggested == "red"
+
+
+def test_no_labels_one_class_and_a_class_of_one(tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    write_folder(tmp_path / "src", per_class=6)
+    for p in (tmp_path / "src").rglob("*.png"):
+        shutil.copy(p, plain / p.name)
+    shutil.copy(plain / "red_00.png", plain / "again.png")
+    r = review(plain, **FAST)
+    assert r.task == "none" and r.checks == ["duplicate", "outlier"] and "No labels" in r.notes[0]
+    assert any(it.kind == "exact-duplicate" for it in r.items) and all(it.given is None for it in r.items)
+    with pytest.raises(DataError, match="no labels"):
+        write_fix_list(r, {}, tmp_path / "c.csv")
+
+    one = write_folder(tmp_path / "one", per_class=8, classes=("red",))
+    r = review(one, **FAST)
+    assert "label" not in r.checks and any("One class" in n for n in r.notes)
+
+    lonely = write_folder(tmp_path / "lonely", per_class=8, classes=("red", "green"))
+    (lonely / "blue").mkdir()
+    shutil.copy(tmp_path / "src" / "blue" / "blue_00.png", lonely / "blue" / "only.png")
+    r = review(lonely, k=5, **FAST)
+    assert "label" in r.checks and any("'blue' has 1 image" in n for n in r.notes)
+    assert not any(it.kind == "label" and Path(it.key).name == "only.png" for it in r.items)
+
+
+def test_a_damaged_store_entry_is_recomputed_and_the_review_is_the_same(tmp_path, monkeypatch):
+    root = write_folder(tmp_path / "data", per_class=8)
+    first = review(root, k=3, **FAST)
+    cache = Path(monkeypatch_env := __import__("os").environ["TRANSFERKIT_CACHE"])
+    matrices = list((cache / "store").glob("*/features*"))
+    assert matrices, f"no store matrix under {cache} ({monkeypatch_env})"
+    for m in matrices:
+        data = bytearray(m.read_bytes())
+        data[100:140] = b"\x00\x00\xe0\x40" * 10  # finite numbers over one row: only its checksum can tell
+        m.write_bytes(bytes(data))
+    from transferkit.core.embed import embed
+
+    assert embed(root, image_size=32).computed == 1  # the damaged row, found by its checksum, and only it
+    again = review(root, k=3, **FAST)
+    assert [(i.key, i.kind) for i in again.items] == [(i.key, i.kind) for i in first.items]
+
+
+@pytest.mark.slow
+def test_review_on_hymenoptera_lists_the_placeholder_gif(tmp_path):
+    data = shared("hymenoptera")
+    before = files_state(data)
+    r = review(data)
+    gif = [it for it in r.items if it.key.endswith("imageNotFound.gif")]
+    assert gif and gif[0].kind == "outlier", [(i.kind, i.key) for i in r.items[:10]]
+    assert files_state(data) == before
+
+
+def test_regression_list_residuals_and_a_shared_photo_with_two_values(tmp_path):
+    root = write_folder(tmp_path / "imgs", per_class=10)
+    shutil.copy(root / "red" / "red_00.png", root / "red" / "red_00_again.png")
+    value = {"red": 10.0, "green": 20.0, "blue": 30.0}
+    rng = np.random.default_rng(0)
+    lines = ["path,price"]
+    for p in sorted(root.rglob("*.png")):
+        v = value[p.parent.name] + rng.normal(0, 0.5)
+        if p.name == "green_04.png":
+            v = 95.0  # an entry error
+        if p.name == "red_00_again.png":
+            v = 14.0  # the same photo, another price
+        lines.append(f"{p.relative_to(tmp_path)},{v:.2f}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    r = review(
+        tmp_path / "labels.csv", task="regression", target_column="price", k=4, duplicate_threshold=0.995, **FAST
+    )
+    label = {Path(it.key).name for it in r.by_kind("label")}
+    assert "green_04.png" in label
+    assert {Path(it.key).name for it in r.by_kind("conflict")} == {"red_00.png", "red_00_again.png"}
+
+
+def test_train_review_reports_counts_only(tmp_path):
+    from transferkit.core.review import review_counts
+
+    root = write_folder(tmp_path / "data", per_class=6)
+    shutil.copy(root / "red" / "red_00.png", root / "green" / "red_00.png")
+    line = review_counts(root, epochs=3, lr=0.1, **FAST)  # training's options are ignored, not refused
+    assert "conflict" in line and "Labels are unchanged" in line
+
+
+def test_multilabel_list_gets_per_label_flips(tmp_path):
+    root = write_folder(tmp_path / "imgs", per_class=10)
+    lines = ["path,labels"]
+    for p in sorted(root.rglob("*.png")):
+        tags = {"red": "warm", "green": "plant", "blue": "cold"}[p.parent.name]
+        if p.name in ("blue_01.png", "blue_02.png"):
+            tags = "warm"  # cold squares tagged warm
+        lines.append(f"{p.relative_to(tmp_path)},{tags}")
+    (tmp_path / "tags.csv").write_text("\n".join(lines) + "\n")
+    r = review(tmp_path / "tags.csv", task="multilabel", k=4, **FAST)
+    flagged = {Path(it.key).name: it for it in r.by_kind("label")}
+    assert r.task == "multilabel" and {"blue_01.png", "blue_02.png"} <= set(flagged)
+    assert "cold" in flagged["blue_01.png"].suggested and "Per-label flips" in flagged["blue_01.png"].reason

@@ -1,0 +1,143 @@
+"""Similarity: exact search and FAISS agree, near-duplicate groups do not chain, `similar` and `embed` from a folder,
+the commands' output formats."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_folder
+from transferkit.core.similar import SimilarityIndex, duplicate_groups, duplicate_pairs, groups_of, normalise
+from transferkit.errors import DataError
+
+
+def clustered(n=300, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (10, dim))
+    return (centres[rng.integers(0, 10, n)] + rng.normal(0, 0.5, (n, dim))).astype(np.float32)
+
+
+def test_exact_search_is_brute_force_cosine():
+    x = clustered()
+    index = SimilarityIndex(x, backend="exact")
+    sims, idx = index.search(x[:5], 7)
+    full = normalise(x[:5]) @ normalise(x).T
+    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :7])
+    np.testing.assert_allclose(sims, np.sort(full, axis=1)[:, ::-1][:, :7], rtol=1e-5)
+    assert idx[0, 0] == 0 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    hits = SimilarityIndex(x, [f"k{i}" for i in range(len(x))]).query(x[3], 2)
+    assert hits[0][0] == "k3"
+
+
+def test_faiss_backend_finds_what_exact_finds():
+    pytest.importorskip("faiss")
+    x = clustered(2000, 64)
+    exact = SimilarityIndex(x, backend="exact").search(x[:50], 10)[1]
+    approx = SimilarityIndex(x, backend="faiss").search(x[:50], 10)[1]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx)])
+    assert recall > 0.9
+
+
+def test_neighbours_leave_each_row_out_and_zero_rows_are_similar_to_nothing():
+    x = clustered(50)
+    x[7] = 0
+    sims, idx = SimilarityIndex(x).neighbours(3)
+    assert idx.shape == (50, 3) and not (idx == np.arange(50)[:, None]).any()
+    assert (SimilarityIndex(x).search(x[7], 3)[0] == 0).all()
+
+
+def test_duplicate_pairs_and_groups_without_chaining():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (100, 64)).astype(np.float32)
+    x[10] = x[3] + rng.normal(0, 0.01, 64)  # a near copy
+    x[11] = x[3] * 2  # the same direction: cosine 1
+    groups = duplicate_groups(x, 0.95)
+    assert groups == [[3, 10, 11]]
+    assert all(s >= 0.95 for *_, s in duplicate_pairs(x, 0.95))
+    # a chain a~b, b~c, c~d: leader groups never put a and d together
+    chain = groups_of(4, [(0, 1, 0.95), (1, 2, 0.95), (2, 3, 0.95)])
+    assert all(not {0, 3} <= set(g) for g in chain) and sum(len(g) for g in chain) >= 3
+
+
+def test_similar_from_a_folder_and_an_outside_image(tmp_path):
+    from transferkit.core.similar import similar
+
+    root = write_folder(tmp_path / "data", per_class=5)
+    query = tmp_path / "query.png"
+    shutil.copy(root / "green" / "green_02.png", query)
+    hits = similar(root, query, k=3, image_size=32)
+    assert len(hits) == 3 and hits[0].key.endswith("green_02.png") and hits[0].similarity > 0.999
+    assert hits[0].label == "green" and hits[0].similarity >= hits[1].similarity >= hits[2].similarity
+    inside = similar(root, str(root / "red" / "red_01.png"), k=2, image_size=32)
+    assert inside[0].key.endswith("red_01.png")
+
+
+def test_embed_and_similar_commands(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from transferkit.cli.app import app
+
+    root = write_folder(tmp_path / "data", per_class=4)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["embed", str(root), "--out", "emb", "--image-size", "32", "--json"])
+    assert r.exit_code == 0, r.output
+    x = np.load(tmp_path / "emb" / "features.npy")
+    rows = list(csv.DictReader(open(tmp_path / "emb" / "keys.csv")))
+    assert x.shape[0] == len(rows) == 12 and x.dtype == np.float32
+    assert rows[0]["row"] == "0" and rows[0]["key"].endswith(".png") and rows[0]["label"] in ("red", "green", "blue")
+    r = CliRunner().invoke(
+        app, ["similar", str(root), str(root / "red" / "red_00.png"), "-k", "2", "--image-size", "32", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.output.strip().splitlines()[-1])
+    assert len(hits) == 2 and hits[0]["key"].endswith("red_00.png") and set(hits[0]) == {"key", "similarity", "label"}
+    r = CliRunner().invoke(app, ["similar", str(root), str(tmp_path / "nope.png")])
+    assert isinstance(r.exception, DataError) and "not a file" in str(r.exception)  # main() prints it, exit 2
+
+
+def test_review_command_writes_its_files_and_never_overwrites_others(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tests.conftest import files_state
+    from transferkit.cli.app import app
+
+    root = write_folder(tmp_path / "colours", per_class=6)
+    shutil.copy(root / "red" / "red_00.png", root / "blue" / "red_filed_as_blue.png")
+    before = files_state(root)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["review", str(root), "--image-size", "32", "--k", "3", "--fix-out", "cleaned.csv"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "review-colours" / "review.json").exists() and (
+        tmp_path / "review-colours" / "issues.csv"
+    ).exists()
+    assert "conflict" in r.output and "cleaned.csv" in r.output
+    assert (tmp_path / "cleaned.csv").read_text().startswith("path,label")
+    assert files_state(root) == before
+    r = CliRunner().invoke(app, ["review", str(root), "--image-size", "32", "--k", "3", "--json"])
+    d = json.loads(r.output.strip().splitlines()[-1])
+    planted = [it for it in d["items"] if it["key"].endswith("red_filed_as_blue.png")]
+    assert d["task"] == "classification" and "conflict" in {it["kind"] for it in planted}
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "review.json").write_text("{}")
+    r = CliRunner().invoke(app, ["review", str(root), "--image-size", "32", "--out", "mine"])
+    assert isinstance(r.exception, DataError) and "not written by transferkit review" in str(r.exception)
+    assert (tmp_path / "mine" / "review.json").read_text() == "{}"
+
+
+def test_blocks_give_the_same_answers_as_one_product(monkeypatch):
+    import transferkit.core.similar as similar
+
+    x = clustered(500, 16)
+    x[400] = x[7] * 3  # a duplicate in another block
+    whole = (similar.duplicate_pairs(x, 0.9), similar.SimilarityIndex(x).neighbours(4))
+    monkeypatch.setattr(similar, "BLOCK_CELLS", 500 * 16)  # 16 rows per block: 32 blocks
+    assert similar.block_rows(500) == 16
+    pairs = similar.duplicate_pairs(x, 0.9)
+    assert sorted(pairs) == sorted(whole[0]) and (7, 400) in {(i, j) for i, j, _ in pairs}
+    sims, idx = similar.SimilarityIndex(x).neighbours(4)
+    np.testing.assert_array_equal(idx, whole[1][1])
+    np.testing.assert_allclose(sims, whole[1][0], rtol=1e-6)
