@@ -96,3 +96,22 @@ def test_measure_gain_runs_a_short_two_phase_on_the_same_val_rows(tiny_folder):
     assert 0 <= result.frozen <= 1 and 0 <= result.finetuned <= 1
     assert result.finetuned >= result.frozen  # the best over all epochs includes the head phase's
     assert result.n_val == len(d.splits["val"])
+
+
+def test_a_good_probe_the_chart_sends_to_linear_is_measured_only_when_that_is_cheap(tiny_folder, monkeypatch):
+    assert g.good_probe(0.95, 0.5) and not g.good_probe(0.87, 0.1)  # ants/bees' probe is good, EuroSAT's is not
+    d, cfg = _data(tiny_folder)
+    chosen, table = _table()
+    rungs = g.finetune_rungs(chosen, table, cfg, len(d.splits["train"]), len(d.splits["val"]))
+    seen = []
+    monkeypatch.setattr(
+        g, "measure_gain", lambda d, cfg, rung, rep=None: seen.append(rung) or g.GainResult(rung, 0.8, 0.9, 25, 5)
+    )
+    # measuring the cheapest rung costs more than half the linear run: nothing measured, linear, and why
+    linear_run = rungs[-1].measure_seconds / g.MEASURE_SHARE * 0.9
+    name, rung, _, reason, gained = g.decide_by_gain(d, cfg, chosen, table, 0.95, 0.5, 1e9, linear_run=linear_run)
+    assert (name, rung, gained, seen) == ("linear", None, None, []) and "not measured" in reason
+    # half the linear run holds the smallest rung only: that one is measured
+    linear_run = rungs[-1].measure_seconds / g.MEASURE_SHARE * 1.01
+    name, rung, *_ = g.decide_by_gain(d, cfg, chosen, table, 0.95, 0.5, 1e9, linear_run=linear_run)
+    assert [r.label for r in seen] == ["smaller input"] and name == "two-phase"

@@ -1,7 +1,7 @@
 """The review and labelling pages in a real browser: headless Chromium (Debian's chromium + chromium-driver, driven
 by selenium) runs a scripted session on each with the keys, and saves a screenshot (/tmp/pages-*.png) to look at.
 
-Skipped when Chromium is absent, except in CI (CI=true), where .ci/run installs it and a skip would hide a failure.
+Skipped when Chromium is absent, except in CI (CI=true): see tests/browser.py.
 """
 
 from __future__ import annotations
@@ -9,51 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
+from .browser import browser_fixture
 from .test_pages import fake_review, open_session, read_csv, truth
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SHOTS = Path(os.environ.get("TK_SCREENSHOTS", "/tmp"))  # for a person to look at
-
-
-def _need(ok: bool, why: str) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why}; in CI .ci/run installs it (apt-get install -y chromium chromium-driver)")
-        pytest.skip(why)
-
-
-@pytest.fixture
-def browser(tmp_path, monkeypatch):
-    _need(
-        CHROMIUM.exists() and CHROMEDRIVER.exists(),
-        f"no Chromium at {CHROMIUM} with {CHROMEDRIVER} (apt-get install -y chromium chromium-driver)",
-    )
-    try:
-        from selenium import webdriver
-    except ImportError:
-        _need(False, "selenium is not installed (pip install -e '.[dev]')")
-    pytest.importorskip("uvicorn")
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not try to download a browser or driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
-    yield driver
-    driver.quit()
+browser = browser_fixture(window="1280,900")
 
 
 def keys(browser, text: str) -> None:

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import files_state, shared, write_folder
-from transferkit.core.confident import confident_joint, label_issues, multilabel_flips, residual_outliers
+from transferkit.core.confident import (
+    confident_joint,
+    label_issues,
+    multilabel_flips,
+    residual_outliers,
+    target_outliers,
+)
 from transferkit.core.review import review, save_review, suggested_decisions, write_fix_list
 from transferkit.errors import DataError
 
@@ -73,6 +79,39 @@ def test_multilabel_flips_and_regression_residuals():
     target[[5, 77]] += 3.0
     flagged, z = residual_outliers(target, pred)
     assert set(np.flatnonzero(flagged)) == {5, 77}
+
+
+def test_target_outliers_on_log_for_spread_positive_targets_and_plain_otherwise():
+    rng = np.random.default_rng(2)
+    price = np.exp(rng.normal(np.log(500_000), 0.5, 500))  # skewed, positive: 100,000s to 2,000,000s
+    price[7] = price[7] / 20  # a dropped digit and more: ~25,000
+    pred = price * np.exp(rng.normal(0, 0.6, 500))  # a photo predicts a price to within a factor of ~2
+    pred[7] = 500_000.0
+    # the residual of the error is small next to the residuals of the expensive houses: residuals miss it ...
+    assert not residual_outliers(price, pred)[0][7]
+    flagged, z, on_log = target_outliers(price)
+    assert on_log and z[7] < -4.5 and set(np.flatnonzero(flagged)) == {7}  # ... the targets' own distribution not
+    # a target that is a log already (10 to 16) is not logged twice, and negative targets are taken as they are
+    assert not target_outliers(np.log(price))[2] and not target_outliers(price - 600_000)[2]
+    assert set(np.flatnonzero(target_outliers(np.log(price))[0])) == {7}
+
+
+def test_regression_review_flags_a_target_far_out_in_the_targets_themselves(tmp_path):
+    root = write_folder(tmp_path / "imgs", per_class=10)
+    rng = np.random.default_rng(3)
+    centre = {"red": 200_000.0, "green": 400_000.0, "blue": 800_000.0}
+    lines = ["path,price"]
+    for p in sorted(root.rglob("*.png")):
+        v = centre[p.parent.name] * np.exp(rng.normal(0, 0.45))  # prices spread within a class: colour says little
+        if p.name == "green_03.png":
+            v = 4_000.0  # an entry error two digits short; its residual (~400,000) is one of many that size
+        lines.append(f"{p.relative_to(tmp_path)},{v:.0f}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    r = review(tmp_path / "labels.csv", task="regression", target_column="price", k=4, **FAST)
+    label = {Path(it.key).name: it for it in r.by_kind("label")}
+    assert "green_03.png" in label
+    assert "outlier of the targets" in label["green_03.png"].reason and "log(target)" in label["green_03.png"].reason
+    assert label["green_03.png"].score >= 4.5 and len(label) <= 3  # not every expensive square as well
 
 
 @pytest.fixture

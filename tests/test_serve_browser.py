@@ -1,7 +1,7 @@
 """The served page in a real browser: headless Chromium (Debian's chromium + chromium-driver, driven by selenium)
 uploads a real photo and the label it shows is the one `Predictor` gives.
 
-Skipped when Chromium is absent, except in CI (CI=true), where .ci/run installs it and a skip would hide a failure.
+Skipped when Chromium is absent, except in CI (CI=true): see tests/browser.py.
 """
 
 from __future__ import annotations
@@ -11,48 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from .browser import browser_fixture
 from .deploy_models import hymenoptera_bundle, start_server, stop_server, val_images
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = pytest.mark.slow
-
-
-def _need(ok: bool, why: str) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why}; in CI .ci/run installs it (apt-get install -y chromium chromium-driver)")
-        pytest.skip(why)
-
-
-@pytest.fixture
-def browser(tmp_path, monkeypatch):
-    _need(
-        CHROMIUM.exists() and CHROMEDRIVER.exists(),
-        f"no Chromium at {CHROMIUM} with {CHROMEDRIVER} (apt-get install -y chromium chromium-driver)",
-    )
-    try:
-        from selenium import webdriver
-    except ImportError:
-        _need(False, "selenium is not installed (pip install -e '.[dev]')")
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not try to download a browser or driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=420,900",
-    ):  # a phone-sized window
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
-    yield driver
-    driver.quit()
+browser = browser_fixture(window="420,900")  # a phone-sized window
 
 
 def test_the_page_shows_the_predicted_label_of_an_uploaded_photo(browser):

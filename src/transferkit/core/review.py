@@ -9,7 +9,7 @@
 What is looked for, and how (each a function on arrays in confident.py / similar.py; this module wires them):
 - label: out-of-fold scores for every labelled image (`oof_predict`: K heads on the stored features, seconds), or a
   trained bundle's scores (`model=`); then confident learning (classification), per-label flips (multi-label), the
-  largest standardised out-of-fold residuals (regression);
+  largest standardised out-of-fold residuals and the targets far out in their own distribution (regression);
 - duplicate / exact-duplicate / conflict / leak: groups of images whose features are within DUPLICATE_COSINE
   (similar.py says how it was calibrated) or whose bytes (pixels, for arrays) are identical; a group whose labels
   differ is a conflict, one that spans splits a leak (the test score counts an image the model trained on);
@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DEFAULT_BACKBONE
-from .confident import RANKINGS, label_issues, multilabel_flips, residual_outliers, robust_z
+from .confident import (
+    RANKINGS,
+    TARGET_Z,
+    label_issues,
+    multilabel_flips,
+    residual_outliers,
+    robust_z,
+    target_outliers,
+)
 from .similar import DUPLICATE_COSINE, SimilarityIndex, duplicate_pairs, groups_of
 
 KINDS = ("label", "conflict", "leak", "exact-duplicate", "duplicate", "outlier")  # the order the table lists them
@@ -339,18 +347,33 @@ def _label_items(src, rows, given, emb, at, task, classes, k, model, rank_by, cf
         pred = np.asarray(scores, dtype=np.float64).reshape(len(idx), -1)[:, 0]
         target = np.asarray(y, dtype=np.float64).reshape(len(idx), -1)[:, 0]
         flagged, z = residual_outliers(target, pred)
-        for n in np.flatnonzero(flagged):
+        # a value far out among the targets themselves (22,000 among house prices) can be an entry error that the
+        # photo cannot reveal: its residual is small next to the targets' spread; one issue per image, both reasons
+        far, tz, on_log = target_outliers(target)
+        of = "log(target)" if on_log else "the target"
+        for n in np.flatnonzero(flagged | far):
             i = idx[n]
+            why = []
+            if flagged[n]:
+                why.append(
+                    f"Out-of-fold prediction {pred[n]:.6g} vs given {target[n]:.6g}: a residual {z[n]:.1f} robust "
+                    "standard deviations out."
+                )
+            if far[n]:
+                why.append(
+                    f"The given {target[n]:.6g} is itself an outlier of the targets: {of} is {abs(tz[n]):.1f} robust "
+                    f"standard deviations {'below' if tz[n] < 0 else 'above'} the median {np.median(target):.6g} "
+                    f"(cut {TARGET_Z:g}); an entry error?"
+                )
             out.append(
                 Issue(
                     rows[i][0],
                     "label",
-                    float(z[n]),
+                    float(max(z[n] if flagged[n] else 0.0, abs(tz[n]) if far[n] else 0.0)),
                     given[i],
                     f"{pred[n]:.6g}",
                     None,
-                    f"Out-of-fold prediction {pred[n]:.6g} vs given {target[n]:.6g}: a residual {z[n]:.1f} robust "
-                    "standard deviations out.",
+                    " ".join(why),
                     rows[i][2],
                 )
             )

@@ -66,11 +66,13 @@ class Thumbnails:
 
 
 def page_html(name: str) -> str:
-    """static/<name>.html with static/pages.css and static/<name>.js inlined: one response, no other request."""
+    """static/<name>.html with static/pages.css, static/common.js and static/<name>.js inlined: one response, no
+    other request. common.js comes first, in the same <script>: it holds the helpers both pages use ($, el, say,
+    api) and the "use strict" that then covers the page's script too."""
     static = resources.files(__package__) / "static"
     html = (static / f"{name}.html").read_text(encoding="utf-8")
     css = (static / "pages.css").read_text(encoding="utf-8")
-    js = (static / f"{name}.js").read_text(encoding="utf-8")
+    js = "\n".join((static / f).read_text(encoding="utf-8") for f in ("common.js", f"{name}.js"))
     return html.replace("/*PAGES_CSS*/", css).replace("//PAGE_JS", js)
 
 

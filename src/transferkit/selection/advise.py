@@ -118,9 +118,9 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
 
     from ..data.base import label_classes
     from .choose import backbone_names, choose_candidate, estimate_training, with_candidate
-    from .cost import duration
+    from .cost import duration, estimate_seconds
     from .frozen import domain_shift
-    from .gain import decide_by_gain, near_perfect
+    from .gain import decide_by_gain, good_probe, near_perfect
 
     start = time.perf_counter()  # for the `seconds` shown; no decision reads it
     n_train, n_classes, per_class = len(d.splits["train"]), len(d.classes), d.per_class()
@@ -150,7 +150,14 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         # Measured, not read off the chart: a short two-phase against its own frozen head (gain.py); the chart's
         # cell stays in the reason as the explanation
         left = cfg.train.budget * 60 - spent
-        name, rung, epochs, why, g = decide_by_gain(d, cfg, chosen, table, probe_acc, chance, left, reporter)
+        # the chart's linear would extract every image once at the chosen size: what measuring is weighed against
+        # when the chart and a good probe agree on it (gain.py)
+        n_all = sum(len(v) for v in d.splits.values())
+        trusted = name == "linear" and good_probe(probe_acc, chance)
+        linear_run = estimate_seconds(n_all * chosen.gflops, cfg.runtime.device) if trusted else None
+        name, rung, epochs, why, g = decide_by_gain(
+            d, cfg, chosen, table, probe_acc, chance, left, reporter, linear_run=linear_run
+        )
         reason = f"{why}; the chart: {reason}"
         mult = mult if name != "linear" else None
         if rung is not None:

@@ -1,34 +1,16 @@
-"use strict";
 // The labelling page: show the first image of the queue, send each answer at once, show what the server measured.
+// server.py inlines common.js first ("use strict", $, el, say, api)
 let state = null, shown = null, busy = false, poll = null;  // shown: the image on screen until it is answered
-const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 
-function el(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === false || v === undefined) continue;
-    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
-  }
-  for (const k of kids) if (k !== null && k !== undefined) e.append(k);
-  return e;
-}
 function svg(tag, attrs, text) {
   const e = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
   if (text !== undefined) e.textContent = text;
   return e;
 }
-function say(text, error) { const m = $("msg"); m.textContent = text; m.className = error ? "error" : ""; }
 const pct = (x) => (100 * x).toFixed(1) + "%";
 const thumb = (key) => "/thumb?key=" + encodeURIComponent(key);
-
-async function api(path, body) {
-  const r = await fetch(path, body === undefined ? {} : {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body)});
-  const data = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(data.detail || `${r.status} ${r.statusText}`);
-  return data;
-}
 
 function renderCurrent() {
   const q = shown;

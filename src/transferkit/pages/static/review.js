@@ -1,5 +1,5 @@
-"use strict";
 // The review page: render the review's items by kind, move a focus over the cards, send each decision at once.
+// server.py inlines common.js first ("use strict", $, el, say, api)
 const SECTIONS = [
   ["label", "Suspected label errors"],
   ["conflict", "Duplicates with different labels"],
@@ -9,25 +9,6 @@ const SECTIONS = [
   ["outlier", "Outliers"],
 ];
 let state = null, focus = 0;
-
-const $ = (id) => document.getElementById(id);
-function el(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === false || v === undefined) continue;
-    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
-  }
-  for (const k of kids) if (k !== null && k !== undefined) e.append(k);
-  return e;
-}
-function say(text, error) { const m = $("msg"); m.textContent = text; m.className = error ? "error" : ""; }
-
-async function api(path, body) {
-  const r = await fetch(path, body === undefined ? {} : {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body)});
-  const data = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(data.detail || `${r.status} ${r.statusText}`);
-  return data;
-}
 
 function decisionText(d) {
   if (!d) return null;
