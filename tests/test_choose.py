@@ -192,3 +192,22 @@ def test_a_busy_machine_makes_the_same_choice(tmp_path, monkeypatch):
     assert busy_seconds > 10 * quiet_seconds  # the slow clock was read ...
     assert busy == quiet  # ... and decided nothing
     assert quiet[0] == "finetune" and all(m for *_, m in quiet[3])  # the budget held both candidates and a fine-tune
+
+
+def test_the_standardised_probe_hears_a_small_scaled_block_the_plain_ridge_drowns():
+    """`stages` features: blocks of very different scales. The class lives in a block of tiny values beside a loud
+    block of noise: the plain ridge's one L2 shrinks the tiny block's weights away, the standardised probe does not."""
+    from types import SimpleNamespace
+
+    from transferkit.selection.choose import cv_probe
+
+    rng = np.random.default_rng(0)
+    n = 120
+    y = np.arange(n) % 2
+    signal = (y[:, None] * 2.0 - 1.0 + rng.normal(0, 0.7, (n, 4))) * 1e-4  # separable, but 1e-4 in scale
+    noise = rng.normal(0, 10.0, (n, 64))
+    x = np.concatenate([signal, noise], 1).astype(np.float32)
+    ff = SimpleNamespace(train=x[:80], train_labels=y[:80], val=x[80:], val_labels=y[80:])
+    plain = cv_probe(ff, "classification", seed=0)[0]
+    scaled = cv_probe(ff, "classification", seed=0, standardise=True)[0]
+    assert scaled > 0.85 and scaled > plain + 0.2, (plain, scaled)

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import files_state, shared, write_folder
 from transferkit.core.confident import (
+    _round_keeping_sum,
     confident_joint,
     label_issues,
     multilabel_flips,
@@ -59,6 +60,35 @@ def test_confident_joint_rows_sum_to_class_sizes_and_normalized_margin_ranks():
     assert 0 <= found.score.min() and found.score.max() <= 1
     with pytest.raises(ValueError, match="self_confidence"):
         label_issues(given, p, by="margin")
+
+
+def test_confident_joint_counts_an_image_over_several_thresholds_in_its_top_class_and_rounds_ties_by_class():
+    # thresholds (mean self-confidence): class 0 (0.9 + 0.9 + 0.5) / 3 = 0.767, class 1 (0.3 + 0.3) / 2 = 0.3, class 2
+    # (0.2 + 0.2) / 2 = 0.2. The last class-0 image, (0.5, 0.3, 0.2), misses class 0's threshold but reaches 1's and 2's:
+    # it counts in its top class overall, 0 (the argmax among those above would have put it in C[0, 1]), so row 0 of
+    # the joint is 3 + 0 + 0, not 2 + 1 + 0.
+    given = np.array([0, 0, 0, 1, 1, 2, 2])
+    p = np.array(
+        [
+            [0.9, 0.05, 0.05],
+            [0.9, 0.05, 0.05],
+            [0.5, 0.3, 0.2],
+            [0.6, 0.3, 0.1],
+            [0.1, 0.3, 0.6],
+            [0.7, 0.1, 0.2],
+            [0.1, 0.7, 0.2],
+        ]
+    )
+    joint, thresholds = confident_joint(given, p)
+    np.testing.assert_allclose(thresholds, [2.3 / 3, 0.3, 0.2])
+    assert joint[0].tolist() == [3, 0, 0]
+    assert not label_issues(given, p).flagged[2]  # and its top class is its label: never flagged
+    # calibrated rows rounded to whole counts that keep the row's sum: nearest (halves to even) first, then the cell
+    # rounding moved furthest the other way gives or takes the difference; equal remainders go by class order
+    assert _round_keeping_sum(np.array([2.5, 1.5, 1.0])).tolist() == [2, 2, 1]  # 2 + 2 + 1 = 5 already
+    assert _round_keeping_sum(np.array([2.7, 1.6, 0.7])).tolist() == [3, 1, 1]  # 3 + 2 + 1 = 6: 1.6 gives one back
+    assert _round_keeping_sum(np.array([1.4, 1.4, 2.2])).tolist() == [1, 2, 2]  # 1 + 1 + 2 = 4: the later 1.4 takes it
+    assert _round_keeping_sum(np.array([1.5, 1.5, 2.0])).tolist() == [1, 2, 2]  # 2 + 2 + 2 = 6: the earlier 1.5 gives
 
 
 def test_clean_labels_flag_almost_nothing():

@@ -658,7 +658,7 @@ class DemoOptions:
     quiet: bool = opt(False, "Print only the run's path.", "Options", flag="--quiet -q")
 
 
-# review-options-here
+# ---- labels and images: review, embed, similar ----
 @dataclass
 class ReviewOptions:
     k: int = opt(
@@ -711,7 +711,7 @@ class SimilarOptions:
     json: bool = opt(False, "Print one JSON list: key, similarity, label per image.", "Options")
 
 
-# label-options-here
+# ---- label less: the labelling page, suggest ----
 @dataclass
 class LabelOptions:
     classes: str | None = opt(
@@ -768,9 +768,7 @@ class SuggestOptions:
     json: bool = opt(False, "Print the picks as JSON.", "Options")
 
 
-# tune-options-here
-
-
+# ---- tune ----
 @dataclass
 class TuneOptions:
     """`transferkit tune`: an Optuna study over the options that carry a range (Opt.tune)."""

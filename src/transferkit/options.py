@@ -83,28 +83,23 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("--cv 1: one fold holds out everything it trains on; give 0 (off) or K >= 2, e.g. --cv 5.")
 
 
-# Options that mean something for some tasks only: (task, option, the values it may take there, why).
-TASK_OPTIONS = (
-    ("regression", "balance", ("none",), "balances classes; a regression target has none"),
-    ("multilabel", "balance", ("none", "weights"), "sampler draws by class; weights weighs each label's positives"),
-    ("regression", "drop_empty_classes", (False,), "drops classes; a regression target has none"),
-    ("multilabel", "drop_empty_classes", (False,), "drops classes of single-label data"),
-)
-
-
 def check_task_options(cfg: RunConfig) -> None:
-    """Refuse, by name, an option the run's task cannot use (rather than ignore it)."""
+    """Refuse, by name, an option the run's task cannot use (rather than ignore it). What each kind of label takes
+    is said by the kind (data/targets.py), not by testing the task's name here."""
+    from .data.targets import kind_of
+
     task = cfg.train.task
-    if cfg.data.target_column and task != "regression":
+    kind = kind_of(task)
+    if cfg.data.target_column and not kind.reads_target_column:
         raise ConfigError(
             f"--target-column is for --task regression; with --task {task} the labels' column is --label-column."
         )
     if cfg.data.target_column and cfg.data.label_column:
         raise ConfigError("Give the regression target's column once: --target-column (or --label-column), not both.")
-    if cfg.train.loss != "mse" and task != "regression":
+    if cfg.train.loss != "mse" and not kind.picks_loss:
         raise ConfigError(f"--loss {cfg.train.loss} is for --task regression; {task} trains with its own loss.")
-    for name, option, allowed, why in TASK_OPTIONS:
+    for option, (allowed, why) in kind.option_limits.items():
         value = getattr(cfg.data, option)
-        if task == name and value not in allowed:
+        if value not in allowed:
             flag = "--" + option.replace("_", "-")
             raise ConfigError(f"{flag} {value} cannot be used with --task {task}: it {why}.")

@@ -16,26 +16,31 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ..errors import TransferkitError
-from . import advise, backbones, compare, demo, doctor, env, evaluate, export, predict, rank, report, serve, train
+from . import (
+    advise,
+    backbones,
+    compare,
+    demo,
+    doctor,
+    embed,
+    env,
+    evaluate,
+    export,
+    label,
+    predict,
+    rank,
+    report,
+    review,
+    serve,
+    similar,
+    suggest,
+    train,
+    tune,
+)
 
-# the commands about labels and images (review, embed, similar, suggest, label) and tuning; one line each
+# `transferkit --help` lists the commands in this order: a run's life, then labels and images, then the helpers
 COMMAND_MODULES = [demo, train, evaluate, predict, export, serve, report, doctor, rank, advise, compare]
-# review-commands-here
-from . import embed, review, similar  # noqa: E402 - the list above reads in command order
-
-COMMAND_MODULES += [review, embed, similar]
-# label-commands-here
-from . import label  # noqa: E402 - the list above reads in command order
-
-COMMAND_MODULES += [label]
-from . import suggest  # noqa: E402 - the list above reads in command order
-
-COMMAND_MODULES += [suggest]
-# tune-command-here
-from . import tune  # noqa: E402 - the list above reads in command order
-
-COMMAND_MODULES += [tune]
-COMMAND_MODULES += [backbones, env]
+COMMAND_MODULES += [review, embed, similar, suggest, label, tune, backbones, env]
 
 
 class PlainHelp:
@@ -71,7 +76,7 @@ class Group(PlainHelp, TyperGroup):
 
 app = typer.Typer(
     name="transferkit",
-    help="Turn a small folder of labelled images into an accurate classifier by transfer learning.",
+    help="Turn a small folder of images into an accurate model by transfer learning, and find and fix its labels.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

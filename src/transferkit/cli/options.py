@@ -100,15 +100,12 @@ COMMANDS: dict[str, tuple[type, Select | None]] = {
     "advise": (AdviseOptions, lambda f: measuring(f) or f.name == "backbone"),
     # compare varies the strategy, the backbone and the seed itself, and names its own folder
     "compare": (CompareOptions, all_but("strategy", "backbone", "backbones", "seed", "out", "name", "quiet")),
-    # review-commands-here
     "review": (ReviewOptions, lambda f: measuring(f) or f.name == "backbone"),
     "embed": (EmbedOptions, lambda f: f.name in ("backbone", "image_size", "device", "cache_dir")),
     "similar": (SimilarOptions, lambda f: f.name in ("backbone", "image_size", "device", "cache_dir")),
-    # label-commands-here
     "label": (LabelOptions, lambda f: f.name in ("backbone", "device", "cache_dir")),  # how the pool is embedded
     # suggest embeds the pool (and --labelled) as rank does: the backbone and how its features are computed
     "suggest": (SuggestOptions, lambda f: f.name in ("backbone", "image_size", "device", "cache_dir", "seed")),
-    # tune-command-here
     # tune searches options itself (--space), keeps its own --budget and folder, and scores on val, not --cv
     "tune": (TuneOptions, all_but("budget", "out", "name", "quiet", "cv")),
 }

@@ -11,7 +11,7 @@ plain arrays, with its multi-label and regression counterparts. How the scores w
 
 Confident learning, step by step: a class's threshold is the mean probability the scores give that class over the
 images labelled with it (its "self-confidence"); an image counts as confidently of class j when its probability of
-j reaches j's threshold (the highest such j when several do); the confident joint C[given, true] counts those,
+j reaches j's threshold (its top class overall when several do); the confident joint C[given, true] counts those,
 calibrated so each row sums to the given class's size; C[i, j] * N / N images labelled i are then the expected
 number of wrong labels of class i that are really j, and that many images labelled i with the largest margin
 p(j) - p(i) are flagged (pruning by noise rate). An image whose top class is its given label is never flagged.
@@ -45,25 +45,36 @@ def confident_joint(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, 
         thresholds[j] = probs[labels == j, j].mean()
     above = probs >= thresholds - 1e-6  # the tolerance keeps a row exactly at the mean on the right side
     confident = above.any(axis=1)
-    guess = np.argmax(np.where(above, probs, -1.0), axis=1)
+    # one class above its threshold: that class; several: the top class overall, as cleanlab counts it (the paper's
+    # argmax among those above differs only when the top class misses its own threshold; matching keeps the joint,
+    # and so the flagged set, the same as the reference's on the same scores)
+    guess = np.where(above.sum(axis=1) > 1, probs.argmax(axis=1), above.argmax(axis=1))
     joint = np.zeros((k, k))
     np.add.at(joint, (labels[confident], guess[confident]), 1.0)
     # every class keeps at least one image counted as correctly labelled, so no row is all noise
     np.fill_diagonal(joint, np.maximum(joint.diagonal(), 1.0) * (counts > 0))
     # Calibrate: each given class's row sums to that class's size (rows of unconfident images are spread pro rata),
-    # then whole counts that keep the row sums (largest remainders: 2.5 + 1.5 + 1.0 -> 3 + 2 + 1 would be 6, not 5)
+    # then whole counts that keep the row sums
     sums = joint.sum(axis=1, keepdims=True)
-    joint = np.divide(joint * counts[:, None], sums, out=np.zeros_like(joint), where=sums > 0)
+    joint = np.divide(joint, sums, out=np.zeros_like(joint), where=sums > 0) * counts[:, None]
     return np.array([_round_keeping_sum(row) for row in joint]), thresholds
 
 
 def _round_keeping_sum(row: np.ndarray) -> np.ndarray:
-    """Whole numbers that add up to round(sum(row)): floors, plus one for the largest fractional parts."""
-    floor = np.floor(row)
-    extra = int(round(row.sum() - floor.sum()))
-    if extra > 0:
-        floor[np.argsort(-(row - floor), kind="stable")[:extra]] += 1
-    return floor
+    """Whole numbers that add up to round(sum(row)): each cell to its nearest (halves to even, numpy's round), then
+    the cells that rounding moved furthest the other way take the difference: 2.5 + 1.5 + 1.0 (5) -> 2 + 2 + 1;
+    2.7 + 1.6 + 0.7 (5) -> 3 + 2 + 1 = 6, so the cell rounded up the most (1.6 -> 2, by 0.4) gives one back -> 3 + 1
+    + 1. Equal remainders (cells with the same raw count) are settled by class order: the later class takes an extra
+    one, the earlier one gives one back, as cleanlab settles them where its sort keeps ties in order (measured: a
+    tie-break by the candidates' margins instead flagged worse on EuroSAT, 0.002-0.005 F1 on 3 of 6 rows)."""
+    whole = np.round(row)
+    short = int(round(row.sum() - whole.sum()))  # at most K/2 either way: each cell is off by at most 0.5
+    rest = row - whole
+    if short > 0:
+        whole[np.argsort(rest, kind="stable")[::-1][:short]] += 1  # largest remainder first; ties: later class
+    elif short < 0:
+        whole[np.argsort(rest, kind="stable")[:-short]] -= 1  # most rounded-up first; ties: earlier class
+    return whole
 
 
 def rank_scores(labels: np.ndarray, probs: np.ndarray, by: str = "self_confidence") -> np.ndarray:

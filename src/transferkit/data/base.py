@@ -13,6 +13,7 @@ import numpy as np
 
 from .imageset import ImageSet, array_hw, is_array_key, parse_array_key  # noqa: F401 - re-exported
 from .problems import Problem
+from .targets import KINDS, case_hint, kind_of, label_text  # noqa: F401 - re-exported: what readers import from base
 
 LAYOUTS = ("auto", "folders", "presplit", "list", "hdf5")
 VAL_NAMES = ("val", "valid", "validation", "verify")
@@ -23,7 +24,7 @@ H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 # What a sample's label is, by the source's `task`: a class index (classification), the target value (regression,
 # `classes` is [the target's name]), or the sorted indices of the labels it has (multilabel, possibly none).
 Label = int | float | tuple[int, ...]
-TASK_KINDS = ("classification", "regression", "multilabel")
+TASK_KINDS = tuple(KINDS)  # the kinds of labels a reader reads (data/targets.py), by task name
 
 
 @dataclass(frozen=True)
@@ -37,29 +38,6 @@ def label_classes(label: Label) -> tuple[int, ...]:
     if isinstance(label, tuple):
         return label
     return (label,) if isinstance(label, int) else (0,)
-
-
-def label_text(label: Label, classes: list[str]) -> str:
-    """How a label reads in split.csv and messages: the class name, 'a|b', or the value."""
-    if isinstance(label, tuple):
-        return "|".join(classes[i] for i in label)
-    return classes[label] if isinstance(label, int) else f"{label:g}"
-
-
-def case_hint(unknown: list[str], known: list[str], where: str = "") -> str:
-    """A sentence for unknown class names that differ from a known one only in case (train/Ants vs val/ants): a
-    typo, not a new class, so the advice is to rename; '' when none does. `where`: their folder, for the example."""
-    lower = {k.lower(): k for k in known}
-    pairs = [(u, lower[u.lower()]) for u in unknown if u.lower() in lower]
-    if not pairs:
-        return ""
-    shown = ", ".join(f"'{u}' (training: '{k}')" for u, k in pairs[:5])
-    u, k = pairs[0]
-    example = f", e.g. mv '{where}{u}' '{where}{k}'" if where else ""
-    return (
-        f" Class names are case-sensitive, and these differ from a training class only in case: {shown}. Rename "
-        f"them to match{example}."
-    )
 
 
 @dataclass
@@ -125,23 +103,4 @@ class DataSource:
         """The source (and `splits`) with one class index per sample, for the checks that think in classes (doctor):
         a regression target is one class, so identical photos with different values are not "conflicting labels";
         a multi-label set is a class of its own ('a|b'), so identical photos with different sets are."""
-        splits = self.splits if splits is None else splits
-        if self.task == "classification":
-            return self, splits
-        if self.task == "regression":
-            names = list(self.classes)
-            index = {}
-        else:
-            sets = sorted(
-                {s.label for v in splits.values() for s in v} | {s.label for v in self.splits.values() for s in v}
-            )
-            names = [label_text(t, self.classes) or "(none)" for t in sets]
-            index = {t: i for i, t in enumerate(sets)}
-
-        def view(samples: list[Sample]) -> list[Sample]:
-            return [Sample(s.key, index.get(s.label, 0)) for s in samples]
-
-        src = DataSource(
-            self.root, self.layout, names, {k: view(v) for k, v in self.splits.items()}, self.arrays, self.problems
-        )
-        return src, {k: view(v) for k, v in splits.items()}
+        return kind_of(self.task).class_view(self, self.splits if splits is None else splits)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .base import H5_SUFFIXES, DataSource, Sample
+from .targets import Classes, kind_of
 
 SPLIT_WORDS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 CLASS_KEYS = ("list_classes", "classes", "class_names", "label_names")
@@ -124,29 +125,9 @@ def _labels(y: np.ndarray, n: int, f: Path, kx: str, ky: str) -> np.ndarray:
     return y
 
 
-def _targets(y: np.ndarray, n: int, f: Path, kx: str, ky: str, task: str) -> list:
-    """Regression: one finite number per image; multi-label: one 0/1 row per image -> the indices of its 1s."""
-    y = np.asarray(y)
-    if task == "regression":
-        y = y.reshape(len(y), -1)[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
-        if y.ndim != 1 or len(y) != n or y.dtype.kind not in "iuf":
-            raise DataError(
-                f"'{f}': '{ky}' has shape {y.shape} ({y.dtype}); regression needs one number per image of '{kx}' "
-                f"({n}). Give the targets' key with --h5-y."
-            )
-        bad = np.flatnonzero(~np.isfinite(y.astype(np.float64)))
-        if len(bad):
-            raise DataError(f"'{f}': '{ky}'[{bad[0]}] is {y[bad[0]]}, not a finite number: fix or drop that image.")
-        return [float(v) for v in y]
-    if y.ndim != 2 or len(y) != n or not np.isin(y, (0, 1)).all():
-        raise DataError(
-            f"'{f}': '{ky}' has shape {y.shape}; multi-label needs one row of 0/1 per image of '{kx}' ({n}, labels)."
-        )
-    return [tuple(int(j) for j in np.flatnonzero(row)) for row in y]
-
-
-def _read_targets(root: Path, x_key, y_key, task: str) -> DataSource:
-    """An HDF5 source for regression or multi-label: the arrays as for classes, the targets as `_targets` reads them."""
+def _read_targets(root: Path, x_key, y_key, kind: Classes) -> DataSource:
+    """An HDF5 source for labels read image by image (regression, multi-label): the arrays as for classes, the
+    targets as `kind.from_h5` reads them (data/targets.py)."""
     files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in H5_SUFFIXES)
     arrays, splits, names, width = {}, {}, None, 0
     for f in files:
@@ -155,7 +136,7 @@ def _read_targets(root: Path, x_key, y_key, task: str) -> DataSource:
                 if ky not in h:
                     raise DataError(f"'{f}': array '{kx}' has no targets '{ky}'. Its arrays: {_describe(h)}.")
                 arrays[split] = h[kx][()]
-                targets = _targets(h[ky][()], len(arrays[split]), f, kx, ky, task)
+                targets = kind.from_h5(np.asarray(h[ky][()]), len(arrays[split]), f, kx, ky)
                 splits[split] = [Sample(f"{root.name}#{split}[{i}]", t) for i, t in enumerate(targets)]
                 width = h[ky].shape[-1]
             key = next((k for k in CLASS_KEYS if k in h), None)
@@ -163,18 +144,15 @@ def _read_targets(root: Path, x_key, y_key, task: str) -> DataSource:
                 names = [c.decode() if isinstance(c, bytes) else str(c) for c in np.asarray(h[key][()]).reshape(-1)]
     if "all" in arrays and len(arrays) > 1:
         arrays["train"], splits["train"] = arrays.pop("all"), splits.pop("all")
-    if task == "regression":
-        classes = [(y_key or "target").replace("{split}", "").strip("_") or "target"]
-    else:
-        classes = names or [str(i) for i in range(width)]
-    return DataSource(root, "hdf5", classes, splits, arrays=arrays, task=task)
+    return DataSource(root, "hdf5", kind.h5_classes(y_key, names, width), splits, arrays=arrays, task=kind.task)
 
 
 def read_hdf5(
     root: Path, x_key: str | None = None, y_key: str | None = None, task: str = "classification"
 ) -> DataSource:
-    if task != "classification":
-        return _read_targets(root, x_key, y_key, task)
+    kind = kind_of(task)
+    if kind.by_image:  # a number or a 0/1 row per image, not classes named by the training part
+        return _read_targets(root, x_key, y_key, kind)
     files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in H5_SUFFIXES)
     if not files:
         raise DataError(f"'{root}' holds no HDF5 files ({', '.join(H5_SUFFIXES)}).")

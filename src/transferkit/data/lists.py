@@ -13,14 +13,15 @@ column, or one 0/1 column per label (`--label-column cat,dog`, or every column b
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ..errors import DataError
-from .base import LIST_SUFFIXES, VAL_NAMES, DataSource, Sample, case_hint
+from .base import LIST_SUFFIXES, VAL_NAMES, DataSource, Sample
 from .images import IMAGE_EXTENSIONS
 from .problems import Problem, problem
+from .targets import CLASSES, MULTI_SEPARATOR, OTHER_SEPARATORS, Classes, kind_of
 
 PATH_COLUMNS = ("path", "filename", "file", "image", "img", "filepath", "file_path", "image_path", "image_id", "name")
 LABEL_COLUMNS = (
@@ -36,8 +37,6 @@ LABEL_COLUMNS = (
     "tags",
     "value",
 )
-MULTI_SEPARATOR = "|"  # between the labels of one image: 'cat|dog'
-OTHER_SEPARATORS = (",", ";", "+")  # what people also write between labels: refused, naming the line
 
 
 @dataclass(frozen=True)
@@ -108,10 +107,12 @@ def read_list(
     path_column: str | int | None,
     label_column: str | int | None,
     problems: list[Problem],
-    task: str = "classification",
+    kind: Classes = CLASSES,
 ) -> list[Row]:
+    """The rows of one list file, as `kind` (data/targets.py) reads them: which column flag messages name, whether a
+    line may hold several labels (an empty cell is then an image with none)."""
     path_column, label_column = (None if c is None else str(c) for c in (path_column, label_column))
-    flag = "--target-column" if task == "regression" else "--label-column"
+    flag = kind.column_flag
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -122,7 +123,7 @@ def read_list(
     delim = _delimiter(lines[0][1])
     rows = list(csv.reader([ln for _, ln in lines], delimiter=delim, skipinitialspace=True))
     header = [c.strip() for c in rows[0]]
-    hot = _multi_hot(header, rows, label_column, path_column, path) if task == "multilabel" else None
+    hot = _multi_hot(header, rows, label_column, path_column, path) if kind.several else None
     if hot is not None:
         pcol, cols = hot
         out = [
@@ -151,13 +152,13 @@ def read_list(
             lname = header[-1] if header[-1] != pname else header[0]
             raise DataError(
                 f"{path} starts with a header ({', '.join(header)}) whose column names transferkit does not "
-                f"know. Say which columns hold the image path and the {'target' if task == 'regression' else 'label'}, "
+                f"know. Say which columns hold the image path and the {kind.column_word}, "
                 f"e.g. --path-column {pname} {flag} {lname}."
             )
     out, bad, unlabelled = [], [], 0
     width = len(header)
     for (n, raw), row in zip(lines[1:] if has_header else lines, rows[1:] if has_header else rows):
-        if task == "multilabel" and has_header and len(row) > width and delim in OTHER_SEPARATORS:
+        if kind.several and has_header and len(row) > width and delim in OTHER_SEPARATORS:
             raise DataError(
                 f"{path}: line {n} has {len(row)} fields but the header has {width} ({raw!r}): are labels separated "
                 f"by '{delim}', the list's own separator? Separate the labels of one image with "
@@ -167,7 +168,7 @@ def read_list(
             row = [" ".join(row[:-1]), row[-1]]
         p = row[pcol].strip() if len(row) > pcol else ""
         lab = row[lcol].strip() if len(row) > lcol else ""
-        if not p or (not lab and task != "multilabel"):  # multi-label: an empty cell is an image with no label
+        if not p or (not lab and not kind.several):  # multi-label: an empty cell is an image with no label
             bad.append((n, raw))
             unlabelled += bool(p)  # a path without its label yet: a list to fill in
             continue
@@ -197,10 +198,6 @@ def read_list(
     return out
 
 
-def _label_order(label: str):
-    return (not label.isdigit(), int(label) if label.isdigit() else 0, label)  # 2 before 10; numbers before names
-
-
 def find_lists(root: Path) -> dict[str, Path]:
     """split -> list file: `root` itself ("all"), or train/val/test lists inside the folder `root`."""
     if root.is_file():
@@ -227,67 +224,6 @@ def _target_name(path: Path, label_column: str | None) -> str:
     return known or "target"
 
 
-def _number(row: Row, where: Path) -> float:
-    import math
-
-    try:
-        value = float(row.label)
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value):
-        raise DataError(
-            f"{where}: line {row.line}: the target {row.label!r} (for '{row.path}') is not a number. Regression "
-            "targets must be numbers (e.g. 12.5); fix that line, or choose the target's column with --target-column."
-        )
-    return value
-
-
-def _regression(root: Path, files: dict, rows: dict, label_column: str | None, problems: list) -> DataSource:
-    name = _target_name(next(iter(files.values())), label_column)
-    splits = {
-        split: [Sample(os.path.abspath(files[split].parent / r.path), _number(r, files[split])) for r in split_rows]
-        for split, split_rows in rows.items()
-    }
-    return DataSource(root, "list", [name], splits, problems=problems, task="regression")
-
-
-def _label_set(row: Row, where: Path) -> list[str]:
-    """'cat|dog' -> ['cat', 'dog']; a line that separates its labels some other way is refused by number."""
-    names = [n.strip() for n in row.label.split(MULTI_SEPARATOR)] if row.label else []
-    odd = next((c for c in OTHER_SEPARATORS if any(c in n for n in names)), None)
-    if odd:
-        raise DataError(
-            f"{where}: line {row.line}: the labels {row.label!r} are separated by '{odd}'. Separate the labels of one "
-            f"image with '{MULTI_SEPARATOR}' (e.g. {row.label.replace(odd, MULTI_SEPARATOR)}), or give one 0/1 "
-            "column per label."
-        )
-    return [n for n in names if n]
-
-
-def _multilabel(root: Path, files: dict, rows: dict, lenient: bool, problems: list) -> DataSource:
-    sets = {split: [_label_set(r, files[split]) for r in split_rows] for split, split_rows in rows.items()}
-    base = "train" if "train" in sets else "all"
-    classes = sorted({n for names in sets[base] for n in names}, key=_label_order)
-    index = {n: i for i, n in enumerate(classes)}
-    splits: dict[str, list[Sample]] = {}
-    for split, split_rows in rows.items():
-        unknown = sorted({n for names in sets[split] for n in names if n not in index}, key=_label_order)
-        if unknown:
-            msg = f"{files[split]}: labels the training list does not have: {', '.join(unknown[:10])}." + case_hint(
-                unknown, classes
-            )
-            if not lenient:
-                raise DataError(msg + " Fix the labels or add training images with them.")
-            problems.append(problem("class-not-in-train", msg + " They are left out."))
-        splits[split] = [
-            Sample(
-                os.path.abspath(files[split].parent / r.path), tuple(sorted({index[n] for n in names if n in index}))
-            )
-            for r, names in zip(split_rows, sets[split])
-        ]
-    return DataSource(root, "list", classes, splits, problems=problems, task="multilabel")
-
-
 def read_lists(
     root: Path,
     path_column: str | None = None,
@@ -295,40 +231,15 @@ def read_lists(
     lenient: bool = False,
     task: str = "classification",
 ) -> DataSource:
+    kind = kind_of(task)
     files = find_lists(root)
     problems: list[Problem] = []
-    rows = {split: read_list(p, path_column, label_column, problems, task) for split, p in files.items()}
-    if task == "regression":
-        return _regression(root, files, rows, label_column, problems)
-    if task == "multilabel":
-        return _multilabel(root, files, rows, lenient, problems)
-    base = rows.get("train") or rows.get("all") or []
-    classes = sorted({r.label for r in base}, key=_label_order)
-    index = {n: i for i, n in enumerate(classes)}
-    splits: dict[str, list[Sample]] = {}
-    for split, split_rows in rows.items():
-        parent = files[split].parent
-        unknown = sorted({r.label for r in split_rows if r.label not in index}, key=_label_order)
-        if unknown:
-            lines = [r for r in split_rows if r.label not in index]
-            msg = (
-                f"{files[split]}: {len(lines)} line(s) have labels the training list does not have: "
-                f"{', '.join(unknown[:10])} (first on line {lines[0].line}). Known labels: {', '.join(classes[:20])}."
-            ) + case_hint(unknown, classes)
-            if not lenient:
-                raise DataError(msg + " Fix the labels or add training images of those classes.")
-            problems.append(
-                problem(
-                    "class-not-in-train",
-                    msg + " Those lines are left out.",
-                    [os.path.abspath(parent / r.path) for r in lines],
-                )
-            )
-        # Missing files stay samples: decoding lists them in skipped.csv and doctor reports them, so none is lost quietly.
-        splits[split] = [
-            Sample(os.path.abspath(parent / r.path), index[r.label]) for r in split_rows if r.label in index
-        ]
-    return DataSource(root, "list", classes, splits, problems=problems)
+    rows = {split: read_list(p, path_column, label_column, problems, kind) for split, p in files.items()}
+    # The target's name (a regression's one class) is read only when the kind asks: other lists may name columns by index.
+    target = partial(_target_name, next(iter(files.values())), label_column)
+    classes, labelled = kind.from_rows(files, rows, lenient, problems, target)
+    splits = {split: [Sample(path, label) for path, label in pairs] for split, pairs in labelled.items()}
+    return DataSource(root, "list", classes, splits, problems=problems, task=kind.task)
 
 
 def read_paths(path: Path, path_column: str | None = None) -> list[str]:

@@ -41,6 +41,7 @@ from .base import (  # noqa: F401 - re-exported: the base types are part of this
 from .images import IMAGE_EXTENSIONS, image_files, is_hidden
 from .imageset import ImageSet
 from .problems import Problem, problem
+from .targets import kind_of
 
 
 def open_source(
@@ -265,57 +266,6 @@ def image_batch(x, what: str = "x") -> np.ndarray:
     return x.astype(np.uint8)  # integers 0-255 of another dtype
 
 
-def _class_labels(y: np.ndarray, classes: list[str] | None) -> tuple[list[int], list[str]]:
-    """Class labels as users hold them: indices 0..K-1, one-hot rows (N, K) or names -> (indices, class names)."""
-    rule = "Give one class per image: an index 0..K-1, a one-hot row (N, K) or a class name."
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim == 2:  # one-hot rows: (N, K), a single 1 per row
-        ones = y.sum(axis=1) if y.dtype.kind in "uifb" else None
-        if ones is None or not np.isin(y, (0, 1)).all() or not (ones == 1).all():
-            i = 0 if ones is None else int(np.flatnonzero(~np.isin(y, (0, 1)).all(axis=1) | (ones != 1))[0])
-            raise DataError(
-                f"from_arrays: y has shape {y.shape} and row {i} is {y[i].tolist()[:10]}, not one-hot (a single 1). "
-                f"{rule} For several labels per image give task='multilabel'."
-            )
-        if classes is not None and len(classes) != y.shape[1]:
-            raise DataError(f"from_arrays: y has {y.shape[1]} one-hot columns but {len(classes)} class names.")
-        return [int(v) for v in y.argmax(axis=1)], list(classes or [str(i) for i in range(y.shape[1])])
-    if y.ndim != 1:
-        raise DataError(f"from_arrays: y has shape {y.shape}. {rule}")
-    if y.dtype.kind in "USO":  # names: classes in their natural order (2 before 10), or as given
-        from .lists import _label_order
-
-        names = [str(v) for v in y]
-        classes = list(classes or sorted(set(names), key=_label_order))
-        index = {c: i for i, c in enumerate(classes)}
-        unknown = sorted(set(names) - set(index))
-        if unknown:
-            raise DataError(f"from_arrays: y names {', '.join(unknown[:10])}, not in classes ({', '.join(classes)}).")
-        return [index[v] for v in names], classes
-    if y.dtype.kind not in "uifb":
-        raise DataError(f"from_arrays: y has dtype {y.dtype}. {rule}")
-    if y.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
-        if len(bad):
-            raise DataError(
-                f"from_arrays: y[{bad[0]}] is {y[bad[0]]}, not a class index; for numeric targets give "
-                "task='regression'."
-            )
-    labels = y.astype(np.int64)
-    k = len(classes) if classes is not None else int(labels.max()) + 1
-    bad = np.flatnonzero((labels < 0) | (labels >= k))
-    if len(bad):
-        i = int(bad[0])
-        why = (
-            "unlabelled images (often -1) cannot be trained on: leave them out, e.g. x[y >= 0], y[y >= 0]"
-            if labels[i] < 0
-            else f"only {k} class names are given"
-        )
-        raise DataError(f"from_arrays: y[{i}] is {labels[i]}; class indices run from 0 to {k - 1} ({why}).")
-    return [int(v) for v in labels], list(classes or [str(i) for i in range(k)])
-
-
 def from_arrays(
     x: np.ndarray, y: np.ndarray, classes: list[str] | None = None, name: str = "arrays", task: str = "classification"
 ) -> DataSource:
@@ -329,26 +279,7 @@ def from_arrays(
         if x.ndim == 3 and x.shape[-1] in (3, 4):
             hint = f" x {x.shape} reads as {x.shape[0]} grey images; for one colour image give x[None]."
         raise DataError(f"{len(x)} images but {len(y)} labels: give one label per image.{hint}")
-    if task == "regression":
-        targets = y.reshape(len(y), -1)
-        try:
-            values = targets[:, 0].astype(np.float64) if targets.shape[1] == 1 else None
-        except ValueError:
-            values = None
-        bad = [0] if values is None else np.flatnonzero(~np.isfinite(values))
-        if len(bad):
-            raise DataError(
-                f"from_arrays(task='regression'): y[{bad[0]}] is {y.reshape(-1)[bad[0]]}; give one finite number "
-                "per image."
-            )
-        labels, classes = [float(v) for v in values], classes or ["target"]
-    elif task == "multilabel":
-        if y.ndim != 2 or not np.isin(y, (0, 1)).all():
-            raise DataError(f"from_arrays(task='multilabel'): y has shape {y.shape}; give one 0/1 row per image.")
-        labels = [tuple(int(j) for j in np.flatnonzero(row)) for row in y]
-        classes = classes or [str(i) for i in range(y.shape[1])]
-    else:
-        labels, classes = _class_labels(y, classes)
+    labels, classes = kind_of(task).from_array(y, classes)  # what y may be, by kind of labels (data/targets.py)
     samples = [Sample(f"{name}#all[{i}]", lab) for i, lab in enumerate(labels)]
     src = DataSource(Path(name), "arrays", classes, {"all": samples}, arrays={"all": x}, task=task)
     check_classes(src)
@@ -383,25 +314,8 @@ def from_dataset(dataset, classes: list[str] | None = None, name: str = "dataset
 
 
 def check_classes(src: DataSource, lenient: bool = False) -> None:
-    train = src.splits.get("train", src.splits.get("all", []))
-    if src.task == "regression":
-        if len({s.label for s in train}) < 2 and not lenient:
-            raise DataError(f"'{src.root}': every training target is the same value: there is nothing to learn.")
-        return
-    if src.task == "multilabel":
-        if not any(s.label for s in train) and not lenient:
-            raise DataError(f"'{src.root}': no training image has a label: there is nothing to learn.")
-        return
-    present = sorted({s.label for s in train})
-    if len(src.classes) < 2 or len(present) < 2:
-        found = ", ".join(src.classes) or "none"
-        msg = (
-            f"'{src.root}' has fewer than two classes with images (found: {found}). A classifier needs at least two: "
-            "put each class's images in its own sub-folder, e.g. data/cats/*.jpg and data/dogs/*.jpg."
-        )
-        if not lenient:
-            raise DataError(msg)
-        src.problems.append(problem("single-class", msg))
+    """Something to learn in the training part, as the source's kind of labels counts it (data/targets.py)."""
+    kind_of(src.task).check(src, lenient)
 
 
 def open_images(path: str | os.PathLike, content: bool = False) -> ImageSet:

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..data.targets import CLASSES, Classes
+
 
 @dataclass(frozen=True)
 class Task:
@@ -25,6 +27,7 @@ class Task:
     fitted to the training targets (`prepare`, `tune`) and stored in the bundle (`state`, `from_meta`)."""
 
     name: ClassVar[str] = "task"
+    labels: ClassVar[Classes] = CLASSES  # what the data's labels are and how readers parse them (data/targets.py)
     title: ClassVar[str] = "Image model"  # what serve's page and its OpenAPI description call it
     calibrates: ClassVar[bool] = False  # temperature scaling after training (finish.py skips the val pass without it)
     tta: ClassVar[bool] = True  # evaluate/predict --tta: the mean of the views' outputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.targets import CLASSES
 from .base import Task
 
 
@@ -13,6 +14,7 @@ class Classification(Task):
     """One label per image out of K classes: softmax over K logits, cross-entropy, accuracy, temperature scaling."""
 
     name = "classification"
+    labels = CLASSES  # one class index per image
     title = "Image classification"
     calibrates = True
     score_name = "accuracy"

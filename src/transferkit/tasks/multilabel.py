@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.targets import SETS
 from .base import Task
 
 
@@ -17,6 +18,7 @@ class Multilabel(Task):
     thresholds: tuple[float, ...] = ()  # per label; empty: 0.5 each
 
     name = "multilabel"
+    labels = SETS  # the class indices an image has, possibly none
     title = "Multi-label image classification"
     score_name = "map"
     score_label = "mAP"

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.targets import VALUES
 from .base import Task
 
 
@@ -19,6 +20,7 @@ class Regression(Task):
     kind: str = "mse"  # --loss: mse | huber
 
     name = "regression"
+    labels = VALUES  # one finite number per image
     title = "Image regression"
     score_name = "r2"
     score_label = "R²"
