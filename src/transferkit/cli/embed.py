@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from ..config import EmbedOptions
+from ..config import DEFAULT_BACKBONE, EmbedOptions
 from .options import command
 
 
@@ -40,7 +40,7 @@ def embed(
 
     emb = run_embed(
         data,
-        overrides.get("backbone") or "efficientnet_lite0",
+        overrides.get("backbone") or DEFAULT_BACKBONE,
         image_size=overrides.get("image_size"),
         device=overrides.get("device") or "auto",
         cache_dir=overrides.get("cache_dir"),

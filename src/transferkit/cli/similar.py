@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from ..config import SimilarOptions
+from ..config import DEFAULT_BACKBONE, SimilarOptions
 from .options import command
 
 
@@ -32,7 +32,7 @@ def similar(
         data,
         str(image.resolve()) if image.exists() else str(image),
         options.top,
-        backbone=overrides.get("backbone") or "efficientnet_lite0",
+        backbone=overrides.get("backbone") or DEFAULT_BACKBONE,
         image_size=overrides.get("image_size"),
         cache_dir=overrides.get("cache_dir"),
         reporter=make_reporter(options.json),

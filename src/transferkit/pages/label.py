@@ -25,6 +25,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
+from ..config import DEFAULT_BACKBONE
 from ..errors import DataError
 from .db import Journal
 from .server import Thumbnails, page_app, run
@@ -49,7 +50,7 @@ class LabelSession:
     out_dir: Path
     given: dict[str, str] = field(default_factory=dict)  # labels from --labelled, before any answer here
     strategy: str = "auto"
-    backbone: str = "efficientnet_lite0"
+    backbone: str = DEFAULT_BACKBONE
     load: object = None  # key -> PIL image for thumbnails (None: keys are file paths)
     background: bool = True  # False: accuracy measured in the answer's request (tests)
     notes: list[str] = field(default_factory=list)  # what the page should say once (overlaps, skipped files)
@@ -83,7 +84,7 @@ class LabelSession:
         classes: list[str] | None = None,
         labelled: str | os.PathLike | None = None,
         out_dir: str | os.PathLike = "labelling",
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         strategy: str = "auto",
         embed_fn=None,
         **kw,
