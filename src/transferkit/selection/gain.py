@@ -77,14 +77,22 @@ class GainResult:
         return self.finetuned - self.frozen
 
 
-def near_perfect(probe: float | None, chance: float | None) -> bool:
+def error_share(probe: float | None, chance: float | None) -> float | None:
+    """The probe's errors as a share of guessing's (0: perfect, 1: no better than the commonest class); None when
+    nothing was measured."""
     if probe is None or chance is None:
-        return True  # nothing measured to compare with: the chart decides
-    return (1 - probe) <= NEAR_PERFECT * max(1e-9, 1 - chance)
+        return None
+    return (1 - probe) / max(1e-9, 1 - chance)
+
+
+def near_perfect(probe: float | None, chance: float | None) -> bool:
+    share = error_share(probe, chance)
+    return share is None or share <= NEAR_PERFECT  # nothing measured to compare with: the chart decides
 
 
 def good_probe(probe: float | None, chance: float | None) -> bool:
-    return probe is not None and chance is not None and (1 - probe) <= GOOD_PROBE * max(1e-9, 1 - chance)
+    share = error_share(probe, chance)
+    return share is not None and share <= GOOD_PROBE
 
 
 def finetune_rungs(chosen, table, cfg: RunConfig, n_train: int, n_val: int) -> list[Rung]:
