@@ -7,7 +7,7 @@ identical splits: a mean with its 95% interval per row, the paired difference to
     python benchmarks/depth.py --auto-cost --sets eurosat,hymenoptera   # auto vs the run it chose, whole processes
 
 Rows: `linear` (the last layer, today's default), `stages` (`--features stages`: lite0's blocks 2-6 pooled, 744
-features), `stages+last` (those and the last layer's 1,280), `concat` (lite0's and lite1's last layers side by side,
+features, the head standardised per feature, the input at 3x the data's side up to 224: backbones/depth.py), `stages+last` (those and the last layer's 1,280), `concat` (lite0's and lite1's last layers side by side,
 2,560 features, the same L-BFGS logistic head `linear` fits, L2 picked on val). Every row is `linear` on
 efficientnet_lite0 at the input size that follows the data. The split machinery, sets and seeds are benchmarks/accuracy.py's: repeat i of a
 set is the same split in both benchmarks.

@@ -127,3 +127,43 @@ def test_auto_measures_on_a_subsample_sized_by_what_the_run_costs():
     assert len(one.splits["train"]) + len(one.splits["val"]) == 600
     tiny = Data(None, {"train": list(range(100)), "val": list(range(20))}, 64.0, "x")
     assert measure_sample(tiny, [1.0, 4.0], seed=0) is tiny  # smaller than MIN_SAMPLE: measured on all of it
+
+
+def test_a_standardised_head_is_folded_into_the_plain_head_it_saves():
+    """fit_head(standardise=True) solves on (x - mean) / std of the training rows and folds that into the head's
+    Linear: on raw features it answers exactly as the head fitted on the standardised features by hand."""
+    from transferkit.core.heads import fit_head
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(90) % 3
+    x = torch.randn(90, 12, generator=g) + y[:, None].float()
+    x = x * torch.logspace(-3, 2, 12) + 5.0  # features a thousand times apart in scale, off centre
+    xv, yv, xt = x[:30] + 0.1, y[:30], x[::7] - 0.2
+    kw = {"val": (xv, yv), "solver": "lbfgs"}
+    folded = fit_head(x, y, "classification", standardise=True, **kw)
+    mean, std = x.mean(0), x.std(0, unbiased=False)
+    by_hand = fit_head((x - mean) / std, y, "classification", **{**kw, "val": ((xv - mean) / std, yv)})
+    assert folded.results["lbfgs"]["l2"] == by_hand.results["lbfgs"]["l2"]
+    assert torch.allclose(folded.logits(xt), by_hand.logits((xt - mean) / std), atol=1e-3)
+    assert type(folded.module) is type(by_hand.module)  # the plain head: nothing else for a bundle to save
+    plain = fit_head(x, y, "classification", **kw)  # off by default: the unscaled solve picks another head
+    assert not torch.allclose(plain.logits(xt), folded.logits(xt), atol=1e-2)
+
+
+def test_stages_runs_standardise_and_follow_a_larger_side_the_last_layer_does_not():
+    from transferkit.backbones import create_backbone
+    from transferkit.backbones.depth import STAGES_UPSCALE, input_side
+    from transferkit.config import RunConfig
+    from transferkit.core.heads import run_settings
+    from transferkit.data.sizes import choose_image_size
+
+    cfg = RunConfig()
+    assert not run_settings(cfg).standardise  # the last layer's head is fitted as before
+    cfg.model.features = "stages"
+    assert run_settings(cfg).standardise
+    _, last = create_backbone("efficientnet_lite0", pretrained=False)
+    _, stages = create_backbone("efficientnet_lite0", pretrained=False, features="stages")
+    assert choose_image_size(input_side(64, last), 224) == 64  # EuroSAT's tiles, the last layer: as before
+    assert choose_image_size(input_side(64, stages), 224) == 64 * STAGES_UPSCALE == 192
+    assert choose_image_size(input_side(8, stages), 224) == 64  # the digits stay at the floor
+    assert choose_image_size(input_side(375, stages), 224) == 224  # photos: the backbone's own size either way

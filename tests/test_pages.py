@@ -37,7 +37,9 @@ def fake_review(root: Path):
         Issue(files["green"][3], "outlier", 3.2, "green", None, None, "far from every class"),
     ]
     images = [{"key": k, "given": c, "split": None} for c, ks in files.items() for k in ks]  # every image reviewed
-    return ReviewResult(str(root), "classification", ["red", "green", "blue"], items, images, ["label"])
+    result = ReviewResult(str(root), "classification", ["red", "green", "blue"], items, images, ["label"])
+    result.embedding = fake_embed(root)  # the features the review would keep for the page's neighbours
+    return result
 
 
 @pytest.fixture
@@ -184,6 +186,60 @@ def test_a_review_that_found_nothing_exports_the_list_as_it_is(tmp_path):
     assert client.get("/api/state").json()["items"] == []
     assert client.post("/api/export").json()["decided"] == 0
     assert read_csv(tmp_path / "out" / "cleaned.csv") == result.labels
+
+
+def test_neighbours_are_the_most_similar_images_of_the_data_most_similar_first(review, tmp_path):
+    """The query image itself is left out; its neighbours are every image of the data (not only the flagged ones),
+    ordered by cosine, each with its label, split and the kind it was flagged with."""
+    result, _, client = review
+    emb = result.embedding
+    key = next(it.key for it in result.items if it.kind == "outlier")  # green_03
+    r = client.get("/api/neighbours", params={"key": key, "k": 5})
+    assert r.status_code == 200
+    body = r.json()
+    hits = body["neighbours"]
+    assert body["key"] == key and body["label"] == "green" and body["k"] == 5 and body["images"] == len(emb.keys)
+    assert len(hits) == 5 and key not in [h["key"] for h in hits]
+    sims = [h["similarity"] for h in hits]
+    assert sims == sorted(sims, reverse=True)
+    x = emb.features / np.linalg.norm(emb.features, axis=1, keepdims=True)  # brute force, the same answer
+    cos = x @ x[emb.keys.index(key)]
+    best = [emb.keys[i] for i in np.argsort(-cos) if emb.keys[i] != key][:5]
+    assert [h["key"] for h in hits] == best and np.allclose(sims, np.sort(cos)[::-1][1:6], atol=1e-3)
+    assert [h["label"] for h in hits[:3]] == ["green"] * 3  # the other three greens first: colour is the feature
+    flagged = {it.key: it.kind for it in result.items}
+    assert all(h["kind"] == flagged.get(h["key"]) for h in hits) and all("split" in h for h in hits)
+    for h in hits:  # every neighbour's thumbnail is served, flagged or not
+        assert client.get("/thumb", params={"key": h["key"]}).status_code == 200
+    assert client.get("/api/state").json()["neighbours"] is True
+    assert len(client.get("/api/neighbours", params={"key": key}).json()["neighbours"]) == 8  # the default k
+
+    from transferkit.pages.review import review_app
+
+    for img in result.images:  # a split data set: each neighbour says which split it is in
+        img["split"] = "test" if img["key"].endswith("_00.png") else "train"
+    r = TestClient(review_app(result, tmp_path / "out2")).get("/api/neighbours", params={"key": key}).json()
+    assert r["split"] == "train" and {h["split"] for h in r["neighbours"]} == {"train", "test"}
+
+
+def test_neighbours_refuse_an_unknown_image_and_an_unbounded_k(review, tmp_path):
+    result, _, client = review
+    r = client.get("/api/neighbours", params={"key": "/etc/passwd"})
+    assert r.status_code == 404 and "not in this review's data" in r.json()["detail"]
+    key = result.items[0].key
+    for k in (0, 51, -3):
+        r = client.get("/api/neighbours", params={"key": key, "k": k})
+        assert r.status_code == 400 and "between 1 and 50" in r.json()["detail"]
+    n = len(result.embedding.keys)
+    assert len(client.get("/api/neighbours", params={"key": key, "k": 50}).json()["neighbours"]) == n - 1  # all others
+
+    from transferkit.pages.review import review_app
+
+    result.embedding = None  # a result without features (made by hand): the page says why there are none
+    other = TestClient(review_app(result, tmp_path / "out2"))
+    assert other.get("/api/state").json()["neighbours"] is False
+    r = other.get("/api/neighbours", params={"key": key})
+    assert r.status_code == 404 and "no features" in r.json()["detail"]
 
 
 # ---- the labelling page ---------------------------------------------------------------------------------------------

@@ -87,6 +87,48 @@ def test_a_review_session_with_the_keys(browser, tmp_path):
         server.stop()
 
 
+def test_a_click_on_an_image_shows_its_neighbours_and_esc_closes_them(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from transferkit.pages.review import review_app
+    from transferkit.pages.server import start
+
+    result = fake_review(tmp_path / "data")
+    server = start(review_app(result, tmp_path / "out"))
+    try:
+        browser.get(server.url + "/")
+        wait(browser, lambda d: "decided" in text(d, "progress"))
+        panel = browser.find_element(By.ID, "nbrs")
+        assert not panel.is_displayed()
+        outlier = next(it.key for it in result.items if it.kind == "outlier")  # a green image
+        card(browser, outlier).find_element(By.TAG_NAME, "img").click()
+        wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#nbrs li.nb")) == 8)
+        assert panel.is_displayed() and "focus" in card(browser, outlier).get_attribute("class")
+        hits = browser.find_elements(By.CSS_SELECTOR, "#nbrs li.nb")
+        assert outlier not in [h.get_attribute("data-key") for h in hits]  # the image itself is the panel's title
+        sims = [float(h.find_element(By.CSS_SELECTOR, ".sim").text.split()[1]) for h in hits]
+        assert sims == sorted(sims, reverse=True)
+        assert all("green" in h.text for h in hits[:3])  # the other greens first
+        thumbs = browser.find_elements(By.CSS_SELECTOR, "#nbrs img")
+        wait(browser, lambda d: all(t.get_property("naturalWidth") > 0 for t in thumbs))
+        browser.save_screenshot(str(SHOTS / "pages-neighbours.png"))
+        keys(browser, Keys.ESCAPE)
+        wait(browser, lambda d: not d.find_element(By.ID, "nbrs").is_displayed())
+
+        keys(browser, Keys.ARROW_LEFT + "n")  # the key opens it for the focused card; the other keys still work
+        before = browser.find_element(By.CSS_SELECTOR, ".card.focus").get_attribute("data-key")
+        wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#nbrs li.nb")) == 8)
+        keys(browser, "x")  # exclude the focused card: saved, the focus (and the open panel) move on
+        wait(browser, lambda d: "d-exclude" in card(d, before).get_attribute("class"))
+        after = browser.find_element(By.CSS_SELECTOR, ".card.focus").get_attribute("data-key")
+        wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".nb-query .name").get_attribute("title") == after)
+        keys(browser, Keys.ESCAPE)
+        wait(browser, lambda d: not d.find_element(By.ID, "nbrs").is_displayed())
+    finally:
+        server.stop()
+
+
 def test_a_labelling_session_with_the_keys_undo_and_a_restart(browser, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -42,9 +42,11 @@ def test_hymenoptera_two_phase_reaches_94(tmp_path, feature_cache):
     assert run.test_metrics["accuracy"] >= 0.94, run.test_metrics["accuracy"]
 
 
-@pytest.mark.parametrize("strategy", ["linear", "freeze:4", "finetune", "scratch", "two-phase"])
+@pytest.mark.parametrize("strategy", ["linear", "freeze:4"])
 def test_every_strategy_through_the_cli(tmp_path, strategy):
-    """One short epoch at 96 px each: the point is a loadable bundle whose predict agrees with evaluate."""
+    """Two short epochs at 96 px: the point is a loadable bundle whose predict agrees with evaluate, for a head on
+    cached features and for the training loop (finetune, scratch and two-phase share that loop and its bundle: the
+    CLI adds nothing per strategy; they are trained in test_strategies.py, test_distributed.py and above)."""
     data = shared("hymenoptera")
     out = cli(
         "train",
@@ -71,13 +73,11 @@ def test_every_strategy_through_the_cli(tmp_path, strategy):
     truth = [p["path"].split("/")[-2] for p in preds]
     acc = float(np.mean([p["label"] == t for p, t in zip(preds, truth)]))
     assert acc == pytest.approx(ev["accuracy"])
-    # val is 70 ants / 83 bees: always answering "bees" scores 0.54. Two epochs at 96 px: the cached-feature
-    # strategies reach ~0.9, the fine-tuned ones ~0.65-0.7 (measured); scratch from random weights learns nothing
-    # yet (a constant answer), so for it only the agreement above is asserted.
+    # val is 70 ants / 83 bees: always answering "bees" scores 0.54. Two epochs at 96 px: linear reaches ~0.9, the
+    # loop-trained freeze:4 ~0.65-0.7 (measured)
     majority = max(ev["per_class"][c]["support"] for c in ev["per_class"]) / ev["n"]
-    floor = {"linear": 0.85, "two-phase": 0.85, "freeze:4": 0.6, "finetune": 0.6}.get(strategy)
-    if floor is not None:
-        assert ev["accuracy"] >= floor > majority + 0.05, (ev["accuracy"], majority)
+    floor = {"linear": 0.85, "freeze:4": 0.6}[strategy]
+    assert ev["accuracy"] >= floor > majority + 0.05, (ev["accuracy"], majority)
 
 
 def test_demo_digits_reaches_97(tmp_path):

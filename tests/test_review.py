@@ -84,11 +84,45 @@ def test_confident_joint_counts_an_image_over_several_thresholds_in_its_top_clas
     assert joint[0].tolist() == [3, 0, 0]
     assert not label_issues(given, p).flagged[2]  # and its top class is its label: never flagged
     # calibrated rows rounded to whole counts that keep the row's sum: nearest (halves to even) first, then the cell
-    # rounding moved furthest the other way gives or takes the difference; equal remainders go by class order
+    # rounding moved furthest the other way gives or takes the difference; equal remainders without images to judge
+    # them by go by class order
     assert _round_keeping_sum(np.array([2.5, 1.5, 1.0])).tolist() == [2, 2, 1]  # 2 + 2 + 1 = 5 already
     assert _round_keeping_sum(np.array([2.7, 1.6, 0.7])).tolist() == [3, 1, 1]  # 3 + 2 + 1 = 6: 1.6 gives one back
     assert _round_keeping_sum(np.array([1.4, 1.4, 2.2])).tolist() == [1, 2, 2]  # 1 + 1 + 2 = 4: the later 1.4 takes it
     assert _round_keeping_sum(np.array([1.5, 1.5, 2.0])).tolist() == [1, 2, 2]  # 2 + 2 + 2 = 6: the earlier 1.5 gives
+
+
+def test_equal_remainders_go_to_the_cell_whose_next_image_is_the_most_suspect():
+    # thresholds: class 0 (0.9 * 3 + 0.05 + 0.05 + 0.1 + 0.4) / 7 = 0.471, classes 1 and 2: 0.8. Of the 7 images
+    # labelled 0, three count as 0, d as 1, e as 2; x and y reach no threshold. Row 0: 3 + 1 + 1, calibrated to 7:
+    # 4.2 + 1.4 + 1.4, rounded 4 + 1 + 1 = 6, one short, and cells (0, 1) and (0, 2) tie at 0.4. The disputed count
+    # decides one image per cell, the second by margin: x in (0, 1) (margin 0.75 - 0.1; p(0) 0.1: suspicion 0.9),
+    # y in (0, 2) (0.55 - 0.4; suspicion 0.6). x is the more suspect: (0, 1) takes it and x is flagged, y not. The
+    # old rule (class order: the later class takes it) gave 4 + 1 + 2 and flagged y.
+    given = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 2])
+    p = np.array(
+        [
+            [0.9, 0.05, 0.05],
+            [0.9, 0.05, 0.05],
+            [0.9, 0.05, 0.05],
+            [0.05, 0.9, 0.05],  # d: confidently 1
+            [0.05, 0.05, 0.9],  # e: confidently 2
+            [0.1, 0.75, 0.15],  # x: no threshold reached, p(given) 0.1
+            [0.4, 0.05, 0.55],  # y: no threshold reached, p(given) 0.4
+            [0.1, 0.8, 0.1],
+            [0.1, 0.8, 0.1],
+            [0.1, 0.1, 0.8],
+            [0.1, 0.1, 0.8],
+        ]
+    )
+    joint, _ = confident_joint(given, p)
+    assert joint[0].tolist() == [4, 2, 1]
+    assert np.flatnonzero(label_issues(given, p).flagged).tolist() == [3, 4, 5]  # d, e and x; not y
+    # giving back: 1.6 + 1.6 + 1.8 (5) -> 2 + 2 + 2 = 6; the tied 1.6s' last images have suspicion 0.3 and 0.7: the
+    # less suspect cell gives it back
+    row = np.array([1.6, 1.6, 1.8])
+    assert _round_keeping_sum(row, lambda whole, taking: np.array([0.3, 0.7, -1.0])).tolist() == [1, 2, 2]
+    assert _round_keeping_sum(row, lambda whole, taking: np.array([0.7, 0.3, -1.0])).tolist() == [2, 1, 2]
 
 
 def test_clean_labels_flag_almost_nothing():

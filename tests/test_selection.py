@@ -224,3 +224,32 @@ def test_cli_rank_and_advise(tmp_path):
     assert "Strategy:" in table and "domain shift" in table
     bad = cli("rank", data, "--candidates", "efficientnet_lite9", check=False)
     assert bad.returncode == 2 and "Did you mean" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_compare_linear_row_is_trains_linear_without_the_run(tmp_path):
+    """A `linear` row of compare is a head on stored features (no run, no bundle) that predicts, image by image,
+    what `train --strategy linear` with the same seed predicts. Noise images with random labels: a head that is
+    right on some and wrong on others, so the two agree on something that could differ."""
+    import csv
+
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for c in ("a", "b", "c"):
+        (tmp_path / "noise" / c).mkdir(parents=True)
+        for i in range(14):
+            px = rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)
+            Image.fromarray(px).save(tmp_path / "noise" / c / f"{i}.png")
+    common = dict(image_size=32, quiet=True, head_solver="lbfgs", cache_dir=str(tmp_path / "cache"))
+    result = transferkit.compare(tmp_path / "noise", strategies="linear", seeds=1, out=str(tmp_path / "cmp"), **common)
+    run = transferkit.fit(tmp_path / "noise", strategy="linear", seed=0, out=str(tmp_path / "runs"), **common)
+
+    def predicted(folder):
+        with open(Path(folder) / "predictions.csv", newline="") as f:
+            return {r["key"]: (r["predicted"], r["correct"]) for r in csv.DictReader(f)}
+
+    (row,) = result.runs
+    ours, theirs = predicted(row.path), predicted(run.path)
+    assert ours == theirs and 0 < sum(c == "1" for _, c in ours.values()) < len(ours)
+    assert row.score == pytest.approx(run.test_metrics["accuracy"]) and row.n == run.test_metrics["n"]
+    assert not (Path(row.path) / "best").exists() and (Path(row.path) / "split.csv").is_file()

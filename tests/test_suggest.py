@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferkit.core.suggest import AUTO_SWITCH_MIN, AUTO_SWITCH_PER_CLASS, STRATEGIES, auto_choice, rank
+from transferkit.core.suggest import AUTO_AFTER, AUTO_SWITCH_MIN, AUTO_SWITCH_PER_CLASS, STRATEGIES, auto_choice, rank
 from transferkit.errors import ConfigError, DataError
 
 from .conftest import write_folder
@@ -84,10 +84,69 @@ def test_auto_switches_from_typical_to_margin_at_the_stated_rule():
     few = np.repeat(np.arange(k), AUTO_SWITCH_PER_CLASS - 1)
     enough = np.repeat(np.arange(k), AUTO_SWITCH_PER_CLASS)
     assert auto_choice(few, k)[0] == "typical"
-    assert auto_choice(enough, k)[0] == "margin"
+    assert auto_choice(enough, k)[0] == AUTO_AFTER
     assert auto_choice(np.zeros(50, int), k)[0] == "typical"  # one class seen: no head to ask yet
     assert auto_choice(np.repeat([0, 1], AUTO_SWITCH_PER_CLASS), 2)[0] == "typical"  # under AUTO_SWITCH_MIN in all
-    assert auto_choice(np.repeat([0, 1], AUTO_SWITCH_MIN // 2), 2)[0] == "margin"
+    assert auto_choice(np.repeat([0, 1], AUTO_SWITCH_MIN // 2), 2)[0] == AUTO_AFTER
+
+
+def boundary_regions(seed=0):
+    """Labels by the sign of feature 0; the pool's images near the boundary lie in 5 regions (feature j + 1 = 3 in
+    region j): region 0 holds 30 near-identical images right on the boundary (|x0| < 0.01), regions 1-4 ten each a
+    little off it (|x0| ~ 0.2), and 200 images far from it. (labelled x, y, pool x, pool region: -1 far)."""
+    rng = np.random.default_rng(seed)
+    dim = 8
+    lab = rng.normal(size=(40, dim)).astype(np.float32) * 0.05
+    lab[np.arange(40), 1 + np.arange(40) % 5] += 3.0  # labelled images in every region, away from the boundary
+    y = np.repeat([0, 1], 20)
+    lab[:, 0] = np.where(y == 1, 1.0, -1.0) + 0.1 * rng.normal(size=40)
+    rows, region = [], []
+    for j, (count, off) in enumerate([(30, 0.005), (10, 0.2), (10, 0.2), (10, 0.2), (10, 0.2)]):
+        r = 0.05 * rng.normal(size=(count, dim))
+        r[:, j + 1] += 3.0
+        r[:, 0] = rng.choice([-1, 1], count) * off * rng.uniform(0.5, 1.5, count)
+        rows.append(r), region.extend([j] * count)
+    far = rng.normal(size=(200, dim)) * 0.3
+    far[:, 0] = rng.choice([-1.5, 1.5], 200)
+    rows.append(far), region.extend([-1] * 200)
+    return lab, y, np.concatenate(rows).astype(np.float32), np.array(region)
+
+
+def test_cluster_margin_spreads_a_batch_over_regions_where_margin_asks_one():
+    """Plain margin's batch of 5 is 5 near-identical images of region 0; cluster-margin asks about the boundary in
+    all 5 regions, still near it (no far image)."""
+    lab, y, pool, region = boundary_regions()
+    plain = rank(pool, lab, y, strategy="margin", n=5)
+    assert set(region[plain.indices].tolist()) == {0}
+    s = rank(pool, lab, y, strategy="cluster-margin", n=5)
+    assert sorted(region[s.indices].tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_cluster_margin_keeps_to_the_uncertain_quarter_of_a_small_pool():
+    """20 picks from 270 images: 10 n = 200 candidates would be most of the pool (k-means diversity, far images
+    included); capped at a quarter, every pick is among margin's 67 most uncertain and none is far."""
+    lab, y, pool, region = boundary_regions()
+    top = set(rank(pool, lab, y, strategy="margin", n=len(pool) // 4).indices.tolist())
+    s = rank(pool, lab, y, strategy="cluster-margin", n=20)
+    assert set(s.indices.tolist()) <= top and (region[s.indices] >= 0).all()
+
+
+def test_badge_covers_more_regions_than_margin():
+    """BADGE trades uncertainty for spread (a sure image is |a_c| from every pick, so one far image may come too):
+    more boundary regions than margin's one."""
+    lab, y, pool, region = boundary_regions()
+    s = rank(pool, lab, y, strategy="badge", n=5)
+    assert len(set(region[s.indices].tolist()) - {-1}) >= 3 and (region[s.indices] >= 0).sum() >= 4
+
+
+def test_cluster_margin_takes_each_regions_most_uncertain_first():
+    lab, y, pool, region = boundary_regions(seed=1)
+    s = rank(pool, lab, y, strategy="cluster-margin", n=5)
+    plain = rank(pool, lab, y, strategy="margin", n=1)  # the most uncertain image of all (region 0)
+    assert region[plain.indices[0]] == 0
+    top = s.indices[region[s.indices] == 0]
+    assert top.tolist() == [plain.indices[0]] == [s.indices[0]]  # region 0's one pick is its most uncertain, first
+    assert "the most uncertain of" in s.why[0]
 
 
 def test_a_class_without_labels_still_gets_a_probability_column():
@@ -121,7 +180,8 @@ def test_50000_pool_ranks_under_two_seconds_with_flat_memory():
     lab = rng.standard_normal((200, 1280), dtype=np.float32)
     y = np.arange(200) % 10
     rank(pool[:100], lab[:20], y[:20], strategy="margin", n=2)  # torch's import and first call: not ranking's time
-    for strategy, labelled in (("typical", 0), ("margin", 200), ("diversity", 200), ("mix", 200)):
+    cases = (("typical", 0), ("margin", 200), ("diversity", 200), ("mix", 200), ("cluster-margin", 200), ("badge", 200))
+    for strategy, labelled in cases:
         t0 = time.process_time()
         s = rank(pool, lab[:labelled], y[:labelled], strategy=strategy, n=20)
         seconds = time.process_time() - t0

@@ -392,13 +392,17 @@ def _backbone(cfg: RunConfig, strategy, opened: _Opened):
     from accelerate.utils import set_seed
 
     from .backbones import create_backbone
+    from .backbones.depth import input_side
     from .data.transforms import choose_image_size
 
     set_seed(cfg.train.seed)  # python, numpy and torch: the new head (and scratch weights) start the same every time
     net, bcfg = create_backbone(
         cfg.model.backbone, pretrained=strategy.pretrained, arch=cfg.model.arch, features=cfg.model.features
     )
-    return net, bcfg, cfg.data.image_size or choose_image_size(opened.side, bcfg.input_size)
+    # a frozen head on --features stages follows a larger side than the data's (backbones/depth.py: STAGES_UPSCALE;
+    # measured for `linear` only: a fine-tune at 3x the side costs ~9x)
+    side = input_side(opened.side, bcfg) if strategy.name == "linear" else opened.side
+    return net, bcfg, cfg.data.image_size or choose_image_size(side, bcfg.input_size)
 
 
 def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter, strategy):

@@ -1,4 +1,4 @@
-"""Compare strategies (and backbones) side by side: every combination trained with `fit` on repeated splits, the
+"""Compare strategies (and backbones) side by side: every combination trained on repeated splits, the
 mean of the task's score (accuracy, R², mAP) with its 95% interval per row, and a paired test of whether the
 winner's lead is more than noise.
 
@@ -13,8 +13,9 @@ train/val/test split), so a row's spread includes which images happened to be in
 its own split and repeats the training seed (initialisation, augmentation, batch order; val carved from train again
 where the data has no val part). Within seed i every row gets the same split, so seed i of one row is paired with
 seed i of another. With one seed the rows of a classification are paired image by image instead (McNemar's test on
-the shared test split; a score that is not a share of right images has no such test). Frozen strategies on the same backbone share their cached features, so linear and two-phase extract them
-once per split.
+the shared test split; a score that is not a share of right images has no such test). Frozen strategies on the
+same backbone share the feature store, so linear and two-phase extract each image once for all seeds; a `linear` row
+is no run at all: a head fitted on the stored features of this seed's rows (`_head_row`), seconds instead of a run.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class CompareRun:
     seed: int
     score: float  # the task's (accuracy, R², mAP) on the test split, or on val when the data has none (`split`)
     split: str  # test | val
-    seconds: float  # wall time of the whole fit: decoding, features, training, evaluation
+    seconds: float  # wall time of the whole fit (decoding, features, training, evaluation), or of a head row's work
     path: str  # the run directory
     n: int = 0  # images the score is measured on
 
@@ -156,11 +157,19 @@ def compare(
         f"{len(seeds)} seeds) on {how}: " + ", ".join(f"{k} {len(v)}" for k, v in first.items())
     )
     runs = []
+    embedded: dict = {}  # (backbone, size) -> the features of every image: one embedding serves every seed's rows
     for seed in seeds:
         splits = make_splits(src, cfg.data.split, seed) if resplit and seed != seeds[0] else first
         fixed = dataclasses.replace(src, splits=splits)  # this seed's split, the same for every row
         for backbone in backbones:
             for strategy in strategies:
+                if _on_features(strategy, cfg):  # a head on stored features: fit_head on this seed's rows, no run
+                    runs.append(_head_row(fixed, cfg, strategy, backbone, seed, folder, embedded))
+                    reporter.message(
+                        f"[{len(runs)}/{total}] {strategy} @ {backbone}, seed {seed}: {runs[-1].split} "
+                        f"{task.score_label} {runs[-1].score:.4f} in {runs[-1].seconds:.1f} s (a head on stored features)"
+                    )
+                    continue
                 run = fit(
                     fixed,
                     config=copy.deepcopy(cfg),  # fit sets fields in place: each run gets a copy
@@ -207,6 +216,92 @@ def compare(
     )
     (folder / "compare.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
+
+
+def _on_features(strategy: str, cfg: RunConfig) -> bool:
+    """True when every phase of the strategy fits a head on cached features (`linear`) and nothing asks for what
+    only a run does (--aug-views draws augmented views of the training images)."""
+    from .strategies import parse_strategy
+
+    phases = parse_strategy(strategy).phases(cfg.train.epochs, cfg.train.head_epochs)
+    return bool(phases) and all(p.cached for p in phases) and not cfg.train.aug_views
+
+
+def _head_row(src, cfg: RunConfig, strategy: str, backbone: str, seed: int, folder: Path, embedded: dict):
+    """One row of `compare` for a strategy that trains only a head: the features of every image from the store
+    (`embed`, once per backbone and input size, shared by the seeds), a head fitted on this seed's train rows with
+    its L2 and solver picked on val (`fit_head`, as `train`'s linear phase fits it), scored on test. What `train
+    --strategy linear` with the same seed scores, without its run: no decoding of stored images, no bundle, no
+    report. folder/<row>/ keeps split.csv, report.json and predictions.csv."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from .backbones import create_backbone
+    from .backbones.depth import input_side
+    from .core.embed import embed
+    from .core.heads import fit_head, run_settings
+    from .data.sizes import choose_image_size, survey_sides
+    from .data.split import save_splits
+    from .rundir import RunDir
+    from .strategies import parse_strategy
+    from .tasks import get_task
+
+    started = time.perf_counter()
+    splits = src.splits
+    key = (backbone, cfg.data.image_size)
+    if cfg.data.image_size is None:  # `train`'s choice for `linear`: from this split's training images' median side
+        if backbone not in embedded:
+            embedded[backbone] = create_backbone(backbone, pretrained=False, features=cfg.model.features)[1]
+        bcfg = embedded[backbone]
+        key = (backbone, choose_image_size(input_side(survey_sides(src, splits["train"])[0], bcfg), bcfg.input_size))
+    if key not in embedded:
+        emb = embed(
+            src,
+            backbone,
+            image_size=key[1],
+            features=cfg.model.features,
+            precision=cfg.runtime.feature_precision,
+            batch_size=cfg.data.batch_size,
+            device=cfg.runtime.device,
+            cache_dir=cfg.runtime.cache_dir,
+        )
+        embedded[key] = (emb.features, {k: i for i, k in enumerate(emb.keys)})
+    x, row = embedded[key]
+    readable = {s: [r for r in splits.get(s, []) if r.key in row] for s in ("train", "val", "test")}
+    scored = "test" if readable["test"] else "val"
+    rows = {s: np.array([row[r.key] for r in v], dtype=np.int64) for s, v in readable.items()}
+    labels = {s: np.array([r.label for r in v]) for s, v in readable.items()}
+    task = get_task(cfg.train.task).prepare(labels["train"], loss=cfg.train.loss)
+    weights = task.loss_weights(labels["train"].tolist(), src.classes) if cfg.data.balance == "weights" else None
+    (phase,) = parse_strategy(strategy).phases(cfg.train.epochs, cfg.train.head_epochs)
+    settings = run_settings(cfg, phase.epochs, weights)
+    settings.seed = seed
+    fitted = fit_head(x[rows["train"]], labels["train"], task, val=(x[rows["val"]], labels["val"]), settings=settings)
+    logits = fitted.logits(x[rows[scored]])
+    metrics = task.metrics(logits, torch.as_tensor(labels[scored]), src.classes)
+    out = RunDir.create(folder, re.sub(r"[^\w.-]+", "-", f"{strategy}-{backbone}-s{seed}"))
+    save_splits(out / RunDir.SPLIT, splits, src.classes)
+    out.write_json(RunDir.REPORT, {"task": task.name, "split": scored, "metrics": metrics, "solver": fitted.solver})
+    if task.class_logits and labels[scored].ndim == 1:  # who is right on which image: McNemar's pairs (one seed)
+        predicted = logits.argmax(1).numpy()
+        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["key", "true", "predicted", "correct"])  # the columns of a run's predictions.csv
+            for r, p in zip(readable[scored], predicted):
+                w.writerow([r.key, src.classes[r.label], src.classes[p], int(p == r.label)])
+    return CompareRun(
+        strategy,
+        strategy,
+        backbone,
+        seed,
+        float(metrics[task.score_name]),
+        scored,
+        time.perf_counter() - started,
+        str(out.path),
+        len(rows[scored]),
+    )
 
 
 def summarize(runs: list[CompareRun], seeds: list[int], task=None) -> Comparison:

@@ -725,7 +725,10 @@ class LabelOptions:
         "Options",
     )
     strategy: str = opt(
-        "auto", "What to ask next (core/suggest.py): auto, margin, entropy, diversity, typical, mix, random.", "Options"
+        "auto",
+        "What to ask next (core/suggest.py): auto, margin, entropy, diversity, typical, mix, badge, cluster-margin, "
+        "random.",
+        "Options",
     )
     out: Path = opt(
         Path("labelling"),
@@ -754,7 +757,9 @@ class SuggestOptions:
         "Options",
     )
     number: int = opt(20, "How many images to suggest.", "Options", min=1, flag="--number -n")
-    strategy: Literal["auto", "random", "margin", "entropy", "diversity", "typical", "mix"] = opt(
+    strategy: Literal[
+        "auto", "random", "margin", "entropy", "diversity", "typical", "mix", "badge", "cluster-margin"
+    ] = opt(
         "auto",
         "What to ask first: auto (typical while labels are few, then margin), or one by name (core/suggest.py).",
         "Options",

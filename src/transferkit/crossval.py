@@ -35,8 +35,8 @@ def make_folds(src, splits: dict, k: int, fractions: tuple[float, float, float],
     """K dicts of train/val/test: test is fold i of train+val (stratified for class labels), val carved from the
     rest as `make_splits` carves it. Refused, before any training, when a class has fewer than K images."""
     import numpy as np
-    from sklearn.model_selection import KFold, StratifiedKFold
 
+    from .data.folds import fold_indices
     from .data.split import make_splits
 
     pool = list(splits.get("train", [])) + list(splits.get("val", []))
@@ -50,11 +50,11 @@ def make_folds(src, splits: dict, k: int, fractions: tuple[float, float, float],
             f"--cv {k}: every fold needs an image of each class to hold out, but in train+val {fewest}. "
             f"Give --cv {max(2, min(counts.values()) if counts else len(pool) // 2)} or fewer, or add images."
         )
-    folder = (
-        StratifiedKFold(k, shuffle=True, random_state=seed) if classes else KFold(k, shuffle=True, random_state=seed)
-    )
+    # stratified by class; plain folds for values and label sets (their rows stand in as zeros)
+    which = fold_indices(np.asarray(labels) if classes else np.zeros(len(pool)), k, seed, strict=False)
     folds = []
-    for rest, held in folder.split(np.zeros(len(pool)), labels if classes else None):
+    for f in range(k):
+        rest, held = np.flatnonzero(which != f), np.flatnonzero(which == f)
         inner = dataclasses.replace(src, splits={"train": [pool[i] for i in rest]})
         fold = make_splits(inner, fractions, seed)  # no val in it: carved from train at --split's share
         fold["test"] = [pool[i] for i in held]

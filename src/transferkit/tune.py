@@ -203,8 +203,8 @@ def _cached_objective(opened, cfg: RunConfig, fields, folds: int, reporter):
     import optuna
     import torch
 
-    from .core.heads import HeadSettings, fit_head
-    from .core.oof import fold_indices
+    from .core.heads import fit_head, run_settings
+    from .data.folds import fold_indices
     from .tasks import get_task
 
     cache: dict = {}
@@ -216,16 +216,7 @@ def _cached_objective(opened, cfg: RunConfig, fields, folds: int, reporter):
         x, y = _features(opened, cfg, params.get("image_size"), cache, reporter)
         fold = fold_indices(y, folds, cfg.train.seed)
         t = task.prepare(y)
-        s = HeadSettings(
-            head=trial_cfg.model.head,
-            solver=trial_cfg.train.head_solver,
-            dropout=trial_cfg.model.dropout,
-            lr=trial_cfg.train.lr,
-            weight_decay=trial_cfg.train.weight_decay,
-            label_smoothing=trial_cfg.train.label_smoothing,
-            seed=cfg.train.seed,
-            select=cfg.train.select,
-        )
+        s = run_settings(trial_cfg)
         scores = []
         for k in range(folds):
             train, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)

@@ -18,7 +18,9 @@ on a blank image when the backbone is built. The earliest stages (edges and colo
 features and add little; lite0 keeps blocks 2-6, a ResNet layer2-4. Each stage's pooled vector is L2-normalised and
 scaled by sqrt(its width), so every stage weighs the same whatever its width and every feature is ~1 in size (a
 stateless standardisation: it travels with the model, no statistics to save). `stages+last` adds the last layer's
-pooled features, normalised the same way.
+pooled features, normalised the same way. On top of that the head standardises each feature on the training rows
+(core/heads.py: HeadSettings.standardise, folded into its Linear) and the input follows 3x the data's side
+(`input_side`): small images are upsampled so the deep stages keep positions to pool.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ if TYPE_CHECKING:
 
 FEATURES = ("last", "stages", "stages+last")
 MIN_STRIDE = 8  # stages at 1/8 of the input side and deeper; lite0: blocks 2-6
+# Multi-depth features follow the data's side times this: a 64 px tile at 64 px leaves lite0's block 2 an 8x8 map
+# and block 6 2x2, too coarse for its texture. EuroSAT's 64 px tiles, stages (standardised head), 5 splits:
+# 64 px 91.9, 128 px 94.3, 192 px 96.0; cat/non-cat (64 px photos) 95.2 -> 99.6 at 128 px; the digits (8 px) stay
+# at 64 px, where they score best (98.9; 98.1 at 128). Photos of 75 px and more reach the backbone's own size.
+STAGES_UPSCALE = 3
 _SLOTS = threading.local()  # per thread: stage index -> its pooled output of the forward pass in progress
 
 
@@ -105,6 +112,12 @@ def _stage_pool_class():
 def depth_of(cfg: BackboneCfg) -> dict | None:
     """The multi-depth settings a cfg carries (`with_depth`), None for the last layer's features alone."""
     return cfg.extra.get("depth")
+
+
+def input_side(median_side: float, cfg: BackboneCfg) -> float:
+    """The side the input size follows (data/sizes.choose_image_size): the data's own for the last layer, x
+    STAGES_UPSCALE for multi-depth features (api.py applies it to `linear` runs: the only ones measured)."""
+    return median_side * (STAGES_UPSCALE if depth_of(cfg) else 1)
 
 
 def with_depth(net: nn.Module, cfg: BackboneCfg, features: str) -> BackboneCfg:

@@ -50,6 +50,7 @@ def embed(
     backbone: str = DEFAULT_BACKBONE,
     *,
     image_size: int | None = None,
+    features: str = "last",
     precision: str = "auto",
     batch_size: int = 64,
     device: str = "auto",
@@ -59,7 +60,8 @@ def embed(
     """Pooled backbone features of every image in `images` (a folder, a list file, a DataSource or an ImageSet).
 
     image_size None follows the images (their median short side, at least 64 px, at most the backbone's input), as
-    `train` chooses it; precision auto is the run's feature precision (fp32 on CPUs). The result's rows are what
+    `train` chooses it; features: the backbone's pooled last layer, or `stages` / `stages+last` as `--features`
+    pools them; precision auto is the run's feature precision (fp32 on CPUs). The result's rows are what
     `train --strategy linear` would compute for the same images at the same settings, and are shared with it.
     """
     import torch
@@ -81,13 +83,14 @@ def embed(
     imgs = as_image_set(images)
     cfg = RunConfig()
     cfg.model.backbone = backbone
+    cfg.model.features = features
     cfg.runtime.cache_dir = cache_dir
     cfg.runtime.device = device
     if precision != "auto":
         cfg.runtime.feature_precision = precision
     dev = torch.device(resolve_device(device))
     prec = feature_precision(cfg.runtime, dev.type)
-    net, bcfg = create_backbone(backbone, pretrained=True)
+    net, bcfg = create_backbone(backbone, pretrained=True, features=features)
     samples = [Sample(k, 0) for k in imgs.keys]  # decoding takes samples; the 0 is no label, nothing reads it
     size = image_size or choose_image_size(survey_sides(imgs, samples)[0], bcfg.input_size)
     config = store_config(cfg, bcfg, size)

@@ -63,6 +63,30 @@ class HeadSettings:
     seed: int = 0
     select: str = "score"  # which result is better: "score" (ties: loss) or "loss" (ties: score)
     class_weights: Any = None  # --balance weights: the task's loss weights, or None
+    # each feature to mean 0, std 1 on the training rows before the solve, folded into the head's first Linear after
+    # (predict, export and serve run the plain head). On for `--features stages`, whose 744 pooled features differ
+    # in scale by stage and channel: digits 98.2 -> 98.9, EuroSAT 93.9 -> 94.3 at 128 px (5 splits; BENCHMARKS.md)
+    standardise: bool = False
+
+
+def run_settings(cfg, epochs: int = CACHED_HEAD_EPOCHS, class_weights=None) -> HeadSettings:
+    """A run's head options (a RunConfig: --head, --head-solver, --lr, ...) as HeadSettings: how `train`'s linear
+    phase, `compare`'s linear rows and `tune`'s folds fit the same head."""
+    t = cfg.train
+    return HeadSettings(
+        head=cfg.model.head,
+        solver=t.head_solver,
+        dropout=cfg.model.dropout,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        label_smoothing=t.label_smoothing,
+        epochs=epochs,
+        batch_size=cfg.data.batch_size,
+        seed=t.seed,
+        select=t.select,
+        class_weights=class_weights,
+        standardise=cfg.model.features != "last",  # the last layer's head is fitted as before
+    )
 
 
 def _convex(head, train, val, task, s: HeadSettings) -> dict | None:
@@ -218,11 +242,22 @@ def fit_head(
         torch.manual_seed(s.seed)
         head = build_head(s.head, x.shape[1], outputs, s.dropout)
     head = head.cpu()
+    scaling = None
+    if s.standardise and not _is_prototypes(head):  # a cosine head normalises rows itself
+        scaling = feature_scaling(x)
+        x, xv = (x - scaling[0]) / scaling[1], (xv - scaling[0]) / scaling[1]
     names = tuple(SOLVERS) if s.solver == "auto" else (s.solver,)
     built: dict[str, nn.Module] = {}  # a solver's own head, where it differs from `head`
     if _is_prototypes(head):  # a prototypes head has one fit: class means and a temperature
         names = ("prototypes",)
-    elif settings is None and module is None and s.solver == "auto" and s.head == "linear" and _classes(task):
+    elif (
+        settings is None
+        and module is None
+        and s.solver == "auto"
+        and s.head == "linear"
+        and _classes(task)
+        and scaling is None
+    ):
         # auto also measures the prototypes head beside the linear one (it wins with a handful of images per class);
         # only in a plain call: a run's head (module=...) and the runs' --cv folds and oof_predict (settings=...)
         # keep the kind their --head names, so that a run and its cross-validation measure the same head
@@ -245,8 +280,26 @@ def fit_head(
         head.load_state_dict(fitted[kept][0].state_dict())
     else:  # auto kept the prototypes head over the linear one it built
         head = fitted[kept][0]
+    if scaling is not None and not _is_prototypes(head):
+        fold_scaling(head, *scaling)
     results = {k: {**v, "kept": k == kept} for k, (_, v) in fitted.items()}
     return FittedHead(head.eval(), task, kept, results)
+
+
+def feature_scaling(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) per feature of the training rows; a constant feature keeps std 1 (it then stays 0, not inf)."""
+    mean, std = x.mean(0), x.std(0, unbiased=False)
+    return mean, torch.where(std > 1e-6, std, torch.ones_like(std))
+
+
+@torch.no_grad()
+def fold_scaling(head: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Make a head fitted on (x - mean) / std answer the same on x: its first Linear's W -> W / std, b -> b - W·mean
+    / std. Exact (float64 for the fold), so the saved head is the plain module and nothing else has to be saved."""
+    first = next(m for m in head.modules() if isinstance(m, nn.Linear))
+    w = first.weight.double() / std.double()
+    first.bias.copy_((first.bias.double() - w @ mean.double()).to(first.bias.dtype))
+    first.weight.copy_(w.to(first.weight.dtype))
 
 
 def holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

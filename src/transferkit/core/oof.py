@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.folds import fold_indices
 from .heads import HeadSettings, fit_head
 
 
@@ -28,30 +29,6 @@ class OutOfFold:
     fold: np.ndarray  # (N,) the fold (0..k-1) that held each row out
     metrics: dict = field(default_factory=dict)  # the task's metrics over every held-out row
     solvers: list[str] = field(default_factory=list)  # the solver each fold's head kept
-
-
-def fold_indices(labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """(N,) fold of each row: stratified by class for 1-D integer labels, plain shuffled K-fold otherwise. Refused
-    (ValueError) when there are fewer than k rows, or a class has fewer than k rows."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    labels = np.asarray(labels)
-    n = len(labels)
-    classes = labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer)
-    if n < k:
-        raise ValueError(f"{k} folds need at least {k} labelled images; there are {n}.")
-    if classes:
-        counts = np.bincount(labels)
-        counts = counts[counts > 0]
-        if counts.min() < k:
-            raise ValueError(f"{k} folds need at least {k} images of every class; the rarest class has {counts.min()}.")
-        split = StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
-    else:
-        split = KFold(k, shuffle=True, random_state=seed).split(np.zeros(n))
-    fold = np.empty(n, dtype=np.int64)
-    for i, (_, held) in enumerate(split):
-        fold[held] = i
-    return fold
 
 
 def oof_predict(

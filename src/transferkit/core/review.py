@@ -79,6 +79,7 @@ class ReviewResult:
     scores_from: str = "out-of-fold"  # or "bundle:<path>" with --model
     seconds: float = 0.0
     loader: object = field(default=None, repr=False, compare=False)  # the ImageSet that loads any key (pages)
+    embedding: object = field(default=None, repr=False, compare=False)  # core.embed.Embedding: the page's neighbours
 
     def counts(self) -> dict[str, int]:
         """kind -> number of images flagged with it (every kind, zeros included)."""
@@ -194,6 +195,7 @@ def review(
         scores_from,
         time.perf_counter() - start,
         imgs,
+        emb,
     )
 
 

@@ -17,14 +17,18 @@ benchmarks/suggest.py stand on it). Strategies are rows of STRATEGIES:
              nearest neighbours. Dense, representative images: what a head with few labels learns most from.
 - mix        margin then diversity: the 10 n most uncertain images, k-center greedy among them (cluster-margin-like),
              so a batch of uncertain picks does not ask the same question n times.
+- cluster-margin  margin, one per region: the 10 n most uncertain images (at most a quarter of the pool) in n
+             k-means clusters, the most uncertain of each (Zhdanov, 2019, "Diverse mini-batch active learning";
+             Citovsky et al., 2021, cluster-margin), so a batch of 20 is not 20 near-identical images on one boundary.
+- badge      BADGE (Ash et al., 2020): k-means++ seeding on the head's gradient embeddings (uncertain and unlike).
 - auto       TCM (Doucet et al., 2024): typical while labels are few, margin once the head is decent. The switch:
              at least 5 labels per class on average and 20 in all (and two classes seen); see BENCHMARKS.md.
 
 With no labels (a cold start) or a single class labelled, the uncertainty strategies have no head to ask: they fall
 back to `typical` and `strategy` says so. Nothing here is quadratic in the pool: 50,000 x 1,280 features rank in
-0.3-0.7 s of one core (typical 0.69, mix 0.48, diversity 0.40, margin 0.30; measured on the 2 shared cores, which
-took 1.1-3 s of wall time beside other jobs), with at most ~90 MiB beside the pool's 244 MiB: distances in blocks,
-k-means on a sample in a 64-dimensional projection for large pools.
+0.3-0.7 s of one core (typical 0.69, badge 0.64, mix 0.48, diversity 0.40, margin 0.30, cluster-margin 0.29;
+measured on the 2 shared cores, which took 1.1-3 s of wall time beside other jobs), with at most ~90 MiB beside the
+pool's 244 MiB: distances in blocks, k-means on a sample in a 64-dimensional projection for large pools.
 
 `suggest_images(pool, labelled, model=...)` is the same on images: both sets through the feature store at one image
 size, pool images that are in the labelled set left out (`transferkit suggest` and the labelling page call it).
@@ -47,6 +51,14 @@ MAX_CLUSTERS = 500  # TypiClust caps its k-means at 500 clusters: more only spli
 MIN_CLUSTER = 5  # clusters smaller than this are outliers, not regions: picked from last (TypiClust's rule)
 TYPICAL_NEIGHBOURS = 20  # typicality = 1 / mean distance to the 20 nearest neighbours in the cluster (the paper's k)
 MIX_CANDIDATES = 10  # mix: k-center greedy among the 10 n most uncertain images
+CLUSTER_CANDIDATES = 10  # cluster-margin: the 10 n most uncertain images in n k-means clusters (Zhdanov's beta = 10)
+# ... but at most a quarter of the pool: with more, the candidates are the pool and cluster-margin is k-means diversity
+# (cat/non-cat, 30 picks from 189 with 300 candidates: 0.896 at 50 labels against margin's 0.964)
+CLUSTER_POOL_SHARE = 4
+# past the switch: margin. cluster-margin there (benchmark row auto:5/20:cluster-margin) was no better within the
+# intervals in rounds of 20 (EuroSAT at 100 labels +0.043 ± 0.080: margin collapsed on one seed) and 1-1.4 points
+# worse, outside them, in one round per budget (ants/bees at 50, digits at 100): not adopted (BENCHMARKS.md)
+AUTO_AFTER = "margin"
 PROJECT_DIMS = 64  # large pools cluster in a 64-d PCA projection (the ordering of distances barely moves)
 PROJECT_ABOVE = 5_000  # ... from this many pool images up; smaller pools use the features as they are
 KMEANS_SAMPLE = 20_000  # k-means fits its centres on at most this many rows, then assigns every row once
@@ -106,7 +118,7 @@ def rank(
     ctx = Context(pool, labelled, labels, n, seed, k, classes or [f"class {i}" for i in range(k)], probabilities)
     name, note = strategy, ""
     if name == "auto" and probabilities is not None:
-        name, note = "margin", "auto: a trained model answers: margin"
+        name, note = AUTO_AFTER, f"auto: a trained model answers: {AUTO_AFTER}"
     elif name == "auto":
         name, note = auto_choice(labels, k)
     if STRATEGIES[name].needs_head and probabilities is None and len(np.unique(labels)) < 2:
@@ -127,7 +139,7 @@ def auto_choice(labels: np.ndarray, num_classes: int) -> tuple[str, str]:
     said = f"auto: {len(labels)} labels, {per_class:.1f} per class"
     rule = f"{AUTO_SWITCH_PER_CLASS} per class and {AUTO_SWITCH_MIN} in all"
     if seen >= 2 and per_class >= AUTO_SWITCH_PER_CLASS and len(labels) >= AUTO_SWITCH_MIN:
-        return "margin", f"{said} (at least {rule}): margin"
+        return AUTO_AFTER, f"{said} (at least {rule}): {AUTO_AFTER}"
     return "typical", f"{said} (fewer than {rule}): typical"
 
 
@@ -243,6 +255,59 @@ def mix_pick(ctx: Context):
     idx = cand[rows]
     why = [f"{w}; distance {g:.2f} from the labelled" for w, g in zip(_top2(ctx, p, idx), gaps)]
     return idx, unsure[idx], why
+
+
+def cluster_margin_pick(ctx: Context):
+    """The CLUSTER_CANDIDATES n most uncertain images (margin; at most a quarter of the pool) in n k-means clusters
+    on L2-normalised features; each cluster's most uncertain image, the most uncertain cluster first (past
+    MAX_CLUSTERS clusters: round robin). Plain margin's batch is the n images nearest one stretch of one boundary,
+    which the first of them mostly settles."""
+    p = pool_probabilities(ctx)
+    unsure = _margin(p)
+    many = max(ctx.n, min(CLUSTER_CANDIDATES * ctx.n, len(ctx.pool) // CLUSTER_POOL_SHARE))
+    cand = np.argsort(-unsure, kind="stable")[:many]
+    k = min(ctx.n, MAX_CLUSTERS, len(cand))
+    x, _ = space(ctx.pool[cand], ctx.pool[:0], ctx.seed)  # candidates only: 200 rows for n = 20
+    cluster = kmeans(x, k, ctx.seed)
+    # rank within each cluster by uncertainty (cand is sorted, so a stable sort by cluster keeps that order), then
+    # take the first of every cluster, then the second, ...: `turn` is a row's place within its cluster
+    order = np.argsort(cluster, kind="stable")
+    turn = np.empty(len(cand), np.int64)
+    starts = np.searchsorted(cluster[order], np.arange(k))
+    turn[order] = np.arange(len(cand)) - starts[cluster[order]]
+    rows = np.lexsort((np.arange(len(cand)), turn))[: ctx.n]
+    idx = cand[rows]
+    size = np.bincount(cluster, minlength=k)
+    why = [f"{w}; the most uncertain of {size[cluster[r]]} similar" if turn[r] == 0 else f"{w}; round {turn[r] + 1}"
+           for w, r in zip(_top2(ctx, p, idx), rows)]  # fmt: skip
+    return idx, unsure[idx], why
+
+
+def badge_pick(ctx: Context):
+    """BADGE (Ash et al., ICLR 2020): k-means++ seeding on the gradient embeddings g = (p - onehot(argmax p)) x, the
+    last layer's loss gradient were the head's guess the label: long for uncertain images, pointing apart for unlike
+    ones. Never built (P x K x F floats): |g_i - g_j|^2 = |a_i|^2 |x_i|^2 + |a_j|^2 |x_j|^2 - 2 (a_i . a_j)(x_i . x_j)
+    with a = p - onehot, so each pick costs P x (K + F)."""
+    p = pool_probabilities(ctx)
+    x, _ = space(ctx.pool, ctx.pool[:0], ctx.seed)  # unit rows: |x_i|^2 = 1
+    a = p.astype(np.float32).copy()
+    a[np.arange(len(a)), a.argmax(1)] -= 1.0
+    sq = np.einsum("ij,ij->i", a, a)  # |g_i|^2
+    rng = np.random.default_rng(ctx.seed)
+    first = int(np.argmax(sq))  # BADGE's first pick: the longest gradient
+    picks, d2 = [first], np.maximum(sq + sq[first] - 2 * (a @ a[first]) * (x @ x[first]), 0)
+    while len(picks) < ctx.n:
+        d2[picks] = 0
+        i = int(rng.choice(len(d2), p=d2 / d2.sum())) if d2.sum() > 0 else int(rng.choice(np.flatnonzero(d2 == 0)))
+        picks.append(i)
+        d2 = np.minimum(d2, np.maximum(sq + sq[i] - 2 * (a @ a[i]) * (x @ x[i]), 0))
+    idx = np.array(picks, np.int64)
+    return idx, np.sqrt(sq[idx]), [f"{w}; unlike the other picks" for w in _top2(ctx, p, idx)]
+
+
+def _margin(p: np.ndarray) -> np.ndarray:
+    top = np.sort(p, axis=1)[:, -2:]
+    return 1.0 - (top[:, 1] - top[:, 0])  # 1: a coin toss between two classes; 0: sure
 
 
 # ---- typicality (TypiClust) -----------------------------------------------------------------------------------
@@ -486,11 +551,13 @@ class Strategy:
 
 
 STRATEGIES: dict[str, Strategy] = {
-    "auto": Strategy(None, False, "typical while labels are few, then margin (TCM)"),
+    "auto": Strategy(None, False, f"typical while labels are few, then {AUTO_AFTER} (TCM)"),
     "random": Strategy(random_pick, False, "a seeded random order (the baseline)"),
     "margin": Strategy(margin_pick, True, "smallest gap between the two most probable classes"),
     "entropy": Strategy(entropy_pick, True, "most spread-out class probabilities"),
     "diversity": Strategy(diversity_pick, False, "k-center greedy: farthest from what is labelled"),
     "typical": Strategy(typical_pick, False, "TypiClust: the most typical image of each uncovered cluster"),
     "mix": Strategy(mix_pick, True, "margin, then k-center greedy among the most uncertain"),
+    "badge": Strategy(badge_pick, True, "BADGE: k-means++ on the head's gradient embeddings"),
+    "cluster-margin": Strategy(cluster_margin_pick, True, "margin, the most uncertain of each of n k-means clusters"),
 }

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from ..bundle import bundle_meta, save_bundle
-from ..core.heads import HeadSettings, fit_head
+from ..core.heads import HeadSettings, fit_head, run_settings
 from ..data.dataset import DecodedImages
 from ..errors import TransferkitError
 from ..faults import atomic_path, fault_point, write_atomic
@@ -316,20 +316,7 @@ class Trainer:
 
     def head_settings(self, epochs: int, class_weights=None) -> HeadSettings:
         """How this run fits a head on cached features (its options); `class_weights` for other training rows."""
-        t = self.cfg.train
-        return HeadSettings(
-            head=self.cfg.model.head,
-            solver=t.head_solver,
-            dropout=self.cfg.model.dropout,
-            lr=t.lr,
-            weight_decay=t.weight_decay,
-            label_smoothing=t.label_smoothing,
-            epochs=epochs,
-            batch_size=self.cfg.data.batch_size,
-            seed=t.seed,
-            select=t.select,
-            class_weights=self.class_weights if class_weights is None else class_weights,
-        )
+        return run_settings(self.cfg, epochs, self.class_weights if class_weights is None else class_weights)
 
     def _cached_phase(self, pi: int, phase: Phase) -> None:
         t = self.cfg.train

@@ -115,13 +115,10 @@ def _at_bound(t: float) -> bool:
 
 
 def cv_folds(labels: np.ndarray, k: int = CV_FOLDS, seed: int = 0) -> np.ndarray:
-    """A fold number per image, stratified by class and reproducible: each class is dealt round-robin over the folds."""
-    labels = np.asarray(labels)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    order = order[np.argsort(labels[order], kind="stable")]  # shuffled within each class, classes one after another
-    folds = np.empty(len(labels), dtype=np.int64)
-    folds[order] = np.arange(len(labels)) % k
-    return folds
+    """A fold number per image, stratified by class and reproducible (core/oof.py's fold maker)."""
+    from ..data.folds import fold_indices
+
+    return fold_indices(np.asarray(labels), k, seed, strict=False)
 
 
 def cross_validated_nll(logits, labels, k: int = CV_FOLDS) -> tuple[float, float]:

@@ -234,13 +234,16 @@ def _choice_text(chosen, table) -> str:
         return f"{c.backbone} {c.image_size}px" + (f" {c.features}" if c.features != "last" else "")
 
     others = [f"{name(c)} {score(c)}" for c in table if c.score is not None and not c.chosen]
-    skipped = sum(c.skipped is not None for c in table)
+    over = sum(c.skipped is not None and c.skipped.startswith("--budget") for c in table)
+    below = sum(c.skipped is not None for c in table) - over  # larger inputs of backbones that ranked lower
     how = f"{chosen.folds}-fold" if chosen.folds else "on val"
     text = f"{name(chosen)}: frozen-feature probe {score(chosen)} ({how})"
     if others:
         text += f", best of {len(others) + 1} measured ({', '.join(others)})"
-    if skipped:
-        text += f"; {skipped} not measured (--budget)"
+    if below:
+        text += f"; {below} larger input(s) of lower-ranked backbones not measured"
+    if over:
+        text += f"; {over} not measured (--budget)"
     return text
 
 

@@ -16,8 +16,10 @@ together at most half the cheapest one's full extraction, at least 200 images) a
 cross-validated over it in 5 folds when it holds at most 2,000 images (one val split of 150 images measures an
 accuracy to +-5 points; five folds over all 400 of ants/bees to about +-2), on val alone above that. The best mean
 wins; exact ties go to the one given first (lite0 before lite1 before lite2). With --features left at `last`, the
-best one's `stages` variant (backbones/depth.py) is measured on the same images and wins when it beats the best
-one with both standardised per feature (the plain ridge under-rated EuroSAT's 744 stage features: 81.0 vs 84.0%). Only the winner is then
+best one's `stages` variant (backbones/depth.py) is measured on the same images, at the larger input that
+`train` gives features from every depth (depth.input_side: 3x the data's side, up to the backbone's input; EuroSAT's
+tiles at 192 px), and wins when it beats the best one with both standardised per feature (the plain ridge
+under-rated EuroSAT's 744 stage features: 81.0 vs 84.0%). Only the winner is then
 extracted on all of train+val (cached on disk under the key `linear` uses, so the `linear` run that follows extracts
 nothing) and re-scored there: the score the strategy rule reads. `auto` so costs at most ~1.5x the run it picks
 (BENCHMARKS.md, "Features from every depth"), where it cost 2.6-3.6x extracting every candidate in full.
@@ -114,6 +116,8 @@ def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | N
     Candidates are ranked on a seeded subsample (`measure_sample`), then the best one's `--features stages`
     variant on the same images (when --features is left at `last`); only the winner is extracted in full (rows the
     subsample stored are not extracted again) and re-scored there: its features are the ones `linear` then reads."""
+    from ..backbones.depth import input_side
+    from ..data.sizes import choose_image_size
     from .frozen import frozen_backbone, frozen_features
 
     budget = budget_seconds if budget_seconds is not None else cfg.train.budget * 60
@@ -170,8 +174,14 @@ def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | N
     if deeper:  # the best (backbone, size) from every depth: the same forward pass, other features
         top = max((c for c in table if id(c) in found), key=rank)
         variant = dataclasses.replace(top, features="stages", score=None, spread=None, skipped=None)
+        at = frozen_backbone(top.backbone, with_candidate(cfg, variant))
+        if not cfg.data.image_size:  # features from every depth follow a larger side (depth.input_side: EuroSAT's
+            # 64 px tiles at 192 px, +4.4 points over 64 px with `linear`, 5 splits), as `train` then sizes them
+            size = choose_image_size(input_side(d.median_side, at[1]), at[1].input_size)
+            variant.image_size, variant.gflops = size, forward_gflops(at[0], size)
+            variant.estimate = estimate_seconds(m * variant.gflops, cfg.runtime.device)
         if spent + variant.estimate <= limit:
-            measure(variant, at=frozen_backbone(top.backbone, with_candidate(cfg, variant)))
+            measure(variant, at=at)
             spent += variant.estimate
             table.append(variant)
     best = max((c for c in table if id(c) in found and c.features == cfg.model.features), key=rank)
@@ -267,19 +277,11 @@ def standardised(probe):
 
 
 def _folds(y: np.ndarray, task: str, k: int, seed: int) -> np.ndarray:
-    """Fold index per row: each stratum of the task (a class; a target decile; a row's first label) dealt
-    round-robin over the folds in a seeded order, so every fold holds its share of each."""
+    """Fold index per row, each stratum of the task (a class; a target decile; a row's first label) in proportion."""
+    from ..data.folds import fold_indices
     from ..tasks import get_task
 
-    rng = np.random.default_rng(seed)
-    strata = get_task(task).strata(y)
-    fold = np.empty(len(y), dtype=int)
-    start = 0
-    for s in np.unique(strata):
-        rows = rng.permutation(np.flatnonzero(strata == s))
-        fold[rows] = (start + np.arange(len(rows))) % k  # continue the deal where the last class ended
-        start += len(rows)
-    return fold
+    return fold_indices(y, k, seed, strata=get_task(task).strata(y), strict=False)
 
 
 def estimate_training(c: Candidate, strategy, cfg: RunConfig, n_train: int, n_val: int) -> float:

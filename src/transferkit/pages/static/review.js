@@ -9,6 +9,9 @@ const SECTIONS = [
   ["outlier", "Outliers"],
 ];
 let state = null, focus = 0;
+let shown = null;  // the image whose neighbours the panel shows; null: the panel is closed
+const K = 8;  // neighbours shown (the server allows 1-50)
+const thumb = (key) => "/thumb?key=" + encodeURIComponent(key);
 
 function decisionText(d) {
   if (!d) return null;
@@ -25,7 +28,8 @@ function card(it, index) {
     ? el("div", {class: "labels"}, el("b", {}, it.given ?? "—"), " → ", el("b", {}, it.suggested), " ?")
     : el("div", {class: "labels"}, "label ", el("b", {}, it.given ?? "—"));
   const c = el("div", {class: "card" + (dec ? " d-" + dec[0] : ""), "data-index": index, "data-key": it.key, onclick: () => setFocus(index)},
-    el("img", {src: "/thumb?key=" + encodeURIComponent(it.key), alt: it.name, loading: "lazy"}),
+    el("img", {src: thumb(it.key), alt: it.name, loading: "lazy", title: "click: the most similar images",
+      onclick: (ev) => { ev.stopPropagation(); setFocus(index, false); showNeighbours(it.key); }}),
     dec ? el("span", {class: "badge"}, dec[1]) : null,
     el("span", {class: "kind"}, it.kind),
     el("div", {class: "name", title: it.key}, it.name),
@@ -74,6 +78,51 @@ function setFocus(index, scroll = true) {
   for (const c of document.querySelectorAll(".card.focus")) c.classList.remove("focus");
   const c = document.querySelector(`.card[data-index="${index}"]`);
   if (c) { c.classList.add("focus"); if (scroll) c.scrollIntoView({block: "nearest"}); }
+  const it = state.items[index];
+  if (shown !== null && it && it.key !== shown) showNeighbours(it.key);  // an open panel follows the focus
+}
+
+// The panel: the k images of the whole data set nearest to one (cosine of the review's features), itself left out.
+async function showNeighbours(key) {
+  if (!state.neighbours) { say("no neighbours: this review carries no features", true); return; }
+  shown = key;
+  document.body.classList.add("nb-open");
+  const panel = $("nbrs");
+  panel.hidden = false;
+  if (!panel.childElementCount) panel.append(el("p", {class: "muted"}, "Finding the most similar images…"));
+  let r;
+  try { r = await api(`/api/neighbours?key=${encodeURIComponent(key)}&k=${K}`); }
+  catch (e) { say(e.message, true); return; }
+  if (shown !== key) return;  // a later click asked for another image meanwhile
+  const where = (n) => [n.label ?? "no label", n.split].filter(Boolean).join(" · ");
+  panel.replaceChildren(
+    el("div", {class: "nb-head"}, el("h2", {}, "Most similar images"),
+      el("button", {class: "close", title: "close (Esc)", "aria-label": "close", onclick: closeNeighbours}, "×")),
+    el("div", {class: "nb-query"}, el("img", {src: thumb(key), alt: r.name}),
+      el("div", {}, el("div", {class: "name", title: r.key}, r.name), el("div", {}, el("b", {}, where(r))),
+        r.kind ? el("span", {class: "tag"}, r.kind) : null)),
+    el("p", {class: "muted nb-note"}, `${r.neighbours.length} nearest of ${r.images} images, by the cosine of the review's features`),
+    el("ol", {class: "nb-list"}, ...r.neighbours.map((n) =>
+      el("li", {class: "nb", "data-key": n.key, title: n.key, onclick: () => openFrom(n.key)},
+        el("img", {src: thumb(n.key), alt: n.name, loading: "lazy"}),
+        el("div", {class: "nb-text"},
+          el("div", {class: "name"}, n.name),
+          el("div", {}, el("b", {}, where(n)), " · ", el("span", {class: "sim"}, `cosine ${n.similarity.toFixed(3)}`),
+            n.kind ? el("span", {class: "tag"}, n.kind) : null))))));
+}
+
+// A neighbour clicked: its own neighbours; the focus goes to its card when the review flagged it
+function openFrom(key) {
+  const it = state.items.find((x) => x.key === key);
+  if (it) setFocus(it.index);
+  showNeighbours(key);
+}
+
+function closeNeighbours() {
+  shown = null;
+  document.body.classList.remove("nb-open");
+  $("nbrs").hidden = true;
+  $("nbrs").replaceChildren();
 }
 
 function move(step) {
@@ -111,13 +160,15 @@ async function exportList() {
 document.addEventListener("keydown", (ev) => {
   if (!state || ev.ctrlKey || ev.metaKey || ev.altKey || ev.target.tagName === "SELECT") return;
   const k = ev.key;
-  if (k === "ArrowRight" || k === "ArrowDown") { move(1); ev.preventDefault(); }
+  if (k === "Escape") { if (shown !== null) { closeNeighbours(); ev.preventDefault(); } }
+  else if (k === "ArrowRight" || k === "ArrowDown") { move(1); ev.preventDefault(); }
   else if (k === "ArrowLeft" || k === "ArrowUp") { move(-1); ev.preventDefault(); }
   else if (k === "u") undo();
   else if (k === "e") exportList();
   else if (!state.items.length) return;
   else if (k === "k") decide(focus, "keep");
   else if (k === "x") decide(focus, "exclude");
+  else if (k === "n") showNeighbours(state.items[focus].key);
   else if (/^[0-9]$/.test(k)) {
     const c = state.classes[(+k + 9) % 10];  // 1 -> the first class, 0 -> the tenth
     if (c === undefined) { say(`no class ${k}: there are ${state.classes.length}`, true); return; }
