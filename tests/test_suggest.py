@@ -256,3 +256,53 @@ def test_the_command_choices_are_the_strategy_table():
 
     hints = typing.get_type_hints(SuggestOptions)
     assert typing.get_args(hints["strategy"]) == tuple(STRATEGIES)
+
+
+# ---- --features: what the pool is embedded with (auto: stages for tiny images, last for photos) ----
+def test_features_auto_picks_stages_for_tiny_images_and_last_for_photos(tmp_path):
+    from transferkit.core.suggest import TINY_SIDE, auto_features, pool_settings
+    from transferkit.data.sources import open_images
+
+    tiles = write_folder(tmp_path / "tiles", per_class=2, size=64)  # EuroSAT-like 64 px tiles
+    photos = write_folder(tmp_path / "photos", per_class=1, size=300)  # photos: 300 px
+    assert pool_settings(open_images(tiles), "efficientnet_lite0") == ("stages", 192)  # read at 3x the side
+    assert pool_settings(open_images(photos), "efficientnet_lite0") == ("last", 224)  # the backbone's own size
+    assert pool_settings(open_images(tiles), "efficientnet_lite0", "last") == ("last", 64)  # named: as given
+    assert pool_settings(open_images(photos), "efficientnet_lite0", "stages", image_size=96) == ("stages", 96)
+    assert auto_features(TINY_SIDE - 1) == "stages" and auto_features(TINY_SIDE) == "last"
+    with pytest.raises(ConfigError, match="Valid choices: auto, last, stages, stages\\+last"):
+        auto_features(64, "deep")
+
+
+def test_suggest_and_label_take_features_and_refuse_a_bad_value_with_the_choices(tmp_path):
+    import subprocess
+    import sys
+    import typing
+
+    from transferkit.config import LabelOptions, SuggestOptions
+
+    for options in (SuggestOptions, LabelOptions):  # one declaration, both commands
+        assert typing.get_args(typing.get_type_hints(options)["features"]) == ("auto", "last", "stages", "stages+last")
+    pool = write_folder(tmp_path / "pool", per_class=2)
+    for extra in ([], ["--classes", "a,b"]):  # suggest, label
+        cmd = "label" if extra else "suggest"
+        r = subprocess.run(
+            [sys.executable, "-m", "transferkit", cmd, str(pool), "--features", "deep", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 2, r.stderr  # refused before anything is embedded
+        assert "--features" in r.stderr and "auto, last, stages, stages+last" in r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_suggest_with_stages_features_embeds_at_3x_and_standardises(tmp_path):
+    from transferkit.core.suggest import suggest_images
+
+    pool, labelled, total, known = pool_and_labels(tmp_path)  # 40 px images: auto is stages, at 3x = 120 -> 128 px
+    picks = suggest_images(pool, labelled, n=4, strategy="margin")
+    assert (picks.features, picks.image_size) == ("stages", 128)
+    assert len(picks.keys) == 4 and picks.strategy == "margin"
+    last = suggest_images(pool, labelled, n=4, strategy="margin", features="last")
+    assert (last.features, last.image_size) == ("last", 64)

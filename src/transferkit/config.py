@@ -712,6 +712,15 @@ class SimilarOptions:
 
 
 # ---- label less: the labelling page, suggest ----
+# --features of suggest and label (one declaration for both): how the pool is embedded. auto: stages for tiny images
+# (median short side under 100 px), last for photos (core/suggest.py auto_features, with the numbers)
+PoolFeatures = Literal["auto", "last", "stages", "stages+last"]
+POOL_FEATURES_HELP = (
+    "What the pool is embedded with: auto (stages below a 100 px median short side, else last), the pooled last "
+    "layer, or the pooled outputs of the backbone's stages (read at 3x the images' side; the head standardises them)."
+)
+
+
 @dataclass
 class LabelOptions:
     classes: str | None = opt(
@@ -730,6 +739,7 @@ class LabelOptions:
         "random.",
         "Options",
     )
+    features: PoolFeatures = opt("auto", POOL_FEATURES_HELP, "Options")
     out: Path = opt(
         Path("labelling"),
         "Folder for label.sqlite (every answer, at once), labels.csv (the export) and runs/ (the train button).",
@@ -764,6 +774,7 @@ class SuggestOptions:
         "What to ask first: auto (typical while labels are few, then margin), or one by name (core/suggest.py).",
         "Options",
     )
+    features: PoolFeatures = opt("auto", POOL_FEATURES_HELP, "Options")
     out: Path = opt(
         Path("suggest.csv"),
         "The list to fill in (path, label, score, why); `train` reads it.",

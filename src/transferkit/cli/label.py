@@ -48,8 +48,13 @@ def label(
     from functools import partial
 
     from ..core.embed import embed
+    from ..core.suggest import pool_settings
+    from ..data.sources import open_images
 
-    print(f"Embedding {pool} with {overrides['backbone']} (once: the feature store keeps the features) ...", flush=True)
+    # the pool decides the features (auto: stages for tiny images) and the size; the labelled list gets the same
+    features, size = pool_settings(open_images(pool), overrides["backbone"], options.features)
+    print(f"Embedding {pool} with {overrides['backbone']} ({features} features at {size} px; once: the feature store "
+          "keeps them) ...", flush=True)  # fmt: skip
     session = LabelSession.open(
         pool,
         classes or None,
@@ -57,7 +62,10 @@ def label(
         out_dir=options.out,
         backbone=overrides["backbone"],
         strategy=options.strategy,
-        embed_fn=partial(embed, device=overrides["device"], cache_dir=overrides["cache_dir"]),
+        embed_fn=partial(
+            embed, image_size=size, features=features, device=overrides["device"], cache_dir=overrides["cache_dir"]
+        ),
+        standardise=features != "last",
     )
     for note in session.notes:
         print(note)

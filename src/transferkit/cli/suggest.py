@@ -3,6 +3,7 @@
     transferkit suggest unlabelled/ -n 20                              # a cold start: typical images first
     transferkit suggest unlabelled/ --labelled labels.csv -n 20         # auto: typical while labels are few, then margin
     transferkit suggest unlabelled/ --model runs/x-linear/best --strategy margin
+    transferkit suggest tiles/ --features last                          # auto: stages below 100 px, else last
 
 Writes suggest.csv (path, label, score, why) with the label column empty: fill it in, then
 `transferkit train suggest.csv` (or append the rows to labels.csv). Rows left without a label are skipped by `train`
@@ -44,6 +45,7 @@ def suggest(
         n=options.number,
         backbone=overrides["backbone"],
         image_size=overrides["image_size"],
+        features=options.features,
         device=overrides["device"],
         cache_dir=overrides["cache_dir"],
         seed=overrides["seed"],
@@ -60,6 +62,7 @@ def suggest(
         console.print(f"{picks.left_out} of {picks.pool} pool images are labelled already (in --labelled): left out.")
     for key, why in picks.skipped[:5]:
         console.print(f"[yellow]unreadable, left out:[/yellow] {key} ({why})")
+    console.print(f"features {picks.features} at {picks.image_size} px (--features {options.features})")
     console.print(f"strategy {picks.strategy}" + (f" ({picks.note})" if picks.note else ""))
     for key, score, why in zip(picks.keys[:10], picks.scores, picks.why):
         console.print(f"  {score:7.3f}  {Path(key).name}  {why}")

@@ -87,11 +87,13 @@ def rank(
     num_classes: int | None = None,
     classes: list[str] | None = None,
     probabilities: np.ndarray | None = None,
+    standardise: bool = False,
 ) -> Suggestion:
     """The n pool rows to label next, best first. pool (P, F) and labelled (L, F) features of the same backbone;
     labels (L,) class indices; num_classes: the classes' count where some have no label yet; classes: their names,
     for the reasons; probabilities (P, K): a trained model's answers for the pool, which the uncertainty strategies
-    then use instead of fitting a head on the labels."""
+    then use instead of fitting a head on the labels; standardise: the head fitted on the labels standardises each
+    feature first (features from every depth, as `train` fits them: core/heads.py HeadSettings.standardise)."""
     from ..errors import ConfigError, unknown_choice
 
     if strategy not in STRATEGIES:
@@ -115,7 +117,9 @@ def rank(
     if probabilities is not None:
         probabilities = np.asarray(probabilities, np.float32)
         k = max(k, probabilities.shape[1])
-    ctx = Context(pool, labelled, labels, n, seed, k, classes or [f"class {i}" for i in range(k)], probabilities)
+    ctx = Context(
+        pool, labelled, labels, n, seed, k, classes or [f"class {i}" for i in range(k)], probabilities, standardise
+    )
     name, note = strategy, ""
     if name == "auto" and probabilities is not None:
         name, note = AUTO_AFTER, f"auto: a trained model answers: {AUTO_AFTER}"
@@ -153,27 +157,31 @@ class Context:
     num_classes: int
     classes: list[str]
     probabilities: np.ndarray | None = None
+    standardise: bool = False  # the head on the labels standardises each feature (multi-depth features)
 
 
 # ---- uncertainty ----------------------------------------------------------------------------------------------
-def fit_on_labels(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0, head: str = "linear"):
+def fit_on_labels(
+    x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0, head: str = "linear", standardise: bool = False
+):
     """The head the uncertainty strategies ask (and the benchmark scores): L-BFGS logistic regression (or the
     prototypes head), K outputs even for classes without a label yet. Under 3 labels in some class a 15% holdout
-    would leave classes without a training row, so the L2 (the temperature) is chosen on the training rows."""
+    would leave classes without a training row, so the L2 (the temperature) is chosen on the training rows.
+    standardise: each feature to mean 0, std 1 on the labelled rows first (on for `stages` features, as `train`)."""
     from ..backbones.heads import build_head
     from .heads import fit_head
 
     counts = np.bincount(y, minlength=num_classes)
     val = None if counts[counts > 0].min() >= 3 else (x, y)
     module = build_head(head, x.shape[1], num_classes)
-    return fit_head(x, y, "classification", val=val, solver="lbfgs", module=module, seed=seed)
+    return fit_head(x, y, "classification", val=val, solver="lbfgs", module=module, seed=seed, standardise=standardise)
 
 
 def pool_probabilities(ctx: Context) -> np.ndarray:
     """(P, K) class probabilities: the caller's (a trained model's), else a head fitted on the labelled features."""
     if ctx.probabilities is not None:
         return ctx.probabilities
-    fitted = fit_on_labels(ctx.labelled, ctx.labels, ctx.num_classes, ctx.seed)
+    fitted = fit_on_labels(ctx.labelled, ctx.labels, ctx.num_classes, ctx.seed, standardise=ctx.standardise)
     return np.concatenate([fitted.predict(ctx.pool[i : i + CHUNK]) for i in range(0, len(ctx.pool), CHUNK)])
 
 
@@ -415,6 +423,44 @@ def _typicality_of(rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 # ---- images in, picks out (what `transferkit suggest` and the page call) ------------------------------------------
+# ---- which features: --features auto -------------------------------------------------------------------------------
+# auto = `stages` below a 100 px median short side, else `last`. Tiny images are far from ImageNet's photos, where
+# features from every depth (read at 3x the side: depth.input_side) won on all three sets measured (`train --strategy
+# linear`, 5 splits, BENCHMARKS.md "Features from every depth"): EuroSAT 64 px tiles 87.3 -> 96.0, digits 8 px
+# 94.4 -> 98.9, cat/non-cat 64 px 92.8 -> 99.6; on photos the last layer won (ants/bees, ~300 px and more: 94.6 vs
+# 92.5 for stages). 100 px sits between the two kinds measured; nothing between 64 and ~300 px was.
+TINY_SIDE = 100
+
+
+def auto_features(median_side: float, features: str = "auto") -> str:
+    """The features `suggest` and `label` embed with: `features` as given, or for auto `stages` when the pool's median
+    short side is under TINY_SIDE px (tiny images), else `last` (photos)."""
+    from ..backbones.depth import FEATURES
+    from ..errors import unknown_choice
+
+    if features == "auto":
+        return "stages" if median_side < TINY_SIDE else "last"
+    if features not in FEATURES:
+        raise unknown_choice("--features", features, ("auto", *FEATURES))
+    return features
+
+
+def pool_settings(images, backbone: str, features: str = "auto", image_size: int | None = None) -> tuple[str, int]:
+    """(features, input size) for a pool (an ImageSet): `auto_features` on its median short side, and the size that
+    side gives as `train` chooses it (depth.input_side: 3x the side for multi-depth features, up to the backbone's)."""
+    from ..backbones import create_backbone
+    from ..backbones.depth import input_side
+    from ..data.sizes import choose_image_size, survey_sides
+    from ..data.sources import Sample
+
+    side = survey_sides(images, [Sample(k, 0) for k in images.keys])[0]
+    features = auto_features(side, features)
+    if image_size:
+        return features, int(image_size)
+    _, bcfg = create_backbone(backbone, pretrained=False, features=features)  # the cfg only: input size and depth
+    return features, choose_image_size(input_side(side, bcfg), bcfg.input_size)
+
+
 @dataclass
 class Picks:
     keys: list[str]  # the images to label next, best first
@@ -427,6 +473,8 @@ class Picks:
     labelled: int  # labelled images used
     classes: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, why) unreadable pool images
+    features: str = "last"  # what the pool was embedded with (--features, auto resolved)
+    image_size: int = 0
 
 
 def suggest_images(
@@ -438,6 +486,7 @@ def suggest_images(
     n: int = 20,
     backbone: str | None = None,
     image_size: int | None = None,
+    features: str = "auto",
     device: str = "auto",
     cache_dir: str | None = None,
     seed: int = 0,
@@ -445,7 +494,8 @@ def suggest_images(
 ) -> Picks:
     """The images of `pool` (a folder or list, labels not needed) to label next. labelled: a labelled folder or list
     (its images leave the pool; its labels train the head); model: a classification bundle whose backbone embeds and
-    whose head answers. Both sets are embedded through the feature store at one image size."""
+    whose head answers. Both sets are embedded through the feature store at one image size, with `features`
+    (auto: `auto_features` on the pool; with --model, `last`: what the bundle's pooled output is)."""
     from ..config import DEFAULT_BACKBONE
     from ..data.imageset import ImageSet
     from ..data.sources import open_images, open_source
@@ -464,6 +514,8 @@ def suggest_images(
             raise DataError(f"--model {model}: a {meta['task']} bundle; suggest asks a head that picks one class.")
         classes = list(meta["classes"])
         backbone = f"bundle:{model}"
+        if features == "auto":  # the bundle's head answers on its backbone's pooled output (its last layer)
+            features = "last"
     if labelled is not None:
         src = open_source(labelled)
         if not get_task(src.task).class_logits:
@@ -488,20 +540,23 @@ def suggest_images(
             f"Every one of the {len(images)} images of '{pool}' is in --labelled already: nothing left to suggest. "
             "Give a pool of unlabelled images."
         )
-    emb = embed(ImageSet(images.root, keep, images.arrays), backbone or DEFAULT_BACKBONE, image_size=image_size,
-                device=device, cache_dir=cache_dir, reporter=reporter)  # fmt: skip
+    pool_set = ImageSet(images.root, keep, images.arrays)
+    features, size = pool_settings(pool_set, backbone or DEFAULT_BACKBONE, features, image_size)
+    emb = embed(pool_set, backbone or DEFAULT_BACKBONE, image_size=size, features=features, device=device,
+                cache_dir=cache_dir, reporter=reporter)  # fmt: skip
     x_lab = np.zeros((0, emb.features.shape[1]), np.float32)
     y_lab = np.zeros(0, np.int64)
     if lab_keys:
         lab = open_source(labelled).images()
-        le = embed(lab, emb.backbone, image_size=emb.image_size, device=device, cache_dir=cache_dir, reporter=reporter)
+        le = embed(lab, emb.backbone, image_size=emb.image_size, features=features, device=device, cache_dir=cache_dir,
+                   reporter=reporter)  # fmt: skip
         row = dict(zip(lab_keys, lab_labels))
         x_lab, y_lab = le.features, np.array([row[k] for k in le.keys], np.int64)
     probs = None
     if model is not None:
         probs = _bundle_probabilities(model, emb.features)
     s = rank(emb.features, x_lab, y_lab, strategy=strategy, n=n, seed=seed, num_classes=len(classes) or None,
-             classes=classes or None, probabilities=probs)  # fmt: skip
+             classes=classes or None, probabilities=probs, standardise=features != "last")  # fmt: skip
     return Picks(
         [emb.keys[i] for i in s.indices],
         [float(v) for v in s.scores],
@@ -513,6 +568,8 @@ def suggest_images(
         len(y_lab),
         classes,
         emb.skipped,
+        features,
+        emb.image_size,
     )
 
 

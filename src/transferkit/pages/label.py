@@ -54,6 +54,7 @@ class LabelSession:
     load: object = None  # key -> PIL image for thumbnails (None: keys are file paths)
     background: bool = True  # False: accuracy measured in the answer's request (tests)
     notes: list[str] = field(default_factory=list)  # what the page should say once (overlaps, skipped files)
+    standardise: bool = False  # the head standardises each feature (multi-depth features: --features stages)
 
     def __post_init__(self):
         self.out_dir = Path(self.out_dir)
@@ -186,6 +187,7 @@ class LabelSession:
                 n=QUEUE,
                 num_classes=len(self.classes),
                 classes=self.classes,
+                standardise=self.standardise,
             )
             queue = [
                 {"key": self.keys[pool[i]], "why": why, "score": float(sc)}
@@ -255,6 +257,7 @@ class LabelSession:
     def measure(self) -> None:
         """Cross-validated accuracy of a head on the labels now (classes with at least 2 labels), with its Wilson
         interval; a point of the learning curve."""
+        from ..core.heads import HeadSettings
         from ..core.oof import oof_predict
         from ..evaluation.intervals import wilson
 
@@ -268,7 +271,8 @@ class LabelSession:
         y = np.array([used.index(labels[k]) for k in keys], dtype=np.int64)
         x = self.features[[self.row[k] for k in keys]]
         k = min(CV_FOLDS, min(counts[c] for c in used))
-        oof = oof_predict(x, y, k=k)
+        # the head the queue ranks with: standardised on multi-depth features (oof_predict's default solver otherwise)
+        oof = oof_predict(x, y, k=k, settings=HeadSettings(solver="lbfgs", standardise=self.standardise))
         acc = float(oof.metrics["accuracy"])
         low, high = wilson(round(acc * len(y)), len(y))
         point = {"n": len(labels), "used": len(y), "folds": k, "accuracy": acc, "low": low, "high": high}
