@@ -408,7 +408,8 @@ def typical_pick(ctx: Context):
         taken[best] = True
         covered[j] += 1
         idx.append(best), scores.append(float(t.max()))
-        why.append(f"typical of a region of {size[j]} images with {covered[j] - 1} labelled")
+        n = int(size[j])  # "a region of 1 image", "of 12 images"
+        why.append(f"typical of a region of {n} image{'s' * (n != 1)} with {covered[j] - 1} labelled")
     return np.array(idx), np.array(scores, np.float32), why
 
 
