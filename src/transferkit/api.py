@@ -392,7 +392,7 @@ def _backbone(cfg: RunConfig, strategy, opened: _Opened):
     from accelerate.utils import set_seed
 
     from .backbones import create_backbone
-    from .backbones.depth import input_side
+    from .backbones.depth import frozen_input_size
     from .data.transforms import choose_image_size
 
     set_seed(cfg.train.seed)  # python, numpy and torch: the new head (and scratch weights) start the same every time
@@ -401,8 +401,9 @@ def _backbone(cfg: RunConfig, strategy, opened: _Opened):
     )
     # a frozen head on --features stages follows a larger side than the data's (backbones/depth.py: STAGES_UPSCALE;
     # measured for `linear` only: a fine-tune at 3x the side costs ~9x)
-    side = input_side(opened.side, bcfg) if strategy.name == "linear" else opened.side
-    return net, bcfg, cfg.data.image_size or choose_image_size(side, bcfg.input_size)
+    frozen = strategy.name == "linear"
+    size = frozen_input_size(opened.side, bcfg) if frozen else choose_image_size(opened.side, bcfg.input_size)
+    return net, bcfg, cfg.data.image_size or size
 
 
 def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter, strategy):

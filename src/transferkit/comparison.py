@@ -239,10 +239,10 @@ def _head_row(src, cfg: RunConfig, strategy: str, backbone: str, seed: int, fold
     import torch
 
     from .backbones import create_backbone
-    from .backbones.depth import input_side
+    from .backbones.depth import frozen_input_size
     from .core.embed import embed
     from .core.heads import fit_head, run_settings
-    from .data.sizes import choose_image_size, survey_sides
+    from .data.sizes import survey_sides
     from .data.split import save_splits
     from .rundir import RunDir
     from .strategies import parse_strategy
@@ -255,7 +255,7 @@ def _head_row(src, cfg: RunConfig, strategy: str, backbone: str, seed: int, fold
         if backbone not in embedded:
             embedded[backbone] = create_backbone(backbone, pretrained=False, features=cfg.model.features)[1]
         bcfg = embedded[backbone]
-        key = (backbone, choose_image_size(input_side(survey_sides(src, splits["train"])[0], bcfg), bcfg.input_size))
+        key = (backbone, frozen_input_size(survey_sides(src, splits["train"])[0], bcfg))
     if key not in embedded:
         emb = embed(
             src,

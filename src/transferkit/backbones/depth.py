@@ -120,6 +120,15 @@ def input_side(median_side: float, cfg: BackboneCfg) -> float:
     return median_side * (STAGES_UPSCALE if depth_of(cfg) else 1)
 
 
+def frozen_input_size(median_side: float, cfg: BackboneCfg) -> int:
+    """The input size of a head on frozen features when --image-size is not given: what `input_side` gives, as
+    data/sizes.choose_image_size rounds and bounds it (`linear` runs, compare's linear rows, auto's stages variant,
+    suggest and label all read their features at this size)."""
+    from ..data.sizes import choose_image_size
+
+    return choose_image_size(input_side(median_side, cfg), cfg.input_size)
+
+
 def with_depth(net: nn.Module, cfg: BackboneCfg, features: str) -> BackboneCfg:
     """`cfg` for `features` (FEATURES): the stages kept and the width of what the net will return. 'last': `cfg`.
     `net` is the backbone as built (its classifier still on); one forward pass of a random image measures each

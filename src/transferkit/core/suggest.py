@@ -194,8 +194,7 @@ def _top2(ctx: Context, p: np.ndarray, rows: np.ndarray) -> list[str]:
 
 def margin_pick(ctx: Context):
     p = pool_probabilities(ctx)
-    top = np.sort(p, axis=1)[:, -2:]
-    score = 1.0 - (top[:, 1] - top[:, 0])  # 1: a coin toss between two classes; 0: sure
+    score = _margin(p)
     idx = np.argsort(-score, kind="stable")[: ctx.n]
     return idx, score[idx], _top2(ctx, p, idx)
 
@@ -255,8 +254,7 @@ def diversity_pick(ctx: Context):
 
 def mix_pick(ctx: Context):
     p = pool_probabilities(ctx)
-    top = np.sort(p, axis=1)[:, -2:]
-    unsure = 1.0 - (top[:, 1] - top[:, 0])
+    unsure = _margin(p)
     cand = np.argsort(-unsure, kind="stable")[: max(ctx.n, MIX_CANDIDATES * ctx.n)]
     x, c = space(ctx.pool, ctx.labelled, ctx.seed)
     rows, gaps = k_center(x[cand], c, ctx.n)
@@ -450,8 +448,8 @@ def pool_settings(images, backbone: str, features: str = "auto", image_size: int
     """(features, input size) for a pool (an ImageSet): `auto_features` on its median short side, and the size that
     side gives as `train` chooses it (depth.input_side: 3x the side for multi-depth features, up to the backbone's)."""
     from ..backbones import create_backbone
-    from ..backbones.depth import input_side
-    from ..data.sizes import choose_image_size, survey_sides
+    from ..backbones.depth import frozen_input_size
+    from ..data.sizes import survey_sides
     from ..data.sources import Sample
 
     side = survey_sides(images, [Sample(k, 0) for k in images.keys])[0]
@@ -459,7 +457,7 @@ def pool_settings(images, backbone: str, features: str = "auto", image_size: int
     if image_size:
         return features, int(image_size)
     _, bcfg = create_backbone(backbone, pretrained=False, features=features)  # the cfg only: input size and depth
-    return features, choose_image_size(input_side(side, bcfg), bcfg.input_size)
+    return features, frozen_input_size(side, bcfg)
 
 
 @dataclass

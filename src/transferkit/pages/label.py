@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from ..config import DEFAULT_BACKBONE
 from ..errors import DataError
 from .db import Journal
-from .server import Thumbnails, page_app, run
+from .server import Thumbnails, name_of, page_app, run
 
 SKIP = "skip"
 QUEUE = 12  # images ranked per refit: the one shown and the strip of those after it
@@ -199,7 +199,7 @@ class LabelSession:
                 if self.front:
                     queue.insert(0, {"key": self.front, "why": "undone: asked again", "score": 0.0})
                 for q in queue:
-                    q["name"] = Path(q["key"]).name if os.sep in q["key"] else q["key"]
+                    q["name"] = name_of(q["key"])
                 self.queue, self.ranked_by, self.note, self.ranked = queue, s.strategy, s.note, version
             self.refit_ms.append(1000 * (time.perf_counter() - t0))
 
@@ -246,8 +246,7 @@ class LabelSession:
             self.version += 1
             self.front = a.key if a else None
             if a:
-                name = Path(a.key).name if os.sep in a.key else a.key
-                self.queue = [{"key": a.key, "name": name, "why": "undone: asked again", "score": 0.0}] + [
+                self.queue = [{"key": a.key, "name": name_of(a.key), "why": "undone: asked again", "score": 0.0}] + [
                     q for q in self.queue if q["key"] != a.key
                 ]
         self.measure_soon()

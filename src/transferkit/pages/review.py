@@ -27,17 +27,12 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
 from .db import Journal
-from .server import Thumbnails, page_app, run
+from .server import Thumbnails, name_of, page_app, run
 
 ACTIONS = ("keep", "relabel", "exclude")
 KINDS = ("label", "conflict", "leak", "duplicate", "exact-duplicate", "outlier")  # the page's order
 FIELDS = ("key", "kind", "score", "given", "suggested", "group", "reason")
 NEIGHBOURS, MAX_NEIGHBOURS = 8, 50  # the panel's default; more than 50 thumbnails is `transferkit similar`'s job
-
-
-def name_of(key: str) -> str:
-    """The file name of a path key; an array key as it is."""
-    return Path(key).name if os.sep in key else key
 
 
 @dataclass

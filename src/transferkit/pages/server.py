@@ -10,6 +10,7 @@ most `Thumbnails.side` pixels on their long side, encoded once and kept (LRU) so
 from __future__ import annotations
 
 import io
+import os
 import socket
 import threading
 import time
@@ -24,6 +25,11 @@ from fastapi.responses import HTMLResponse, Response
 
 THUMB_SIDE = 320  # px, the long side: a grid cell is ~200 CSS px, x1.5 for high-density screens
 CACHE_BYTES = 64 * 2**20  # ~20 KB per JPEG thumbnail: ~3,000 of them
+
+
+def name_of(key: str) -> str:
+    """What a page shows for an image: a path key's file name; an array key as it is."""
+    return os.path.basename(key) if os.sep in key else key
 
 
 def _load_file(key: str):

@@ -116,8 +116,7 @@ def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | N
     Candidates are ranked on a seeded subsample (`measure_sample`), then the best one's `--features stages`
     variant on the same images (when --features is left at `last`); only the winner is extracted in full (rows the
     subsample stored are not extracted again) and re-scored there: its features are the ones `linear` then reads."""
-    from ..backbones.depth import input_side
-    from ..data.sizes import choose_image_size
+    from ..backbones.depth import frozen_input_size
     from .frozen import frozen_backbone, frozen_features
 
     budget = budget_seconds if budget_seconds is not None else cfg.train.budget * 60
@@ -177,7 +176,7 @@ def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | N
         at = frozen_backbone(top.backbone, with_candidate(cfg, variant))
         if not cfg.data.image_size:  # features from every depth follow a larger side (depth.input_side: EuroSAT's
             # 64 px tiles at 192 px, +4.4 points over 64 px with `linear`, 5 splits), as `train` then sizes them
-            size = choose_image_size(input_side(d.median_side, at[1]), at[1].input_size)
+            size = frozen_input_size(d.median_side, at[1])
             variant.image_size, variant.gflops = size, forward_gflops(at[0], size)
             variant.estimate = estimate_seconds(m * variant.gflops, cfg.runtime.device)
         if spent + variant.estimate <= limit:
