@@ -164,7 +164,7 @@ def compare(
         for backbone in backbones:
             for strategy in strategies:
                 if _on_features(strategy, cfg):  # a head on stored features: fit_head on this seed's rows, no run
-                    runs.append(_head_row(fixed, cfg, strategy, backbone, seed, folder, embedded))
+                    runs.append(_head_row(fixed, cfg, strategy, backbone, seed, folder, embedded, reporter))
                     reporter.message(
                         f"[{len(runs)}/{total}] {strategy} @ {backbone}, seed {seed}: {runs[-1].split} "
                         f"{task.score_label} {runs[-1].score:.4f} in {runs[-1].seconds:.1f} s (a head on stored features)"
@@ -227,7 +227,9 @@ def _on_features(strategy: str, cfg: RunConfig) -> bool:
     return bool(phases) and all(p.cached for p in phases) and not cfg.train.aug_views
 
 
-def _head_row(src, cfg: RunConfig, strategy: str, backbone: str, seed: int, folder: Path, embedded: dict):
+def _head_row(
+    src, cfg: RunConfig, strategy: str, backbone: str, seed: int, folder: Path, embedded: dict, reporter=None
+):
     """One row of `compare` for a strategy that trains only a head: the features of every image from the store
     (`embed`, once per backbone and input size, shared by the seeds), a head fitted on this seed's train rows with
     its L2 and solver picked on val (`fit_head`, as `train`'s linear phase fits it), scored on test. What `train
@@ -266,6 +268,7 @@ def _head_row(src, cfg: RunConfig, strategy: str, backbone: str, seed: int, fold
             batch_size=cfg.data.batch_size,
             device=cfg.runtime.device,
             cache_dir=cfg.runtime.cache_dir,
+            reporter=reporter,  # decoding and extraction show their progress, as a run's do
         )
         embedded[key] = (emb.features, {k: i for i, k in enumerate(emb.keys)})
     x, row = embedded[key]
