@@ -137,8 +137,8 @@ def auto_cost(sets: list[str], data: Path, work: Path) -> str:
     from run import run
 
     lines = [
-        "| set | auto chose | auto: s | the same run given: s | ratio | of auto's s: candidates / fine-tune gain "
-        "(gain.py) | ratio without the gain measure |",
+        "| set | auto chose | auto: s | the same run given: s | ratio | of auto's s: candidates / the rest of "
+        "measuring (winner's full extraction, shift, gain.py's short fine-tune where run) | ratio without the rest |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in sets:
@@ -156,7 +156,7 @@ def auto_cost(sets: list[str], data: Path, work: Path) -> str:
         chose = f"{advice['strategy']} @ {advice['backbone'].replace('efficientnet_', '')} {advice['image_size']}px"
         chose += f" {advice.get('features', 'last')}"
         candidates = sum(c["seconds"] for c in advice["candidates"])  # wall seconds of measuring them, each
-        gain = max(0.0, advice["seconds"] - candidates)  # the rest of measuring: the short fine-tune (gain.py)
+        gain = max(0.0, advice["seconds"] - candidates)  # the rest of measuring (gain.py's fine-tune, where run)
         lines.append(
             f"| {acc.SETS[name].title} | {chose} | {auto['wall_s']:.0f} | {fixed['wall_s']:.0f} | "
             f"{auto['wall_s'] / fixed['wall_s']:.2f}x | {candidates:.0f} / {gain:.0f} | "

@@ -73,10 +73,10 @@ def test_choose_measures_each_candidate_and_keeps_the_best(tiny_folder):
     d = open_data(tiny_folder, cfg)
     chosen, table, ff = choose_candidate(d, cfg)
     table, deeper = [c for c in table if c.features == "last"], [c for c in table if c.features != "last"]
-    # the best (backbone, size) is measured from every depth too (test_depth.py)
-    assert [c.features for c in deeper] == ["stages"] and deeper[0].backbone == max(
-        table, key=lambda c: c.score
-    ).backbone
+    # the cheapest (backbone, size) is measured from every depth too (test_depth.py), whichever last layer won
+    assert [c.features for c in deeper] == ["stages"] and deeper[0].backbone == min(
+        table, key=lambda c: c.gflops
+    ).backbone == "efficientnet_lite0"
     # least counted work first: lite0 (0.016 GFLOP at 32 px) before lite1 (0.020), on any machine under any load
     assert [c.backbone for c in table] == ["efficientnet_lite0", "efficientnet_lite1"]
     assert 0 < table[0].gflops < table[1].gflops and 0 < table[0].estimate < table[1].estimate
@@ -103,8 +103,13 @@ def test_training_estimate_counts_only_loop_epochs():
     assert estimate_training(c, parse_strategy("two-phase"), cfg, 100, 50) == pytest.approx(29.4)
 
 
-def test_auto_trains_what_it_chose_and_a_tight_budget_keeps_it_frozen(tmp_path):
+def test_auto_trains_what_it_chose_and_a_tight_budget_keeps_it_frozen(tmp_path, monkeypatch):
+    from transferkit.selection import advise
+
     data = write_folder(tmp_path / "colours", per_class=8)
+    # 8 images a class count as medium here: small data with a near-perfect probe (these squares' is) stays linear
+    # whatever the budget, and this test is about the chart's fine-tune meeting the budget
+    monkeypatch.setattr(advise, "SMALL", 4)
     # 40 px noise squares are "different" and tiny: the chart fine-tunes them (test_selection); a budget of
     # 0.1 s cannot hold 10 fine-tune epochs (estimated ~0.2 s: 10 x ~70 image passes x 0.016 GFLOP / 67.5 GFLOP/s),
     # so `auto` falls back to the frozen head
@@ -173,9 +178,11 @@ def test_a_busy_machine_makes_the_same_choice(tmp_path, monkeypatch):
     """Same data, same command: the same strategy, backbone and input size whether the cores are free or 50x
     slower (every interval the clock measures made 50x longer: what a loaded 2-core machine looks like, without
     loading the cores the other tests share)."""
+    from transferkit.selection import advise
     from transferkit.selection.advise import advise_opened
 
     data = write_folder(tmp_path / "colours", per_class=8)
+    monkeypatch.setattr(advise, "SMALL", 4)  # medium: the chart's fine-tune, not small data's near-perfect linear
     # 1 s: the estimates (~0.01 s to measure each candidate, ~0.2 s to fine-tune) fit with room to spare; clocked
     # they would not even quiet (~1 s to measure a candidate), let alone at 50x
     cfg = cfg_with(backbones=TWO, budget=1 / 60, device="cpu", **FAST)
@@ -211,3 +218,22 @@ def test_the_standardised_probe_hears_a_small_scaled_block_the_plain_ridge_drown
     plain = cv_probe(ff, "classification", seed=0)[0]
     scaled = cv_probe(ff, "classification", seed=0, standardise=True)[0]
     assert scaled > 0.85 and scaled > plain + 0.2, (plain, scaled)
+
+
+def test_the_stages_variant_is_the_cheapest_backbones_whichever_last_layer_wins(tiny_folder, monkeypatch):
+    from transferkit.selection import choose
+
+    def probe(ff, task, seed, standardise=False):  # lite1's last layer wins; lite0's stages beat it
+        last = ff.train.shape[1] == 1280
+        return (
+            {(True, "efficientnet_lite0"): 0.80, (True, "efficientnet_lite1"): 0.90}.get((last, ff.backbone), 0.95),
+            0.01,
+            5,
+        )
+
+    monkeypatch.setattr(choose, "cv_probe", probe)
+    cfg = cfg_with(backbones=TWO, quiet=True, **{k: v for k, v in FAST.items() if k != "quiet"})
+    chosen, table, ff = choose_candidate(open_data(tiny_folder, cfg), cfg)
+    deeper = [c for c in table if c.features == "stages"]
+    assert [c.backbone for c in deeper] == ["efficientnet_lite0"]  # not lite1, the best last layer
+    assert chosen is deeper[0] and ff.backbone == "efficientnet_lite0" and ff.train.shape[1] != 1280

@@ -11,12 +11,14 @@ from .conftest import shared
 pytestmark = pytest.mark.slow
 
 
-def test_advise_digits_is_not_linear(tmp_path):
+def test_advise_digits_keeps_a_linear_head_on_features_from_every_depth(tmp_path):
     from transferkit.demo import write_digits
 
     advice = transferkit.advise(write_digits(tmp_path / "digits"), quiet=True)
     assert not advice.similar and advice.shift > 0.3, advice.reason  # measured 0.63
-    assert advice.strategy != "linear" and advice.strategy in ("freeze:2", "finetune"), advice.reason
+    # the chart alone fine-tunes these tiny scans; the stages probe (measured 98.6%) leaves too few errors to chase
+    assert "fine-tune all" in advice.reason and advice.features == "stages" and advice.probe_acc > 0.95, advice.reason
+    assert advice.strategy == "linear" and "nothing for fine-tuning" in advice.reason, advice.reason
 
 
 def test_advise_hymenoptera_keeps_the_features():

@@ -1,9 +1,11 @@
 """`transferkit demo`: scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, 10 classes) written as an
 image folder, then trained on with the defaults: `auto` chooses the backbone and the strategy.
 
-The digits are tiny and unlike ImageNet photos (the advisor measures a large BatchNorm-statistics shift), so `auto`
-picks fine-tuning at 64 px, on efficientnet_lite2 with features from every depth (the best 5-fold probe of the
-three built-in backbones and its stages variant): 99.6% test accuracy in about 47 s on a 2-core CPU. Flips are off:
+The digits are tiny and unlike ImageNet photos (the advisor measures a large BatchNorm-statistics shift), so the
+chart alone would fine-tune every layer; but efficientnet_lite0's features from every depth at 64 px (the best 5-fold
+probe of the three built-in backbones and lite0's stages variant) already leave under 2% of guessing's errors, so
+`auto` trains a linear head on them: 98.1% test accuracy in about 20 s on a 2-core CPU (5 splits: 98.9%, where the
+fine-tune the chart names scored 97.5%). Flips are off:
 a mirrored 2 is not a 2.
 """
 
