@@ -72,6 +72,7 @@ class Row:
 
 ROWS = {
     "defaults": Row("transferkit defaults (auto)", "tk"),
+    "defaults-ls": Row("transferkit defaults + label smoothing 0.1", "tk", {"label_smoothing": 0.1}),
     "linear": Row("linear", "tk", {"strategy": "linear"}),
     "freeze": Row("freeze:2", "tk", {"strategy": "freeze:2"}),
     "two-phase": Row("two-phase", "tk", {"strategy": "two-phase"}),
