@@ -120,6 +120,14 @@ def input_side(median_side: float, cfg: BackboneCfg) -> float:
     return median_side * (STAGES_UPSCALE if depth_of(cfg) else 1)
 
 
+def standardises(features: str) -> bool:
+    """Whether a head on `features` standardises each feature first (mean 0, std 1 on its training rows): features
+    from every depth do, their stages' blocks being of very different scales (with `linear`: digits +0.7, EuroSAT
+    +0.3-0.9, BENCHMARKS.md "Features from every depth"); the last layer's head is fitted as before. One rule for
+    `train`'s head, `auto`'s probe, `suggest` and `label`."""
+    return features != "last"
+
+
 def frozen_input_size(median_side: float, cfg: BackboneCfg) -> int:
     """The input size of a head on frozen features when --image-size is not given: what `input_side` gives, as
     data/sizes.choose_image_size rounds and bounds it (`linear` runs, compare's linear rows, auto's stages variant,

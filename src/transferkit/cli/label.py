@@ -47,6 +47,7 @@ def label(
         ) from e
     from functools import partial
 
+    from ..backbones.depth import standardises
     from ..core.embed import embed
     from ..core.suggest import pool_settings
     from ..data.sources import open_images
@@ -65,7 +66,7 @@ def label(
         embed_fn=partial(
             embed, image_size=size, features=features, device=overrides["device"], cache_dir=overrides["cache_dir"]
         ),
-        standardise=features != "last",
+        standardise=standardises(features),
     )
     for note in session.notes:
         print(note)

@@ -72,6 +72,8 @@ class HeadSettings:
 def run_settings(cfg, epochs: int = CACHED_HEAD_EPOCHS, class_weights=None) -> HeadSettings:
     """A run's head options (a RunConfig: --head, --head-solver, --lr, ...) as HeadSettings: how `train`'s linear
     phase, `compare`'s linear rows and `tune`'s folds fit the same head."""
+    from ..backbones.depth import standardises
+
     t = cfg.train
     return HeadSettings(
         head=cfg.model.head,
@@ -85,7 +87,7 @@ def run_settings(cfg, epochs: int = CACHED_HEAD_EPOCHS, class_weights=None) -> H
         seed=t.seed,
         select=t.select,
         class_weights=class_weights,
-        standardise=cfg.model.features != "last",  # the last layer's head is fitted as before
+        standardise=standardises(cfg.model.features),
     )
 
 

@@ -495,6 +495,7 @@ def suggest_images(
     (its images leave the pool; its labels train the head); model: a classification bundle whose backbone embeds and
     whose head answers. Both sets are embedded through the feature store at one image size, with `features`
     (auto: `auto_features` on the pool; with --model, `last`: what the bundle's pooled output is)."""
+    from ..backbones.depth import standardises
     from ..config import DEFAULT_BACKBONE
     from ..data.imageset import ImageSet
     from ..data.sources import open_images, open_source
@@ -555,7 +556,7 @@ def suggest_images(
     if model is not None:
         probs = _bundle_probabilities(model, emb.features)
     s = rank(emb.features, x_lab, y_lab, strategy=strategy, n=n, seed=seed, num_classes=len(classes) or None,
-             classes=classes or None, probabilities=probs, standardise=features != "last")  # fmt: skip
+             classes=classes or None, probabilities=probs, standardise=standardises(features))  # fmt: skip
     return Picks(
         [emb.keys[i] for i in s.indices],
         [float(v) for v in s.scores],

@@ -118,7 +118,7 @@ def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | N
     Candidates are ranked on a seeded subsample (`measure_sample`), then the best one's `--features stages`
     variant on the same images (when --features is left at `last`); only the winner is extracted in full (rows the
     subsample stored are not extracted again) and re-scored there: its features are the ones `linear` then reads."""
-    from ..backbones.depth import frozen_input_size
+    from ..backbones.depth import frozen_input_size, standardises
     from .frozen import frozen_backbone, frozen_features
 
     budget = budget_seconds if budget_seconds is not None else cfg.train.budget * 60
@@ -144,7 +144,7 @@ def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | N
         start = time.perf_counter()
         net = at or built[c.backbone]
         ff = frozen_features(sample, c.backbone, with_candidate(cfg, c), reporter, built=net)
-        c.score, c.spread, c.folds = cv_probe(ff, d.src.task, cfg.train.seed, standardise=c.features != "last")
+        c.score, c.spread, c.folds = cv_probe(ff, d.src.task, cfg.train.seed, standardise=standardises(c.features))
         c.sample_score = c.score
         c.seconds = time.perf_counter() - start  # shown in the table; the budget counts c.estimate
         found[id(c)] = ff
@@ -202,7 +202,7 @@ def choose_candidate(d, cfg: RunConfig, reporter=None, budget_seconds: float | N
         cfg_best = with_candidate(cfg, best)
         net = frozen_backbone(best.backbone, cfg_best, d.nets)  # built when it was measured
         ff = frozen_features(probed, best.backbone, cfg_best, reporter, built=net)
-        best.score, best.spread, best.folds = cv_probe(ff, d.src.task, cfg.train.seed, best.features != "last")
+        best.score, best.spread, best.folds = cv_probe(ff, d.src.task, cfg.train.seed, standardises(best.features))
         best.estimate += estimate_seconds((n - m) * best.gflops, cfg.runtime.device)
     return best, table, ff
 
