@@ -54,7 +54,7 @@ def test_a_budget_that_holds_no_fine_tune_falls_back_to_linear_and_says_what_eac
 def test_the_measured_gain_decides(tiny_folder, monkeypatch, frozen, tuned, expected):
     d, cfg = _data(tiny_folder)
     chosen, table = _table()
-    monkeypatch.setattr(g, "measure_gain", lambda d, cfg, rung, rep=None: g.GainResult(rung, frozen, tuned, 25, 5))
+    monkeypatch.setattr(g, "measure_gain", lambda d, cfg, rung, rep=None, **k: g.GainResult(rung, frozen, tuned, 25, 5))
     name, rung, epochs, reason, gained = g.decide_by_gain(d, cfg, chosen, table, 0.8, 0.33, left=1e9)
     assert name == expected and gained.gain == pytest.approx(tuned - frozen)
     assert "frozen head 80.0%" in reason
@@ -67,7 +67,7 @@ def test_only_the_cheaper_rung_fits_so_it_is_measured_and_its_epochs_reach_the_r
     left = (rungs[1].total + rungs[2].total) / 2  # the advised and fewer-epochs rungs are over it
     seen = []
     monkeypatch.setattr(
-        g, "measure_gain", lambda d, cfg, rung, rep=None: seen.append(rung) or g.GainResult(rung, 0.7, 0.9, 25, 5)
+        g, "measure_gain", lambda d, cfg, rung, rep=None, **k: seen.append(rung) or g.GainResult(rung, 0.7, 0.9, 25, 5)
     )
     name, rung, epochs, reason, _ = g.decide_by_gain(d, cfg, chosen, table, 0.8, 0.33, left=left)
     assert [r.label for r in seen] == ["smaller input"] and (name, rung.image_size, epochs) == ("two-phase", 64, 5)
@@ -81,7 +81,7 @@ def test_only_the_cheaper_rung_fits_so_it_is_measured_and_its_epochs_reach_the_r
 def test_a_busy_clock_does_not_change_the_decision(tiny_folder, monkeypatch):
     d, cfg = _data(tiny_folder)
     chosen, table = _table()
-    fake = lambda d, cfg, rung, rep=None: g.GainResult(rung, 0.7, 0.9, 25, 5)  # noqa: E731
+    fake = lambda d, cfg, rung, rep=None, **k: g.GainResult(rung, 0.7, 0.9, 25, 5)  # noqa: E731
     monkeypatch.setattr(g, "measure_gain", fake)
     quiet = g.decide_by_gain(d, cfg, chosen, table, 0.8, 0.33, left=100.0)[:3]
     ticks = iter(range(0, 10**9, 10**6))
@@ -91,22 +91,63 @@ def test_a_busy_clock_does_not_change_the_decision(tiny_folder, monkeypatch):
 
 
 def test_measure_gain_runs_a_short_two_phase_on_the_same_val_rows(tiny_folder):
+    from transferkit.selection.frozen import frozen_features
+
     d, cfg = _data(tiny_folder)
-    rung = g.Rung(32, 4, 0.0, 0.0, "advised")
-    result = g.measure_gain(d, cfg, rung)
+    cfg = with_candidate(cfg, SimpleNamespace(backbone="efficientnet_lite0", image_size=32, features="stages"))
+    ff = frozen_features(d, "efficientnet_lite0", cfg)
+    rung = g.Rung(32, 4, 0.0, 0.0, "advised", "stages")
+    result = g.measure_gain(d, cfg, rung, linear=(ff, cfg))
     assert 0 <= result.frozen <= 1 and 0 <= result.finetuned <= 1
     assert result.finetuned >= result.frozen  # the best over all epochs includes the head phase's
     assert result.n_val == len(d.splits["val"])
+    # the alternative, the linear head on the chosen features, is scored on those same val rows
+    assert result.linear is not None and result.gain == pytest.approx(result.finetuned - result.linear)
+    n_val = len(d.splits["val"])
+    assert round(result.linear * n_val) == pytest.approx(result.linear * n_val, abs=1e-6)  # a count of those rows
 
 
-def test_a_good_probe_the_chart_sends_to_linear_is_measured_only_when_that_is_cheap(tiny_folder, monkeypatch):
+def test_the_fine_tune_is_scored_against_the_linear_head_on_the_chosen_features(tiny_folder, monkeypatch):
+    """EuroSAT: the short fine-tune beat its own frozen last layer by 4 points, yet scored under `linear` on features
+    from every depth; that alternative decides, not the frozen last layer."""
+    d, cfg = _data(tiny_folder)
+    chosen, table = _table()
+    fake = lambda d, cfg, rung, rep=None, **k: g.GainResult(rung, 0.80, 0.86, 25, 5, linear=0.90)  # noqa: E731
+    monkeypatch.setattr(g, "measure_gain", fake)
+    name, _, _, reason, gained = g.decide_by_gain(d, cfg, chosen, table, 0.8, 0.33, left=1e9)
+    assert name == "linear" and gained.gain == pytest.approx(-0.04)
+    assert "linear on the chosen features 90.0%" in reason and "-4.0 points" in reason
+
+
+def test_linear_score_fits_the_chosen_features_on_the_given_rows_only():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    x = rng.normal(size=(40, 3)) + y[:, None] * 4.0  # separable
+    x[30:35] = rng.normal(size=(5, 3)) + (1 - y[30:35, None]) * 4.0  # five val rows that look like the other class
+    ids = [f"i{k}" for k in range(40)]
+    ff = SimpleNamespace(
+        train=x[:30], train_labels=y[:30], val=x[30:], val_labels=y[30:], ids={"train": ids[:30], "val": ids[30:]}
+    )
+    pick = lambda keys: [SimpleNamespace(key=k) for k in keys]  # noqa: E731
+    cfg = RunConfig()
+    clean = g.linear_score(ff, cfg, pick(ids[:30]), pick(ids[35:]), identity=lambda k: k)
+    spoilt = g.linear_score(ff, cfg, pick(ids[:30]), pick(ids[30:]), identity=lambda k: k)
+    # only the rows asked for count: the five look-alikes take the score from 1.0 to at most 0.6 (the L2 is picked on
+    # those same rows, so one of them may come out right)
+    assert clean == 1.0 and spoilt <= 0.6 + 1e-6
+    assert g.linear_score(ff, cfg, pick(["nowhere"]), pick(ids[30:]), identity=lambda k: k) is None
+
+
+def test_a_good_probe_is_measured_only_when_that_is_cheap(tiny_folder, monkeypatch):
     assert g.good_probe(0.95, 0.5) and not g.good_probe(0.87, 0.1)  # ants/bees' probe is good, EuroSAT's is not
     d, cfg = _data(tiny_folder)
     chosen, table = _table()
     rungs = g.finetune_rungs(chosen, table, cfg, len(d.splits["train"]), len(d.splits["val"]))
     seen = []
     monkeypatch.setattr(
-        g, "measure_gain", lambda d, cfg, rung, rep=None: seen.append(rung) or g.GainResult(rung, 0.8, 0.9, 25, 5)
+        g, "measure_gain", lambda d, cfg, rung, rep=None, **k: seen.append(rung) or g.GainResult(rung, 0.8, 0.9, 25, 5)
     )
     # measuring the cheapest rung costs more than half the linear run: nothing measured, linear, and why
     linear_run = rungs[-1].measure_seconds / g.MEASURE_SHARE * 0.9
@@ -140,7 +181,26 @@ def test_small_data_with_a_near_perfect_probe_stays_linear_whatever_the_chart_sa
     assert advice.size == "small" and not advice.similar and advice.strategy == "linear", advice.reason
     assert "fine-tune all" in advice.reason and "nothing for fine-tuning to win" in advice.reason
     assert advice.image_size == chosen.image_size and advice.backbone_lr_mult is None
+    # a good probe the chart sends to a fine-tune is measured only as cheaply as half the linear run (gain.py), and
+    # against the linear head on the chosen features
+    seen = {}
+    chosen.score = 0.93  # 7% errors vs guessing's 67%: good, not near-perfect
+
+    def decide(*args, linear_run=None, linear=None, **k):
+        seen.update(linear_run=linear_run, linear=linear)
+        return "linear", None, None, "measured", None
+
+    monkeypatch.setattr(g, "decide_by_gain", decide)
+    assert a.advise_opened(d, cfg).strategy == "linear"
+    assert seen["linear_run"] > 0 and seen["linear"][0] is feats
+    assert seen["linear"][1].model.backbone == chosen.backbone and seen["linear"][1].data.image_size == 128
+    # the same probe on medium data (the chart's two-phase or finetune, where fine-tuning gains most): no cap
+    monkeypatch.setattr(a, "SMALL", 1)
+    assert a.advise_opened(d, cfg).size == "medium" and seen["linear_run"] is None
+    monkeypatch.undo()
+    monkeypatch.setattr(choose, "choose_candidate", lambda d, cfg, rep=None: (chosen, table, feats))
+    monkeypatch.setattr(frozen, "domain_shift", lambda d, name, cfg: (0.63, SimpleNamespace(stages=[0] * 7), 64))
     # a weaker probe on the same data is measured (gain.py), not sent to linear by this rule
     chosen.score = 0.80
-    monkeypatch.setattr(g, "measure_gain", lambda d, cfg, rung, rep=None: g.GainResult(rung, 0.8, 0.9, 25, 5))
+    monkeypatch.setattr(g, "measure_gain", lambda d, cfg, rung, rep=None, **k: g.GainResult(rung, 0.8, 0.9, 25, 5))
     assert a.advise_opened(d, cfg).strategy == "two-phase"

@@ -306,3 +306,28 @@ def test_suggest_with_stages_features_embeds_at_3x_and_standardises(tmp_path):
     assert len(picks.keys) == 4 and picks.strategy == "margin"
     last = suggest_images(pool, labelled, n=4, strategy="margin", features="last")
     assert (last.features, last.image_size) == ("last", 64)
+
+
+@pytest.mark.parametrize("standardise", [False, True])
+def test_the_head_on_the_labels_fits_every_label_at_the_l2_its_holdout_chose(standardise):
+    """With 3+ labels a class, a 15% holdout picks the L2; the weights then fit all the labels (with 100 labels the
+    holdout's 15 used to be left out of them), as LogisticRegressionCV refits."""
+    import torch
+
+    from transferkit.core.heads import fit_head
+    from transferkit.core.solvers import fit_logistic
+    from transferkit.core.suggest import fit_on_labels
+
+    x, y = blobs(k=3, per=20, spread=2.0)  # overlapping: every row moves the weights
+    fitted = fit_on_labels(x, y, 3, seed=0, standardise=standardise)
+    l2 = fitted.results["lbfgs"]["l2"]
+    held_out = fit_head(x, y, "classification", solver="lbfgs", seed=0, standardise=standardise)  # 85% of the rows
+    assert held_out.results["lbfgs"]["l2"] == l2
+    xt = torch.as_tensor(x)
+    if standardise:
+        xt = (xt - xt.mean(0)) / xt.std(0, unbiased=False)
+    by_hand = torch.nn.Linear(x.shape[1], 3)
+    fit_logistic(by_hand, (xt, torch.as_tensor(y).long()), (xt, torch.as_tensor(y).long()), l2_grid=(l2,))
+    ours = fitted.logits(x)
+    assert torch.allclose(ours, by_hand(xt).detach(), atol=1e-3)  # all 60 rows, the holdout's L2
+    assert not torch.allclose(held_out.logits(x), ours, atol=1e-3)

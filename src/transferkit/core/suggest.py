@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # auto: typical below 5 labels per class on average or 20 labels in all, margin from there. Measured (BENCHMARKS.md,
-# "What to label next"): switching at 5 per class beat 10 and 20 at 100 labels on the 10-class sets (EuroSAT 0.798 vs
-# 0.777, digits 0.852 vs 0.837); on the 2-class sets 5 per class is 10 labels, where margin's first round lost to
-# typical's (ants/bees 0.902 vs 0.940 at 20), hence the floor of 20 (chosen on the same sets: not an independent test).
+# "What to label next", rounds of 20, 5 seeds): typical for longer loses once a class has ~5 labels (the digits at
+# 200 labels: switching at 10 a class -0.009, at 20 -0.031; EuroSAT at 20 a class -0.035); on the 2-class sets 5 per
+# class is 10 labels, where margin's first round lost to typical's in an earlier run, hence the floor of 20 (chosen
+# on the same sets: not an independent test).
 AUTO_SWITCH_PER_CLASS = 5
 AUTO_SWITCH_MIN = 20
 MAX_CLUSTERS = 500  # TypiClust caps its k-means at 500 clusters: more only splits dense regions (and costs time)
@@ -55,9 +56,8 @@ CLUSTER_CANDIDATES = 10  # cluster-margin: the 10 n most uncertain images in n k
 # ... but at most a quarter of the pool: with more, the candidates are the pool and cluster-margin is k-means diversity
 # (cat/non-cat, 30 picks from 189 with 300 candidates: 0.896 at 50 labels against margin's 0.964)
 CLUSTER_POOL_SHARE = 4
-# past the switch: margin. cluster-margin there (benchmark row auto:5/20:cluster-margin) was no better within the
-# intervals in rounds of 20 (EuroSAT at 100 labels +0.043 ± 0.080: margin collapsed on one seed) and 1-1.4 points
-# worse, outside them, in one round per budget (ants/bees at 50, digits at 100): not adopted (BENCHMARKS.md)
+# past the switch: margin. cluster-margin there (benchmark row auto:5/20:cluster-margin) was no better, same seeds:
+# EuroSAT at 100 labels +0.010 ± 0.014, cat/non-cat at 50 -0.016 ± 0.011, ants/bees -0.007 (BENCHMARKS.md)
 AUTO_AFTER = "margin"
 PROJECT_DIMS = 64  # large pools cluster in a 64-d PCA projection (the ordering of distances barely moves)
 PROJECT_ABOVE = 5_000  # ... from this many pool images up; smaller pools use the features as they are
@@ -165,8 +165,9 @@ def fit_on_labels(
     x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0, head: str = "linear", standardise: bool = False
 ):
     """The head the uncertainty strategies ask (and the benchmark scores): L-BFGS logistic regression (or the
-    prototypes head), K outputs even for classes without a label yet. Under 3 labels in some class a 15% holdout
-    would leave classes without a training row, so the L2 (the temperature) is chosen on the training rows.
+    prototypes head), K outputs even for classes without a label yet. With 3 labels or more in every class seen, the
+    L2 is chosen on a 15% holdout and the head then refitted on all the labels at it; with fewer, a holdout would
+    leave classes without a training row, so the L2 (the temperature) is chosen on the training rows.
     standardise: each feature to mean 0, std 1 on the labelled rows first (on for `stages` features, as `train`)."""
     from ..backbones.heads import build_head
     from .heads import fit_head
@@ -174,7 +175,31 @@ def fit_on_labels(
     counts = np.bincount(y, minlength=num_classes)
     val = None if counts[counts > 0].min() >= 3 else (x, y)
     module = build_head(head, x.shape[1], num_classes)
-    return fit_head(x, y, "classification", val=val, solver="lbfgs", module=module, seed=seed, standardise=standardise)
+    fitted = fit_head(
+        x, y, "classification", val=val, solver="lbfgs", module=module, seed=seed, standardise=standardise
+    )
+    if val is None and fitted.solver == "lbfgs":
+        _refit_on_all(fitted, x, y, standardise)
+    return fitted
+
+
+def _refit_on_all(fitted, x: np.ndarray, y: np.ndarray, standardise: bool) -> None:
+    """The logistic head again on every labelled row at the L2 its 15% holdout chose (scikit-learn's
+    LogisticRegressionCV refits so too): with 100 labels the holdout kept 15 of them out of the weights."""
+    import torch
+
+    from .heads import feature_scaling, fold_scaling, one_thread
+    from .solvers import fit_logistic
+
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).long()
+    scaling = feature_scaling(xt) if standardise else None
+    if scaling is not None:
+        xt = (xt - scaling[0]) / scaling[1]
+    with one_thread():
+        fit_logistic(fitted.module, (xt, yt), (xt, yt), l2_grid=(fitted.results["lbfgs"]["l2"],))
+    if scaling is not None:
+        fold_scaling(fitted.module, *scaling)
+    fitted.module.eval()
 
 
 def pool_probabilities(ctx: Context) -> np.ndarray:

@@ -56,6 +56,8 @@ class FrozenFeatures:
     seconds_per_image: float  # measured forward time per image at the run's batch size and feature precision (shown)
     gflops: float  # forward work per image at image_size, counted (cost.py): what decisions compare, not the seconds
     params: int  # parameters of the backbone without its ImageNet classifier
+    # split -> the source identity of each row of `train` / `val` (the feature store's key): which image a row is
+    ids: dict[str, list] = field(default_factory=dict)
 
 
 def open_data(data, cfg: RunConfig) -> Data:
@@ -195,6 +197,7 @@ def frozen_features(data: Data, backbone: str, cfg: RunConfig, reporter=None, bu
         seconds_per_image=min(timed),
         gflops=forward_gflops(net, size),
         params=params,
+        ids=ids,
     )
 
 

@@ -1,19 +1,24 @@
 """What fine-tuning gains over frozen features, measured: a short `two-phase` on a subsample, before `auto` decides.
 
     rungs = finetune_rungs(chosen, table, cfg, n_train, n_val)     # advised, fewer epochs, smaller input: costs
-    gain = measure_gain(d, cfg, rung, reporter)                      # GainResult: frozen 88.1% -> fine-tuned 93.0%
-    gain.gain, gain.frozen, gain.finetuned
+    gain = measure_gain(d, cfg, rung, reporter, linear=(ff, cfg))    # GainResult: linear 93.0% -> fine-tuned 88.1%
+    gain.gain, gain.linear, gain.finetuned
 
 The chart (advise.py) says what usually works for data of this size and distance from ImageNet; this measures it on
 the data. One short `two-phase` (1 head epoch on cached features, then MEASURE_EPOCHS of everything) on at most
-MEASURE_TRAIN training images is scored on the val split: its head phase is the frozen linear head, its end the
-fine-tuned model, on the same images and the same val rows, so the difference is paired. A gain of MIN_GAIN or
-more picks `two-phase`; less, `linear`.
+MEASURE_TRAIN training images is scored on the val split, and so is the run `auto` would otherwise end with: a
+linear head on the chosen candidate's features (its last layer, or features from every depth), fitted on the same
+training images and scored on the same val rows, so the difference is paired. A fine-tune that beats that by
+MIN_GAIN or more picks `two-phase`; less, `linear`. (Against its own frozen head, the last layer, the short
+fine-tune gained +4 points on EuroSAT and picked two-phase on 2 of 5 splits, where `linear` on features from every
+depth scored as well for a third of the cost.)
 
 Every cost is an estimate from counted work (cost.py, choose.estimate_training), never a clock read mid-run: a
-rung is tried only when measuring it and then training it on all the data both fit what the budget leaves. Rungs,
-dearest first: the advised fine-tune (the chosen input size, --epochs), the same with half the epochs, then the
-smallest input size measured with half the epochs. None fits: `linear`, and the reason prints what each costs.
+rung is tried only when measuring it and then training it on all the data both fit what the budget leaves, and,
+where the probe is already good (GOOD_PROBE) on small data, only when measuring it costs at most MEASURE_SHARE of
+the linear run.
+Rungs, dearest first: the advised fine-tune (the chosen input size, --epochs), the same with half the epochs, then
+the smallest input size measured with half the epochs. None fits: `linear`, and the reason prints what each costs.
 """
 
 from __future__ import annotations
@@ -28,17 +33,20 @@ from .cost import duration
 
 MEASURE_TRAIN, MEASURE_VAL = 400, 300  # images, at most: a seeded, class-stratified subsample of each
 MEASURE_EPOCHS = 3  # fine-tune epochs after 1 head epoch: enough to see which way it goes (EuroSAT: +4 points by 3)
-# Points of val score the short fine-tune must gain over its own frozen head: 300 val images measure a difference
-# of paired answers to about +-1.5 points; less than that is noise, and linear is 3-10x cheaper.
+# Points of val score the short fine-tune must gain over the linear head on the same rows: 300 val images measure a
+# difference of paired answers to about +-1.5 points; less than that is noise, and linear is 3-10x cheaper.
 MIN_GAIN = 0.015
 # A probe that leaves at most this share of the errors of guessing is near-perfect: nothing to measure
 NEAR_PERFECT = 0.05
-# Where the chart names `linear` and the probe is already good (it leaves at most GOOD_PROBE of the errors of
-# guessing), measuring a fine-tune is a bet against both, and it may cost at most MEASURE_SHARE of the linear run
-# `auto` then most likely ends with (one extraction of every image), so that `auto` stays within about
-# 1 + MEASURE_SHARE times its choice. ants/bees at 224px: probe ~95% (10% of guessing's 50% errors), the short
-# two-phase ~52 s against a ~16 s linear run: not measured. A weaker probe (EuroSAT's ~87%: 13 / 90 = 14% of
-# guessing's errors), and anything the chart sends to a fine-tune, is measured at whatever it costs within the budget.
+# Where the probe is already good (it leaves at most GOOD_PROBE of the errors of guessing) and the chart names `linear`
+# or the data is small (advise.SMALL), measuring a fine-tune is a bet against the probe: it may cost at most
+# MEASURE_SHARE of the linear run `auto` then most likely ends with (one extraction of every image), so that `auto`
+# stays within about 1 + MEASURE_SHARE times its choice. ants/bees at 240 px: probe ~97% (6% of guessing's 46%
+# errors), the short two-phase ~56 s against a ~7 s linear run: not measured. EuroSAT (small, and different from
+# ImageNet: the chart names freeze:2), features from every depth at 192 px: probe ~94% (7% of guessing's 90%), the
+# linear run ~8 s: not measured at 192 px (~45 s: it made `auto` cost 3.5x its choice, and picked two-phase on 2 of 5
+# splits, which scored what `linear` did) nor at its own 64 px (~4.5 s). A weaker probe, and medium or large data
+# (where fine-tuning gains most), are measured at whatever it costs within the budget.
 GOOD_PROBE = 0.12
 MEASURE_SHARE = 0.5
 
@@ -52,6 +60,7 @@ class Rung:
     measure_seconds: float  # the short two-phase on the subsample, estimated
     train_seconds: float  # two-phase on all the data at these settings, estimated
     label: str  # "advised", "fewer epochs", "smaller input"
+    features: str = "last"  # --features of the candidate at this size: what the fine-tune's head reads
 
     @property
     def total(self) -> float:
@@ -67,14 +76,21 @@ class Rung:
 @dataclass
 class GainResult:
     rung: Rung
-    frozen: float  # best val score of the head phase (frozen features) on the subsample
+    frozen: float  # best val score of the head phase (the rung's features, frozen) on the subsample
     finetuned: float  # best val score after the fine-tune epochs
     n_train: int
     n_val: int
+    # val score of the linear head on the chosen candidate's features, the same training images and val rows: what
+    # `auto` ends with unless the fine-tune beats it; None: not fitted (the frozen head stands in)
+    linear: float | None = None
+
+    @property
+    def reference(self) -> float:
+        return self.frozen if self.linear is None else self.linear
 
     @property
     def gain(self) -> float:
-        return self.finetuned - self.frozen
+        return self.finetuned - self.reference
 
 
 def error_share(probe: float | None, chance: float | None) -> float | None:
@@ -108,13 +124,35 @@ def finetune_rungs(chosen, table, cfg: RunConfig, n_train: int, n_val: int) -> l
         wanted.append(("smaller input", sizes[0], few))
     rungs = []
     for label, size, epochs in wanted:
-        c = next((c for c in table if c.backbone == chosen.backbone and c.image_size == size), chosen)
+        c = (
+            chosen
+            if size == chosen.image_size
+            else next(c for c in table if c.backbone == chosen.backbone and c.image_size == size)
+        )
         full = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
         short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1 + MEASURE_EPOCHS, head_epochs=1))
         m = estimate_training(c, two_phase, short, min(n_train, MEASURE_TRAIN), min(n_val, MEASURE_VAL))
         t = estimate_training(c, two_phase, full, n_train, n_val)
-        rungs.append(Rung(size, epochs, m, t, label))
+        rungs.append(Rung(size, epochs, m, t, label, c.features))
     return rungs
+
+
+def linear_score(ff, cfg: RunConfig, train: list, val: list, identity) -> float | None:
+    """Val score of the linear head `linear` would train on features `ff` (FrozenFeatures; `cfg`: the chosen
+    candidate's run config), fitted on the rows of the `train` samples and scored on those of `val`; None when `ff`
+    holds too few of them (features of a capped subset)."""
+    from ..core.heads import fit_head, run_settings
+
+    def rows(split: str, samples: list) -> list[int]:
+        at = {k: i for i, k in enumerate(ff.ids.get(split, []))}
+        return [at[k] for k in (identity(s.key) for s in samples) if k in at]
+
+    tr, va = rows("train", train), rows("val", val)
+    if len(tr) < 2 or not va:
+        return None
+    y = ff.train_labels[tr]
+    fitted = fit_head(ff.train[tr], y, cfg.train.task, val=(ff.val[va], ff.val_labels[va]), settings=run_settings(cfg))
+    return float(fitted.results[fitted.solver]["val_acc"])
 
 
 def _sample(samples: list, cap: int, seed: int) -> list:
@@ -132,25 +170,31 @@ def _sample(samples: list, cap: int, seed: int) -> list:
     return [samples[i] for i in sorted(keep)[:cap]]
 
 
-def measure_gain(d, cfg: RunConfig, rung: Rung, reporter=None) -> GainResult:
-    """A short two-phase on a subsample of `d` (frozen.Data) at the rung's input size; scored on val."""
+def measure_gain(d, cfg: RunConfig, rung: Rung, reporter=None, linear=None) -> GainResult:
+    """A short two-phase on a subsample of `d` (frozen.Data) at the rung's input size; scored on val. `linear`:
+    (FrozenFeatures, run config) of the chosen candidate, whose linear head is scored on the same rows."""
     from ..backbones import create_backbone
     from ..backbones.model import TransferModel
     from ..core.train import train
     from ..tasks import get_task
 
     seed = cfg.train.seed
-    tr, va = _sample(d.splits["train"], MEASURE_TRAIN, seed), _sample(d.splits["val"], MEASURE_VAL, seed)
+    pool = {split: d.splits[split] for split in ("train", "val")}
+    if linear is not None:  # the images the chosen features hold (all of them, but for a capped large set's)
+        held = {split: set(linear[0].ids.get(split, [])) for split in pool}
+        pool = {split: [s for s in pool[split] if d.src.identity(s.key) in held[split]] for split in pool}
+    tr, va = _sample(pool["train"], MEASURE_TRAIN, seed), _sample(pool["val"], MEASURE_VAL, seed)
     imgs = d.src.images()
     index = {k: i for i, k in enumerate(imgs.keys)}
     labels: list = [None] * len(imgs.keys)
     for s in tr + va:
         labels[index[s.key]] = s.label
     split = {"train": [index[s.key] for s in tr], "val": [index[s.key] for s in va]}
-    net, bcfg = create_backbone(cfg.model.backbone, pretrained=True, arch=cfg.model.arch)
+    net, bcfg = create_backbone(cfg.model.backbone, pretrained=True, arch=cfg.model.arch, features=rung.features)
     model = TransferModel(net, bcfg, num_outputs=len(d.classes), head=cfg.model.head, dropout=cfg.model.dropout)
     short = dataclasses.replace(
         cfg,
+        model=dataclasses.replace(cfg.model, features=rung.features),  # the features' cache key names the net's
         data=dataclasses.replace(cfg.data, image_size=rung.image_size),
         train=dataclasses.replace(
             cfg.train, strategy="two-phase", epochs=1 + MEASURE_EPOCHS, head_epochs=1, patience=0, cv=0
@@ -163,15 +207,26 @@ def measure_gain(d, cfg: RunConfig, rung: Rung, reporter=None) -> GainResult:
     head = [r for r in rows if r.get("phase") == "head"] or rows[:1]
     frozen = float(task.best(head, by=cfg.train.select)["val_acc"])
     finetuned = float(task.best(rows, by=cfg.train.select)["val_acc"])
-    return GainResult(rung, frozen, finetuned, len(tr), len(va))
+    alternative = linear_score(*linear, tr, va, d.src.identity) if linear is not None else None
+    return GainResult(rung, frozen, finetuned, len(tr), len(va), alternative)
 
 
 def decide_by_gain(
-    d, cfg: RunConfig, chosen, table, probe, chance, left: float, reporter=None, linear_run: float | None = None
+    d,
+    cfg: RunConfig,
+    chosen,
+    table,
+    probe,
+    chance,
+    left: float,
+    reporter=None,
+    linear_run: float | None = None,
+    linear=None,
 ):
     """(strategy, rung or None, epochs or None, reason, GainResult or None): what the measurement says (see the
     top); rung None: nothing measured, the budget holds no fine-tune. `linear_run`: the estimated seconds of the
-    linear run, given when the chart names linear (measuring may then cost at most MEASURE_SHARE of it)."""
+    linear run, given when the probe is good (measuring may then cost at most MEASURE_SHARE of it). `linear`:
+    (FrozenFeatures, run config) of the chosen candidate, the alternative the fine-tune is scored against."""
     n_train, n_val = len(d.splits["train"]), len(d.splits["val"])
     rungs = finetune_rungs(chosen, table, cfg, n_train, n_val)
     fits = [r for r in rungs if not cfg.train.budget or r.total <= left]
@@ -186,7 +241,7 @@ def decide_by_gain(
                 "linear",
                 None,
                 None,
-                f"the chart names linear, the probe is good, and measuring a fine-tune ({fits[-1].text()}) would cost more than "
+                f"the probe is good, and measuring a fine-tune ({fits[-1].text()}) would cost more than "
                 f"{MEASURE_SHARE:.0%} of the linear run (~{duration(linear_run)}): not measured -> linear",
                 None,
             )
@@ -194,11 +249,14 @@ def decide_by_gain(
     rung = fits[0]
     if reporter is not None:
         reporter.message(f"Measuring what fine-tuning gains: a short two-phase, {rung.text()}")
-    g = measure_gain(d, cfg, rung, reporter)
+    g = measure_gain(d, cfg, rung, reporter, linear=linear)
     skipped = [r.text() for r in rungs[: rungs.index(rung)]]
     over = f"; over the budget: {'; '.join(skipped)}" if skipped else ""
+    against = f"frozen head {g.frozen:.1%}" + (
+        f", linear on the chosen features {g.linear:.1%}" if g.linear is not None else ""
+    )
     measured = (
-        f"measured on {g.n_train} training / {g.n_val} val images at {rung.image_size}px: frozen head {g.frozen:.1%}, "
+        f"measured on {g.n_train} training / {g.n_val} val images at {rung.image_size}px: {against}, "
         f"after {MEASURE_EPOCHS} fine-tune epochs {g.finetuned:.1%} ({g.gain * 100:+.1f} points)"
     )
     if g.gain >= MIN_GAIN:
