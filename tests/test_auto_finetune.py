@@ -204,3 +204,37 @@ def test_small_data_with_a_near_perfect_probe_stays_linear_whatever_the_chart_sa
     chosen.score = 0.80
     monkeypatch.setattr(g, "measure_gain", lambda d, cfg, rung, rep=None, **k: g.GainResult(rung, 0.8, 0.9, 25, 5))
     assert a.advise_opened(d, cfg).strategy == "two-phase"
+
+
+def test_scores_are_shown_as_their_task_gives_them(tiny_folder, monkeypatch):
+    """Accuracy as a share, R² as a number: a regression's probe and gain are not percentages of a class."""
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from transferkit.selection.advise import Advice, print_advice
+
+    d, cfg = _data(tiny_folder)
+    chosen, table = _table()
+    monkeypatch.setattr(g, "measure_gain", lambda *a, **k: g.GainResult(a[2], 0.48, 0.54, 25, 5, linear=0.48))
+    reg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, task="regression"))
+    reason = g.decide_by_gain(d, reg, chosen, table, 0.5, 0.0, left=1e9)[3]
+    assert "linear on the chosen features 0.480" in reason and "(+0.060)" in reason and "%" not in reason
+    reason = g.decide_by_gain(d, cfg, chosen, table, 0.8, 0.33, left=1e9)[3]
+    assert "linear on the chosen features 48.0%" in reason and "(+6.0 points)" in reason
+
+    def shown(**kw) -> str:
+        out = io.StringIO()
+        base = dict(strategy="two-phase", backbone_lr_mult=None, reason="r", size="medium", similar=True,
+                    backbone="efficientnet_lite0", n_train=375, median_side=573.0, image_size=224, shift=0.1,
+                    seconds=1.0, gain={"frozen": 0.48, "finetuned": 0.54, "linear": 0.48, "gain": 0.06,
+                                       "n_train": 375, "n_val": 80})  # fmt: skip
+        print_advice(Advice(**{**base, **kw}), Console(file=out, width=200))
+        return out.getvalue()
+
+    text = shown(n_classes=1, per_class=375, smallest_class=375, probe_acc=0.525, chance_acc=0.0, task="regression")
+    assert "R² 0.525 (knowing nothing: 0.000)" in text and "0.480 linear -> 0.540" in text and "(+0.060" in text
+    assert "1 classes" not in text and "%" not in text.split("frozen-feature probe")[1].split("\n")[0]
+    text = shown(n_classes=2, per_class=122, smallest_class=110, probe_acc=0.97, chance_acc=0.54)
+    assert "accuracy 97.0% (commonest class: 54.0%)" in text and "(+6.0 points" in text

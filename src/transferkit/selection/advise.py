@@ -91,6 +91,7 @@ class Advice:
     epochs: int | None = None  # a cheaper fine-tune's epochs when the budget held only that one (gain.py)
     gain: dict | None = None  # what a short two-phase gained over frozen features, measured (gain.GainResult)
     features: str = "last"  # --features the run trains on: `auto` measures the chosen one's stages too (choose.py)
+    task: str = "classification"  # what the scores are: accuracy, mAP (shares) or R² (a number)
 
     def to_strategy(self) -> Strategy:
         return dataclasses.replace(parse_strategy(self.strategy), backbone_lr_mult=self.backbone_lr_mult)
@@ -147,7 +148,7 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         probe_name(d.src.task),
     )
     if chosen is not None and len(table) > 1:
-        reason = f"{_choice_text(chosen, table)}; " + reason
+        reason = f"{_choice_text(chosen, table, d.src.task)}; " + reason
     estimate = epochs = gained = None
     spent = sum(c.estimate for c in table if c.score is not None)  # measuring, as estimated (choose.py)
     if chosen is not None and size == "small" and name != "linear" and near_perfect(probe_acc, chance):
@@ -244,14 +245,17 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         epochs=epochs,
         gain=gained,
         features=cfg.model.features,
+        task=cfg.train.task,
     )
 
 
-def _choice_text(chosen, table) -> str:
-    """'efficientnet_lite1 at 224px: probe 96.2% (5-fold), best of 3 measured (lite0 224px 94.9%, ...)'."""
+def _choice_text(chosen, table, task: str = "classification") -> str:
+    """'efficientnet_lite1 at 224px: probe 96.2% (5-fold), best of 3 measured (lite0 224px 94.9%, ...)'; R² as
+    0.525."""
+    from ..tasks import get_task
 
     def score(c) -> str:
-        return f"{c.score:.1%}" if c.score is not None and c.score <= 1 else f"{c.score:.3f}"
+        return get_task(task).format_score(c.score)
 
     def name(c) -> str:
         return f"{c.backbone} {c.image_size}px" + (f" {c.features}" if c.features != "last" else "")
@@ -337,6 +341,7 @@ def print_advice(advice: Advice, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ..tasks import get_task
     from .cost import duration
 
     console = console or Console()
@@ -371,17 +376,22 @@ def print_advice(advice: Advice, console=None) -> None:
                 "chosen" if row["chosen"] else (f"not measured: {row['skipped']}" if row["skipped"] else ""),
             )
         console.print(c)
+    task = get_task(getattr(a, "task", "classification"))
     t = Table("measured", "value", title=f"Strategy advice ({advice.backbone})")
     t.add_row(
         "training images",
-        f"{a.n_train} in {a.n_classes} classes ({a.per_class:.0f} per class, rarest {a.smallest_class})",
+        f"{a.n_train} in {a.n_classes} classes ({a.per_class:.0f} per class, rarest {a.smallest_class})"
+        if a.n_classes > 1
+        else f"{a.n_train}",
     )
     t.add_row("image size", f"median short side {a.median_side:.0f}px, trained at {a.image_size}px")
     t.add_row(
         "domain shift from ImageNet", "-" if a.shift is None else f"{a.shift:.3f} (different at >= {SHIFT_DIFFERENT})"
     )
     if a.probe_acc is not None:
-        t.add_row("frozen-feature probe", f"{a.probe_acc:.1%} accuracy (commonest class {a.chance_acc:.1%})")
+        nothing = "commonest class" if task.class_logits else "knowing nothing"
+        shown = f"{task.score_label} {task.format_score(a.probe_acc)} ({nothing}: {task.format_score(a.chance_acc)})"
+        t.add_row("frozen-feature probe", shown)
     t.add_row("chart cell", f"{a.size} / {'similar' if a.similar else 'different'}")
     t.add_row(
         "measuring",
@@ -390,10 +400,13 @@ def print_advice(advice: Advice, console=None) -> None:
     )
     if a.gain:
         g = a.gain
+        before = g.get("linear")  # the linear head on the chosen features; older advice: the two-phase's frozen head
+        gained = f"{g['gain'] * 100:+.1f} points" if task.proportion else f"{g['gain']:+.3f}"
         t.add_row(
             "fine-tuning gain (measured)",
-            f"{g['frozen']:.1%} frozen -> {g['finetuned']:.1%} after a short two-phase ({g['gain'] * 100:+.1f} points, "
-            f"{g['n_train']} train / {g['n_val']} val images)",
+            f"{task.format_score(g['frozen'] if before is None else before)} "
+            f"{'frozen' if before is None else 'linear'} -> {task.format_score(g['finetuned'])} after a short "
+            f"two-phase ({gained}, {g['n_train']} train / {g['n_val']} val images)",
         )
     if a.train_estimate_seconds:
         t.add_row("training estimate", f"at most {duration(a.train_estimate_seconds)} (every epoch)")

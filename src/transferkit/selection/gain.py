@@ -252,13 +252,21 @@ def decide_by_gain(
     g = measure_gain(d, cfg, rung, reporter, linear=linear)
     skipped = [r.text() for r in rungs[: rungs.index(rung)]]
     over = f"; over the budget: {'; '.join(skipped)}" if skipped else ""
-    against = f"frozen head {g.frozen:.1%}" + (
-        f", linear on the chosen features {g.linear:.1%}" if g.linear is not None else ""
+    from ..tasks import get_task
+
+    task = get_task(cfg.train.task)
+    score = task.format_score  # 91.3% for accuracy and mAP, 0.512 for R²
+
+    def points(v: float) -> str:
+        return f"{v * 100:+.1f} points" if task.proportion else f"{v:+.3f}"
+
+    against = f"frozen head {score(g.frozen)}" + (
+        f", linear on the chosen features {score(g.linear)}" if g.linear is not None else ""
     )
     measured = (
         f"measured on {g.n_train} training / {g.n_val} val images at {rung.image_size}px: {against}, "
-        f"after {MEASURE_EPOCHS} fine-tune epochs {g.finetuned:.1%} ({g.gain * 100:+.1f} points)"
+        f"after {MEASURE_EPOCHS} fine-tune epochs {score(g.finetuned)} ({points(g.gain)})"
     )
     if g.gain >= MIN_GAIN:
         return "two-phase", rung, rung.epochs, f"{measured} -> two-phase, {rung.text()}{over}", g
-    return "linear", rung, None, f"{measured}, under {MIN_GAIN * 100:.1f} points -> linear{over}", g
+    return "linear", rung, None, f"{measured}, under {points(MIN_GAIN).lstrip('+')} -> linear{over}", g
