@@ -236,5 +236,9 @@ def test_scores_are_shown_as_their_task_gives_them(tiny_folder, monkeypatch):
     text = shown(n_classes=1, per_class=375, smallest_class=375, probe_acc=0.525, chance_acc=0.0, task="regression")
     assert "R² 0.525 (knowing nothing: 0.000)" in text and "0.480 linear -> 0.540" in text and "(+0.060" in text
     assert "1 classes" not in text and "%" not in text.split("frozen-feature probe")[1].split("\n")[0]
+    from transferkit.selection.advise import decide
+
+    assert "375 training images (300-1000: medium)" in decide(375, 0.1, 0.5, 0.0, 573, 7, probe_name="R²")[4]
+    assert "122 training images per class" in decide(122, 0.1, 0.97, 0.54, 300, 7)[4]
     text = shown(n_classes=2, per_class=122, smallest_class=110, probe_acc=0.97, chance_acc=0.54)
     assert "accuracy 97.0% (commonest class: 54.0%)" in text and "(+6.0 points" in text

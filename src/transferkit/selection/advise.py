@@ -288,7 +288,8 @@ def decide(
     size = "small" if per_class < SMALL else "medium" if per_class < LARGE else "large"
     similar = shift < SHIFT_DIFFERENT if shift is not None else median_side >= TINY_SIDE
     name = CHART[(size, similar)]
-    why = [f"{per_class:.0f} training images per class ({_band_text(per_class)})"]
+    each = " per class" if probe_name != "R²" else ""  # a regression's one target: every image counts
+    why = [f"{per_class:.0f} training images{each} ({_band_text(per_class)})"]
     if shift is not None:
         why.append(
             f"domain shift {shift:.2f} {'<' if similar else '>='} {SHIFT_DIFFERENT} "
