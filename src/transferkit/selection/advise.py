@@ -344,8 +344,10 @@ def print_advice(advice: Advice, console=None) -> None:
 
     from ..tasks import get_task
     from .cost import duration
+    from .gain import points
 
     console = console or Console()
+    task = get_task(advice.task)  # accuracy and mAP as their task shows them, R² as a number
     a = advice
     if len(a.candidates) > 1:
         c = Table(
@@ -360,12 +362,11 @@ def print_advice(advice: Advice, console=None) -> None:
             caption="GFLOP: counted forward work per image. Estimated: from that work, what the budget counts; "
             "took: measured here, shown only.",
         )
-        pct = bool(a.chance_acc)  # accuracy and mAP as percentages; R² (knowing nothing scores 0) as a number
         for row in a.candidates:
             score, spread = row["score"], row.get("spread")
-            shown = "-" if score is None else f"{score:.1%}" if pct else f"{score:.3f}"
+            shown = "-" if score is None else task.format_score(score)
             if score is not None and spread is not None:
-                shown += f" ± {spread:.1%}" if pct else f" ± {spread:.3f}"
+                shown += f" ± {task.format_score(spread)}"
             c.add_row(
                 row["backbone"],
                 str(row["image_size"]),
@@ -377,7 +378,6 @@ def print_advice(advice: Advice, console=None) -> None:
                 "chosen" if row["chosen"] else (f"not measured: {row['skipped']}" if row["skipped"] else ""),
             )
         console.print(c)
-    task = get_task(getattr(a, "task", "classification"))
     t = Table("measured", "value", title=f"Strategy advice ({advice.backbone})")
     t.add_row(
         "training images",
@@ -402,12 +402,11 @@ def print_advice(advice: Advice, console=None) -> None:
     if a.gain:
         g = a.gain
         before = g.get("linear")  # the linear head on the chosen features; older advice: the two-phase's frozen head
-        gained = f"{g['gain'] * 100:+.1f} points" if task.proportion else f"{g['gain']:+.3f}"
         t.add_row(
             "fine-tuning gain (measured)",
             f"{task.format_score(g['frozen'] if before is None else before)} "
             f"{'frozen' if before is None else 'linear'} -> {task.format_score(g['finetuned'])} after a short "
-            f"two-phase ({gained}, {g['n_train']} train / {g['n_val']} val images)",
+            f"two-phase ({points(task, g['gain'])}, {g['n_train']} train / {g['n_val']} val images)",
         )
     if a.train_estimate_seconds:
         t.add_row("training estimate", f"at most {duration(a.train_estimate_seconds)} (every epoch)")

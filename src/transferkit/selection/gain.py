@@ -93,6 +93,11 @@ class GainResult:
         return self.finetuned - self.reference
 
 
+def points(task, difference: float) -> str:
+    """A difference of scores as `task` (tasks.Task) shows it: '+5.6 points' of accuracy, '+0.056' of R²."""
+    return f"{difference * 100:+.1f} points" if task.proportion else f"{difference:+.3f}"
+
+
 def error_share(probe: float | None, chance: float | None) -> float | None:
     """The probe's errors as a share of guessing's (0: perfect, 1: no better than the commonest class); None when
     nothing was measured."""
@@ -257,16 +262,13 @@ def decide_by_gain(
     task = get_task(cfg.train.task)
     score = task.format_score  # 91.3% for accuracy and mAP, 0.512 for R²
 
-    def points(v: float) -> str:
-        return f"{v * 100:+.1f} points" if task.proportion else f"{v:+.3f}"
-
     against = f"frozen head {score(g.frozen)}" + (
         f", linear on the chosen features {score(g.linear)}" if g.linear is not None else ""
     )
     measured = (
         f"measured on {g.n_train} training / {g.n_val} val images at {rung.image_size}px: {against}, "
-        f"after {MEASURE_EPOCHS} fine-tune epochs {score(g.finetuned)} ({points(g.gain)})"
+        f"after {MEASURE_EPOCHS} fine-tune epochs {score(g.finetuned)} ({points(task, g.gain)})"
     )
     if g.gain >= MIN_GAIN:
         return "two-phase", rung, rung.epochs, f"{measured} -> two-phase, {rung.text()}{over}", g
-    return "linear", rung, None, f"{measured}, under {points(MIN_GAIN).lstrip('+')} -> linear{over}", g
+    return "linear", rung, None, f"{measured}, under {points(task, MIN_GAIN).lstrip('+')} -> linear{over}", g
