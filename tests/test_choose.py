@@ -192,13 +192,18 @@ def test_a_busy_machine_makes_the_same_choice(tmp_path, monkeypatch):
         measured = [(c["backbone"], c["image_size"], c["skipped"] is None) for c in a.candidates]
         return (a.strategy, a.backbone, a.image_size, measured), a.seconds
 
+    choice()  # imports and first calls, which only the first run pays
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache-2"))  # each run extracts: nothing from the store
     quiet, quiet_seconds = choice()
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache-3"))
     real = time.perf_counter
     monkeypatch.setattr(time, "perf_counter", lambda: real() * 50)
     busy, busy_seconds = choice()
     assert busy_seconds > 10 * quiet_seconds  # the slow clock was read ...
     assert busy == quiet  # ... and decided nothing
-    assert quiet[0] == "finetune" and all(m for *_, m in quiet[3])  # the budget held both candidates and a fine-tune
+    assert quiet[0] == "finetune" and all(m for *_, m in quiet[3]), (
+        quiet
+    )  # the budget held both candidates and a fine-tune
 
 
 def test_the_standardised_probe_hears_a_small_scaled_block_the_plain_ridge_drowns():
@@ -237,3 +242,37 @@ def test_the_stages_variant_is_the_cheapest_backbones_whichever_last_layer_wins(
     deeper = [c for c in table if c.features == "stages"]
     assert [c.backbone for c in deeper] == ["efficientnet_lite0"]  # not lite1, the best last layer
     assert chosen is deeper[0] and ff.backbone == "efficientnet_lite0" and ff.train.shape[1] != 1280
+
+
+def test_the_stages_variant_at_the_candidates_size_comes_from_its_forward_pass(tiny_folder, monkeypatch, tmp_path):
+    """lite0's last layer and its stages at the same input size (32 px here; photos at the backbone's size, the
+    digits): one pass over the images stores both, and the stages' rows are what the stages net computes alone."""
+    import dataclasses
+
+    from transferkit.engine import features
+    from transferkit.selection import choose
+    from transferkit.selection.frozen import frozen_features
+
+    nets, seen, real, probe = [], {}, features.extract, choose.cv_probe
+    monkeypatch.setattr(features, "extract", lambda net, *a, **k: nets.append(type(net).__name__) or real(net, *a, **k))
+    monkeypatch.setattr(
+        choose, "cv_probe", lambda ff, *a, **k: seen.setdefault(ff.train.shape[1], ff) and probe(ff, *a, **k)
+    )
+    cfg = cfg_with(backbones="efficientnet_lite0", quiet=True, image_size=32)
+    d = open_data(tiny_folder, cfg)
+    chosen, table, _ = choose_candidate(d, cfg)
+    assert [(c.features, c.image_size) for c in table] == [("last", 32), ("stages", 32)]
+    # both nets are left in eval mode: the shift check runs on them next, and a BatchNorm in training mode would
+    # learn the data's statistics there and measure no shift
+    assert len(d.nets) == 2 and not any(net.training for net, *_ in d.nets.values())
+    assert all(c.score is not None for c in table)
+    assert nets == ["WithLast", "WithLast"]  # train and val, once: the stages were read from the store
+    nets.clear()
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "another-cache"))
+    cfg_deep = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, features="stages"))
+    alone = frozen_features(open_data(tiny_folder, cfg_deep), "efficientnet_lite0", cfg_deep)
+    assert nets == ["EfficientNet", "EfficientNet"]  # extracted again, by the stages net on its own
+    shared = seen[alone.train.shape[1]]
+    assert shared.train.shape == alone.train.shape and np.allclose(shared.train, alone.train, rtol=1e-3, atol=1e-3)
+    last = frozen_features(open_data(tiny_folder, cfg), "efficientnet_lite0", cfg)  # and the last layer's alone
+    assert np.allclose(seen[1280].train, last.train, rtol=1e-3, atol=1e-3) and len(nets) == 4

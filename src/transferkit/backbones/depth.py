@@ -211,3 +211,35 @@ def without_depth(cfg: BackboneCfg) -> BackboneCfg:
         return cfg
     extra = {k: v for k, v in cfg.extra.items() if k not in ("depth", "last_features")}
     return replace(cfg, num_features=cfg.extra["last_features"], extra=extra)
+
+
+def with_last(net: nn.Module, cfg: BackboneCfg) -> nn.Module:
+    """A multi-depth net (`attach`ed) that returns (the last layer's pooled features, its own) from its one forward
+    pass: the StagePool's input is what the same backbone with `--features last` returns. `auto` measures a
+    backbone's last layer and its stages at the same input size (photos at the backbone's own size, the digits) from
+    one pass instead of two (engine/features.cached_features stores the second set under its own key)."""
+    return _with_last_class()(net, cfg.classifier).train(net.training)  # in the mode of `net` (eval), which whoever
+    # sets the wrapper's mode back sets on `net` too
+
+
+@cache
+def _with_last_class():
+    from torch import nn
+
+    class WithLast(nn.Module):
+        def __init__(self, net: nn.Module, pool: str):
+            super().__init__()
+            self.net, self.pool = net, pool
+
+        def forward(self, x):
+            seen = []
+            hook = self.net.get_submodule(self.pool).register_forward_pre_hook(
+                lambda _m, inputs: seen.append(inputs[0].flatten(1))
+            )
+            try:
+                out = self.net(x)
+            finally:
+                hook.remove()
+            return seen[0], out
+
+    return WithLast

@@ -13,7 +13,7 @@
 | large  (>= 1000)         | finetune            | finetune         |
 
 Similar or different is measured, not guessed: the shift of the data's BatchNorm input statistics from the ImageNet
-ones stored in the backbone (`frozen.bn_shift`, 64 images). Refinements: small, similar data whose frozen features
+ones stored in the backbone (`frozen.bn_shift`, 32 images). Refinements: small, similar data whose frozen features
 still leave many errors gets two-phase instead of linear; small data whose frozen features leave at most 5% of the
 errors of guessing (gain.NEAR_PERFECT) stays linear whatever its cell (the digits: the chart's fine-tune 97.5%,
 `linear` on features from every depth 98.9%, 5 splits); different data trains its pretrained layers at 0.3x the

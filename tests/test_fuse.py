@@ -1,0 +1,94 @@
+"""engine/fuse.py: frozen feature extraction folds each BatchNorm into the convolution before it, giving the same
+features from fewer operations, on a copy (the net itself keeps its BatchNorms), and leaves a net alone where
+folding would change what it computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+def _batchnorms(net: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+
+
+@pytest.mark.parametrize(
+    "name,pretrained,features",
+    [
+        ("efficientnet_lite0", True, "last"),
+        ("efficientnet_lite0", True, "stages"),  # the stage hooks travel with the copy
+        ("torchvision:resnet18", False, "last"),
+    ],
+)
+def test_folding_removes_the_batchnorms_and_keeps_the_features(name, pretrained, features):
+    from transferkit.backbones import create_backbone
+    from transferkit.backbones.model import remove_classifier
+    from transferkit.engine.fuse import folded
+
+    net, cfg = create_backbone(name, pretrained=pretrained, features=features)
+    net = remove_classifier(net, cfg).eval()
+    if not pretrained:  # random running statistics, so that a wrong fold could not pass as the identity
+        g = torch.Generator().manual_seed(0)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    before = _batchnorms(net)
+    x = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    fast = folded(net, x[:1])
+    assert fast is not net and _batchnorms(fast) == 0 and before > 0
+    assert _batchnorms(net) == before  # the original keeps them: bn_shift hooks them, a fit trains them
+    with torch.no_grad():
+        want, got = net(x), fast(x)
+    assert got.shape == want.shape == (3, cfg.num_features)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+class _PreAct(nn.Module):
+    """A convolution whose output feeds a BatchNorm and a residual sum: folding it would change the sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.pool = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.pool(y + torch.relu(self.bn(y))).flatten(1)
+
+
+def test_a_conv_read_elsewhere_too_is_not_folded():
+    from transferkit.engine.fuse import folded
+
+    net = _PreAct().eval()
+    net.bn.running_mean.fill_(0.5)
+    net.bn.running_var.fill_(4.0)
+    x = torch.randn(1, 3, 8, 8)
+    assert folded(net, x) is net  # the copy's output differed: the net as it is
+
+
+def test_a_net_without_batchnorms_is_used_as_it_is():
+    from transferkit.engine.fuse import folded
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    assert folded(net, torch.randn(1, 3, 8, 8)) is net
+
+
+def test_extraction_through_the_store_matches_the_plain_forward_pass(tmp_path):
+    from transferkit.backbones import create_backbone
+    from transferkit.backbones.model import remove_classifier
+    from transferkit.engine.features import cached_features
+    from transferkit.progress import QuietReporter
+
+    net, cfg = create_backbone("efficientnet_lite0", pretrained=True)
+    net = remove_classifier(net, cfg).eval()
+    x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    data = torch.utils.data.TensorDataset(x, torch.zeros(5))
+    out, _ = cached_features(
+        net, data, ids=[f"img{i}" for i in range(5)], config={"backbone": "t"}, cache_dir=str(tmp_path),
+        batch_size=2, device=torch.device("cpu"), precision="fp32", memory_format=torch.preserve_format,
+        reporter=QuietReporter(), label="test",
+    )  # fmt: skip
+    with torch.no_grad():
+        want = net(x)
+    assert _batchnorms(net) > 0 and torch.allclose(out, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
