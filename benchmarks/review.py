@@ -6,7 +6,9 @@
     .venv/bin/python benchmarks/review.py similarity                                      # index timing
     .venv/bin/python benchmarks/review.py scale                                           # 20k images' arrays
 
-labels: each set's features (efficientnet_lite0, through the store), labels flipped at 5/10/20% (uniform: any
+labels: each set's features as `review` reads them for its label check (efficientnet_lite0 through the store,
+--features auto: from every depth for the 8 px digits, 64 px cats and EuroSAT tiles, the last layer for ants/bees),
+labels flipped at 5/10/20% (uniform: any
 other class; class-conditional: the class the clean out-of-fold scores confuse it with most), seeds 0-2; out-of-fold
 scores (oof_predict, k=5) on the noisy labels; the flagged set of ours, cleanlab.filter.find_label_issues (the AGPL
 peer, here only) on the same scores, and a random set of the same size as ours: precision, recall, F1, and the
@@ -29,8 +31,12 @@ OUT = ROOT / "benchmarks" / "review.json"
 
 
 def load(name: str):
-    """(features (N, F), labels (N,), classes) for one set, through the feature store."""
+    """(features (N, F), labels (N,), classes, whether heads standardise them) for one set, through the feature
+    store: the features `review`'s label check reads (--features auto: stages for tiny images, else last)."""
+    from transferkit.backbones.depth import standardises
+    from transferkit.config import DEFAULT_BACKBONE
     from transferkit.core.embed import embed
+    from transferkit.core.suggest import pool_settings
     from transferkit.data.sources import from_arrays, open_source
 
     if name == "digits":
@@ -43,9 +49,10 @@ def load(name: str):
             SHARED / {"hymenoptera": "hymenoptera", "catvnoncat": "catvnoncat", "eurosat": "eurosat"}[name]
         )
     samples = [s for v in src.splits.values() for s in v]
-    emb = embed(src)
+    features, size = pool_settings(src.images(), DEFAULT_BACKBONE)
+    emb = embed(src, image_size=size, features=features)
     label = {s.key: s.label for s in samples}
-    return emb.features, np.array([label[k] for k in emb.keys]), src.classes
+    return emb.features, np.array([label[k] for k in emb.keys]), src.classes, standardises(features)
 
 
 def flip(y, rate, kind, confusable, rng):
@@ -72,17 +79,18 @@ def auroc(score, wrong):
     return float(roc_auc_score(wrong, score)) if 0 < wrong.sum() < len(wrong) else float("nan")
 
 
-def head_accuracy(xtr, ytr, xte, yte):
+def head_accuracy(xtr, ytr, xte, yte, standardise=False):
     from transferkit.core.heads import HeadSettings, fit_head
 
-    h = fit_head(xtr, ytr, settings=HeadSettings(solver="lbfgs"))
+    h = fit_head(xtr, ytr, settings=HeadSettings(solver="lbfgs", standardise=standardise))
     return float((np.asarray(h.predict(xte)).argmax(1) == yte).mean())
 
 
-def cached_oof(cache, tag, x, labels, seed=0):
+def cached_oof(cache, tag, x, labels, seed=0, standardise=False):
     """(oof_predict's scores, the seconds they took), kept in cache/tag.npz (with the labels they were made on and the
     seconds) when a cache folder is given: a second pass, e.g. trying another rule of confident learning, then costs
     seconds instead of ~30 s a case, and still reports the time the scores took to make."""
+    from transferkit.core.heads import HeadSettings
     from transferkit.core.oof import oof_predict
 
     path = cache / f"{tag}.npz" if cache else None
@@ -91,7 +99,8 @@ def cached_oof(cache, tag, x, labels, seed=0):
         if np.array_equal(kept["labels"], labels):
             return kept["probs"], float(kept["seconds"]) if "seconds" in kept else float("nan")
     t = time.perf_counter()
-    probs = oof_predict(x, labels, k=5, seed=seed).scores
+    settings = HeadSettings(solver="lbfgs", seed=seed, standardise=standardise)  # as review's heads
+    probs = oof_predict(x, labels, k=5, seed=seed, settings=settings).scores
     seconds = time.perf_counter() - t
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,9 +118,9 @@ def labels_bench(
     rows, fixes = [], []
     for name in names:
         t0 = time.perf_counter()
-        x, y, classes = load(name)
+        x, y, classes, std = load(name)
         print(f"{name}: {x.shape} features in {time.perf_counter() - t0:.0f} s", flush=True)
-        clean, _ = cached_oof(cache, f"{name}-clean", x, y)
+        clean, _ = cached_oof(cache, f"{name}-clean", x, y, standardise=std)
         conf = clean.copy()
         conf[np.arange(len(y)), y] = -1
         cm = np.zeros((len(classes), len(classes)))
@@ -124,7 +133,7 @@ def labels_bench(
                     rng = np.random.default_rng(seed)
                     noisy = flip(y, rate, kind, confusable, rng)
                     wrong = noisy != y
-                    probs, t_oof = cached_oof(cache, f"{name}-{kind}-{rate}-{seed}", x, noisy, seed)
+                    probs, t_oof = cached_oof(cache, f"{name}-{kind}-{rate}-{seed}", x, noisy, seed, std)
                     t = time.perf_counter()
                     ours = label_issues(noisy, probs)
                     t_ours = time.perf_counter() - t
@@ -158,9 +167,9 @@ def labels_bench(
                                 "rate": rate,
                                 "seed": seed,
                                 "n_test": len(te),
-                                "noisy": head_accuracy(x[tr], noisy[tr], x[te], y[te]),
-                                "fixed": head_accuracy(x[keep], noisy[keep], x[te], y[te]),
-                                "clean": head_accuracy(x[tr], y[tr], x[te], y[te]),
+                                "noisy": head_accuracy(x[tr], noisy[tr], x[te], y[te], std),
+                                "fixed": head_accuracy(x[keep], noisy[keep], x[te], y[te], std),
+                                "clean": head_accuracy(x[tr], y[tr], x[te], y[te], std),
                             }
                         )
                         print(json.dumps(fixes[-1]), flush=True)

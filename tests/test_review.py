@@ -245,10 +245,15 @@ def test_planted_label_flips_are_found_on_images(tmp_path):
     root = write_folder(tmp_path / "data", per_class=14)
     for name in ("red_00.png", "red_01.png"):  # red squares filed as blue
         shutil.move(root / "red" / name, root / "blue" / name)
-    r = review(root, k=4, **FAST)
-    flagged = {Path(it.key).name: it for it in r.by_kind("label")}
-    assert {"red_00.png", "red_01.png"} <= set(flagged)
-    assert flagged["red_00.png"].given == "blue" and flagged["red_00.png"].suggested == "red"
+    for features, scores_from in (("auto", "out-of-fold, stages features"), ("last", "out-of-fold")):
+        # auto: tiny images' label heads read features from every depth (suggest.auto_features), photos' the last layer
+        r = review(root, k=4, features=features, **FAST)
+        assert r.scores_from == scores_from
+        flagged = {Path(it.key).name: it for it in r.by_kind("label")}
+        assert {"red_00.png", "red_01.png"} <= set(flagged)
+        assert flagged["red_00.png"].given == "blue" and flagged["red_00.png"].suggested == "red"
+        # duplicates and outliers read the last layer whatever the heads read: its calibrated thresholds
+        assert r.embedding.features.shape[1] == 1280
 
 
 def test_no_labels_one_class_and_a_class_of_one(tmp_path):

@@ -659,6 +659,15 @@ class DemoOptions:
 
 
 # ---- labels and images: review, embed, similar ----
+# --features of review, suggest and label (one declaration for all three): what the heads on the images read. auto:
+# stages for tiny images (median short side under 100 px), last for photos (core/suggest.py auto_features, numbers)
+PoolFeatures = Literal["auto", "last", "stages", "stages+last"]
+POOL_FEATURES_HELP = (
+    "What the pool is embedded with: auto (stages below a 100 px median short side, else last), the pooled last "
+    "layer, or the pooled outputs of the backbone's stages (read at 3x the images' side; the head standardises them)."
+)
+
+
 @dataclass
 class ReviewOptions:
     k: int = opt(
@@ -672,6 +681,13 @@ class ReviewOptions:
     rank_by: Literal["self_confidence", "normalized_margin"] = opt(
         "self_confidence",
         "How label issues are ranked: 1 - p(given label), or the margin to the best other class.",
+        "Options",
+    )
+    features: PoolFeatures = opt(
+        "auto",
+        "What the label check's heads read: auto (stages below a 100 px median short side, else last), the pooled "
+        "last layer, or the pooled outputs of the backbone's stages (read at 3x the images' side, standardised). "
+        "Duplicates and outliers always read the last layer: their thresholds were set there.",
         "Options",
     )
     out: Path | None = opt(
@@ -712,13 +728,7 @@ class SimilarOptions:
 
 
 # ---- label less: the labelling page, suggest ----
-# --features of suggest and label (one declaration for both): how the pool is embedded. auto: stages for tiny images
-# (median short side under 100 px), last for photos (core/suggest.py auto_features, with the numbers)
-PoolFeatures = Literal["auto", "last", "stages", "stages+last"]
-POOL_FEATURES_HELP = (
-    "What the pool is embedded with: auto (stages below a 100 px median short side, else last), the pooled last "
-    "layer, or the pooled outputs of the backbone's stages (read at 3x the images' side; the head standardises them)."
-)
+# (--features of suggest and label: PoolFeatures, declared with review's above)
 
 
 @dataclass

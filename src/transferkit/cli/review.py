@@ -40,6 +40,7 @@ def review(
         k=options.k,
         model=options.model,
         rank_by=options.rank_by,
+        features=options.features,
         reporter=make_reporter(quiet),
         **{k: v for k, v in overrides.items() if k != "quiet"},
     )

@@ -124,6 +124,7 @@ def review(
     k: int = 5,
     model: str | os.PathLike | None = None,
     rank_by: str = "self_confidence",
+    features: str = "auto",
     duplicate_threshold: float = DUPLICATE_COSINE,
     outlier_z: float = OUTLIER_Z,
     reporter=None,
@@ -132,7 +133,9 @@ def review(
     """Review `data` (any path `train` reads, a plain image folder, or a DataSource). `overrides` are the run's
     options that matter here (layout and columns, task, split, seed, image_size, device, cache_dir). backbone: the
     features' (default: the run's, efficientnet_lite0); k: folds of the out-of-fold scores; model: a bundle whose
-    scores to use instead; rank_by: self_confidence or normalized_margin."""
+    scores to use instead; rank_by: self_confidence or normalized_margin; features: what the label check's heads
+    read (core/suggest.py auto_features: auto is `stages` for tiny images, `last` for photos); duplicates and
+    outliers read the last layer, where their thresholds were calibrated."""
     from ..config import RunConfig
     from ..options import apply_overrides, validate
     from .embed import embed
@@ -167,7 +170,10 @@ def review(
     if src is not None and not labelled:
         notes.append("One class only: no label can be checked against another; duplicates and outliers only.")
     if labelled:
-        found, scores_from = _label_items(src, rows, given, emb, at, task, classes, k, model, rank_by, cfg, notes)
+        by = emb, features
+        if model is None:  # the heads' features: from every depth for tiny images (the digits: 94% -> 99% with linear)
+            by = _label_features(imgs, emb, backbone, features, cfg, reporter)
+        found, scores_from = _label_items(src, rows, given, by, task, classes, k, model, rank_by, cfg, notes)
         items += found
         checks.insert(0, "label")
     else:
@@ -271,11 +277,29 @@ def _text(label, classes) -> str | None:
     return None if label is None else label_text(label, classes)
 
 
-def _label_items(src, rows, given, emb, at, task, classes, k, model, rank_by, cfg, notes):
-    """Label issues of every readable labelled image, and where the scores came from."""
+def _label_features(imgs, emb, backbone: str, features: str, cfg, reporter) -> tuple:
+    """(the Embedding the label check's heads read, its features): `emb` itself when that is the last layer's at the
+    same size, else the images embedded again (through the store: once per backbone, size and features)."""
+    from .embed import embed
+    from .suggest import pool_settings
+
+    features, size = pool_settings(imgs, backbone, features, cfg.data.image_size)
+    if features == "last":  # the size embed chose for `emb` too: the data's, or --image-size
+        return emb, features
+    kw = {"cache_dir": cfg.runtime.cache_dir, "device": cfg.runtime.device, "reporter": reporter}
+    return embed(imgs, backbone, image_size=size, features=features, **kw), features
+
+
+def _label_items(src, rows, given, by, task, classes, k, model, rank_by, cfg, notes):
+    """Label issues of every readable labelled image, and where the scores came from. by: (the Embedding the heads
+    read, its features)."""
+    from ..backbones.depth import standardises
+    from ..core.heads import HeadSettings
     from ..core.oof import oof_predict
     from ..tasks import get_task
 
+    emb, features = by
+    at = {key: i for i, key in enumerate(emb.keys)}
     t = get_task(task)
     kind = _label_kind(task)
     idx = [i for i, (key, label, _) in enumerate(rows) if key in at and label is not None]
@@ -305,7 +329,9 @@ def _label_items(src, rows, given, emb, at, task, classes, k, model, rank_by, cf
         scores, scores_from = _bundle_scores(model, src, [rows[i] for i in idx], classes, task, cfg), f"bundle:{model}"
         notes.append("Scores from a trained model: for the images it trained on they are not out-of-fold (optimistic).")
     else:
-        scores, scores_from = oof_predict(x, y, task, folds, seed=cfg.train.seed, classes=classes).scores, "out-of-fold"
+        settings = HeadSettings(solver="lbfgs", seed=cfg.train.seed, standardise=standardises(features))
+        scores = oof_predict(x, y, task, folds, seed=cfg.train.seed, settings=settings, classes=classes).scores
+        scores_from = "out-of-fold" if features == "last" else f"out-of-fold, {features} features"
     out = []
     if kind == "class":
         found = label_issues(np.asarray(y, dtype=np.int64), scores, rank_by)
