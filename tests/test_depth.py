@@ -167,3 +167,20 @@ def test_stages_runs_standardise_and_follow_a_larger_side_the_last_layer_does_no
     assert choose_image_size(input_side(64, stages), 224) == 64 * STAGES_UPSCALE == 192
     assert choose_image_size(input_side(8, stages), 224) == 64  # the digits stay at the floor
     assert choose_image_size(input_side(375, stages), 224) == 224  # photos: the backbone's own size either way
+
+
+def test_embed_reads_features_from_every_depth_at_the_side_train_gives_them(tiny_folder):
+    """`embed(features="stages")` sizes its input as `train --features stages` does (3x a small image's side), so its
+    rows are the ones that run computes and stores."""
+    from transferkit.backbones import create_backbone
+    from transferkit.backbones.depth import frozen_input_size
+    from transferkit.core.embed import embed
+    from transferkit.data.sizes import survey_sides
+    from transferkit.data.sources import Sample, open_images
+
+    imgs = open_images(tiny_folder)
+    side = survey_sides(imgs, [Sample(k, 0) for k in imgs.keys])[0]
+    _, cfg = create_backbone("efficientnet_lite0", pretrained=False, features="stages")
+    last, deep = embed(tiny_folder), embed(tiny_folder, features="stages")
+    assert deep.image_size == frozen_input_size(side, cfg) > last.image_size
+    assert deep.features.shape == (len(imgs.keys), cfg.num_features)

@@ -59,19 +59,20 @@ def embed(
 ) -> Embedding:
     """Pooled backbone features of every image in `images` (a folder, a list file, a DataSource or an ImageSet).
 
-    image_size None follows the images (their median short side, at least 64 px, at most the backbone's input), as
-    `train` chooses it; features: the backbone's pooled last layer, or `stages` / `stages+last` as `--features`
+    image_size None follows the images (their median short side, at least 64 px, at most the backbone's input; 3x
+    that side for features from several depths, depth.input_side), as `train` chooses it; features: the backbone's pooled last layer, or `stages` / `stages+last` as `--features`
     pools them; precision auto is the run's feature precision (fp32 on CPUs). The result's rows are what
     `train --strategy linear` would compute for the same images at the same settings, and are shared with it.
     """
     import torch
 
     from ..backbones import check_backbone_name, create_backbone
+    from ..backbones.depth import frozen_input_size
     from ..backbones.model import remove_classifier
     from ..config import RunConfig
     from ..data.dataset import DecodedImages
     from ..data.decode import decode_samples
-    from ..data.sizes import choose_image_size, survey_sides
+    from ..data.sizes import survey_sides
     from ..data.sources import Sample
     from ..data.transforms import eval_transform, resize_size
     from ..engine.features import cached_features, open_store, store_config
@@ -92,7 +93,7 @@ def embed(
     prec = feature_precision(cfg.runtime, dev.type)
     net, bcfg = create_backbone(backbone, pretrained=True, features=features)
     samples = [Sample(k, 0) for k in imgs.keys]  # decoding takes samples; the 0 is no label, nothing reads it
-    size = image_size or choose_image_size(survey_sides(imgs, samples)[0], bcfg.input_size)
+    size = image_size or frozen_input_size(survey_sides(imgs, samples)[0], bcfg)
     config = store_config(cfg, bcfg, size)
     ids = imgs.identities()
     store = open_store(cache_dir, config, prec)
