@@ -19,7 +19,8 @@ wins; exact ties go to the one given first (lite0 before lite1 before lite2). Wi
 cheapest backbone's `stages` variant (backbones/depth.py; the best last layer does not say whose stages fit best,
 see choose_candidate) is measured on the same images, at the larger input that
 `train` gives features from every depth (depth.input_side: 3x the data's side, up to the backbone's input; EuroSAT's
-tiles at 192 px), and wins when it beats the best one with both standardised per feature (the plain ridge
+tiles at 192 px; where that is the size its last layer is measured at, photos and the digits, both come from one
+forward pass), and wins when it beats the best one with both standardised per feature (the plain ridge
 under-rated EuroSAT's 744 stage features: 81.0 vs 84.0%). Only the winner is then
 extracted on all of train+val (cached on disk under the key `linear` uses, so the `linear` run that follows extracts
 nothing) and re-scored there: the score the strategy rule reads. Extracting every candidate in full cost 2.6-3.6x
