@@ -54,6 +54,25 @@ def test_logme_equals_brute_force_evidence_maximisation(n, d, tol):
     assert E.logme(f, y) == pytest.approx(brute_force_evidence(f, y), abs=tol)
 
 
+@pytest.mark.parametrize("n,d", [(30, 8), (12, 40)])
+def test_logme_on_features_that_say_nothing_is_the_mean_not_nan(n, d):
+    """All-zero features (flat images whose every feature is constant, standardised): no direction to fit, so the
+    probe answers the mean and the evidence is finite, where the fixed point used to divide 0 by 0."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    t, y = rng.normal(size=n) * 3 + 7, rng.integers(0, 3, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        reg, cls = E.logme_regression(np.zeros((n, d)), t), E.logme_fit(np.zeros((n, d)), y)
+    assert np.isfinite(reg.score) and np.isfinite(cls.score) and not reg.weights.any()
+    assert np.allclose(reg.predict(np.ones((3, d))), t.mean())
+    # and a feature that does say something still scores higher than none
+    f = np.zeros((n, d))
+    f[:, 0] = t + rng.normal(size=n) * 0.1
+    assert E.logme_regression(f, t).score > reg.score
+
+
 def separated(scale: float, n: int = 120, d: int = 32, seed: int = 0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 4, n)

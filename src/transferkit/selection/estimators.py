@@ -112,10 +112,13 @@ def _spectrum(f: np.ndarray):
     n, d = f.shape
     if n <= d:
         sigma, u = eigh(f @ f.T, driver="evd")
-        sigma = np.clip(sigma, 0.0, None)  # rounding makes zero eigenvalues slightly negative
+        # directions F does not span (rounding makes their eigenvalues slightly negative) fit nothing: dropped, their
+        # target energy is the residual's; features that are all zero (a constant column standardised) keep none
+        keep = sigma > max(sigma.max(), 0.0) * 1e-10
+        sigma, u = sigma[keep], u[:, keep]
         return sigma, (lambda t: u.T @ t), f.T @ u
     sigma, v = eigh(f.T @ f, driver="evd")
-    keep = sigma > sigma.max() * 1e-10  # directions F does not span carry no target energy: dropped
+    keep = sigma > max(sigma.max(), 0.0) * 1e-10  # as above
     sigma, v = sigma[keep], v[:, keep]
     s = np.sqrt(sigma)
     fv = f @ v  # = U diag(s)
@@ -133,8 +136,9 @@ def _fit(alpha: float, beta: float, sigma, z2, outside: float) -> tuple[float, f
 def _update(alpha: float, beta: float, sigma, z2, outside: float, n: int) -> tuple[float, float]:
     m2, res2 = _fit(alpha, beta, sigma, z2, outside)
     gamma = float((beta * sigma / (alpha + beta * sigma)).sum())  # how many directions the data pins down
-    tiny = 1e-12  # a perfect fit (m or the residual exactly 0) must not divide by zero
-    return gamma / max(m2, tiny), max(n - gamma, tiny) / max(res2, tiny)
+    tiny = 1e-12  # a perfect fit (m or the residual exactly 0), or features that pin down no direction (gamma 0),
+    # must not divide by zero or send alpha to 0 (log alpha in the evidence)
+    return max(gamma, tiny) / max(m2, tiny), max(n - gamma, tiny) / max(res2, tiny)
 
 
 def _joint(probs, labels) -> np.ndarray:
