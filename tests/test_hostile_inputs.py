@@ -191,6 +191,19 @@ def test_a_tiny_image_is_answered_with_a_warning(bundle, model, red, tmp_path):
     assert code == 0 and "1x1 px" in json.loads(out)[0]["warning"]
 
 
+def test_the_too_small_bar_is_half_the_side_the_model_learnt_from(bundle):
+    """A model of 64 px tiles reads them at 192 px (features from every depth): a 64 px tile is what it was made
+    for, a 20 px one is not; bundles without the training images' side keep the input's bar."""
+    from transferkit.bundle import read_meta
+    from transferkit.predict import tiny_warning
+
+    assert read_meta(bundle)["data_side"] == 40.0  # the fixture's 40 px squares, read at 32 px
+    assert tiny_warning((64, 64), 192, data_side=64.0) is None
+    assert "under 32 px" in tiny_warning((20, 20), 192, data_side=64.0)
+    assert "under 96 px" in tiny_warning((64, 64), 192)  # an older bundle: half its input
+    assert tiny_warning((300, 300), 224, data_side=500.0) is None  # photos: the input bounds the bar
+
+
 # ---- item 16: class names that differ only in case ---------------------------------------------------------------
 def test_class_names_that_differ_only_in_case_are_named_with_a_rename(tmp_path):
     root = tmp_path / "presplit"

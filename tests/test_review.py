@@ -245,7 +245,7 @@ def test_planted_label_flips_are_found_on_images(tmp_path):
     root = write_folder(tmp_path / "data", per_class=14)
     for name in ("red_00.png", "red_01.png"):  # red squares filed as blue
         shutil.move(root / "red" / name, root / "blue" / name)
-    for features, scores_from in (("auto", "out-of-fold, stages features"), ("last", "out-of-fold")):
+    for features, scores_from in (("auto", "out-of-fold, stages features"), ("last", "out-of-fold, last features")):
         # auto: tiny images' label heads read features from every depth (suggest.auto_features), photos' the last layer
         r = review(root, k=4, features=features, **FAST)
         assert r.scores_from == scores_from
@@ -254,6 +254,18 @@ def test_planted_label_flips_are_found_on_images(tmp_path):
         assert flagged["red_00.png"].given == "blue" and flagged["red_00.png"].suggested == "red"
         # duplicates and outliers read the last layer whatever the heads read: its calibrated thresholds
         assert r.embedding.features.shape[1] == 1280
+
+
+def test_a_model_that_is_no_bundle_is_refused_before_any_image_is_read(tmp_path):
+    import os
+
+    from transferkit.errors import TransferkitError
+
+    root = write_folder(tmp_path / "data", per_class=6)
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(TransferkitError, match="transferkit.json"):
+        review(root, model=tmp_path / "not-a-model", features="stages", **FAST)
+    assert not (Path(os.environ["TRANSFERKIT_CACHE"]) / "store").exists()  # nothing was extracted first
 
 
 def test_no_labels_one_class_and_a_class_of_one(tmp_path):
@@ -352,3 +364,31 @@ def test_multilabel_list_gets_per_label_flips(tmp_path):
     flagged = {Path(it.key).name: it for it in r.by_kind("label")}
     assert r.task == "multilabel" and {"blue_01.png", "blue_02.png"} <= set(flagged)
     assert "cold" in flagged["blue_01.png"].suggested and "Per-label flips" in flagged["blue_01.png"].reason
+
+
+def test_near_duplicates_are_looked_for_only_where_the_features_tell_images_apart():
+    """Features where a typical image has 10 others within the threshold (upscaled 8 px digits) separate nothing:
+    no near-duplicate groups and a note, where single-linkage used to chain 396 of 500 digits into one conflict.
+    Distinct images with a few copies each are still grouped: a set of duplicates is not a crowd."""
+    from types import SimpleNamespace
+
+    from transferkit.core.review import _duplicate_items
+
+    rng = np.random.default_rng(0)
+    n = 60
+    keys = [f"a.h5#train[{i}]" for i in range(n)]
+    imgs = SimpleNamespace(identity=lambda key: f"pixels:{key}")  # every image's pixels differ: no exact copies
+    rows = [(k, i % 3, "train" if i % 2 else "test") for i, k in enumerate(keys)]
+    given = [str(i % 3) for i in range(n)]
+    at = {k: i for i, k in enumerate(keys)}
+
+    crowd = np.ones(32) + rng.normal(size=(n, 32)) * 0.1  # all within cosine ~0.99 of each other
+    notes: list[str] = []
+    found = _duplicate_items(rows, given, SimpleNamespace(features=crowd), at, imgs, False, 0.85, notes)
+    assert found == [] and "Near-duplicates not checked" in notes[0]
+
+    base = rng.normal(size=(n // 3, 32))  # 20 distinct images, 3 near copies of each
+    copies = np.repeat(base, 3, axis=0) + rng.normal(size=(n, 32)) * 0.01
+    notes = []
+    found = _duplicate_items(rows, given, SimpleNamespace(features=copies), at, imgs, False, 0.85, notes)
+    assert notes == [] and len({it.group for it in found}) == n // 3 and len(found) == n

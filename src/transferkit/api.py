@@ -465,7 +465,7 @@ def _decode(opened: _Opened, cfg: RunConfig, bcfg, size: int, measured, reporter
     _drop_empty_classes(opened, decoded, keys, skipped, cfg.data.drop_empty_classes, reporter)
 
     ids = {split: [opened.src.identity(k) for k in ks] for split, ks in keys.items()}
-    prepared = prepare(decoded, keys, ids, opened.classes, get_task(cfg.train.task), cfg, bcfg, size)
+    prepared = prepare(decoded, keys, ids, opened.classes, get_task(cfg.train.task), cfg, bcfg, size, opened.side)
     if len(prepared.train) == 0 or len(prepared.val) == 0:
         raise TransferkitError(
             "No readable images are left in the train or val split: run `transferkit doctor "

@@ -87,10 +87,22 @@ def source_size(x: Any) -> tuple[int, int] | None:
         return None
 
 
-def tiny_warning(size: tuple[int, int] | None, image_size: int) -> str | None:
+def tiny_warning(size: tuple[int, int] | None, image_size: int, data_side: float | None = None) -> str | None:
     """doctor's "too-small" rule (data/checks.py), per image: a short side under half the input is upscaled so far
-    that the answer says little about the picture."""
-    if size is None or min(size) * 2 >= image_size:
+    that the answer says little about the picture. data_side: the median short side of the images the model learnt
+    from (bundles record it): the bar is then half of that, since a model trained on 64 px tiles read at 192 px
+    (features from every depth) was made for 64 px images."""
+    if size is None:
+        return None
+    if data_side:
+        if min(size) * 2 >= min(data_side, image_size):
+            return None
+        return (
+            f"the image is {size[0]}x{size[1]} px, short side under {int(min(data_side, image_size) // 2)} px (half "
+            f"the {int(min(data_side, image_size))} px of the images the model learnt from): the answer says little "
+            "about it"
+        )
+    if min(size) * 2 >= image_size:
         return None
     return (
         f"the image is {size[0]}x{size[1]} px, short side under {image_size // 2} px (half the model's {image_size} px "
@@ -215,6 +227,7 @@ class Predictor:
         # Temperature scaling fitted on the run's validation split (1.0 for bundles without one): probabilities
         # come out honest, the top class is unchanged.
         self.temperature = float(self.meta.get("calibration", {}).get("temperature", 1.0))
+        self.data_side = self.meta.get("data_side")  # the training images' median short side (older bundles: none)
 
     # The parts' attributes, as callers (export, benchmarks) read them.
     model = property(lambda self: self.runner.model)
@@ -308,7 +321,7 @@ class Predictor:
 
         def load(x: Any) -> tuple[np.ndarray | None, str | None, str | None]:
             a, err = self.pre.load(x)
-            return a, err, None if a is None else tiny_warning(source_size(x), self.pre.image_size)
+            return a, err, None if a is None else tiny_warning(source_size(x), self.pre.image_size, self.data_side)
 
         for chunk in self._decoded(items, load, tta):
             good = [a for a, _, _ in chunk if a is not None]

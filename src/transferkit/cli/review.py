@@ -93,6 +93,8 @@ def print_result(result, paths: dict, fixed: dict | None, fix_out) -> None:
     console.print(
         f"Checked: {', '.join(result.checks)} on {len(result.images)} images in {result.seconds:.0f} s: {counts}."
     )
+    if "label" in result.checks:  # which scores the label check read; duplicates and outliers: the last layer's
+        console.print(f"Label scores: {escape(result.scores_from)}; duplicates and outliers: last-layer features.")
     console.print(f"Files: {escape(str(paths['json']))}, {escape(str(paths['csv']))}")
     if fixed is not None:
         console.print(

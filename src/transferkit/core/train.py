@@ -27,7 +27,7 @@ class Trained:
     trainer: Any  # the Trainer (its task, head solvers, split logits)
 
 
-def prepare(decoded: dict, keys: dict, ids: dict, classes: list[str], task, cfg, bcfg, size: int):
+def prepare(decoded: dict, keys: dict, ids: dict, classes: list[str], task, cfg, bcfg, size: int, side=None):
     """PreparedData from decoded splits ({split: (images, labels)}): the train transform (augmentation) and the
     eval transform from the backbone's preprocessing, labels as the task's loss takes them."""
     from ..data.dataset import DecodedImages
@@ -63,6 +63,7 @@ def prepare(decoded: dict, keys: dict, ids: dict, classes: list[str], task, cfg,
         keys=keys,
         ids=ids,
         store_config=store_config(cfg, bcfg, size),
+        data_side=side,
     )
 
 

@@ -72,6 +72,7 @@ class PreparedData:
     keys: dict[str, list[str]]  # split -> the readable images' keys, in the datasets' order
     ids: dict[str, list[str]]  # split -> each image's identity (data/imageset.py): the feature store's keys
     store_config: dict  # the backbone's weights and preprocessing (engine/features.store_config)
+    data_side: float | None = None  # median short side of the training images (px): predict's too-small warning
 
 
 class Trainer:
@@ -158,6 +159,7 @@ class Trainer:
             tta={"flip": self.cfg.data.flip},  # all predict needs travels in the bundle
             val_metrics={"loss": self.best[0], self.task.score_name: -self.best[1]} if self.best else {},
             epoch=self.global_epoch,
+            **({"data_side": round(float(self.data.data_side), 1)} if self.data.data_side else {}),
             **self.task.state(),  # regression: the target's mean and std, which predict needs to give values
         )
         save_bundle(self.run_dir / "best", model, meta)
