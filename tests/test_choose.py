@@ -113,10 +113,22 @@ def test_auto_trains_what_it_chose_and_a_tight_budget_keeps_it_frozen(tmp_path, 
     # 40 px noise squares are "different" and tiny: the chart fine-tunes them (test_selection); a budget of
     # 0.1 s cannot hold 10 fine-tune epochs (estimated ~0.2 s: 10 x ~70 image passes x 0.016 GFLOP / 67.5 GFLOP/s),
     # so `auto` falls back to the frozen head
-    run = transferkit.fit(data, backbones=TWO, budget=0.1 / 60, out=str(tmp_path / "runs"), **FAST)
+    from transferkit.progress import QuietReporter
+
+    class Said(QuietReporter):
+        lines: list[str] = []
+
+        def message(self, text: str) -> None:
+            self.lines.append(text)
+
+    said = Said()
+    run = transferkit.fit(data, backbones=TWO, budget=0.1 / 60, out=str(tmp_path / "runs"), reporter=said, **FAST)
     config = json.loads((run.path / "config.json").read_text())
     advice = config["advice"]
     assert run.strategy == "linear" and "linear instead" in run.strategy_reason and "--budget" in run.strategy_reason
+    # the terminal says what auto chose and why, before training: the decision, not the chart's whole account
+    chose = [line for line in said.lines if line.startswith("auto: linear on ")]
+    assert len(chose) == 1 and advice["backbone"] in chose[0] and "--budget" in chose[0]
     assert config["config"]["model"]["backbone"] == advice["backbone"] == run.config.model.backbone
     # both measured (their estimates, ~0.01 s, fit a third of the budget), least work first
     assert [c["backbone"] for c in advice["candidates"] if c["features"] == "last"] == TWO.split(",")
