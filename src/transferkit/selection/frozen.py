@@ -189,7 +189,7 @@ def frozen_features(
             precision=precision,
             memory_format=fmt,
             reporter=reporter,
-            label=f"{backbone}, {split}",
+            label=f"{backbone} at {size} px, {split}",
             side=side,
         )
         if per_image is not None:
