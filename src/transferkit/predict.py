@@ -92,18 +92,14 @@ def tiny_warning(size: tuple[int, int] | None, image_size: int, data_side: float
     that the answer says little about the picture. data_side: the median short side of the images the model learnt
     from (bundles record it): the bar is then half of that, since a model trained on 64 px tiles read at 192 px
     (features from every depth) was made for 64 px images."""
-    if size is None:
+    side = int(min(data_side, image_size)) if data_side else image_size
+    if size is None or min(size) * 2 >= side:
         return None
     if data_side:
-        if min(size) * 2 >= min(data_side, image_size):
-            return None
         return (
-            f"the image is {size[0]}x{size[1]} px, short side under {int(min(data_side, image_size) // 2)} px (half "
-            f"the {int(min(data_side, image_size))} px of the images the model learnt from): the answer says little "
-            "about it"
+            f"the image is {size[0]}x{size[1]} px, short side under {side // 2} px (half the {side} px of the images "
+            "the model learnt from): the answer says little about it"
         )
-    if min(size) * 2 >= image_size:
-        return None
     return (
         f"the image is {size[0]}x{size[1]} px, short side under {image_size // 2} px (half the model's {image_size} px "
         "input): upscaled this far, the answer says little about it"
@@ -190,8 +186,7 @@ class TorchRunner:
             raise unknown_choice("--precision", precision, PRECISIONS)
         # "auto": what gives fp32's answers on this device (engine/runtime.best_precision, measured in BENCHMARKS.md)
         self.precision = inference_precision(precision, self.device.type)
-
-        self._folded = False
+        self._folded = False  # BatchNorms folded at the first batch (__call__)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
