@@ -81,11 +81,9 @@ def fit(
         from .selection.choose import with_candidate
 
         cfg = with_candidate(cfg, SimpleNamespace(**advice))
-        # what it chose and the decision's own reason (the chart's explanation that follows is in report.json)
-        chose = (
-            f"{strategy.label} on {advice['backbone']} ({advice.get('features', 'last')}) at {advice['image_size']} px"
-        )
-        reporter.message(f"auto: {chose}: {reason.split('; the chart: ')[0]}")
+        from .selection.advise import Advice
+
+        reporter.message(Advice(**advice).summary())  # what it chose and why, in a line (the whole account: report)
     net, bcfg, size = _backbone(cfg, strategy, opened)
     prepared, skipped = _decode(opened, cfg, bcfg, size, measured, reporter, strategy)
     new = run is None

@@ -92,9 +92,18 @@ class Advice:
     gain: dict | None = None  # what a short two-phase gained over frozen features, measured (gain.GainResult)
     features: str = "last"  # --features the run trains on: `auto` measures the chosen one's stages too (choose.py)
     task: str = "classification"  # what the scores are: accuracy, mAP (shares) or R² (a number)
+    decision: str = ""  # the clause that decided, for one terminal line (`reason` has the chart's whole account)
 
     def to_strategy(self) -> Strategy:
         return dataclasses.replace(parse_strategy(self.strategy), backbone_lr_mult=self.backbone_lr_mult)
+
+    def summary(self) -> str:
+        """One line for the terminal: what was chosen, the probe, and the clause that decided."""
+        from ..tasks import get_task
+
+        probe = "" if self.probe_acc is None else f"probe {get_task(self.task).format_score(self.probe_acc)}; "
+        chose = f"{self.strategy} on {self.backbone} ({self.features}) at {self.image_size} px"
+        return f"auto: {chose} ({probe}{self.decision or self.reason})"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,6 +156,7 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         cfg.model.backbone,
         probe_name(d.src.task),
     )
+    decision = reason.split(":")[0]  # the chart's cell, e.g. "small data, different -> finetune", unless overruled
     if chosen is not None and len(table) > 1:
         reason = f"{_choice_text(chosen, table, d.src.task)}; " + reason
     estimate = epochs = gained = None
@@ -157,10 +167,11 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         # fine-tune all: 97.5% [96.0, 99.0] against `linear` on stages features 98.9% [97.9, 99.9], the same
         # 5 splits, BENCHMARKS.md); `linear` also costs a fraction of it
         share = error_share(probe_acc, chance)
-        reason += (
-            f"; but the frozen features leave only {share:.1%} of the errors of guessing (<= {NEAR_PERFECT:.0%}) on "
-            "small data: nothing for fine-tuning to win -> linear"
+        decision = (
+            f"the frozen features leave only {share:.1%} of the errors of guessing (<= {NEAR_PERFECT:.0%}) on small "
+            "data: nothing for fine-tuning to win -> linear"
         )
+        reason += f"; but {decision}"
         name, mult, estimate = "linear", None, 0.0
         image_size = chosen.image_size
     elif chosen is not None and not near_perfect(probe_acc, chance):
@@ -177,7 +188,7 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         name, rung, epochs, why, g = decide_by_gain(
             d, cfg, chosen, table, probe_acc, chance, left, reporter, linear_run=linear_run, linear=(ff, cfg)
         )
-        reason = f"{why}; the chart: {reason}"
+        reason, decision = f"{why}; the chart: {reason}", why
         mult = mult if name != "linear" else None
         if rung is not None:
             spent += rung.measure_seconds
@@ -211,13 +222,15 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
                     c.chosen = c is fits[0]
                 chosen, cfg = fits[0], with_candidate(cfg, fits[0])
                 estimate = estimate_training(chosen, strategy, cfg, n_train, n_val)
-                reason += (
-                    f"; {over}, over the --budget's {duration(left)} left: {chosen.backbone} at "
+                decision = (
+                    f"{over}, over the --budget's {duration(left)} left: {chosen.backbone} at "
                     f"{chosen.image_size}px instead (~{duration(estimate)})"
                 )
+                reason += f"; {decision}"
             else:
                 name, mult, estimate = "linear", None, 0.0
-                reason += f"; {over}, over the --budget's {duration(left)} left: linear instead"
+                decision = f"{over}, over the --budget's {duration(left)} left: linear instead"
+                reason += f"; {decision}"
         image_size = chosen.image_size
     counts = Counter(i for s in d.splits["train"] for i in label_classes(s.label))
     d.nets.clear()  # the networks measured are not held through the training that follows
@@ -225,6 +238,7 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         strategy=name,
         backbone_lr_mult=mult,
         reason=reason,
+        decision=decision,
         size=size,
         similar=similar,
         backbone=cfg.model.backbone,
