@@ -29,7 +29,10 @@ def folded(net: nn.Module, example: torch.Tensor) -> nn.Module:
     pairs, reference = _pairs(net, example)
     if not pairs:
         return net
-    fast = copy.deepcopy(net).eval()
+    try:
+        fast = copy.deepcopy(net).eval()
+    except (RuntimeError, TypeError):  # a module that cannot be copied (a lock, a handle): run it as it is
+        return net
     for conv_name, bn_name in pairs:
         conv, bn = fast.get_submodule(conv_name), fast.get_submodule(bn_name)
         _replace(fast, conv_name, torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn))
