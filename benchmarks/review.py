@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/review.py duplicates                                      # calibration
     .venv/bin/python benchmarks/review.py similarity                                      # index timing
     .venv/bin/python benchmarks/review.py scale                                           # 20k images' arrays
+    .venv/bin/python benchmarks/review.py pixels                                          # tiny images' copies
 
 labels: each set's features as `review` reads them for its label check (efficientnet_lite0 through the store,
 --features auto: from every depth for the 8 px digits, 64 px cats and EuroSAT tiles, the last layer for ants/bees),
@@ -431,6 +432,51 @@ def defects_bench():
     return out
 
 
+def pixels_bench(n=500, copies_of=100):
+    """Near-copies of tiny images in pixel space (core/similar.pixel_features), where the network's features tell
+    them apart by nothing: scikit-learn's digits saved as 32 px images (8 px, nearest-neighbour upscaled, as a
+    user's folder of small scans would hold them); each transform of TRANSFORMS applied to the first `copies_of`,
+    the cosine of each copy's thumbnail to its original's, and each original's nearest *other* original."""
+    import io
+    from types import SimpleNamespace
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from transferkit.core.similar import PIXEL_COSINE, PIXEL_SIDE, pixel_features
+
+    d = load_digits()
+    imgs = [
+        Image.fromarray((a * 16).clip(0, 255).astype(np.uint8)).resize((32, 32), Image.NEAREST).convert("RGB")
+        for a in d.images[:n]
+    ]
+
+    def thumbs(images):
+        return pixel_features(SimpleNamespace(load=lambda i: images[i]), list(range(len(images))))
+
+    def decoded(im, fn):
+        ext, kw, out = fn(im)
+        buf = io.BytesIO()
+        out.save(buf, "JPEG" if ext == "jpg" else "PNG", **kw)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+    x = thumbs(imgs)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -1)
+    nearest = sims.max(1)
+    out = {
+        "images": n, "side": PIXEL_SIDE, "threshold": PIXEL_COSINE,
+        "nearest_other": {"median": float(np.median(nearest)), "max": float(nearest.max()),
+                          "over_threshold": int((nearest >= PIXEL_COSINE).sum())},
+        "copies": {},
+    }  # fmt: skip
+    for name, fn in TRANSFORMS.items():
+        c = (thumbs([decoded(im, fn) for im in imgs[:copies_of]]) * x[:copies_of]).sum(1)
+        out["copies"][name] = {"min": float(c.min()), "caught": float((c >= PIXEL_COSINE).mean())}
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def main(argv):
     cache = None
     if "--cache" in argv:  # --cache DIR: keep each case's out-of-fold scores there (labels only)
@@ -448,6 +494,8 @@ def main(argv):
         return
     elif what == "defects":
         new = {"defects": defects_bench()}
+    elif what == "pixels":
+        new = {"pixels": pixels_bench()}
     elif what == "scale":
         new = {"scale": scale_bench()}
     else:

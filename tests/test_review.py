@@ -366,29 +366,46 @@ def test_multilabel_list_gets_per_label_flips(tmp_path):
     assert "cold" in flagged["blue_01.png"].suggested and "Per-label flips" in flagged["blue_01.png"].reason
 
 
-def test_near_duplicates_are_looked_for_only_where_the_features_tell_images_apart():
+def test_near_duplicates_are_looked_for_where_features_or_pixels_tell_images_apart():
     """Features where a typical image has 10 others within the threshold (upscaled 8 px digits) separate nothing:
-    no near-duplicate groups and a note, where single-linkage used to chain 396 of 500 digits into one conflict.
-    Distinct images with a few copies each are still grouped: a set of duplicates is not a crowd."""
+    single-linkage chained 396 of 500 digits into one conflict. There the pixels are compared (grey 16 px thumbnails):
+    near-copies are grouped, distinct images are not; where the pixels are crowded too, nothing is, with a note.
+    Distinct images with a few copies each are still grouped by their features: a set of duplicates is not a crowd."""
     from types import SimpleNamespace
+
+    from PIL import Image
 
     from transferkit.core.review import _duplicate_items
 
     rng = np.random.default_rng(0)
     n = 60
     keys = [f"a.h5#train[{i}]" for i in range(n)]
-    imgs = SimpleNamespace(identity=lambda key: f"pixels:{key}")  # every image's pixels differ: no exact copies
     rows = [(k, i % 3, "train" if i % 2 else "test") for i, k in enumerate(keys)]
     given = [str(i % 3) for i in range(n)]
     at = {k: i for i, k in enumerate(keys)}
+    crowd = SimpleNamespace(features=np.ones(32) + rng.normal(size=(n, 32)) * 0.1)  # all within cosine ~0.99
 
-    crowd = np.ones(32) + rng.normal(size=(n, 32)) * 0.1  # all within cosine ~0.99 of each other
+    def images(pixels):  # every image's pixels hash differently: no exact copies
+        return SimpleNamespace(
+            identity=lambda key: f"px:{key}", load=lambda key: Image.fromarray(pixels[at[key]]).convert("RGB")
+        )
+
+    noise = rng.integers(0, 256, (n, 24, 24), dtype=np.uint8)
+    for i in (1, 11, 21):  # three near-copies: the image before them, a little noise added
+        noise[i] = np.clip(noise[i - 1].astype(int) + rng.integers(-3, 4, (24, 24)), 0, 255)
     notes: list[str] = []
-    found = _duplicate_items(rows, given, SimpleNamespace(features=crowd), at, imgs, False, 0.85, notes)
-    assert found == [] and "Near-duplicates not checked" in notes[0]
+    found = _duplicate_items(rows, given, crowd, at, images(noise), False, 0.85, notes)
+    assert "by pixels" in notes[0] and {it.group for it in found} == {0, 1, 2}
+    assert sorted(at[it.key] for it in found) == [0, 1, 10, 11, 20, 21] and "pixels within" in found[0].reason
+
+    ramp = np.tile(np.linspace(0, 255, 24), (24, 1))
+    flat = np.clip(ramp + rng.normal(size=(n, 24, 24)), 0, 255).astype(np.uint8)  # the pixels crowd too
+    notes = []
+    assert _duplicate_items(rows, given, crowd, at, images(flat), False, 0.85, notes) == []
+    assert "Near-duplicates not checked" in notes[0]
 
     base = rng.normal(size=(n // 3, 32))  # 20 distinct images, 3 near copies of each
-    copies = np.repeat(base, 3, axis=0) + rng.normal(size=(n, 32)) * 0.01
+    copies = SimpleNamespace(features=np.repeat(base, 3, axis=0) + rng.normal(size=(n, 32)) * 0.01)
     notes = []
-    found = _duplicate_items(rows, given, SimpleNamespace(features=copies), at, imgs, False, 0.85, notes)
+    found = _duplicate_items(rows, given, copies, at, images(noise), False, 0.85, notes)
     assert notes == [] and len({it.group for it in found}) == n // 3 and len(found) == n

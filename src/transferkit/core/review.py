@@ -40,7 +40,7 @@ from .confident import (
     robust_z,
     target_outliers,
 )
-from .similar import DUPLICATE_COSINE, SimilarityIndex, duplicate_pairs, groups_of
+from .similar import DUPLICATE_COSINE, PIXEL_COSINE, SimilarityIndex, duplicate_pairs, groups_of, pixel_features
 
 KINDS = ("label", "conflict", "leak", "exact-duplicate", "duplicate", "outlier")  # the order the table lists them
 OUTLIER_K = 5  # neighbours whose mean distance says how isolated an image is
@@ -447,25 +447,29 @@ def _duplicate_items(rows, given, emb, at, imgs, numeric: bool, threshold: float
     CROWD others within the threshold, it separates nothing (upscaled 8 px digits: the 10th nearest other at a median
     cosine of 0.92-0.94, where photos sit at 0.58 and EuroSAT's tiles at 0.64), and every image would land in one
     chained group (396 of 500 digits, 487 "conflicts"). The 10th, not the nearest: a set where every image has a few
-    copies is a set of duplicates, not one the features cannot separate. Exact copies are found either way."""
+    copies is a set of duplicates, not one the features cannot separate. There the pixels are compared instead
+    (similar.pixel_features: grey 16 px thumbnails, at PIXEL_COSINE), where they in turn tell the images apart.
+    Exact copies are found either way."""
     from ..data.imageset import is_array_key
 
     keys = [r[0] for r in rows]
     hashes = _content_hashes(imgs, keys)
     feat_rows = [i for i, key in enumerate(keys) if key in at]
     x = emb.features[[at[keys[i]] for i in feat_rows]] if feat_rows else None
-    crowd = float(np.median(SimilarityIndex(x).neighbours(CROWD)[0][:, -1])) if len(feat_rows) > CROWD else -1.0
-    if crowd >= threshold:
-        notes.append(
-            f"Near-duplicates not checked: a typical image has {CROWD} others within cosine {threshold:g} (its "
-            f"{CROWD}th nearest at {crowd:.2f}), so these features do not tell this data's images apart (tiny or "
-            "flat images); identical copies are still found."
-        )
-    pairs = (
-        [(feat_rows[a], feat_rows[b], s) for a, b, s in duplicate_pairs(x, threshold)]
-        if feat_rows and crowd < threshold
-        else []
-    )
+    near_what = f"features within cosine {threshold:g}"
+    if _crowded(x, threshold):
+        crowd = f"a typical image has {CROWD} others within cosine {threshold:g} of its features"
+        x, threshold = pixel_features(imgs, [keys[i] for i in feat_rows]), PIXEL_COSINE
+        if _crowded(x, threshold):
+            notes.append(
+                f"Near-duplicates not checked: {crowd}, and of its pixels too (tiny or flat images): they tell this "
+                "data's images apart by neither; identical copies are still found."
+            )
+            x = None
+        else:
+            notes.append(f"Near-duplicates by pixels: {crowd}, so grey 16 px thumbnails are compared instead.")
+            near_what = f"pixels within cosine {threshold:g} (grey 16 px thumbnails)"
+    pairs = [(feat_rows[a], feat_rows[b], s) for a, b, s in duplicate_pairs(x, threshold)] if x is not None else []
     by_hash: dict[str, list[int]] = {}
     for i, h in enumerate(hashes):
         if h is not None:
@@ -486,11 +490,7 @@ def _duplicate_items(rows, given, emb, at, imgs, numeric: bool, threshold: float
             labels = labels if vals and max(vals) - min(vals) > 1e-9 * max(1.0, abs(max(vals))) else {given[members[0]]}
         splits = {rows[i][2] for i in members if rows[i][2] is not None}
         same = len({hashes[i] for i in members}) == 1 and hashes[members[0]] is not None
-        what = (
-            ("identical " + ("pixels" if is_array_key(keys[members[0]]) else "bytes"))
-            if same
-            else (f"features within cosine {threshold:g}")
-        )
+        what = ("identical " + ("pixels" if is_array_key(keys[members[0]]) else "bytes")) if same else near_what
         if len(labels - {None}) > 1:
             kind = "conflict"
             reason = f"{len(members)} images with {what} but different labels: {', '.join(sorted(map(str, labels)))}."
@@ -505,6 +505,13 @@ def _duplicate_items(rows, given, emb, at, imgs, numeric: bool, threshold: float
         for i in members:
             out.append(Issue(keys[i], kind, round(float(best.get(i, 1.0)), 4), given[i], None, g, reason, rows[i][2]))
     return out
+
+
+def _crowded(x, threshold: float) -> bool:
+    """Whether a typical row has CROWD others at or above `threshold`: then it separates nothing."""
+    if x is None or len(x) <= CROWD:
+        return False
+    return float(np.median(SimilarityIndex(x).neighbours(CROWD)[0][:, -1])) >= threshold
 
 
 def _content_hashes(imgs, keys: list[str]) -> list[str | None]:

@@ -40,6 +40,29 @@ FAISS_ABOVE = 20_000  # exact NumPy search costs ~N*F flops per query: at 20k x 
 # blue squares are near-duplicates to any feature extractor) and a JPEG q50 copy of a tile falls to 0.34-0.94; those
 # groups are reported as what they are.
 DUPLICATE_COSINE = 0.85
+# Where those features tell nothing apart (tiny upscaled images: review's CROWD check), near-copies are looked for in
+# the pixels: each image as a PIXEL_SIDE x PIXEL_SIDE grey thumbnail, centred and L2-normalised. On 500 scikit-learn
+# digits saved as 32 px PNGs (benchmarks/review.py `pixels`): JPEG q50 / q90 re-encodes and half / double
+# resizes of a digit are at 0.996 or more to it (all caught), the nearest *different* digit at most 0.985 (none over);
+# a 90% centre crop (one pixel off each side of 32) is at 0.97 or more, caught on 37%.
+PIXEL_SIDE, PIXEL_COSINE = 16, 0.99
+
+
+def pixel_features(images, keys, side: int = PIXEL_SIDE) -> np.ndarray:
+    """(N, side * side) float32: each image of `images` (an ImageSet) as a grey side x side thumbnail (bilinear),
+    less its mean and scaled to unit length, so a cosine compares shapes whatever the brightness. An image that
+    cannot be read is a zero row (similar to nothing)."""
+    from PIL import Image
+
+    out = np.zeros((len(keys), side * side), np.float32)
+    for n, key in enumerate(keys):
+        try:
+            grey = images.load(key).convert("L").resize((side, side), Image.BILINEAR)
+        except Exception:  # noqa: BLE001 - the review lists unreadable images already; here it matches nothing
+            continue
+        g = np.asarray(grey, dtype=np.float32).ravel()
+        out[n] = g - g.mean()
+    return normalise(out)
 
 
 def normalise(features) -> np.ndarray:
