@@ -13,6 +13,15 @@ def _batchnorms(net: nn.Module) -> int:
     return sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
 
 
+def _random_statistics(net: nn.Module) -> None:
+    """Random running statistics on a net built without weights, so that a wrong fold cannot pass as the identity."""
+    g = torch.Generator().manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
 @pytest.mark.parametrize(
     "name,pretrained,features",
     [
@@ -28,12 +37,8 @@ def test_folding_removes_the_batchnorms_and_keeps_the_features(name, pretrained,
 
     net, cfg = create_backbone(name, pretrained=pretrained, features=features)
     net = remove_classifier(net, cfg).eval()
-    if not pretrained:  # random running statistics, so that a wrong fold could not pass as the identity
-        g = torch.Generator().manual_seed(0)
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    if not pretrained:
+        _random_statistics(net)
     before = _batchnorms(net)
     x = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
     fast = folded(net, x[:1])
@@ -80,8 +85,9 @@ def test_extraction_through_the_store_matches_the_plain_forward_pass(tmp_path):
     from transferkit.engine.features import cached_features
     from transferkit.progress import QuietReporter
 
-    net, cfg = create_backbone("efficientnet_lite0", pretrained=True)
+    net, cfg = create_backbone("efficientnet_lite0", pretrained=False)
     net = remove_classifier(net, cfg).eval()
+    _random_statistics(net)
     x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     data = torch.utils.data.TensorDataset(x, torch.zeros(5))
     out, _ = cached_features(
@@ -92,3 +98,20 @@ def test_extraction_through_the_store_matches_the_plain_forward_pass(tmp_path):
     with torch.no_grad():
         want = net(x)
     assert _batchnorms(net) > 0 and torch.allclose(out, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_the_same_weights_are_folded_once_and_changed_weights_again():
+    """Split after split (train, val, test) the folded copy is reused; after an optimizer step it is made anew."""
+    from transferkit.engine.fuse import folded
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    net[1].running_mean.fill_(0.3)
+    x = torch.randn(2, 3, 8, 8)
+    first = folded(net, x[:1])
+    assert first is not net and folded(net, x[:1]) is first
+    with torch.no_grad():
+        net[0].weight.mul_(2.0)  # what a training step does: in place
+    again = folded(net, x[:1])
+    assert again is not first
+    with torch.no_grad():
+        assert torch.allclose(again(x), net(x), atol=1e-5) and not torch.allclose(first(x), net(x), atol=1e-3)

@@ -18,14 +18,33 @@ original's, else the original is used as it is.
 from __future__ import annotations
 
 import copy
+import itertools
+import weakref
 
 import torch
 from torch import nn
 
+# net -> (its tensors' addresses and versions when folded, the folded copy or None for "the net itself"): a net
+# extracted split after split (train, val, test; auto's candidates) is copied and folded once (efficientnet_lite2:
+# ~0.1 s each time), and again only once its weights changed (an optimizer step bumps a tensor's version; a move to
+# another device gives it another address)
+_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 def folded(net: nn.Module, example: torch.Tensor) -> nn.Module:
     """An eval-mode copy of `net` with its conv -> BatchNorm pairs folded, or `net` when there are none or the copy's
-    output on `example` (one or a few inputs, on the net's device) differs from the original's."""
+    output on `example` (one or a few inputs, on the net's device) differs from the original's. The same copy for the
+    same weights (`_FOLDED`)."""
+    state = tuple((t.data_ptr(), t._version) for t in itertools.chain(net.parameters(), net.buffers()))
+    kept = _FOLDED.get(net)
+    if kept is not None and kept[0] == state:
+        return kept[1] if kept[1] is not None else net
+    fast = _fold(net, example)
+    _FOLDED[net] = (state, fast if fast is not net else None)  # never the key itself: it would never be collected
+    return fast
+
+
+def _fold(net: nn.Module, example: torch.Tensor) -> nn.Module:
     pairs, reference = _pairs(net, example)
     if not pairs:
         return net
