@@ -375,7 +375,7 @@ def test_near_duplicates_are_looked_for_where_features_or_pixels_tell_images_apa
 
     from PIL import Image
 
-    from transferkit.core.review import _duplicate_items
+    from transferkit.core.review import _duplicate_items, _neighbours
 
     rng = np.random.default_rng(0)
     n = 60
@@ -394,18 +394,20 @@ def test_near_duplicates_are_looked_for_where_features_or_pixels_tell_images_apa
     for i in (1, 11, 21):  # three near-copies: the image before them, a little noise added
         noise[i] = np.clip(noise[i - 1].astype(int) + rng.integers(-3, 4, (24, 24)), 0, 255)
     notes: list[str] = []
-    found = _duplicate_items(rows, given, crowd, at, images(noise), False, 0.85, notes)
+    found = _duplicate_items(rows, given, crowd, at, images(noise), False, 0.85, notes, _neighbours(rows, crowd, at))
     assert "by pixels" in notes[0] and {it.group for it in found} == {0, 1, 2}
     assert sorted(at[it.key] for it in found) == [0, 1, 10, 11, 20, 21] and "pixels within" in found[0].reason
 
     ramp = np.tile(np.linspace(0, 255, 24), (24, 1))
     flat = np.clip(ramp + rng.normal(size=(n, 24, 24)), 0, 255).astype(np.uint8)  # the pixels crowd too
     notes = []
-    assert _duplicate_items(rows, given, crowd, at, images(flat), False, 0.85, notes) == []
+    assert (
+        _duplicate_items(rows, given, crowd, at, images(flat), False, 0.85, notes, _neighbours(rows, crowd, at)) == []
+    )
     assert "Near-duplicates not checked" in notes[0]
 
     base = rng.normal(size=(n // 3, 32))  # 20 distinct images, 3 near copies of each
     copies = SimpleNamespace(features=np.repeat(base, 3, axis=0) + rng.normal(size=(n, 32)) * 0.01)
     notes = []
-    found = _duplicate_items(rows, given, copies, at, images(noise), False, 0.85, notes)
+    found = _duplicate_items(rows, given, copies, at, images(noise), False, 0.85, notes, _neighbours(rows, copies, at))
     assert notes == [] and len({it.group for it in found}) == n // 3 and len(found) == n

@@ -186,8 +186,9 @@ def review(
     else:
         scores_from = "none"
 
-    items += _duplicate_items(rows, given, emb, at, imgs, kinds == "value", duplicate_threshold, notes)
-    items += _outlier_items(rows, given, emb, at, classes if labelled else [], outlier_z)
+    near = _neighbours(rows, emb, at)  # one search for both: is the data crowded, how isolated is each image
+    items += _duplicate_items(rows, given, emb, at, imgs, kinds == "value", duplicate_threshold, notes, near)
+    items += _outlier_items(rows, given, at, classes if labelled else [], outlier_z, near)
     row_of = {r[0]: i for i, r in enumerate(rows)}
     for key, why in emb.skipped:  # an image nothing can learn from: listed so that it can be excluded
         i = row_of.get(key)
@@ -440,7 +441,14 @@ def _bundle_scores(model, src, rows, classes, task, cfg) -> np.ndarray:
     return out[:, [p.classes.index(c) for c in classes]]
 
 
-def _duplicate_items(rows, given, emb, at, imgs, numeric: bool, threshold: float, notes: list) -> list[Issue]:
+def _neighbours(rows, emb, at) -> tuple[np.ndarray, np.ndarray] | None:
+    """(similarities, indices) of each readable image's max(CROWD, OUTLIER_K) nearest others by its features, rows in
+    `rows` order (the images with features); None for fewer than two."""
+    x = emb.features[[at[key] for key, _, _ in rows if key in at]]
+    return SimilarityIndex(x).neighbours(max(CROWD, OUTLIER_K)) if len(x) > 1 else None
+
+
+def _duplicate_items(rows, given, emb, at, imgs, numeric: bool, threshold: float, notes: list, near) -> list[Issue]:
     """Near-duplicate (features) and exact (bytes or pixels) groups, each kind decided by what its members share.
 
     Near-duplicates only where the features tell this data's images apart: when a typical image (the median) has
@@ -457,10 +465,10 @@ def _duplicate_items(rows, given, emb, at, imgs, numeric: bool, threshold: float
     feat_rows = [i for i, key in enumerate(keys) if key in at]
     x = emb.features[[at[keys[i]] for i in feat_rows]] if feat_rows else None
     near_what = f"features within cosine {threshold:g}"
-    if _crowded(x, threshold):
+    if _crowded(near, threshold):
         crowd = f"a typical image has {CROWD} others within cosine {threshold:g} of its features"
         x, threshold = pixel_features(imgs, [keys[i] for i in feat_rows]), PIXEL_COSINE
-        if _crowded(x, threshold):
+        if _crowded(SimilarityIndex(x).neighbours(CROWD), threshold):
             notes.append(
                 f"Near-duplicates not checked: {crowd}, and of its pixels too (tiny or flat images): they tell this "
                 "data's images apart by neither; identical copies are still found."
@@ -507,11 +515,12 @@ def _duplicate_items(rows, given, emb, at, imgs, numeric: bool, threshold: float
     return out
 
 
-def _crowded(x, threshold: float) -> bool:
-    """Whether a typical row has CROWD others at or above `threshold`: then it separates nothing."""
-    if x is None or len(x) <= CROWD:
+def _crowded(near, threshold: float) -> bool:
+    """Whether a typical row has CROWD others at or above `threshold` (near: `SimilarityIndex.neighbours` of at
+    least CROWD): then it separates nothing."""
+    if near is None or near[0].shape[1] < CROWD:
         return False
-    return float(np.median(SimilarityIndex(x).neighbours(CROWD)[0][:, -1])) >= threshold
+    return float(np.median(near[0][:, CROWD - 1])) >= threshold
 
 
 def _content_hashes(imgs, keys: list[str]) -> list[str | None]:
@@ -526,14 +535,12 @@ def _content_hashes(imgs, keys: list[str]) -> list[str | None]:
     return out
 
 
-def _outlier_items(rows, given, emb, at, classes, z_cut: float) -> list[Issue]:
+def _outlier_items(rows, given, at, classes, z_cut: float, near) -> list[Issue]:
     keys = [r[0] for r in rows]
     idx = [i for i, key in enumerate(keys) if key in at]
     if len(idx) <= OUTLIER_K + 1:
         return []
-    x = emb.features[[at[keys[i]] for i in idx]]
-    index = SimilarityIndex(x)
-    sims, nbrs = index.neighbours(OUTLIER_K)
+    sims, nbrs = near[0][:, :OUTLIER_K], near[1][:, :OUTLIER_K]  # the nearest first
     dist = 1.0 - sims.mean(axis=1)
     z = robust_z(dist)
     typical = float(np.median(dist))
