@@ -115,7 +115,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path, help="A transferkit .onnx export.")
     ap.add_argument("images", type=Path, nargs="+", help="Image files or folders.")
-    ap.add_argument("--top-k", "-k", type=int, default=3)
+    ap.add_argument("--top-k", "-k", type=int, default=5)  # as `transferkit predict` (TOP_K)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", action="store_true", help="Print one JSON list, as `transferkit predict --json`.")
     args = ap.parse_args()

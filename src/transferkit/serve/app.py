@@ -37,6 +37,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
 
 from .. import __version__
+from ..config import TOP_K
 from ..data.images import ImageTooLarge, check_size, open_rgb
 from ..errors import TransferkitError
 from ..export.runner import Preprocess
@@ -409,7 +410,7 @@ def create_app(
         summary="Predict images (the class, the value or the labels): multipart field `file` (repeatable), or JSON "
         "with base64 images.",
     )
-    async def predict(request: Request, top_k: int = 5) -> list[dict]:
+    async def predict(request: Request, top_k: int = TOP_K) -> list[dict]:
         uploads = await _uploads(request, limits)
         if not uploads:
             raise HTTPException(
