@@ -49,7 +49,10 @@ def test_backbones_are_checked_before_any_data_is_read(tmp_path):
 
 def test_input_sizes_follow_the_data_and_upscale_small_images_once():
     cfg = cfg_with()
-    assert input_sizes(cfg, 369, 224) == [224]  # photos: the backbone's own size
+    assert input_sizes(cfg, 374, 224) == [224, 288]  # photos: the backbone's own size and 1.25x it (FixRes)
+    assert input_sizes(cfg, 374, 260, 0.89) == [260, 320]  # lite2: 325 -> 320, resized to 359 px of the 374
+    assert input_sizes(cfg, 300, 224) == [224, 256]  # 288 would need 329 px: as large as the photos hold
+    assert input_sizes(cfg, 250, 224) == [224]  # photos barely the input's size: nothing larger to read
     assert input_sizes(cfg, 64, 224) == [64, 128]  # satellite tiles: their size and twice it
     assert input_sizes(cfg, 64, 100) == [64, 100]  # twice, but never past the backbone's
     assert input_sizes(cfg, 8, 224) == [64]  # 8 px digits: 64 is already 8x; 4x the side (32) allows no more
