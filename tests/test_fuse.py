@@ -115,3 +115,17 @@ def test_the_same_weights_are_folded_once_and_changed_weights_again():
     assert again is not first
     with torch.no_grad():
         assert torch.allclose(again(x), net(x), atol=1e-5) and not torch.allclose(first(x), net(x), atol=1e-3)
+
+
+def test_a_short_pass_runs_the_net_as_it_is_unless_a_copy_exists():
+    """Folding pays back only over enough pixels (FOLD_MIN_PIXELS): a short pass gets the net itself; once a longer
+    pass folded these weights, the short one reuses that copy (it costs nothing more)."""
+    from transferkit.engine.fuse import FOLD_MIN_PIXELS, folded
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    net[1].running_mean.fill_(0.3)
+    x = torch.randn(2, 3, 8, 8)
+    assert folded(net, x[:1], pixels=FOLD_MIN_PIXELS - 1) is net  # 200 tiles of 64 px: 0.8M pixels
+    fast = folded(net, x[:1], pixels=FOLD_MIN_PIXELS)
+    assert fast is not net and _batchnorms(fast) == 0
+    assert folded(net, x[:1], pixels=1) is fast
