@@ -223,7 +223,7 @@ def _targets(data: Data, labels) -> np.ndarray:
 def domain_shift(data: Data, backbone: str, cfg: RunConfig, n: int = 32) -> tuple[float | None, BackboneCfg, int]:
     """(`bn_shift` of `n` training images, the backbone's cfg, the input size). Uses the decoded training images when
     `frozen_features` has made them, else decodes only those `n`. Measured at most at the backbone's own input size,
-    where the chart's line was drawn (a photo's larger FixRes input, choose.FIXRES, would only cost 1.5x more)."""
+    where the chart's line was drawn (a photo's FixRes input, choose.FIXRES, would cost 1.5x as much)."""
     import torch
 
     from ..data.dataset import DecodedImages
