@@ -243,6 +243,10 @@ def test_cli_rank_and_advise(tmp_path):
     assert rows[0]["backbone"] == "efficientnet_lite0" and rows[0]["recommended"]
     table = cli("advise", data, "--image-size", "32").stdout
     assert "Strategy:" in table and "domain shift" in table
+    # auto's own options: which backbones it chooses among, and its budget
+    two = "efficientnet_lite0,efficientnet_lite1"
+    said = json.loads(cli("advise", data, "--image-size", "32", "--backbones", two, "--budget", "3", "--json").stdout)
+    assert {c["backbone"] for c in said["candidates"]} == set(two.split(",")) and said["budget_minutes"] == 3
     bad = cli("rank", data, "--candidates", "efficientnet_lite9", check=False)
     assert bad.returncode == 2 and "Did you mean" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -97,7 +97,7 @@ COMMANDS: dict[str, tuple[type, Select | None]] = {
     "serve": (ServeOptions, None),
     "doctor": (DoctorOptions, lambda f: data_source(f) or f.name in ("image_size", "task", "split", "seed")),
     "rank": (RankOptions, measuring),
-    "advise": (AdviseOptions, lambda f: measuring(f) or f.name == "backbone"),
+    "advise": (AdviseOptions, lambda f: measuring(f) or f.name in ("backbone", "backbones", "budget")),  # auto's own
     # compare varies the strategy, the backbone and the seed itself, and names its own folder
     "compare": (CompareOptions, all_but("strategy", "backbone", "backbones", "seed", "out", "name", "quiet")),
     "review": (ReviewOptions, lambda f: measuring(f) or f.name == "backbone"),
