@@ -22,6 +22,10 @@ def test_advise_digits_keeps_a_linear_head_on_features_from_every_depth(tmp_path
 
 
 def test_advise_hymenoptera_keeps_the_features():
-    advice = transferkit.advise(shared("hymenoptera"), quiet=True)
+    # one backbone keeps it short (the three are BENCHMARKS.md's); its photos (374 px) are also measured at 1.25x
+    # its input (FixRes), the shift at the input itself
+    advice = transferkit.advise(shared("hymenoptera"), backbones="efficientnet_lite0", quiet=True)
     assert advice.similar and advice.shift < 0.3 and advice.probe_acc > 0.9, advice.reason  # measured 0.07, 94.1%
     assert advice.strategy == "linear" or advice.strategy in ("two-phase", "freeze:2"), advice.reason
+    measured = {(c["image_size"], c["features"]) for c in advice.candidates if c["score"] is not None}
+    assert {(224, "last"), (288, "last")} <= measured and advice.image_size in (224, 288), advice.candidates
