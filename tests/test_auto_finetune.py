@@ -240,5 +240,10 @@ def test_scores_are_shown_as_their_task_gives_them(tiny_folder, monkeypatch):
 
     assert "375 training images (300-1000: medium)" in decide(375, 0.1, 0.5, 0.0, 573, 7, probe_name="R²")[4]
     assert "122 training images per class" in decide(122, 0.1, 0.97, 0.54, 300, 7)[4]
+    from transferkit.selection.advise import chart_cell
+
+    name, _, size, similar, reason = decide(50, 0.5, None, None, 100, 7)  # small, different: freeze:K, a colon in it
+    assert name == "freeze:2" and reason.startswith(chart_cell(size, similar, name) + ": ")
+    assert chart_cell(size, similar, name) == "small data, different -> freeze:2"  # the one-line decision's words
     text = shown(n_classes=2, per_class=122, smallest_class=110, probe_acc=0.97, chance_acc=0.54)
     assert "accuracy 97.0% (commonest class: 54.0%)" in text and "(+6.0 points" in text

@@ -156,7 +156,7 @@ def advise_opened(d, cfg: RunConfig, reporter=None) -> Advice:
         cfg.model.backbone,
         probe_name(d.src.task),
     )
-    decision = reason.split(":")[0]  # the chart's cell, e.g. "small data, different -> finetune", unless overruled
+    decision = chart_cell(size, similar, name)  # what decided, unless a measurement or the budget overrules it
     if chosen is not None and len(table) > 1:
         reason = f"{_choice_text(chosen, table, d.src.task)}; " + reason
     estimate = epochs = gained = None
@@ -342,8 +342,13 @@ def decide(
     mult = None if similar else DIFFERENT_LR_MULT
     if mult is not None:
         why.append(f"pretrained layers at {mult}x the head's LR (they must move further)")
-    reason = f"{size} data, {'similar' if similar else 'different'} -> {name}: " + "; ".join(why)
+    reason = f"{chart_cell(size, similar, name)}: " + "; ".join(why)
     return name, mult, size, similar, reason
+
+
+def chart_cell(size: str, similar: bool, name: str) -> str:
+    """The chart's cell that named the strategy, e.g. "small data, different -> freeze:2"."""
+    return f"{size} data, {'similar' if similar else 'different'} -> {name}"
 
 
 def _band_text(per_class: float) -> str:
