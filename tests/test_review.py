@@ -385,6 +385,10 @@ def test_near_duplicates_are_looked_for_where_features_or_pixels_tell_images_apa
     at = {k: i for i, k in enumerate(keys)}
     crowd = SimpleNamespace(features=np.ones(32) + rng.normal(size=(n, 32)) * 0.1)  # all within cosine ~0.99
 
+    def duplicates(emb, imgs, notes):  # the features' rows, their neighbours, then the groups, as `review` calls them
+        held, x, near = _neighbours(rows, emb, at)
+        return _duplicate_items(rows, given, held, x, imgs, False, 0.85, notes, near)
+
     def images(pixels):  # every image's pixels hash differently: no exact copies
         return SimpleNamespace(
             identity=lambda key: f"px:{key}", load=lambda key: Image.fromarray(pixels[at[key]]).convert("RGB")
@@ -394,20 +398,18 @@ def test_near_duplicates_are_looked_for_where_features_or_pixels_tell_images_apa
     for i in (1, 11, 21):  # three near-copies: the image before them, a little noise added
         noise[i] = np.clip(noise[i - 1].astype(int) + rng.integers(-3, 4, (24, 24)), 0, 255)
     notes: list[str] = []
-    found = _duplicate_items(rows, given, crowd, at, images(noise), False, 0.85, notes, _neighbours(rows, crowd, at))
+    found = duplicates(crowd, images(noise), notes)
     assert "by pixels" in notes[0] and {it.group for it in found} == {0, 1, 2}
     assert sorted(at[it.key] for it in found) == [0, 1, 10, 11, 20, 21] and "pixels within" in found[0].reason
 
     ramp = np.tile(np.linspace(0, 255, 24), (24, 1))
     flat = np.clip(ramp + rng.normal(size=(n, 24, 24)), 0, 255).astype(np.uint8)  # the pixels crowd too
     notes = []
-    assert (
-        _duplicate_items(rows, given, crowd, at, images(flat), False, 0.85, notes, _neighbours(rows, crowd, at)) == []
-    )
+    assert duplicates(crowd, images(flat), notes) == []
     assert "Near-duplicates not checked" in notes[0]
 
     base = rng.normal(size=(n // 3, 32))  # 20 distinct images, 3 near copies of each
     copies = SimpleNamespace(features=np.repeat(base, 3, axis=0) + rng.normal(size=(n, 32)) * 0.01)
     notes = []
-    found = _duplicate_items(rows, given, copies, at, images(noise), False, 0.85, notes, _neighbours(rows, copies, at))
+    found = duplicates(copies, images(noise), notes)
     assert notes == [] and len({it.group for it in found}) == n // 3 and len(found) == n

@@ -186,9 +186,9 @@ def review(
     else:
         scores_from = "none"
 
-    near = _neighbours(rows, emb, at)  # one search for both: is the data crowded, how isolated is each image
-    items += _duplicate_items(rows, given, emb, at, imgs, kinds == "value", duplicate_threshold, notes, near)
-    items += _outlier_items(rows, given, at, classes if labelled else [], outlier_z, near)
+    held, x, near = _neighbours(rows, emb, at)  # one search for both: is the data crowded, how isolated is each
+    items += _duplicate_items(rows, given, held, x, imgs, kinds == "value", duplicate_threshold, notes, near)
+    items += _outlier_items(rows, given, held, classes if labelled else [], outlier_z, near)
     row_of = {r[0]: i for i, r in enumerate(rows)}
     for key, why in emb.skipped:  # an image nothing can learn from: listed so that it can be excluded
         i = row_of.get(key)
@@ -441,14 +441,15 @@ def _bundle_scores(model, src, rows, classes, task, cfg) -> np.ndarray:
     return out[:, [p.classes.index(c) for c in classes]]
 
 
-def _neighbours(rows, emb, at) -> tuple[np.ndarray, np.ndarray] | None:
-    """(similarities, indices) of each readable image's max(CROWD, OUTLIER_K) nearest others by its features, rows in
-    `rows` order (the images with features); None for fewer than two."""
-    x = emb.features[[at[key] for key, _, _ in rows if key in at]]
-    return SimilarityIndex(x).neighbours(max(CROWD, OUTLIER_K)) if len(x) > 1 else None
+def _neighbours(rows, emb, at) -> tuple[list[int], np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """(held: the indices in `rows` of the images with features, x: their features, near: (similarities, indices)
+    of each one's max(CROWD, OUTLIER_K) nearest others, None for fewer than two), rows of x and near in held order."""
+    held = [i for i, (key, _, _) in enumerate(rows) if key in at]
+    x = emb.features[[at[rows[i][0]] for i in held]]
+    return held, x, (SimilarityIndex(x).neighbours(max(CROWD, OUTLIER_K)) if len(x) > 1 else None)
 
 
-def _duplicate_items(rows, given, emb, at, imgs, numeric: bool, threshold: float, notes: list, near) -> list[Issue]:
+def _duplicate_items(rows, given, held, x, imgs, numeric: bool, threshold: float, notes: list, near) -> list[Issue]:
     """Near-duplicate (features) and exact (bytes or pixels) groups, each kind decided by what its members share.
 
     Near-duplicates only where the features tell this data's images apart: when a typical image (the median) has
@@ -462,12 +463,11 @@ def _duplicate_items(rows, given, emb, at, imgs, numeric: bool, threshold: float
 
     keys = [r[0] for r in rows]
     hashes = _content_hashes(imgs, keys)
-    feat_rows = [i for i, key in enumerate(keys) if key in at]
-    x = emb.features[[at[keys[i]] for i in feat_rows]] if feat_rows else None
+    x = x if held else None
     near_what = f"features within cosine {threshold:g}"
     if _crowded(near, threshold):
         crowd = f"a typical image has {CROWD} others within cosine {threshold:g} of its features"
-        x, threshold = pixel_features(imgs, [keys[i] for i in feat_rows]), PIXEL_COSINE
+        x, threshold = pixel_features(imgs, [keys[i] for i in held]), PIXEL_COSINE
         if _crowded(SimilarityIndex(x).neighbours(CROWD), threshold):
             notes.append(
                 f"Near-duplicates not checked: {crowd}, and of its pixels too (tiny or flat images): they tell this "
@@ -477,7 +477,7 @@ def _duplicate_items(rows, given, emb, at, imgs, numeric: bool, threshold: float
         else:
             notes.append(f"Near-duplicates by pixels: {crowd}, so grey 16 px thumbnails are compared instead.")
             near_what = f"pixels within cosine {threshold:g} (grey 16 px thumbnails)"
-    pairs = [(feat_rows[a], feat_rows[b], s) for a, b, s in duplicate_pairs(x, threshold)] if x is not None else []
+    pairs = [(held[a], held[b], s) for a, b, s in duplicate_pairs(x, threshold)] if x is not None else []
     by_hash: dict[str, list[int]] = {}
     for i, h in enumerate(hashes):
         if h is not None:
@@ -535,9 +535,8 @@ def _content_hashes(imgs, keys: list[str]) -> list[str | None]:
     return out
 
 
-def _outlier_items(rows, given, at, classes, z_cut: float, near) -> list[Issue]:
+def _outlier_items(rows, given, idx, classes, z_cut: float, near) -> list[Issue]:
     keys = [r[0] for r in rows]
-    idx = [i for i, key in enumerate(keys) if key in at]
     if len(idx) <= OUTLIER_K + 1:
         return []
     sims, nbrs = near[0][:, :OUTLIER_K], near[1][:, :OUTLIER_K]  # the nearest first
