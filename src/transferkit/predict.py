@@ -193,7 +193,8 @@ class TorchRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
         if not self._folded and len(x):  # BatchNorms folded into their convolutions at the first batch: the same
-            # answers, 1.2x faster on a CPU (engine/fuse.py checks the copy against the model on this batch's first image)
+            # answers, 1.2x faster on a CPU (engine/fuse.py checks the copy against the model on this batch's first
+            # image)
             from .engine.fuse import folded
 
             self.model, self._folded = folded(self.model, x[:1]), True

@@ -61,8 +61,9 @@ def embed(
 
     image_size None follows the images (their median short side, at least 64 px, at most the backbone's input; 3x
     that side for features from several depths, depth.input_side), as `train` chooses it; features: the backbone's
-    pooled last layer, or `stages` / `stages+last` as `--features` pools them; precision auto is the run's feature precision (fp32 on CPUs). The result's rows are what
-    `train --strategy linear` would compute for the same images at the same settings, and are shared with it.
+    pooled last layer, or `stages` / `stages+last` as `--features` pools them; precision auto is the run's feature
+    precision (fp32 on CPUs). The result's rows are what `train --strategy linear` would compute for the same images
+    at the same settings, and are shared with it.
     """
     import torch
 
