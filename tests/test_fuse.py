@@ -129,3 +129,26 @@ def test_a_short_pass_runs_the_net_as_it_is_unless_a_copy_exists():
     fast = folded(net, x[:1], pixels=FOLD_MIN_PIXELS)
     assert fast is not net and _batchnorms(fast) == 0
     assert folded(net, x[:1], pixels=1) is fast
+
+
+def test_a_predictor_folds_once_the_images_it_ran_reach_the_pixels_that_pay_back(monkeypatch):
+    """predict.TorchRunner: a one-image predict runs the bundle's net as it is; `serve` or a folder, once the images
+    run reach FOLD_MIN_PIXELS, gets the folded copy, with the same answers."""
+    from transferkit.engine import fuse
+    from transferkit.predict import TorchRunner
+
+    monkeypatch.setattr("transferkit.predict.FOLD_MIN_PIXELS", 3 * 16 * 16)  # three 16 px images
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    net[1].running_mean.fill_(0.3)
+    fuse._FOLDED.pop(net, None)
+    runner = TorchRunner(net, device="cpu", precision="fp32")
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = net(x)
+    first = runner(x[:1])
+    assert runner.model is net and _batchnorms(runner.model) == 1  # one image: no copy made
+    runner(x[1:2])
+    assert runner.model is net
+    rest = runner(x[2:])  # the third and fourth image: 4 x 256 pixels >= 3 x 256
+    assert runner.model is not net and _batchnorms(runner.model) == 0
+    assert torch.allclose(torch.cat([first, rest]), want[[0, 2, 3]], atol=1e-5)
