@@ -52,10 +52,13 @@ def review(tmp_path):
 
 
 def read_csv(path: Path) -> dict[str, str]:
+    """A list file a page wrote: path (as an absolute path, whether written relative to the file or not) -> label."""
+    import os
+
     with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+        rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
     assert rows[0] == ["path", "label"]
-    return dict(rows[1:])
+    return {os.path.normpath(os.path.join(path.parent, p)): label for p, label in rows[1:]}
 
 
 # ---- the journal ----------------------------------------------------------------------------------------------------
@@ -132,7 +135,7 @@ def test_the_exported_list_is_what_train_reads(review):
     client.post("/api/export")
     rows = read_list(out / "cleaned.csv", None, None, [])
     assert len(rows) == 12 and {r.label for r in rows} == {"red", "green", "blue"}
-    assert next(r.label for r in rows if r.path == key) == "green"
+    assert next(r.label for r in rows if str((out / r.path).resolve()) == key) == "green"  # relative to the list
 
 
 def test_review_refuses_what_it_cannot_do(review):

@@ -229,7 +229,9 @@ def test_review_finds_duplicates_conflicts_unreadable_and_changes_nothing(folder
     decisions[str(folder_with_defects / "blue" / "looks_green.png")] = ("relabel", "green")
     decisions[str(folder_with_defects / "green" / "odd.png")] = "exclude"  # the page's form
     counts = write_fix_list(r, decisions, tmp_path / "cleaned.csv")
-    lines = {row["path"]: row["label"] for row in csv.DictReader(open(tmp_path / "cleaned.csv"))}
+    with open(tmp_path / "cleaned.csv") as f:  # paths relative to the list, as `train` reads them
+        assert f.readline().startswith("# written by transferkit review")
+        lines = {str((tmp_path / row["path"]).resolve()): row["label"] for row in csv.DictReader(f)}
     assert lines[str(folder_with_defects / "blue" / "looks_green.png")] == "green"
     assert str(folder_with_defects / "green" / "odd.png") not in lines
     assert counts["written"] == len(lines) == len(r.images) - counts["exclude"]
@@ -239,6 +241,26 @@ def test_review_finds_duplicates_conflicts_unreadable_and_changes_nothing(folder
     assert sum(len(v) for v in src.splits.values()) == len(lines)
     with pytest.raises(DataError, match="not a class"):
         write_fix_list(r, {str(folder_with_defects / "red" / "red_01.png"): ("relabel", "purple")}, tmp_path / "x.csv")
+
+
+def test_a_fix_list_of_data_given_relative_to_here_reads_from_anywhere(tmp_path, monkeypatch):
+    """DATA as typed (`review data`) keys images relative to the working folder; the list `train` reads resolves
+    paths relative to the list itself: written relative to it, `train out/cleaned.csv` finds every image."""
+    from transferkit.data.sources import open_source
+
+    write_folder(tmp_path / "data", per_class=4)
+    monkeypatch.chdir(tmp_path)
+    r = review("data", k=2, **FAST)
+    assert r.images and not Path(r.images[0]["key"]).is_absolute()
+    write_fix_list(r, {}, Path("out") / "cleaned.csv")
+    monkeypatch.chdir(tmp_path / "data")  # anywhere else
+    src = open_source(tmp_path / "out" / "cleaned.csv")
+    assert sum(len(v) for v in src.splits.values()) == len(r.images) == 12
+    assert not src.problems
+    write_fix_list(r, {}, tmp_path / "out" / "cleaned.csv")  # its own file: written again
+    (tmp_path / "mine.csv").write_text("path,label\ndata/red/red_00.png,red\n")  # a user's list: never replaced
+    with pytest.raises(DataError, match="not written by transferkit review"):
+        write_fix_list(r, {}, tmp_path / "mine.csv")
 
 
 def test_planted_label_flips_are_found_on_images(tmp_path):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import write_folder
 from transferkit.core.similar import SimilarityIndex, duplicate_groups, duplicate_pairs, groups_of, normalise
-from transferkit.errors import DataError
+from transferkit.errors import ConfigError, DataError
 
 
 def clustered(n=300, dim=32, seed=0):
@@ -77,24 +78,34 @@ def test_similar_from_a_folder_and_an_outside_image(tmp_path):
 
 
 def test_embed_and_similar_commands(tmp_path, monkeypatch):
+    import os
+
     from typer.testing import CliRunner
 
     from transferkit.cli.app import app
 
     root = write_folder(tmp_path / "data", per_class=4)
     monkeypatch.chdir(tmp_path)
-    r = CliRunner().invoke(app, ["embed", str(root), "--out", "emb", "--image-size", "32", "--json"])
+    (tmp_path / "afile").write_text("mine\n")
+    r = CliRunner().invoke(app, ["embed", "data", "--out", "afile", "--image-size", "32"])
+    assert isinstance(r.exception, ConfigError) and "is a file" in str(r.exception)  # main() prints it, exit 2
+    assert (tmp_path / "afile").read_text() == "mine\n"
+    assert not (Path(os.environ["TRANSFERKIT_CACHE"]) / "store").exists()  # refused before any image was read
+    # DATA as typed, relative to here: the keys are absolute paths, the labels still the class folders'
+    r = CliRunner().invoke(app, ["embed", "data", "--out", "emb", "--image-size", "32", "--json"])
     assert r.exit_code == 0, r.output
     x = np.load(tmp_path / "emb" / "features.npy")
     rows = list(csv.DictReader(open(tmp_path / "emb" / "keys.csv")))
     assert x.shape[0] == len(rows) == 12 and x.dtype == np.float32
-    assert rows[0]["row"] == "0" and rows[0]["key"].endswith(".png") and rows[0]["label"] in ("red", "green", "blue")
+    assert rows[0]["row"] == "0" and Path(rows[0]["key"]).is_absolute()
+    assert all(row["label"] == Path(row["key"]).parent.name for row in rows)
     r = CliRunner().invoke(
-        app, ["similar", str(root), str(root / "red" / "red_00.png"), "-k", "2", "--image-size", "32", "--json"]
+        app, ["similar", "data", str(root / "red" / "red_00.png"), "-k", "2", "--image-size", "32", "--json"]
     )
     assert r.exit_code == 0, r.output
     hits = json.loads(r.output.strip().splitlines()[-1])
     assert len(hits) == 2 and hits[0]["key"].endswith("red_00.png") and set(hits[0]) == {"key", "similarity", "label"}
+    assert hits[0]["label"] == "red"
     r = CliRunner().invoke(app, ["similar", str(root), str(tmp_path / "nope.png")])
     assert isinstance(r.exception, DataError) and "not a file" in str(r.exception)  # main() prints it, exit 2
 
@@ -115,7 +126,7 @@ def test_review_command_writes_its_files_and_never_overwrites_others(tmp_path, m
         tmp_path / "review-colours" / "issues.csv"
     ).exists()
     assert "conflict" in r.output and "cleaned.csv" in r.output
-    assert (tmp_path / "cleaned.csv").read_text().startswith("path,label")
+    assert (tmp_path / "cleaned.csv").read_text().startswith("# written by transferkit review")
     assert files_state(root) == before
     r = CliRunner().invoke(app, ["review", str(root), "--image-size", "32", "--k", "3", "--json"])
     d = json.loads(r.output.strip().splitlines()[-1])

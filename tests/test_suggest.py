@@ -237,6 +237,16 @@ def test_suggest_images_leaves_out_labelled_ones_and_writes_a_list_train_reads(t
     assert sum(len(v) for v in src.splits.values()) == 4
     assert any("without a path or a label" in p.message for p in src.problems)
 
+    # asked again into the same file: its labels are the user's now, as is any other file; refused, nothing read
+    theirs = tmp_path / "notes.txt"
+    theirs.write_text("my notes\n")
+    for target, why in ((out, "holds 4 label"), (labelled, "not a list suggest wrote"), (theirs, "not a list")):
+        before = target.read_bytes()
+        r = CliRunner().invoke(app, ["suggest", str(pool), "-n", "2", "--image-size", "32", "-o", str(target)])
+        message = str(r.exception)  # a ConfigError: main() prints it and exits 2
+        assert isinstance(r.exception, ConfigError) and why in message and "not overwritten" in message
+        assert target.read_bytes() == before
+
 
 def test_suggest_refuses_an_empty_pool_and_a_pool_that_is_all_labelled(tmp_path):
     from transferkit.core.suggest import suggest_images

@@ -35,9 +35,15 @@ def embed(
 
     from ..core.embed import embed as run_embed
     from ..core.similar import _labels_by_key
+    from ..errors import ConfigError
     from ..faults import atomic_path
     from ..progress import make_reporter
 
+    out = Path(options.out)
+    if out.exists() and not out.is_dir():  # before the features are computed, not after
+        raise ConfigError(
+            f"--out '{out}' is a file: give a folder (it is made if missing) for features.npy and keys.csv."
+        )
     emb = run_embed(
         data,
         overrides.get("backbone") or DEFAULT_BACKBONE,
@@ -47,7 +53,6 @@ def embed(
         reporter=make_reporter(options.json),
     )
     labels = _labels_by_key(data)
-    out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "features.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, emb.features)

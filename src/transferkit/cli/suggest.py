@@ -37,6 +37,7 @@ def suggest(
     from ..progress import make_reporter
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
+    check_out(options.out)  # before any image is read
     picks = suggest_images(
         pool,
         options.labelled,
@@ -71,6 +72,38 @@ def suggest(
           f"train {out}` (or add the rows to your labelled list).")  # fmt: skip
 
 
+HEADER = ["path", "label", "score", "why"]
+
+
+def check_out(out: Path) -> None:
+    """--out may replace a list `suggest` wrote whose label column is still empty; anything else there is the
+    user's (their labels file, a list they began to fill in): ConfigError, nothing written."""
+    import csv
+
+    from ..errors import ConfigError
+
+    if out.is_dir():
+        raise ConfigError(f"--out '{out}' is a folder: give a file name, e.g. {out / 'suggest.csv'}.")
+    if not out.exists():
+        return
+    try:
+        with open(out, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        rows = []
+    if rows[:1] != [HEADER]:
+        raise ConfigError(
+            f"--out '{out}' exists and is not a list suggest wrote (header {','.join(HEADER)}), so it was not "
+            "overwritten. Give --out a new file name."
+        )
+    filled = sum(len(r) > 1 and bool(r[1].strip()) for r in rows[1:])
+    if filled:
+        raise ConfigError(
+            f"--out '{out}' holds {filled} label(s) filled in, so it was not overwritten. Give --out a new file name "
+            f"(--labelled {out} leaves those images out of the pool and learns from their labels)."
+        )
+
+
 def write_csv(tmp: Path, out: Path, picks) -> None:
     """path (relative to the CSV, as list files read them), label (empty), score, why."""
     import csv
@@ -78,7 +111,7 @@ def write_csv(tmp: Path, out: Path, picks) -> None:
     base = out.resolve().parent
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "score", "why"])
+        w.writerow(HEADER)
         for key, score, why in zip(picks.keys, picks.scores, picks.why):
             w.writerow([os.path.relpath(key, base), "", f"{score:.4f}", why])
 

@@ -49,6 +49,8 @@ CROWD = 10  # near-duplicates are looked for where a typical image's 10th neares
 # placeholder GIF (z 6.6, the highest) and 8 odd photos, out of 398
 OUTLIER_Z = 3.5
 MADE_BY = "transferkit review"  # review.json says who wrote it: a later review overwrites only its own files
+# A fix list's first line (list files skip comments): how a later review knows the file is its own
+FIX_LIST_MARK = "# written by transferkit review with the decisions applied - paths are relative to this file"
 ISSUES_HEADER = ["path", "kind", "score", "given", "suggested", "group", "reason"]
 
 
@@ -588,7 +590,9 @@ def _made_by_review(path: Path) -> bool:
         return False
     if path.suffix == ".json":
         return f'"made_by": "{MADE_BY}"' in head
-    return head.splitlines()[:1] == [",".join(ISSUES_HEADER)] or head.startswith("path,label")
+    # issues.csv by its header; a fix list by its first line (a comment: list files skip them). A user's own list
+    # also starts `path,label`, and may be the very file the review read
+    return head.splitlines()[:1] == [",".join(ISSUES_HEADER)] or head.startswith(FIX_LIST_MARK)
 
 
 DECISIONS = ("keep", "relabel", "exclude")
@@ -598,7 +602,9 @@ def write_fix_list(result: ReviewResult, decisions: dict, path: str | os.PathLik
     """A `path,label` list file of every reviewed image with the decisions applied: key -> ("keep"|"relabel"|
     "exclude", new label or None), or key -> "keep" | "exclude" | the new label (the page's form). Excluded images are left out, relabelled ones carry the new label; `train` reads
     the file as a list layout (a pre-split's splits are not kept: train splits the list anew). Returns the counts.
-    Refuses array keys (HDF5 rows have no path to list) and an existing file a review did not write."""
+    Paths are written relative to the list's folder, as list files are read (a review of `data/` run from elsewhere
+    lists `../data/ants/1.jpg` beside `out/cleaned.csv`). Refuses array keys (HDF5 rows have no path to list) and
+    an existing file a review did not write (its first line, FIX_LIST_MARK, says one did)."""
     from ..data.imageset import is_array_key
     from ..errors import DataError
     from ..faults import atomic_path
@@ -626,7 +632,10 @@ def write_fix_list(result: ReviewResult, decisions: dict, path: str | os.PathLik
             raise DataError(f"Relabel {key} as {label!r}: not a class. Classes: {', '.join(result.classes)}.")
         lines.append((key, label))
     path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.resolve().parent
+    lines = [(os.path.relpath(Path(key).resolve(), base), label) for key, label in lines]
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        f.write(FIX_LIST_MARK + "\n")
         w = csv.writer(f)
         w.writerow(["path", "label"])
         w.writerows(lines)

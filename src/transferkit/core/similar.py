@@ -232,8 +232,13 @@ def similar(
 
 
 def _labels_by_key(data) -> dict[str, str]:
-    """key -> label text when `data` is labelled data transferkit can read; {} otherwise (a plain folder)."""
+    """key -> label text when `data` is labelled data transferkit can read; {} otherwise (a plain folder). Keyed as
+    `embed` keys images: a file by its absolute path (a source opened from `cf` or `.` keys `cf/ants/1.jpg`), an
+    array row as it is."""
+    from pathlib import Path
+
     from ..data.base import label_text
+    from ..data.imageset import is_array_key
     from ..data.sources import DataSource, open_source
     from ..errors import TransferkitError
 
@@ -241,4 +246,8 @@ def _labels_by_key(data) -> dict[str, str]:
         src = data if isinstance(data, DataSource) else open_source(data, lenient=True)
     except (TransferkitError, TypeError, OSError):
         return {}
-    return {s.key: label_text(s.label, src.classes) for samples in src.splits.values() for s in samples}
+    return {
+        s.key if is_array_key(s.key) else str(Path(s.key).resolve()): label_text(s.label, src.classes)
+        for samples in src.splits.values()
+        for s in samples
+    }
