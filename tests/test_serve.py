@@ -201,6 +201,26 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
     assert code == 2 and "--max-images 0" in stderr
 
 
+def test_a_port_in_use_or_a_wrong_host_is_said_before_serving(bundle):
+    """serve/listen.py: bound before "Serving ... on" is printed; uvicorn would log `[Errno 98]` and exit 3."""
+    from transferkit.errors import ConfigError
+    from transferkit.serve.listen import listen
+
+    from .deploy_models import run_cli
+
+    taken = listen("127.0.0.1", 0)
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(ConfigError, match=f"--port {port} on 127.0.0.1 is in use"):
+            listen("127.0.0.1", port)
+        with pytest.raises(ConfigError, match="--host '999.1.1.1' is not an address"):
+            listen("999.1.1.1", 8000)
+        code, out, stderr = run_cli("serve", bundle, "--port", str(port))
+        assert code == 2 and "is in use by another program" in stderr and "Serving" not in out, (out, stderr)
+    finally:
+        taken.close()
+
+
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 @pytest.mark.parametrize("task", ["regression", "multilabel"])
 def test_serve_answers_a_value_or_a_set_of_labels(task, runtime):

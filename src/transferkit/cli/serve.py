@@ -28,6 +28,7 @@ def serve(
         import uvicorn  # noqa: F401 - only to say what is missing
 
         from ..serve.app import Limits, create_app, run_server
+        from ..serve.listen import listen
     except ImportError as e:
         from ..errors import TransferkitError
 
@@ -46,13 +47,15 @@ def serve(
         max_per_client=o.max_per_client,
     )
     app = create_app(model, limits, precision=o.precision, trust_torchscript=o.trust_torchscript)
-    print(f"Serving {model} on http://{o.host}:{o.port}/ (API docs: /docs). Ctrl-C or SIGTERM stops it.", flush=True)
+    sock = listen(o.host, o.port)  # a port in use or a wrong --host: said now, not after "Serving"
+    port = sock.getsockname()[1]  # --port 0: the one the system gave
+    print(f"Serving {model} on http://{o.host}:{port}/ (API docs: /docs). Ctrl-C or SIGTERM stops it.", flush=True)
     # uvicorn stops on SIGTERM/SIGINT: it lets in what waits in the listen backlog, stops accepting, finishes the
     # requests in flight, runs the app's shutdown (the micro-batcher drains), then re-raises the signal to the
     # handler it found. This one makes that a normal exit (status 0): a requested stop, not a crash.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        run_server(app, o.host, o.port, limits)
+        run_server(app, o.host, port, limits, sock=sock)
     finally:
         print("Stopped.", flush=True)
 

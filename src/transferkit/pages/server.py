@@ -104,12 +104,11 @@ def page_app(name: str, thumbs: Thumbnails, title: str) -> FastAPI:
 
 
 def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A listening socket; port 0 asks the system for a free one (the page's URL then names it)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    return sock
+    """A listening socket; port 0 asks the system for a free one (the page's URL then names it). A port in use or
+    a wrong host: ConfigError (serve/listen.py)."""
+    from ..serve.listen import listen
+
+    return listen(host, port)
 
 
 @dataclass

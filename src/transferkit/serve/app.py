@@ -604,9 +604,12 @@ def guarded_protocol(limits: Limits):
     return Guarded
 
 
-def run_server(app: FastAPI, host: str, port: int, limits: Limits, log_level: str = "warning") -> None:
-    """What `transferkit serve` runs: `make_server(...).run()`, until SIGTERM or Ctrl-C."""
-    make_server(app, host, port, limits, log_level).run()
+def run_server(app: FastAPI, host: str, port: int, limits: Limits, log_level: str = "warning", sock=None) -> None:
+    """What `transferkit serve` runs: `make_server(...).run()` on `sock` (default: listen.listen(host, port)), until
+    SIGTERM or Ctrl-C."""
+    from .listen import listen
+
+    make_server(app, host, port, limits, log_level).run(sockets=[sock or listen(host, port)])
 
 
 def make_server(app: FastAPI, host: str, port: int, limits: Limits, log_level: str = "warning"):
