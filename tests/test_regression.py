@@ -277,3 +277,27 @@ def test_tta_averages_the_views_values_in_predict_and_evaluate():
     assert code == 0 and "TTA (10 views): r2 " in stdout
     code, stdout, _ = run_cli("predict", bundle, images[0], "--tta")
     assert code == 0 and "without TTA" in stdout and "TTA changed" not in stdout  # values move; none "changes"
+
+
+def test_evaluate_warns_when_the_targets_are_not_what_the_model_learned_and_asks_a_model_for_data():
+    """A log_price model scored against `price` (800,000 against 13.0 +- 0.6) gets a warning, not a silent R² of
+    -10; data of another kind gets a message about the model's task, not a --task that evaluate does not take."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from transferkit.errors import DataError
+    from transferkit.tasks import get_task
+
+    model = dataclasses.replace(get_task("regression"), mean=13.0, std=0.6)
+    assert model.target_warnings([12.4, 13.1, 15.9], "log_price", "log_price") == []  # 4.8 std out: still its own
+    (warning,) = model.target_warnings([250_000.0, 410_000.0, 800_000.0], "price", "log_price")
+    assert "'price' (the model learned 'log_price')" in warning and "median 4.1e+05" in warning
+    assert "mean 13 +- 0.6" in warning
+    assert get_task("classification").target_warnings([0, 1], "ants", "ants") == []
+    folders = SimpleNamespace(task="classification", root="cf", layout="folder", classes=["ants", "bees"])
+    with pytest.raises(DataError) as e:
+        model.check_data(folders, model=True)
+    assert str(e.value).startswith("This regression model needs") and "Give data of that kind" in str(e.value)
+    assert "--task" not in str(e.value)
+    with pytest.raises(DataError, match="Give --task classification"):  # train's wording stays
+        model.check_data(folders)

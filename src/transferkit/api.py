@@ -734,7 +734,7 @@ def evaluate(
     if tta and not task.tta:
         raise ConfigError(f"--tta averages the views' outputs; {task.name} models do not take it.")
     src = data if isinstance(data, DataSource) else open_source(data, task=task.name, **options)
-    task.check_data(src)
+    task.check_data(src, model=True)
     splits, whose, unmatched = _evaluation_splits(run_dir / "split.csv", saved_data.get("path"), src)
     if split == "auto":
         split = next((s for s in ("test", "val", "all", "train") if splits.get(s)), "all")
@@ -761,6 +761,7 @@ def evaluate(
     metrics["scored"] = _scored_words(split, whose, len(kept), unmatched)
     metrics["precision"] = predictor.precision
     metrics["skipped"] = [{"key": k, "reason": why} for k, why in skipped]
+    metrics["warnings"] = task.target_warnings(labels, src.classes[0] if src.classes else "", predictor.classes[0])
     return metrics
 
 

@@ -5,6 +5,7 @@ micro/macro F1 and per-label precision/recall at the bundle's thresholds."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -44,6 +45,8 @@ def evaluate(
     title = f"{data} [{metrics['split']}{', TTA' if tta else ''}]"
     task_of(meta).print_metrics(metrics, meta["classes"], title=title)
     print(f"Scored {metrics['scored']}.")  # which split of whose, and how many: never a silent choice
+    for warning in metrics["warnings"]:
+        print(f"Warning: {warning}", file=sys.stderr)
     if tta:
         from ..evaluation.tta import describe
 

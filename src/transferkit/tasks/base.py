@@ -135,19 +135,28 @@ class Task:
         shown = ", ".join(classes[:12]) + (", …" if len(classes) > 12 else "")
         return f"{len(classes)} classes: {shown}"
 
-    def check_data(self, src) -> None:
-        """The data must hold what the task predicts: a class folder tree has no numbers for regression."""
+    def check_data(self, src, model: bool = False) -> None:
+        """The data must hold what the task predicts: a class folder tree has no numbers for regression. model: the
+        task is a saved model's (evaluate), which no --task changes: the message asks for other data only."""
         if src.task == self.name:
             return
         from ..errors import DataError
         from . import get_task
 
         read_as = get_task(src.task).data_kind if src.task else "labels"
+        who, fix = (f"This {self.name} model", "Give data of that kind") if model else (
+            f"--task {self.name}", f"Give --task {src.task}, or data of that kind"
+        )  # fmt: skip
         raise DataError(
-            f"--task {self.name} needs {self.data_needs}; '{src.root}' is read as {src.layout} data with "
+            f"{who} needs {self.data_needs}; '{src.root}' is read as {src.layout} data with "
             f"{read_as} ({len(src.classes)}: {', '.join(src.classes[:5])}{', ...' if len(src.classes) > 5 else ''}). "
-            f"Give --task {src.task}, or data of that kind. Nothing was written."
+            f"{fix}. Nothing was written."
         )
+
+    def target_warnings(self, targets, column: str, trained_on: str) -> list[str]:
+        """What `evaluate` should say about the targets it scores against (regression: on another scale than the
+        model learned); none for classes and label sets, which are matched by name."""
+        return []
 
     # ---- test-time augmentation (views: (N, V, K) logits, view 0 the plain centre crop) ---------------------
     def average_views(self, view_logits, temperature: float = 1.0):

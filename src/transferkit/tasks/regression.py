@@ -9,6 +9,10 @@ from typing import Any
 from ..data.targets import VALUES
 from .base import Task
 
+# evaluate warns when the data's median target is this many training standard deviations from the training mean:
+# a normal target puts 6e-7 of its values that far out, so a median there is another column or unit, not bad luck
+FAR = 5.0
+
 
 @dataclass(frozen=True)
 class Regression(Task):
@@ -58,6 +62,21 @@ class Regression(Task):
             std=float(stats.get("std", 1.0)),
             kind=str(stats.get("loss", "mse")),
         )
+
+    def target_warnings(self, targets, column: str, trained_on: str) -> list[str]:
+        """Targets whose median lies over FAR training standard deviations from the training mean: another column
+        (`price` scored by a `log_price` model: 800,000 against 13.0 +- 0.6), another unit, or other data; the
+        scores would mean nothing, and an R² of -10 would not say why."""
+        import numpy as np
+
+        y = np.asarray(targets, dtype=np.float64)
+        if not len(y) or abs(float(np.median(y)) - self.mean) <= FAR * self.std:
+            return []
+        named = f"'{column}'" + (f" (the model learned '{trained_on}')" if column != trained_on else "")
+        return [
+            f"The targets scored against, {named}, have median {np.median(y):.4g}; the model was trained on values "
+            f"of mean {self.mean:.4g} +- {self.std:.4g}. Is --target-column the column (and unit) it learned?"
+        ]
 
     # ---- labels, head, loss ------------------------------------------------------------------------------------
     def strata(self, y):
