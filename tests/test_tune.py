@@ -58,7 +58,7 @@ def test_a_budget_too_small_for_one_trial_is_refused_before_any_work(tiny_folder
     with pytest.raises(ConfigError, match="too small for one trial") as e:
         tune(tiny_folder, trials=2, budget=1e-6, space="lr", folds=3, out=tmp_path, **FAST)
     assert "Give --budget" in str(e.value)
-    assert not (tmp_path / f"tune-{tiny_folder.name}" / "study.db").exists()
+    assert not (tmp_path / f"tune-{tiny_folder.name}").exists()  # no study, and no empty folder either
 
 
 def test_train_config_file_gives_defaults_that_typed_options_override(tmp_path, monkeypatch):

@@ -124,7 +124,6 @@ def tune(
     opened = open_data(data, cfg)
     identity = opened.fingerprint
     folder = Path(out) / (name or f"tune-{Path(str(data)).resolve().name}")
-    folder.mkdir(parents=True, exist_ok=True)
     estimate, what = _estimate(opened, cfg, fields, cached, folds, repeats)
     if estimate > budget * 60:
         raise ConfigError(
@@ -133,6 +132,7 @@ def tune(
             + (", fewer --folds" if cached else ", fewer --repeats or --epochs")
             + "."
         )
+    folder.mkdir(parents=True, exist_ok=True)  # after the refusals: a study refused leaves no folder behind
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{(folder / 'study.db').resolve()}"
     study = optuna.create_study(
