@@ -3,6 +3,7 @@ from counted work only."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from types import SimpleNamespace
 
@@ -39,6 +40,15 @@ def test_rungs_go_from_the_advised_fine_tune_to_cheaper_ones():
     assert rungs[0].epochs == 10 and rungs[1].epochs == 5
     totals = [r.total for r in rungs]
     assert totals == sorted(totals, reverse=True) and totals[-1] > 0
+    # within --epochs, two at least (a head epoch and a fine-tune one): --epochs 1 holds no two-phase
+    few = dataclasses.replace(RunConfig().train, epochs=3)
+    rungs = g.finetune_rungs(chosen, table, dataclasses.replace(RunConfig(), train=few), n_train=700, n_val=150)
+    assert [r.epochs for r in rungs] == [3, 2, 2]
+    one = dataclasses.replace(RunConfig(), train=dataclasses.replace(few, epochs=1))
+    assert g.finetune_rungs(chosen, table, one, n_train=700, n_val=150) == []
+    d = SimpleNamespace(splits={"train": [None] * 700, "val": [None] * 150})
+    name, rung, _, reason, _ = g.decide_by_gain(d, one, chosen, table, 0.8, 0.33, left=1e9)
+    assert (name, rung) == ("linear", None) and "--epochs 1 holds no two-phase" in reason
 
 
 def test_a_budget_that_holds_no_fine_tune_falls_back_to_linear_and_says_what_each_costs(tiny_folder, monkeypatch):

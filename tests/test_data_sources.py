@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import h5py
 import numpy as np
@@ -105,6 +106,71 @@ def test_csv_header_names_found_and_chosen(tmp_path):
         open_source(tmp_path / "m.csv", path_column="fname", label_column="kind")
     (tmp_path / "n.tsv").write_text("x\t9\ta.png\ny\t9\tb.png\n")
     assert open_source(tmp_path / "n.tsv", path_column=2, label_column=0).classes == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "name, text, options, message",
+    [
+        (
+            "h.csv",
+            "filename,class\na.png,x\nb.png,y\n",
+            {"label_column": 5},
+            "--label-column 5: {} has 2 columns (0-1): filename, class. Choose one by name or by index.",
+        ),
+        ("h.csv", "filename,class\na.png,x\nb.png,y\n", {"path_column": "5"}, "--path-column 5: {} has 2 columns"),
+        ("h.csv", "filename,class\na.png,x\nb.png,y\n", {"label_column": "-3"}, "--label-column -3: {} has 2"),
+        (
+            "u.csv",
+            "fn,kind\na.png,x\nb.png,y\n",
+            {"path_column": "fn", "label_column": "2"},
+            "2: {} has 2 columns (0-1): fn, kind.",
+        ),
+        ("n.tsv", "a.png\tx\nb.png\ty\n", {"label_column": "2"}, "--label-column 2: {} has 2 columns (0-1). Choose"),
+        ("n.tsv", "a.png\tx\nb.png\ty\n", {"target_column": "4", "task": "regression"}, "--target-column 4: {} has"),
+        (
+            "m.csv",
+            "path,cat,dog\na.png,1,0\nb.png,0,1\n",
+            {"label_column": "cat,3", "task": "multilabel"},
+            "--label-column 3: {} has 3 columns (0-2): path, cat, dog.",
+        ),
+    ],
+)
+def test_list_column_index_out_of_range_names_the_columns(tmp_path, name, text, options, message):
+    """Unchecked, an index past the columns read every line as empty: "30 of 30 images have no label yet"."""
+    _images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError, match=re.escape(message.format(tmp_path / name))):
+        open_source(tmp_path / name, **options)
+
+
+def test_list_column_index_in_range_still_reads(tmp_path):
+    _images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "l.csv").write_text("filename,class\na.png,x\nb.png,y\n")
+    assert open_source(tmp_path / "l.csv", path_column="0", label_column="-1").classes == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "text, options, message",
+    [
+        (
+            "path,label\n",
+            {},
+            "has a header (path, label) but no rows: add one line per image under it, with the "
+            "image's path in column 'path' and its label in column 'label'.",
+        ),
+        ("# made by hand\nfilename;species\n\n", {}, "has a header (filename, species) but no rows"),
+        ("fn,kind\n", {"path_column": "fn", "label_column": "kind"}, "has a header (fn, kind) but no rows"),
+        ("path,price\n", {"target_column": "price", "task": "regression"}, "its target in column 'price'"),
+        ("path,cat,dog\n", {"task": "multilabel"}, "column 'path' and 0 or 1 in each label column"),
+        ("", {}, "has no lines: expected one 'path<TAB>label'"),
+        ("# nothing yet\n\n", {}, "has only comment lines (starting with '#')"),
+    ],
+)
+def test_list_with_a_header_and_no_rows_says_so(tmp_path, text, options, message):
+    """Not "fewer than two classes ... put each class's images in its own sub-folder": the list is what to fill."""
+    (tmp_path / "h.csv").write_text(text)
+    with pytest.raises(DataError, match=re.escape(message)):
+        open_source(tmp_path / "h.csv", **options)
 
 
 def test_list_missing_paths_stay_samples_and_bad_rows_are_reported(tmp_path):

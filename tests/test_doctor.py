@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 
 import transferkit
 from transferkit.cli.app import app
-from transferkit.data.checks import class_checks
+from transferkit.data.checks import class_checks, duplicates
 from transferkit.data.decode import decode_samples
 from transferkit.data.doctor import doctor, preflight
 from transferkit.data.sources import open_source
+from transferkit.data.survey import ImageInfo
 from transferkit.errors import TransferkitError
 
 from .conftest import COLOURS, make_image, shared, write_folder
@@ -343,6 +344,40 @@ def test_class_checks_on_counts():
     assert found["empty-class"].message == "train has no images of dog."
     assert "'Cat', 'cat '" in found["similar-class-names"].message
     assert found["class-not-in-train"].severity == "error"
+
+
+def _infos(root: str, members: list[tuple[str, str, int]], near: bool) -> list[ImageInfo]:
+    """One duplicate group: (file, split, label) each, the same bytes (or nearly the same picture when `near`)."""
+    return [
+        ImageInfo(f"{root}/{split}/{f}", split, label, sha=f"sha{n}" if near else "same", dhash=7 if near else None)
+        for n, (f, split, label) in enumerate(members)
+    ]
+
+
+def test_duplicate_groups_name_one_member_of_each_label_and_split():
+    """The first five of a large group can all be of one label: the message must show the conflict it reports."""
+    root, classes = "/data", ["ants", "bees", "wasps"]
+    group = [(f"a{n}.png", "train", 0) for n in range(7)] + [("b.png", "train", 1), ("w.png", "val", 2)]
+    (p,) = duplicates(_infos(root, group, near=True), classes, root)
+    assert p.code == "conflicting-labels" and p.severity == "warning" and len(p.files) == 9
+    assert p.message == (
+        "Nearly identical images with different labels (7 ants, 1 bees, 1 wasps): train/a0.png (train/ants); "
+        "train/a1.png (train/ants); train/a2.png (train/ants); train/b.png (train/bees); val/w.png (val/wasps); "
+        "and 4 more."
+    )
+    (p,) = duplicates(
+        _infos(root, [(f"a{n}.png", "train", 0) for n in range(6)] + [("v.png", "val", 0)], False), classes, root
+    )
+    assert p.code == "duplicate-across-splits" and p.message.endswith(
+        "train/a3.png (train/ants); val/v.png (val/ants); and 2 more."
+    )
+    (p,) = duplicates(_infos(root, [(f"a{n}.png", "train", 0) for n in range(3)], near=False), classes, root)
+    assert p.message == (  # nothing left out: no count, no "more"
+        "Identical images within train: train/a0.png (train/ants); train/a1.png (train/ants); "
+        "train/a2.png (train/ants)."
+    )
+    (p,) = duplicates(_infos(root, [("a.png", "train", 0), ("b.png", "train", 1)], near=False), classes, root)
+    assert p.message == "Identical images with different labels: train/a.png (train/ants); train/b.png (train/bees)."
 
 
 def test_lenient_dataset_problems_reach_the_report(tmp_path):

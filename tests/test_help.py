@@ -155,3 +155,26 @@ def test_an_option_declared_twice_is_refused():
 
         @with_options(Toy)
         def clash(count: int = typer.Option(1), *, options: Toy) -> None: ...
+
+
+def test_the_readme_tables_show_a_pair_or_list_default_as_the_command_line_takes_it():
+    """`--crop-scale` takes two values (0.35 1) and `--split` one comma-separated word: the tables showed 0.35,1,
+    which the command line refuses."""
+    import shlex
+
+    from transferkit.cli.options import markdown_tables
+    from transferkit.config import option_fields
+    from transferkit.data.split import parse_split
+
+    train = COMMANDS["train"]
+    run_tables = markdown_tables().split("**`transferkit ")[0]  # the run's options, before each command's own
+    pairs = [f for f in option_fields() if f.opt.cli and isinstance(f.default, tuple) and f.default]
+    assert {f.flag for f in pairs} >= {"--crop-scale", "--split"}
+    for f in pairs:
+        shown = re.search(rf"^\| `{f.flag}` \| ([^|]*) \|", run_tables, re.M)[1].strip("`")
+        try:
+            value = train.make_context("train", ["DATA", f.flag, *shlex.split(shown)]).params[f.name]
+        except Exception as e:  # a usage error (of the click typer carries: not always `click`'s)
+            pytest.fail(f"the tables show {f.flag} {shown}, which the command line refuses: {e}")
+        assert (parse_split(value) if f.name == "split" else value) == f.default, (f.flag, shown, value)
+    assert "| `--crop-scale` | `0.35 1` |" in run_tables

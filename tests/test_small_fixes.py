@@ -166,3 +166,77 @@ def test_default_run_names_drop_a_list_or_hdf5_files_suffix():
     assert _data_name("data/hymenoptera") == "hymenoptera"
     assert _data_name("data/photos.v2") == "photos.v2"  # a folder with a dot keeps its whole name
     assert _data_name("") == "data"
+
+
+# --- a --cache-dir that is a file ------------------------------------------------------------------------------------
+# The feature store takes a folder it cannot write for no cache: a file there meant every run extracted every image
+# again, without a word.
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_by_validate(tmp_path, monkeypatch):
+    from transferkit.config import RunConfig
+    from transferkit.options import validate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRANSFERKIT_CACHE", raising=False)
+    Path("afile").write_text("hi\n")
+    cfg = RunConfig()
+    cfg.runtime.cache_dir = "afile"
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert str(e.value) == "--cache-dir 'afile' is a file, not a folder: give a folder (it is created if missing)."
+    cfg.runtime.cache_dir = "afile/features"
+    with pytest.raises(ConfigError, match="--cache-dir 'afile/features' cannot be created: 'afile' is a file"):
+        validate(cfg)
+    for folder in ("cache", "missing/deeper"):  # an existing folder, or one to be made: fine, and nothing is made
+        cfg.runtime.cache_dir = folder
+        Path("cache").mkdir(exist_ok=True)
+        validate(cfg)
+    assert not Path("missing").exists()
+
+
+def test_a_cache_from_the_environment_that_is_a_file_is_refused_where_the_store_opens(tmp_path, monkeypatch):
+    from transferkit.engine.features import open_store
+
+    (tmp_path / "afile").write_text("hi\n")
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "afile"))
+    with pytest.raises(ConfigError, match=r"\$TRANSFERKIT_CACHE '.*afile' is a file, not a folder: set it to a folder"):
+        open_store(None, {"backbone": "x"}, "fp32")  # embed(...) and the like reach the store without `validate`
+    assert open_store(str(tmp_path / "c"), {"backbone": "x"}, "fp32").path.parent == tmp_path / "c" / "store"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["train", "DATA", "--strategy", "linear", "--out", "OUT"], ["embed", "DATA", "--out", "OUT"], ["rank", "DATA"]],
+)
+def test_a_cache_dir_that_is_a_file_exits_2_before_any_work(tmp_path, monkeypatch, capsys, command):
+    from transferkit.cli.app import main
+
+    data = write_folder(tmp_path / "d", per_class=2)
+    (tmp_path / "afile").write_text("hi\n")
+    args = [{"DATA": str(data), "OUT": str(tmp_path / "o")}.get(a, a) for a in command]
+    monkeypatch.setattr(sys, "argv", ["transferkit", *args, "--cache-dir", str(tmp_path / "afile")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    said = capsys.readouterr().err.replace("\n", "")
+    assert "is a file, not a folder: give a folder (it is created if missing)" in said
+    assert not (tmp_path / "o").exists()  # nothing run
+
+
+# --- two-phase within --epochs ---------------------------------------------------------------------------------------
+def test_two_phase_with_one_epoch_is_refused_not_run_for_two():
+    """--epochs is the most in all; two-phase's head and fine-tune take an epoch at least each, so --epochs 1 ran 2."""
+    from transferkit.config import RunConfig
+    from transferkit.options import validate
+    from transferkit.strategies import parse_strategy
+
+    cfg = RunConfig()
+    cfg.train.strategy, cfg.train.epochs = "two-phase", 1
+    with pytest.raises(ConfigError, match="--strategy two-phase --epochs 1: .* give --epochs 2 or more"):
+        validate(cfg)
+    cfg.train.epochs = 2
+    validate(cfg)
+    assert [p.epochs for p in parse_strategy("two-phase").phases(2, 3)] == [1, 1]  # within the 2
+    cfg.train.strategy, cfg.train.epochs = "linear", 1
+    validate(cfg)

@@ -9,9 +9,11 @@ Imports no torch (the registry check reads names only), so a wrong option fails 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from .config import OptionField, RunConfig, comma_names, option_fields
+from .config import OptionField, RunConfig, cache_home, comma_names, option_fields
 from .errors import ConfigError, unknown_choice
 
 # Options `--resume` may change: they lengthen or shorten what is left, never what was already trained.
@@ -55,7 +57,12 @@ def validate(cfg: RunConfig) -> None:
     from .strategies import parse_strategy
 
     check_values(option_fields(), cfg)
-    parse_strategy(cfg.train.strategy)
+    if parse_strategy(cfg.train.strategy).name == "two-phase" and cfg.train.epochs < 2:
+        # --epochs is the most in all; two-phase's head and fine-tune phases take at least one each
+        raise ConfigError(
+            f"--strategy two-phase --epochs {cfg.train.epochs}: two-phase trains the head, then everything, an epoch "
+            "at least each: give --epochs 2 or more, or --strategy linear for the head alone."
+        )
     parse_head(cfg.model.head)
     cfg.data.split = parse_split(cfg.data.split)
     check_backbone_name(cfg.model.backbone)
@@ -79,6 +86,7 @@ def validate(cfg: RunConfig) -> None:
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"--crop-scale {lo} {hi}: give two area fractions 0 < low <= high <= 1, e.g. 0.35 1.0.")
     check_task_options(cfg)
+    check_cache_dir(cfg.runtime.cache_dir)
     if cfg.train.cv == 1:
         raise ConfigError("--cv 1: one fold holds out everything it trains on; give 0 (off) or K >= 2, e.g. --cv 5.")
 
@@ -103,3 +111,25 @@ def check_task_options(cfg: RunConfig) -> None:
         if value not in allowed:
             flag = "--" + option.replace("_", "-")
             raise ConfigError(f"{flag} {value} cannot be used with --task {task}: it {why}.")
+
+
+def check_cache_dir(cache_dir: str | None) -> None:
+    """Refuse a cache folder that is a file (or lies under one), creating nothing. The feature store treats a folder
+    it cannot write as no cache at all, so a file there would mean every run extracts every image again, unsaid."""
+    path = cache_home(cache_dir)
+    if cache_dir:
+        given, fix = f"--cache-dir '{cache_dir}'", "give a folder (it is created if missing)"
+    elif os.environ.get("TRANSFERKIT_CACHE"):
+        given, fix = (
+            f"$TRANSFERKIT_CACHE '{path}'",
+            "set it to a folder (it is created if missing), or give --cache-dir",
+        )
+    else:
+        given, fix = f"The cache folder '{path}'", "give --cache-dir FOLDER or set $TRANSFERKIT_CACHE"
+    # The nearest that exists: "a/b" under a file "a" is "a". os.path: an unreadable folder is passed, not raised.
+    existing = next((p for p in (path, *path.parents) if os.path.exists(p)), Path("."))
+    if os.path.isdir(existing):
+        return
+    if existing == path:
+        raise ConfigError(f"{given} is a file, not a folder: {fix}.")
+    raise ConfigError(f"{given} cannot be created: '{existing}' is a file, not a folder. {fix[0].upper()}{fix[1:]}.")

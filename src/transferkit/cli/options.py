@@ -8,8 +8,8 @@
 
 `options` is the command's dataclass filled from the command line and checked against the fields' choices and
 bounds (a wrong value: exit 2, with the valid ones); `overrides` is {field: value} for every RunConfig option the
-command takes, defaults included; `typed` holds the names given on the command line. A field that defaults to True appears
-as its negative flag (`--no-flip`), so every flag is one word and `--help` keeps its width for the help text.
+command takes, defaults included; `typed` holds the names given on the command line. A field that defaults to True
+appears as its negative flag (`--no-flip`), so every flag is one word and `--help` keeps its width for the help text.
 Positional arguments (BUNDLE, DATA, ...) stay `typer.Argument`s of the command.
 
     python -m transferkit.cli.options        # prints the README's option tables (a test keeps them in step)
@@ -48,7 +48,7 @@ from ..config import (
     fields_of,
     option_fields,
 )
-from ..options import check_values
+from ..options import check_cache_dir, check_values
 
 Select = Callable[[OptionField], bool]
 OWN_PANEL = "Options"  # typer's first panel, where --help is: a command's own options go there unless they say
@@ -237,6 +237,8 @@ def with_options(options: type | None = None, config: Select | None = None) -> C
                 check_values(own, extra["options"])  # a ConfigError: the CLI prints it and exits with 2
             if config is not None:
                 extra["overrides"] = {f.name: values[f.name] for f in chosen}
+                if "cache_dir" in extra["overrides"]:  # embed, similar, ...: they do not all go through `validate`
+                    check_cache_dir(extra["overrides"]["cache_dir"])
             if "typed" in takes:
                 extra["typed"] = {n for n in names if _given(_ctx, n)}
             return fn(**kwargs, **extra)
@@ -257,8 +259,12 @@ def with_options(options: type | None = None, config: Select | None = None) -> C
 def _default(f: OptionField) -> str:
     if f.type is bool:
         return ""
+    if isinstance(f.default, tuple) and f.default:
+        # As the command line takes it: a pair is two values (--crop-scale 0.35 1), --split one comma-separated word
+        sep = " " if typing.get_origin(_cli_type(f)) is tuple else ","
+        return f"`{sep.join(f'{x:g}' for x in f.default)}`"
     if isinstance(f.default, tuple):
-        return ",".join(f"{x:g}" for x in f.default) or "–"
+        return "–"  # a repeatable flag, given no times
     return "–" if f.default is None else f"`{f.default}`"
 
 

@@ -25,7 +25,9 @@ them, or whose bytes fail their crc32 or are not finite, counts as missing: get_
 re-appends it, and the entry then points at the new row.
 
 A cache folder that cannot be written (read-only, full, on a file) never fails get_or_compute: it returns what it
-computed and stores nothing, silently (the caller may log). `append` itself raises OSError / sqlite3.Error there.
+computed and stores nothing, silently (the caller may log). A cache folder that is a file is refused before a store
+is opened (options.check_cache_dir, by `validate`, the commands and engine.features.open_store): there every run
+would extract everything again without a word. `append` itself raises OSError / sqlite3.Error there.
 Different F for one configuration is a bug in the caller: ValueError.
 """
 

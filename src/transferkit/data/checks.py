@@ -288,16 +288,39 @@ def duplicates(infos: list[ImageInfo], classes: list[str], root: str) -> list[Pr
     return out
 
 
+def _spread(members: list[ImageInfo], kind) -> list[ImageInfo]:
+    """The members a message names: one of each `kind` (label, split) first, then the next in order up to SHOWN.
+    The first SHOWN alone can all be of one label, and the message would not show the conflict it reports."""
+    firsts = {}
+    for n, m in enumerate(members):
+        firsts.setdefault(kind(m), n)
+    chosen = set(firsts.values())
+    chosen.update(n for n in range(len(members)) if n not in chosen and len(chosen) < SHOWN)
+    return [members[n] for n in sorted(chosen)]
+
+
 def _describe(items: list[ImageInfo], group: list[int], classes: list[str], root: str, near: bool) -> Problem:
     members = [items[n] for n in group]
     keys = [m.key for m in members]
-    where = "; ".join(f"{name_list([m.key], root)} ({m.split}/{classes[m.label]})" for m in members[:SHOWN])
+    labels = Counter(classes[m.label] for m in members)
+    conflict, across = len(labels) > 1, len({m.split for m in members}) > 1
+    shown = _spread(members, (lambda m: m.label) if conflict else (lambda m: m.split))
+    where = "; ".join(f"{name_list([m.key], root)} ({m.split}/{classes[m.label]})" for m in shown)
+    if len(shown) < len(members):
+        where += f"; and {len(members) - len(shown)} more"
     what = "Nearly identical images" if near else "Identical images"
-    if len({m.label for m in members}) > 1:
-        return problem(
-            "conflicting-labels", f"{what} with different labels: {where}.", keys, severity="warning" if near else None
+    if conflict:
+        # With some left out, how many carry each label says which one the group mostly is.
+        counts = (
+            f" ({', '.join(f'{k} {name}' for name, k in labels.most_common())})" if len(shown) < len(members) else ""
         )
-    if len({m.split for m in members}) > 1:
+        return problem(
+            "conflicting-labels",
+            f"{what} with different labels{counts}: {where}.",
+            keys,
+            severity="warning" if near else None,
+        )
+    if across:
         code = "near-duplicate-across-splits" if near else "duplicate-across-splits"
         return problem(code, f"{what} in more than one split: {where}.", keys)
     return problem("near-duplicate" if near else "duplicate", f"{what} within {members[0].split}: {where}.", keys)

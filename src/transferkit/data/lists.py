@@ -53,9 +53,30 @@ def _delimiter(first: str) -> str:
     return " "  # "path label": some lists use one space
 
 
-def _column(choice: str | None, header: list[str] | None, known: tuple[str, ...], flag: str, where: Path) -> int | None:
+def _index(choice: str, header: list[str] | None, width: int | None, flag: str, where: Path) -> int:
+    """A column chosen by 0-based index, checked against the columns the list has: an index past them would
+    otherwise read every line as empty and be reported as unlabelled or badly separated lines."""
+    i = int(choice)
+    n = len(header) if header is not None else width
+    if n is None or -n <= i < n:
+        return i if n is None else i % n  # -1: the last column, as Python counts
+    has = f"{n} column{'s' if n != 1 else ''} ({'0' if n == 1 else f'0-{n - 1}'})"
+    named = f": {', '.join(header)}. Choose one by name or by index." if header else ". Choose one by index."
+    raise DataError(f"{flag} {choice.strip()}: {where} has {has}{named}")
+
+
+def _column(
+    choice: str | None,
+    header: list[str] | None,
+    known: tuple[str, ...],
+    flag: str,
+    where: Path,
+    width: int | None = None,
+) -> int | None:
+    """The column `choice` names (a header name, or a 0-based index checked against `header`, else against `width`
+    fields), else the first `known` name in the header, else None."""
     if choice is not None and choice.strip().lstrip("-").isdigit():
-        return int(choice)
+        return _index(choice, header, width, flag, where)
     if header is None:
         return None
     lower = [h.lower() for h in header]
@@ -64,6 +85,14 @@ def _column(choice: str | None, header: list[str] | None, known: tuple[str, ...]
             raise DataError(f"{where}: {flag} '{choice}' is not a column. Its header has: {', '.join(header)}.")
         return lower.index(choice.strip().lower())
     return next((lower.index(c) for c in known if c in lower), None)
+
+
+def _header_only(path: Path, header: list[str], what: str) -> DataError:
+    # Read on, a header alone is a dataset without classes: "fewer than two classes ... put each class's images in
+    # its own sub-folder", which sends people away from the list they are writing.
+    return DataError(
+        f"{path} has a header ({', '.join(header)}) but no rows: add one line per image under it, with {what}."
+    )
 
 
 def _exists(parent: Path, p: str) -> bool:
@@ -119,13 +148,18 @@ def read_list(
         raise DataError(f"List file '{path}' is not UTF-8 text ({e}). Save it as UTF-8 (CSV UTF-8 in Excel).") from e
     lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
-        raise DataError(f"List file '{path}' has no lines: expected one 'path<TAB>label' (or CSV) line per image.")
+        has = "no lines" if not text.strip() else "only comment lines (starting with '#')"
+        raise DataError(f"List file '{path}' has {has}: expected one 'path<TAB>label' (or CSV) line per image.")
     delim = _delimiter(lines[0][1])
     rows = list(csv.reader([ln for _, ln in lines], delimiter=delim, skipinitialspace=True))
     header = [c.strip() for c in rows[0]]
     hot = _multi_hot(header, rows, label_column, path_column, path) if kind.several else None
     if hot is not None:
         pcol, cols = hot
+        if len(rows) == 1:
+            raise _header_only(
+                path, header, f"the image's path in column '{header[pcol]}' and 0 or 1 in each label column"
+            )
         out = [
             Row(n, row[pcol].strip(), _hot_label(row, cols, header, n, path))
             for (n, _), row in zip(lines[1:], rows[1:])
@@ -134,8 +168,9 @@ def read_list(
     lower = [h.lower() for h in header]
     named = any(c is not None and not c.strip().lstrip("-").isdigit() for c in (path_column, label_column))
     has_header = named or (any(c in lower for c in PATH_COLUMNS) and any(c in lower for c in LABEL_COLUMNS))
-    pcol = _column(path_column, header if has_header else None, PATH_COLUMNS, "--path-column", path)
-    lcol = _column(label_column, header if has_header else None, LABEL_COLUMNS, flag, path)
+    fields = max(len(r) for r in rows)  # without a header, an index is checked against the widest line
+    pcol = _column(path_column, header if has_header else None, PATH_COLUMNS, "--path-column", path, fields)
+    lcol = _column(label_column, header if has_header else None, LABEL_COLUMNS, flag, path, fields)
     if has_header and (pcol is None or lcol is None):
         missing = "--path-column" if pcol is None else flag
         raise DataError(
@@ -144,6 +179,12 @@ def read_list(
         )
     pcol = 0 if pcol is None else pcol
     lcol = 1 if lcol is None else lcol
+    if has_header and len(rows) == 1:
+        raise _header_only(
+            path,
+            header,
+            f"the image's path in column '{header[pcol]}' and its {kind.column_word} in column '{header[lcol]}'",
+        )
     if not has_header and len(rows) > 1:
         # An unknown header ("id,fname,species"): no cell of it looks like an image, while the next line names a file.
         file_col = next((j for j, c in enumerate(rows[1]) if _exists(path.parent, c.strip())), None)
@@ -235,7 +276,8 @@ def read_lists(
     files = find_lists(root)
     problems: list[Problem] = []
     rows = {split: read_list(p, path_column, label_column, problems, kind) for split, p in files.items()}
-    # The target's name (a regression's one class) is read only when the kind asks: other lists may name columns by index.
+    # The target's name (a regression's one class) is read only when the kind asks: other lists may name columns by
+    # index.
     target = partial(_target_name, next(iter(files.values())), label_column)
     classes, labelled = kind.from_rows(files, rows, lenient, problems, target)
     splits = {split: [Sample(path, label) for path, label in pairs] for split, pairs in labelled.items()}
@@ -252,6 +294,7 @@ def read_paths(path: Path, path_column: str | None = None) -> list[str]:
     rows = list(csv.reader(lines, delimiter=delim)) if delim != " " else [ln.split() for ln in lines]
     first = [c.strip().lower() for c in rows[0]]
     has_header = any(c in PATH_COLUMNS for c in first) or (path_column is not None and path_column.lower() in first)
-    col = _column(path_column, first if has_header else None, PATH_COLUMNS, "--path-column", path) or 0
+    header = [c.strip() for c in rows[0]] if has_header else None
+    col = _column(path_column, header, PATH_COLUMNS, "--path-column", path, max(len(r) for r in rows)) or 0
     body = rows[1:] if has_header else rows
     return [str((path.parent / r[col].strip()).resolve()) for r in body if len(r) > col and r[col].strip()]

@@ -172,7 +172,9 @@ def open_store(cache_dir: str | None, config: dict, precision: str, view: dict |
     """The feature store's folder for a backbone configuration (`store_config`), a precision and a view
     (`view_config`): the one place its key is made, so `fit`, `embed` and the checks before decoding agree."""
     from ..core.store import FeatureStore, store_root
+    from ..options import check_cache_dir
 
+    check_cache_dir(cache_dir)  # embed(cache_dir=...) and $TRANSFERKIT_CACHE reach here without `validate`
     return FeatureStore(store_root(cache_dir), {**config, "precision": precision, **(view or {})})
 
 

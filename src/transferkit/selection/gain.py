@@ -129,6 +129,8 @@ def finetune_rungs(chosen, table, cfg: RunConfig, n_train: int, n_val: int) -> l
         wanted.append(("smaller input", sizes[0], few))
     rungs = []
     for label, size, epochs in wanted:
+        if not 2 <= epochs <= cfg.train.epochs:  # within --epochs, and an epoch at least for each of the two phases
+            continue
         c = (
             chosen
             if size == chosen.image_size
@@ -235,6 +237,8 @@ def decide_by_gain(
     n_train, n_val = len(d.splits["train"]), len(d.splits["val"])
     rungs = finetune_rungs(chosen, table, cfg, n_train, n_val)
     fits = [r for r in rungs if not cfg.train.budget or r.total <= left]
+    if not rungs:
+        return "linear", None, None, f"--epochs {cfg.train.epochs} holds no two-phase (2 at least) -> linear", None
     if not fits:
         costs = "; ".join(r.text() for r in rungs)
         return "linear", None, None, f"no fine-tune fits the --budget's {duration(left)} left ({costs}) -> linear", None
