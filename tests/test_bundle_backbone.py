@@ -125,6 +125,9 @@ def test_a_classifier_becomes_a_regressions_backbone(source, tmp_path):
     assert run.test_metrics["rmse"] >= 0 and bundle_state(run.best)["head.0.weight"].shape == (1, 96)
     meta = json.loads((run.best / "transferkit.json").read_text())
     assert meta["task"] == "regression" and meta["preprocessing"]["image_size"] == SOURCE_SIZE
+    with pytest.raises(transferkit.errors.ConfigError, match=r"pass the data, e.g. run.evaluate\(transferkit.from_arr"):
+        run.evaluate()  # arrays have no path to reopen: said, not "Data path 'arrays' does not exist"
+    assert run.evaluate(data)["n"] > 0
 
 
 @pytest.mark.parametrize("strategy", ["finetune", "freeze:2"])  # two-phase: linear, then finetune

@@ -177,3 +177,16 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_fit_head_refuses_features_and_labels_that_do_not_match_or_labels_that_are_names():
+    """5 rows with 2 labels fitted a head; 2 rows with 5 raised IndexError; names, a torch TypeError."""
+    from transferkit import fit_head
+    from transferkit.errors import DataError
+
+    with pytest.raises(DataError, match=r"features \(5, 3\) and their labels \(2\) do not match"):
+        fit_head(np.zeros((5, 3)), [0, 1])
+    with pytest.raises(DataError, match=r"val \(2, 3\) and their labels \(3\)"):
+        fit_head(np.zeros((4, 3)), [0, 1, 0, 1], val=(np.zeros((2, 3)), [0, 1, 1]))
+    with pytest.raises(DataError, match="labels of dtype <U3.*return_inverse"):
+        fit_head(np.zeros((4, 3)), ["ant", "bee", "ant", "bee"])

@@ -93,6 +93,43 @@ def test_tab_list_without_header_and_split_lists(tmp_path):
     assert src.splits["train"][2].key == str(tmp_path / "img" / "c d.png")
 
 
+def test_a_list_with_a_split_column_keeps_its_splits(tmp_path):
+    """`path,label,split` (review's fix list of a pre-split set): the lines' own train / val / test, kept by
+    make_splits as a pre-split folder's are; no split column (or an empty one): one pool, split by train."""
+    from transferkit.data.split import make_splits
+
+    _images(tmp_path, [f"{n}.png" for n in "abcdefg"])
+    (tmp_path / "l.csv").write_text(
+        "path,label,split\na.png,x,train\nb.png,y,train\nc.png,x,train\nd.png,y,val\ne.png,x,Validation\n"
+        "f.png,x,test\ng.png,y,test\n"
+    )
+    src = open_source(tmp_path / "l.csv")
+    names = {k: [os.path.basename(s.key) for s in v] for k, v in src.splits.items()}
+    assert names == {"train": ["a.png", "b.png", "c.png"], "val": ["d.png", "e.png"], "test": ["f.png", "g.png"]}
+    assert src.classes == ["x", "y"] and src.layout == "list"
+    assert {k: len(v) for k, v in make_splits(src, (0.7, 0.15, 0.15), 0).items()} == {"train": 3, "val": 2, "test": 2}
+    (tmp_path / "m.csv").write_text("path,cat,dog,split\na.png,1,0,train\nb.png,0,1,train\nc.png,1,1,val\n")
+    src = open_source(tmp_path / "m.csv", task="multilabel")  # not a label column: the labels are cat and dog
+    assert src.classes == ["cat", "dog"] and [s.label for s in src.splits["val"]] == [(0, 1)]
+    (tmp_path / "n.csv").write_text("path,label,split\na.png,x,\nb.png,y,\n")
+    assert list(open_source(tmp_path / "n.csv").splits) == ["all"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a.png,x,train\nb.png,y,\n", "line 3 has no split, but other lines do. Give every line train, val or test"),
+        ("a.png,x,train\nb.png,y,fold1\n", "line 3: split 'fold1' is not train, val or test"),
+        ("a.png,x,val\nb.png,y,test\n", "no line is in the train split (the 'split' column has test, val only)"),
+    ],
+)
+def test_a_split_column_that_cannot_be_read_says_which_line(tmp_path, text, message):
+    _images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "l.csv").write_text("path,label,split\n" + text)
+    with pytest.raises(DataError, match=re.escape(message)):
+        open_source(tmp_path / "l.csv")
+
+
 def test_csv_header_names_found_and_chosen(tmp_path):
     _images(tmp_path, ["a.png", "b.png"])
     (tmp_path / "l.csv").write_text("filename,class\na.png,x\nb.png,y\n")

@@ -410,3 +410,25 @@ def test_reference_client_answers_as_the_bundle_for_every_task(task, capsys, mon
     assert len(got) == len(expected) == 4
     for g, e in zip(got, expected):
         _same_answer(task, g, e)
+
+
+def test_export_replaces_only_an_earlier_export_and_names_its_format(tmp_path):
+    """-o over a user's list file replaced it with a graph, exit 0; -f torchscript -o m.onnx wrote TorchScript there."""
+    from transferkit.errors import ConfigError
+    from transferkit.export import check_out
+
+    (tmp_path / "labels.csv").write_text("path,label\n")
+    with pytest.raises(ConfigError, match=r"name it \*.onnx"):
+        check_out(tmp_path / "labels.csv", "onnx", False)
+    with pytest.raises(ConfigError, match=r"--format torchscript: name it \*.pt"):
+        check_out(tmp_path / "m.onnx", "torchscript", False)
+    (tmp_path / "m.onnx").write_bytes(b"someone's file")
+    with pytest.raises(ConfigError, match="already exists and is not an export transferkit wrote"):
+        check_out(tmp_path / "m.onnx", "onnx", False)
+    assert (tmp_path / "m.onnx").read_bytes() == b"someone's file"
+    (tmp_path / "m.parity.json").write_text(json.dumps({"bundle": "b", "format": "onnx"}))  # an earlier export's
+    check_out(tmp_path / "m.onnx", "onnx", False)
+    check_out(tmp_path / "new.int8.onnx", "onnx", True)  # nothing there yet
+    (tmp_path / "n.parity.json").write_text("notes")  # a file of the user's where the report would go
+    with pytest.raises(ConfigError, match="n.parity.json' already exists"):
+        check_out(tmp_path / "n.onnx", "onnx", False)

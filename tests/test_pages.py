@@ -464,3 +464,124 @@ def test_the_train_button_trains_on_the_exported_list(tmp_path, monkeypatch):
     }
     ((data, kw),) = calls
     assert len(read_csv(Path(data))) == 6 and kw["strategy"] == "linear" and kw["out"] == str(tmp_path / "out" / "runs")
+
+
+# ---- refused before any work: the port, the host, --out, --labelled (nothing embedded, nothing left behind) -------
+
+
+def _no_work(monkeypatch):
+    """Embedding, the pool survey and the review fail the test if a refused command reaches them."""
+    import transferkit.core.embed
+    import transferkit.core.review
+    import transferkit.core.suggest
+
+    def reached(*a, **k):
+        raise AssertionError("the refused command did the work first")
+
+    for module, name in (
+        (transferkit.core.embed, "embed"),
+        (transferkit.core.suggest, "pool_settings"),
+        (transferkit.core.review, "review"),
+    ):
+        monkeypatch.setattr(module, name, reached)
+
+
+@pytest.fixture
+def port_in_use():
+    import socket
+
+    with socket.socket() as other:  # another program's server on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        yield other.getsockname()[1]
+
+
+@pytest.mark.parametrize("where", ["port", "host"])
+def test_label_and_review_serve_check_the_port_and_host_before_any_work(tmp_path, monkeypatch, port_in_use, where):
+    from typer.testing import CliRunner
+
+    from transferkit.cli.app import app
+    from transferkit.errors import ConfigError
+
+    _no_work(monkeypatch)
+    pool = pool_folder(tmp_path / "pool")
+    # 192.0.2.1: TEST-NET-1 (RFC 5737), an address no machine here has
+    page = ["--port", str(port_in_use)] if where == "port" else ["--host", "192.0.2.1", "--port", "0"]
+    said = "is in use by another program" if where == "port" else "is not an address of this machine"
+    for command in (
+        ["label", str(pool), "--classes", "red,green", "--out", str(tmp_path / "lab")],
+        ["review", str(pool), "--serve", "-o", str(tmp_path / "rev"), "--fix-out", str(tmp_path / "fix.csv")],
+    ):
+        r = CliRunner().invoke(app, [*command, *page, "--no-browser"])
+        assert isinstance(r.exception, ConfigError) and said in str(r.exception), r.output  # main(): exit 2
+        assert "Embedding" not in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool", "src"]  # no label.sqlite, no review folder
+
+
+def test_label_refuses_a_file_as_out_and_a_missing_labelled_list_before_any_work(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from transferkit.cli.app import app
+    from transferkit.errors import TransferkitError
+
+    _no_work(monkeypatch)
+    pool = pool_folder(tmp_path / "pool")
+    mine = tmp_path / "houses.csv"
+    mine.write_text("path,price\n")
+    for options, said in (
+        (["--out", str(mine)], f"--out '{mine}' is a file, not a folder"),
+        (["--out", str(mine / "sub")], f"--out '{mine / 'sub'}' cannot be made: '{mine}' is a file"),
+        (["--labelled", str(tmp_path / "nope.csv")], f"--labelled '{tmp_path / 'nope.csv'}' does not exist"),
+        (["--labelled", str(pool)], "is a folder: give a list file"),
+    ):
+        args = ["label", str(pool), "--classes", "red,green", "--no-browser", *options]
+        r = CliRunner().invoke(app, args if "--out" in options else [*args, "--out", str(tmp_path / "lab")])
+        assert isinstance(r.exception, TransferkitError) and said in str(r.exception), r.output
+    assert mine.read_text() == "path,price\n" and not (tmp_path / "lab").exists()
+
+
+def test_the_pages_refuse_a_file_as_their_folder_in_python_too(tmp_path):
+    from transferkit.errors import ConfigError, DataError
+    from transferkit.pages.label import LabelSession, read_labelled
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine\n")
+    with pytest.raises(ConfigError, match="--out '.*mine.txt' is a file, not a folder"):
+        Journal(mine / "review.sqlite")
+
+    def reached(*a, **k):
+        raise AssertionError("embedded before the checks")
+
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        LabelSession.open(pool_folder(tmp_path / "pool"), ["red", "green"], out_dir=mine, embed_fn=reached)
+    with pytest.raises(DataError, match="--labelled '.*nope.csv' does not exist"):
+        read_labelled(tmp_path / "nope.csv")
+    assert mine.read_text() == "mine\n"
+
+
+def test_the_export_of_a_pre_split_set_keeps_its_splits(tmp_path):
+    """train/ val/ test/ folders: the exported list carries each image's split, and the data `train` reads from it
+    has the very same train, val and test images (not one pool split anew)."""
+    from transferkit.core.review import _made_by_review
+    from transferkit.data.sources import open_source
+    from transferkit.data.split import make_splits
+    from transferkit.pages.review import review_app
+
+    result = fake_review(tmp_path / "data")
+    split_of = {img["key"]: ("train", "val", "test", "train")[int(Path(img["key"]).stem[-1])] for img in result.images}
+    for img in result.images:
+        img["split"] = split_of[img["key"]]
+    result.data_splits = ["train", "val", "test"]
+    out = tmp_path / "out"
+    client = TestClient(review_app(result, out))
+    red0 = result.items[0].key
+    client.post("/api/decide", json={"key": red0, "action": "relabel", "label": "blue"}).raise_for_status()
+    client.post("/api/export").raise_for_status()
+    with open(out / "cleaned.csv", newline="") as f:
+        rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    assert rows[0] == ["path", "label", "split"] and len(rows) == 13
+    assert _made_by_review(out / "cleaned.csv")  # a later export may replace it
+    splits = make_splits(open_source(out / "cleaned.csv"), (0.7, 0.15, 0.15), 0)  # what train does with it
+    got = {str(Path(s.key).resolve()): name for name, samples in splits.items() for s in samples}
+    assert got == split_of
+    client.post("/api/export").raise_for_status()  # its own file: written again

@@ -180,3 +180,35 @@ def test_batched_preprocessing_equals_the_eval_transform(trained):
     arrays = [p.pre.load(im)[0] for im in imgs]
     per_image = torch.stack([p.transform(torch.from_numpy(a).permute(2, 0, 1)) for a in arrays])
     assert torch.equal(p.pre.batch(arrays, tta=False), per_image)
+
+
+def test_a_grey_batch_as_from_arrays_takes_it_is_a_batch_and_a_numpy_3_by_h_by_w_is_asked_about():
+    """(N, H, W) is what from_arrays trains on: predict read it as one image (N != 3: refused with a message that
+    listed the shape; N == 3: one answer for three digits). A tensor's (3, H, W) stays one image (torch's layout)."""
+    import torch
+
+    from transferkit.errors import TransferkitError
+    from transferkit.predict import user_inputs
+
+    items, one = user_inputs(np.zeros((5, 8, 8), np.float32))
+    assert len(items) == 5 and not one
+    items, one = user_inputs(np.zeros((8, 8, 3), np.uint8))
+    assert len(items) == 1 and one
+    items, one = user_inputs(torch.zeros(3, 8, 8))
+    assert len(items) == 1 and one and items[0].shape == (8, 8, 3)
+    with pytest.raises(TransferkitError, match=r"3 grey 8x8 images, or one 8x8 image.*x\[\.\.\., None\]"):
+        user_inputs(np.zeros((3, 8, 8), np.float32))
+    items, one = user_inputs(np.zeros((3, 8, 8, 1), np.float32))  # the fix it names works
+    assert len(items) == 3 and not one
+
+
+def test_predict_refuses_top_k_under_1_and_load_of_no_path(trained):
+    from transferkit.errors import ConfigError
+
+    _, run = trained
+    p = transferkit.load(run.best)
+    for k in (0, -1, 1.5):  # 0 and -1 answered one class, unsaid
+        with pytest.raises(ConfigError, match="top_k=.*1 or more"):
+            p.predict(np.zeros((8, 8, 3), np.uint8), top_k=k)
+    with pytest.raises(ConfigError, match=r"load\(None\): give the path of a model"):
+        transferkit.load(None)

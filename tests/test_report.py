@@ -277,3 +277,15 @@ def test_report_shows_what_auto_measured_and_curves_of_several_epochs(run, tmp_p
     choice = html[html.index('<section id="choice">') : html.index('<section id="calibration">')]
     assert "small data, similar -&gt; two-phase: measured" in choice and "domain shift from ImageNet" in choice
     assert 'alt="Training curves"' in choice and (copy / "plots" / "curves.png").is_file()
+
+
+@pytest.mark.parametrize("content", ['{"config": 5}', "[1]", "not json"])
+def test_report_of_a_damaged_config_json_says_so(tmp_path, content):
+    """{"config": 5} was an AttributeError traceback; [1] and text were drawn as a report without the config."""
+    from transferkit.errors import TransferkitError
+    from transferkit.evaluation.report import build_report
+
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(TransferkitError, match="config.json' is damaged"):
+        build_report(tmp_path, redraw=False)
+    assert not (tmp_path / "report.html").exists()

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from transferkit.progress import JsonReporter, QuietReporter, Reporter, TeeReporter, make_reporter
 
 ROW = {
@@ -80,3 +82,17 @@ def test_cli_help_imports_no_torch_or_matplotlib():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_failed_train_with_log_json_ends_its_stream_with_an_error_event(tmp_path, monkeypatch, capsys):
+    """A tool reading --log-json saw the stream end without "done" and without a reason (it was on stderr only)."""
+    import sys
+
+    from transferkit.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["transferkit", "train", str(tmp_path / "missing"), "--log-json"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert last["event"] == "error" and last["kind"] == "DataError" and "does not exist" in last["text"]

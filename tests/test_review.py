@@ -435,3 +435,66 @@ def test_near_duplicates_are_looked_for_where_features_or_pixels_tell_images_apa
     notes = []
     found = duplicates(copies, images(noise), notes)
     assert notes == [] and len({it.group for it in found}) == n // 3 and len(found) == n
+
+
+def test_the_fix_list_of_a_pre_split_set_keeps_its_splits(tmp_path):
+    """train/ val/ test/ folders: the fix list's `split` column keeps each image where the user put it, so `train` on
+    it (make_splits) never moves a val or test image into training; a val the review carved (train + test only) goes
+    back to train."""
+    from transferkit.data.sources import open_source
+    from transferkit.data.split import make_splits
+
+    root = tmp_path / "presplit"
+    for split, seed in (("train", 1), ("val", 2), ("test", 3)):
+        write_folder(root / split, per_class=4, seed=seed)
+    r = review(root, k=2, features="last", **FAST)
+    assert r.data_splits == ["train", "val", "test"]
+    odd = str(root / "val" / "red" / "red_01.png")
+    write_fix_list(r, {odd: "exclude"}, tmp_path / "cleaned.csv")
+    assert (tmp_path / "cleaned.csv").read_text().splitlines()[1] == "path,label,split"
+    splits = make_splits(open_source(tmp_path / "cleaned.csv"), (0.7, 0.15, 0.15), 0)  # what train does with it
+    assert {n: sorted(s.key for s in v) for n, v in splits.items()} == {
+        n: sorted(str(p) for p in (root / n).rglob("*.png") if str(p) != odd) for n in ("train", "val", "test")
+    }
+
+    shutil.rmtree(root / "val")  # train + test: the review carves a val out of train, the list does not keep it
+    r = review(root, k=2, features="last", **FAST)
+    assert r.data_splits == ["train", "test"] and any(img["split"] == "val" for img in r.images)
+    write_fix_list(r, {}, tmp_path / "cleaned.csv")
+    src = open_source(tmp_path / "cleaned.csv")
+    assert {n: len(v) for n, v in src.splits.items()} == {"train": 12, "test": 12}
+
+    r = review(
+        write_folder(tmp_path / "pool", per_class=3), k=2, features="last", **FAST
+    )  # one pool: train splits it, as before
+    assert r.data_splits == []
+    write_fix_list(r, {}, tmp_path / "pool.csv")
+    assert (tmp_path / "pool.csv").read_text().splitlines()[1] == "path,label"
+
+
+def test_review_refuses_a_file_as_out_or_fix_out_before_the_review(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import transferkit.core.review
+    from transferkit.cli.app import app
+    from transferkit.errors import TransferkitError
+
+    def reached(*a, **k):
+        raise AssertionError("the review ran before the refusal")
+
+    monkeypatch.setattr(transferkit.core.review, "review", reached)
+    root = write_folder(tmp_path / "data", per_class=2)
+    mine = tmp_path / "houses.csv"
+    mine.write_text("path,price\n")
+    for options, said in (
+        (["-o", str(mine)], f"--out '{mine}' is a file, not a folder"),
+        (["-o", str(mine / "sub")], f"--out '{mine / 'sub'}' cannot be made: '{mine}' is a file"),
+        (["--fix-out", str(mine)], "not written by transferkit review: choose another --fix-out"),
+        (["--fix-out", str(mine / "c.csv")], f"'{mine}' is a file, not a folder. Give another --fix-out"),
+        (["--fix-out", str(root)], "is a folder: give the list file's name"),
+    ):
+        r = CliRunner().invoke(app, ["review", str(root), *options])
+        assert isinstance(r.exception, TransferkitError) and said in str(r.exception), (options, r.output)
+    assert mine.read_text() == "path,price\n"
+    with pytest.raises(TransferkitError, match="is a file, not a folder"):  # the Python API says it too
+        save_review(None, mine)

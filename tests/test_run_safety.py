@@ -85,6 +85,20 @@ def test_resume_honours_more_epochs(one_epoch, tmp_path):
     assert json.loads((copy / "config.json").read_text())["config"]["train"]["epochs"] == 3
     with pytest.raises(ConfigError, match="already finished.*--epochs"):
         transferkit.fit(resume=copy, quiet=True)
+    before = {n: (copy / n).read_bytes() for n in ("config.json", "doctor.json", "metrics.csv")}
+    with pytest.raises(ConfigError, match="already finished"):
+        transferkit.fit(resume=copy, epochs=2, quiet=True)  # refused: the run's files say what it trained, as before
+    assert {n: (copy / n).read_bytes() for n in before} == before
+    assert not (copy / "failed.json").exists()
+
+
+def test_resuming_a_finished_linear_run_says_more_epochs_cannot_continue_it(tmp_path):
+    data = write_folder(tmp_path / "d", per_class=8)
+    run = transferkit.fit(data, strategy="linear", out=str(tmp_path / "runs"), **FAST)
+    config = (run.path / "config.json").read_bytes()
+    with pytest.raises(ConfigError, match="one pass, which more --epochs do not continue"):
+        transferkit.fit(resume=run.path, epochs=20, quiet=True)
+    assert (run.path / "config.json").read_bytes() == config  # still the epochs it was given
 
 
 def test_resume_refuses_options_it_cannot_change(one_epoch):

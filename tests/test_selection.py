@@ -206,6 +206,24 @@ def test_paired_test_and_verdict():
     assert paired_t_test([0.9, 0.9, 0.9], [0.8, 0.8, 0.8]) == pytest.approx(0.25)  # sign test: 3 of 3 one way
 
 
+@pytest.mark.parametrize(
+    "given, words",
+    [
+        ({"strategies": "linear,linear"}, "--strategies names linear more than once"),
+        ({"strategies": "linear", "seeds": [0, 0]}, "--seeds names 0 more than once"),
+        ({"strategies": "linear,two-phase", "epochs": 1}, "--strategy two-phase --epochs 1"),
+    ],
+)
+def test_compare_refuses_a_repeated_row_or_a_rows_options_before_making_its_folder(tmp_path, given, words):
+    """linear,linear pooled one run twice into a 95% interval of width 0; two-phase --epochs 1 was refused only
+    after the folder was made, which stayed behind empty."""
+    data = write_folder(tmp_path / "colours", per_class=2)
+    kw = {"seeds": 1, **given}
+    with pytest.raises(ConfigError, match=words):
+        transferkit.compare(data, out=str(tmp_path / "cmp"), **kw, **FAST)
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_compare_on_repeated_splits(tmp_path):
     data = write_folder(tmp_path / "colours", per_class=10)
     result = transferkit.compare(

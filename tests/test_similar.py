@@ -152,3 +152,48 @@ def test_blocks_give_the_same_answers_as_one_product(monkeypatch):
     sims, idx = similar.SimilarityIndex(x).neighbours(4)
     np.testing.assert_array_equal(idx, whole[1][1])
     np.testing.assert_allclose(sims, whole[1][0], rtol=1e-6)
+
+
+def test_a_list_file_or_an_hdf5_as_the_query_is_refused_before_any_extraction(tmp_path):
+    """A list file holds many images: read as data, its first one used to be searched with, unsaid."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from transferkit.cli.app import app
+    from transferkit.core.similar import similar
+
+    root = write_folder(tmp_path / "data", per_class=2)
+    listed = tmp_path / "houses.csv"
+    listed.write_text(f"path,label\n{root / 'red' / 'red_00.png'},red\n")
+    h5 = tmp_path / "cats.h5"
+    h5.write_bytes(b"")
+    for query, what in ((listed, "a list file"), (h5, "an HDF5 file"), (tmp_path / "q.txt", "a list file")):
+        query.touch()
+        with pytest.raises(DataError, match=f"Query image '.*{query.name}' is {what}, not an image"):
+            similar(root, query, k=2, image_size=32)
+    r = CliRunner().invoke(app, ["similar", str(root), str(listed), "-k", "2", "--image-size", "32"])
+    assert isinstance(r.exception, DataError) and "is a list file, not an image" in str(r.exception)  # exit 2
+    assert not (Path(os.environ["TRANSFERKIT_CACHE"]) / "store").exists()  # refused before any image was read
+    inside = similar(root, str(root / "red" / "red_00.png"), k=1, image_size=32)  # an image still is a query
+    assert inside[0].key.endswith("red_00.png")
+
+
+@pytest.mark.parametrize(
+    "given, words",
+    [
+        ({"k": -1}, r"similar\(k=-1\): give how many neighbours"),
+        ({"k": 0}, r"similar\(k=0\)"),
+        ({"backend": "annoy"}, "Unknown backend 'annoy'"),
+        ({"image_size": 5}, "--image-size 5: give 16 to"),
+    ],
+)
+def test_similar_and_embed_refuse_bad_options_by_name_before_any_work(tmp_path, given, words):
+    """k=-1 was NumPy's 'negative dimensions are not allowed'; backend a plain ValueError; image_size=5 ran."""
+    import transferkit
+    from transferkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=words):
+        transferkit.similar(tmp_path / "nothing", "x.jpg", **given)
+    with pytest.raises(ConfigError, match="--feature-precision 'fp8'"):
+        transferkit.embed(tmp_path / "nothing", precision="fp8")

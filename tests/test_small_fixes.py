@@ -240,3 +240,49 @@ def test_two_phase_with_one_epoch_is_refused_not_run_for_two():
     assert [p.epochs for p in parse_strategy("two-phase").phases(2, 3)] == [1, 1]  # within the 2
     cfg.train.strategy, cfg.train.epochs = "linear", 1
     validate(cfg)
+
+
+# --- option values of the wrong type ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "given, words",
+    [
+        ({"epochs": "1"}, r"--epochs '1' \(str\): give a whole number"),
+        ({"epochs": 1.5}, r"--epochs 1.5 \(float\): give a whole number"),
+        ({"epochs": True}, r"--epochs True \(bool\): give a whole number"),
+        ({"lr": "fast"}, r"--lr 'fast' \(str\): give a number"),
+        ({"crop_scale": [0.35]}, r"--crop-scale \(0.35,\) \(tuple\): give 2 numbers"),
+        ({"crop_scale": "0.35 1"}, r"--crop-scale '0.35 1' \(str\): give 2 numbers"),
+        ({"head": 5}, r"--head 5 \(int\): give text"),
+    ],
+)
+def test_an_option_of_the_wrong_type_is_refused_by_name_before_any_work(given, words):
+    """A --config file or fit(**kw) reaches validate unparsed: '1' for --epochs died in the head's solver after
+    `auto` had measured every candidate, and 1.5 trained and was saved."""
+    from transferkit.config import RunConfig
+    from transferkit.options import apply_overrides, validate
+
+    with pytest.raises(ConfigError, match=words):
+        validate(apply_overrides(RunConfig(), given))
+
+
+def test_options_of_the_right_type_pass_numpy_numbers_and_ints_for_floats_included():
+    from transferkit.config import RunConfig
+    from transferkit.options import apply_overrides, validate
+
+    cfg = apply_overrides(RunConfig(), {"epochs": np.int64(3), "lr": 1, "crop_scale": [0.5, 1], "split": [0.8, 0.2]})
+    validate(cfg)
+    assert cfg.data.crop_scale == (0.5, 1) and cfg.data.split == (0.8, 0.2, 0.0)
+
+
+def test_fit_refuses_a_dict_as_config_and_resume_refuses_a_config_file(tmp_path, monkeypatch, capsys):
+    import transferkit
+    from transferkit.cli.app import main
+
+    with pytest.raises(ConfigError, match="config=dict: give a RunConfig"):
+        transferkit.fit(tmp_path, config={"epochs": 1})
+    (tmp_path / "c.json").write_text('{"train": {"epochs": 20}}')  # was dropped: the resume went on without it
+    monkeypatch.setattr(sys, "argv", ["transferkit", "train", "--resume", str(tmp_path), "--config", "c.json"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    assert "--config c.json with --resume" in capsys.readouterr().err.replace("\n", "")

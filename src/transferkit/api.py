@@ -50,6 +50,11 @@ class Run:
         return load(self.best)
 
     def evaluate(self, data: str | os.PathLike | None = None, split: str = "auto") -> dict[str, Any]:
+        if data is None and not Path(self.config.data.path).exists():  # from_arrays' data has no path to reopen
+            raise ConfigError(
+                f"run.evaluate(): the run's data '{self.config.data.path}' is not a file or folder here (in-memory "
+                "arrays, or moved): pass the data, e.g. run.evaluate(transferkit.from_arrays(x, y)) or a path."
+            )
         return evaluate(self.best, data or self.config.data.path, split=split)
 
 
@@ -90,6 +95,10 @@ def fit(
     if new:
         name = cfg.name or f"{_data_name(cfg.data.path)}-{strategy.label}"
         run = procs.on_main(lambda: RunDir.create(cfg.out, name))  # one directory, named by the main process
+    # A resume that is refused (the run already finished, a checkpoint that does not fit) leaves the run as it was:
+    # what _write_start and the trainer rewrite before they can tell is put back while last.ckpt is unchanged
+    kept = {} if new else _snapshot(run, (RunDir.CONFIG, RunDir.DOCTOR, RunDir.METRICS))
+    ckpt = _stamp(run / RunDir.LAST)
     try:
         if procs.is_main_process:
             _write_start(run, cfg, opened, strategy, reason, bcfg, size, skipped, new)
@@ -104,6 +113,10 @@ def fit(
             raise
         if new and not (run / RunDir.LAST).is_file():
             run.discard()  # nothing worth keeping: no half-made run directory is left behind
+        elif kept and isinstance(e, TransferkitError) and _stamp(run / RunDir.LAST) == ckpt:
+            for name, content in kept.items():  # refused before it trained: the run's files as they were
+                if content is not None:
+                    (run / name).write_bytes(content)
         elif new or not isinstance(e, (KeyboardInterrupt, TransferkitError)):
             run.mark_failed(e)  # kept for --resume; failed.json says why it stopped (Ctrl-C on a resume: as it was)
         raise
@@ -124,6 +137,16 @@ def fit(
         time.perf_counter() - started,
         cv,
     )
+
+
+def _snapshot(run: RunDir, names: tuple[str, ...]) -> dict[str, bytes | None]:
+    """The run's files by name, as bytes (None: absent): what a refused --resume puts back."""
+    return {n: (run / n).read_bytes() if (run / n).is_file() else None for n in names}
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, None if absent: whether a checkpoint was written since."""
+    return (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
 
 
 def _data_name(path: str) -> str:
@@ -154,6 +177,11 @@ def _settings(data, config, resume, overrides) -> tuple[RunConfig, RunDir | None
     from .data.sources import DataSource
 
     given = {k: v for k, v in overrides.items() if v is not None}
+    if config is not None and not isinstance(config, RunConfig):
+        raise ConfigError(
+            f"config={type(config).__name__}: give a RunConfig (transferkit.RunConfig, or RunConfig.from_dict of a "
+            "run's config.json), or the options as keyword arguments: fit(data, epochs=3, strategy='linear')."
+        )
     if resume is None:
         cfg = apply_overrides(config or RunConfig(), given)
         if data is not None:

@@ -108,6 +108,8 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             " It has model.safetensors without it: a run killed while saving its first best model? Continue the run "
             "with `transferkit train --resume RUN_DIR`, or train again."
             if (path / WEIGHTS).is_file()
+            else " An ONNX export is read by `predict --runtime onnx` or `serve`."
+            if path.suffix.lower() == ".onnx"
             else ""
         )
         raise TransferkitError(

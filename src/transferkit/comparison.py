@@ -136,8 +136,13 @@ def compare(
         raise ConfigError(
             "compare needs at least one strategy and one seed, e.g. --strategies linear,finetune --seeds 3."
         )
+    for what, items in (("--strategies", strategies), ("--backbones", backbones), ("--seeds", seeds)):
+        twice = sorted({str(i) for i in items if items.count(i) > 1})
+        if twice:  # the same run twice pools into one row: a 95% interval of width 0 from a single measurement
+            raise ConfigError(f"{what} names {', '.join(twice)} more than once: give each once.")
     for s in strategies:
         parse_strategy(s)  # typos fail before the first of many runs
+        validate(apply_overrides(copy.deepcopy(cfg), {"strategy": s}))  # and each row's options (two-phase --epochs 1)
     for b in backbones:
         check_backbone_name(b)
     reporter = reporter or make_reporter(cfg.quiet)
@@ -233,7 +238,7 @@ def _head_row(
     """One row of `compare` for a strategy that trains only a head: the features of every image from the store
     (`embed`, once per backbone and input size, shared by the seeds), a head fitted on this seed's train rows with
     its L2 and solver picked on val (`fit_head`, as `train`'s linear phase fits it), scored on test. What `train
-    --strategy linear` with the same seed scores, without its run: no decoding of stored images, no bundle, no
+    --strategy linear` with the same seed scores (where L-BFGS wins; AdamW starts from another draw), without its run: no decoding of stored images, no bundle, no
     report. folder/<row>/ keeps split.csv, report.json and predictions.csv."""
     import time
 

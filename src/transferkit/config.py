@@ -212,7 +212,7 @@ class TrainConfig:
     )
     head_epochs: int = opt(
         3,
-        "two-phase: of --epochs, how many train the head alone (at most --epochs - 1); the rest fine-tune.",
+        "two-phase: of --epochs, how many go to the head alone (at most --epochs - 1; on cached features it is fitted in one pass, shown as one epoch); the rest fine-tune: --epochs 10 fine-tunes 7.",
         "Strategy",
         min=1,
     )
@@ -546,8 +546,8 @@ class TrainCommandOptions:
     )
     log_json: bool = opt(
         False,
-        "Events as JSON lines on stdout, ending with a 'done' event that holds the run's path; human output stays "
-        "on stderr.",
+        "Events as JSON lines on stdout, ending with a 'done' event that holds the run's path (or an 'error' "
+        "event saying why it stopped); human output stays on stderr.",
         "Output",
     )
     # issue 22: seconds on stored features; it reports, it never changes a label
@@ -712,7 +712,7 @@ class ReviewOptions:
     )
     fix_out: Path | None = opt(
         None,
-        "Also write a path,label list file `train` reads: images that cannot be read and extra byte-identical copies left out, no label changed (relabel on the page: --serve).",
+        "Also write a path,label list file `train` reads (path,label,split for pre-split data: its splits are kept): images that cannot be read and extra byte-identical copies left out, no label changed (relabel on the page: --serve).",
         "Options",
     )
     json: bool = opt(False, "Print the result as JSON instead of the table.", "Options")

@@ -9,15 +9,18 @@ Imports no torch (the registry check reads names only), so a wrong option fails 
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .config import OptionField, RunConfig, cache_home, comma_names, option_fields
 from .errors import ConfigError, unknown_choice
 
 # Options `--resume` may change: they lengthen or shorten what is left, never what was already trained.
 RESUMABLE = ("epochs", "patience", "quiet")
+# Options read by their own parser, which names what is wrong in any form given ('0.7,0.15,0.15' or a list)
+PARSED = ("split",)
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
@@ -37,6 +40,9 @@ def check_values(fields: list[OptionField], obj: Any) -> None:
     RunConfig or a command's options (config.py); a ConfigError names the flag, the value and what is allowed."""
     for f in fields:
         value = f.get(obj)
+        wrong = None if f.name in PARSED else type_mismatch(f.type, value)
+        if wrong:  # a --config file or fit(epochs="1") reaches here unparsed: refused before any work, not mid-run
+            raise ConfigError(f"{f.flag} {value!r} ({type(value).__name__}): give {wrong}. ({f.opt.help})")
         if f.choices is not None and value not in f.choices and value is not None:
             raise unknown_choice(f.flag, value, f.choices)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -46,6 +52,39 @@ def check_values(fields: list[OptionField], obj: Any) -> None:
                     f"at least {lo:g}" if hi is None else f"{lo:g} to {hi:g}" if lo is not None else f"at most {hi:g}"
                 )
                 raise ConfigError(f"{f.flag} {value}: give {bounds}. ({f.opt.help})")
+
+
+def type_mismatch(kind: Any, value: Any) -> str | None:
+    """What `value` should have been, or None when it fits the declared type `kind` (config.py's annotations: bool,
+    int, float, str, Path, `X | None`, Literal[...], tuple[float, ...]). A bool is not a number (True would train 1
+    epoch), an int is a float, a str is a Path; a tuple's length is checked (--crop-scale takes two numbers)."""
+    import typing
+
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Union or type(kind).__name__ == "UnionType":  # `int | None`
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return type_mismatch(options[0], value) if len(options) == 1 else None
+    if origin is Literal:
+        return None  # the choices are checked by name, with the valid ones listed
+    if origin is tuple:
+        each, many = (args[0], True) if len(args) == 2 and args[1] is Ellipsis else (args[0], False)
+        n = "" if many else f"{len(args)} "
+        what = f"{n}{'numbers' if each is float else 'paths'}"
+        if not isinstance(value, (tuple, list)) or (not many and len(value) != len(args)):
+            return what
+        return what if any(type_mismatch(each, v) for v in value) else None
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # NumPy's numbers too
+    checks = {
+        bool: (isinstance(value, bool), "true or false"),
+        int: (number and isinstance(value, numbers.Integral), "a whole number"),
+        float: (number, "a number"),
+        str: (isinstance(value, str), "text"),
+        Path: (isinstance(value, (str, os.PathLike)), "a path"),
+    }
+    ok, what = checks.get(kind, (True, ""))
+    return None if ok else what
 
 
 def validate(cfg: RunConfig) -> None:

@@ -14,6 +14,7 @@ decode the next batch while a GPU runs the current one; on the CPU they decode i
 from __future__ import annotations
 
 import io
+import numbers
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,8 +42,8 @@ Decoded = tuple[np.ndarray | None, str | None]  # (HWC uint8 array, None), or (N
 _FILES = ImageSet(Path("."), [])  # images apart from labels: `load` opens a key as a path
 ACCEPTED = (
     "predict takes image paths or folders (str, Path), PIL images, encoded image bytes (PNG, JPEG, ...), one image "
-    "as an array or tensor ((H, W, 3), (H, W) or (3, H, W)), a batch ((N, H, W, 3) or (N, 3, H, W)) of uint8 0-255 "
-    "or floats in [0, 1], or a list of these"
+    "as an array or tensor ((H, W, 3), (H, W), or a tensor's (3, H, W)), a batch ((N, H, W, 3), (N, 3, H, W) or grey "
+    "(N, H, W)) of uint8 0-255 or floats in [0, 1], or a list of these"
 )
 
 
@@ -66,11 +67,29 @@ def user_inputs(inputs: Any) -> tuple[list, bool]:
         a = inputs.detach().cpu().numpy() if hasattr(inputs, "detach") else np.asarray(inputs)
         if a.size == 0:
             raise TransferkitError(f"predict got an empty array {a.shape}. {ACCEPTED}.")
-        batch = a.ndim == 4
+        batch = a.ndim == 4 or (a.ndim == 3 and grey_batch(a, torch_layout=hasattr(inputs, "detach")))
         return list(image_batch(a if batch else a[None], "the images" if batch else "the image")), not batch
     if hasattr(inputs, "mode") and hasattr(inputs, "getbands"):  # a PIL image (a tensor has .mode() too)
         return [inputs], True
     raise TransferkitError(f"predict cannot read a {type(inputs).__name__}. {ACCEPTED}.")
+
+
+def grey_batch(a: np.ndarray, torch_layout: bool) -> bool:
+    """Whether a 3-D array is N grey images (N, H, W), as `from_arrays` reads it, rather than one image: (H, W, C)
+    with C in 1, 3, 4, or (C, H, W) with C 1 (or 3, 4 for a torch tensor, torch's layout). A NumPy (3, H, W) is
+    either, so it is refused with both readings: read as one colour image, three digits answered as one."""
+    from .errors import TransferkitError
+
+    if a.shape[-1] in (1, 3, 4) or a.shape[0] == 1 or (torch_layout and a.shape[0] in (3, 4)):
+        return False
+    if a.shape[0] in (3, 4):
+        n, h, w = a.shape
+        raise TransferkitError(
+            f"predict got an array {a.shape}: {n} grey {h}x{w} images, or one {w}x{h} image with {n} colour planes "
+            f"first? Give x[..., None] ({n}, {h}, {w}, 1) for {n} grey images, or x.transpose(1, 2, 0) ({h}, {w}, {n}) "
+            "for one image."
+        )
+    return True
 
 
 def source_size(x: Any) -> tuple[int, int] | None:
@@ -211,6 +230,10 @@ class Predictor:
     decode_workers = min(8, os.cpu_count() or 1)  # as decode_samples
 
     def __init__(self, path: str | os.PathLike, device: str = "auto", batch_size: int = 32, precision: str = "auto"):
+        if not isinstance(path, (str, os.PathLike)):
+            from .errors import ConfigError
+
+            raise ConfigError(f"load({path!r}): give the path of a model (a run's best/ folder, or the run folder).")
         model, self.meta = load_bundle(path)
         # its post-processing and output format, with what the bundle stored for it (target statistics, thresholds)
         self.task = task_of(self.meta)
@@ -311,10 +334,12 @@ class Predictor:
         as the task has them; each result gains `without_tta` (the plain answer: label and probability, value, or
         labels).
         """
-        if tta and not self.task.tta:
-            from .errors import ConfigError
+        from .errors import ConfigError
 
+        if tta and not self.task.tta:
             raise ConfigError(f"--tta averages the views' outputs; {self.task.name} models do not take it.")
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:  # 0, -1: 1 answer, unsaid
+            raise ConfigError(f"top_k={top_k!r}: give a whole number of answers to list, 1 or more.")
         items, single = user_inputs(inputs)
         results: list[dict] = []
 

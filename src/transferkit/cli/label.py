@@ -40,7 +40,8 @@ def label(
             "Name the classes: --classes cat,dog (or give --labelled LIST, whose labels are the classes)."
         )
     try:
-        from ..pages.label import LabelSession, serve_label
+        from ..pages.label import LabelSession, check_label_paths, serve_label
+        from ..pages.server import bind
     except ImportError as e:
         raise ConfigError(
             f"`transferkit label` needs FastAPI and uvicorn ({e.name} is missing): pip install 'transferkit[serve]'."
@@ -52,27 +53,31 @@ def label(
     from ..core.suggest import pool_settings
     from ..data.sources import open_images
 
-    # the pool decides the features (auto: stages for tiny images) and the size; the labelled list gets the same
-    features, size = pool_settings(open_images(pool), overrides["backbone"], options.features)
-    print(f"Embedding {pool} with {overrides['backbone']} ({features} features at {size} px; once: the feature store "
-          "keeps them) ...", flush=True)  # fmt: skip
-    session = LabelSession.open(
-        pool,
-        classes or None,
-        options.labelled,
-        out_dir=options.out,
-        backbone=overrides["backbone"],
-        strategy=options.strategy,
-        embed_fn=partial(
-            embed, image_size=size, features=features, device=overrides["device"], cache_dir=overrides["cache_dir"]
-        ),
-        standardise=standardises(features),
-    )
-    for note in session.notes:
-        print(note)
-    s = session.state()
-    print(f"{s['images']} images, {s['labelled']} labelled; answers are saved in {session.journal.path}.")
-    serve_label(session, options.host, options.port, open_browser=not options.no_browser)
+    # what can be wrong in a second is found before the pool is embedded (minutes), and before label.sqlite is made:
+    # a file as --out, a --labelled that is not there, then a port in use or a --host this machine is not
+    check_label_paths(options.out, options.labelled)
+    with bind(options.host, options.port) as sock:
+        # the pool decides the features (auto: stages for tiny images) and the size; the labelled list gets the same
+        features, size = pool_settings(open_images(pool), overrides["backbone"], options.features)
+        print(f"Embedding {pool} with {overrides['backbone']} ({features} features at {size} px; once: the feature "
+              "store keeps them) ...", flush=True)  # fmt: skip
+        session = LabelSession.open(
+            pool,
+            classes or None,
+            options.labelled,
+            out_dir=options.out,
+            backbone=overrides["backbone"],
+            strategy=options.strategy,
+            embed_fn=partial(
+                embed, image_size=size, features=features, device=overrides["device"], cache_dir=overrides["cache_dir"]
+            ),
+            standardise=standardises(features),
+        )
+        for note in session.notes:
+            print(note)
+        s = session.state()
+        print(f"{s['images']} images, {s['labelled']} labelled; answers are saved in {session.journal.path}.")
+        serve_label(session, options.host, options.port, open_browser=not options.no_browser, sock=sock)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ transferkit train review-data/cleaned.csv            # train on the fixed list
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -30,37 +31,57 @@ def review(
     typed: set,
 ) -> None:
     """Find label errors, near-duplicates, conflicts, train/test leaks and outliers in DATA, from cached features."""
+    from ..core.review import check_fix_list_path, check_review_out, save_review, suggested_decisions, write_fix_list
     from ..core.review import review as run_review
-    from ..core.review import save_review, suggested_decisions, write_fix_list
     from ..progress import make_reporter
 
-    quiet = options.json
-    result = run_review(
-        data,
-        k=options.k,
-        model=options.model,
-        rank_by=options.rank_by,
-        features=options.features,
-        reporter=make_reporter(quiet),
-        **{k: v for k, v in overrides.items() if k != "quiet"},
-    )
+    # what can be wrong in a second is found before the review runs (minutes on a large set), writing nothing: a file
+    # as --out or someone else's files in it, a --fix-out that cannot be written, the page's port or host
     out = options.out or Path(f"review-{Path(data).resolve().name.rsplit('.', 1)[0]}")
-    paths = save_review(result, out)
-    fixed = None
-    if options.fix_out is not None and result.labelled:
-        fixed = write_fix_list(result, suggested_decisions(result), options.fix_out)
-    elif options.fix_out is not None:
-        result.notes.append(f"--fix-out {options.fix_out}: not written, the images have no labels to list.")
-    if options.json:
-        print(json.dumps({**result.to_dict(), "files": {k: str(v) for k, v in paths.items()}}, ensure_ascii=False))
-    else:
-        print_result(result, paths, fixed, options.fix_out)
-    if options.serve:
-        from ..pages.review import serve_review  # the page's web stack loads only here
-
-        serve_review(
-            result, out, host=options.host, port=options.port, open_browser=not options.no_browser, images=result.loader
+    check_review_out(out)
+    if options.fix_out is not None:
+        check_fix_list_path(options.fix_out)
+    with _page_socket(options) if options.serve else nullcontext() as sock:
+        quiet = options.json
+        result = run_review(
+            data,
+            k=options.k,
+            model=options.model,
+            rank_by=options.rank_by,
+            features=options.features,
+            reporter=make_reporter(quiet),
+            **{k: v for k, v in overrides.items() if k != "quiet"},
         )
+        paths = save_review(result, out)
+        fixed = None
+        if options.fix_out is not None and result.labelled:
+            fixed = write_fix_list(result, suggested_decisions(result), options.fix_out)
+        elif options.fix_out is not None:
+            result.notes.append(f"--fix-out {options.fix_out}: not written, the images have no labels to list.")
+        if options.json:
+            print(json.dumps({**result.to_dict(), "files": {k: str(v) for k, v in paths.items()}}, ensure_ascii=False))
+        else:
+            print_result(result, paths, fixed, options.fix_out)
+        if sock is not None:
+            from ..pages.review import serve_review
+
+            serve_review(
+                result, out, options.host, options.port, not options.no_browser, images=result.loader, sock=sock
+            )
+
+
+def _page_socket(options):
+    """The page's listening socket, bound before the review: a port in use or a --host that is not this machine's
+    is a ConfigError in a second, not after the whole review ran and wrote its files."""
+    from ..errors import ConfigError
+
+    try:
+        from ..pages.server import bind  # the page's web stack loads only with --serve
+    except ImportError as e:
+        raise ConfigError(
+            f"`review --serve` needs FastAPI and uvicorn ({e.name} is missing): pip install 'transferkit[serve]'."
+        ) from e
+    return bind(options.host, options.port)
 
 
 def print_result(result, paths: dict, fixed: dict | None, fix_out) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from ..config import TrainCommandOptions
+from ..errors import ConfigError
 from .options import command
 
 
@@ -36,6 +37,11 @@ def train(
     resume, log_json = options.resume, options.log_json
     if data is None and resume is None:
         raise typer.BadParameter("give DATA (an image folder), or --resume RUN_DIR", param_hint="DATA")
+    if options.config is not None and resume is not None:  # a resumed run keeps the settings it started with
+        raise ConfigError(
+            f"--config {options.config} with --resume: a resumed run continues with its own config.json; give the "
+            "options --resume may change (--epochs, --patience, --quiet) as flags, or start a new run with --config."
+        )
     if options.config is not None:  # the file's options (tune's best.json, a run's config.json); typed ones win
         from ..config import read_config_file
 
@@ -52,7 +58,10 @@ def train(
     try:
         with sigterm_as_interrupt():
             run = fit(data, resume=resume, reporter=reporter, **overrides)
-    except Terminated:
+    except BaseException as e:  # a tool reading --log-json sees why the stream ends without "done"
+        reporter.emit("error", kind=type(e).__name__, text=str(e) or type(e).__name__)
+        if not isinstance(e, Terminated):
+            raise
         # fit cleaned up as for Ctrl-C: no run directory before the first checkpoint (and said how to resume after
         # one); the decoded images' file goes as the process exits. 128 + 15: a shell's status for a SIGTERM.
         print("Stopped by SIGTERM (cleaned up as Ctrl-C does).", file=sys.stderr, flush=True)

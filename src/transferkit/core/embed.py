@@ -45,6 +45,16 @@ def as_image_set(images):
     raise TypeError(f"embed() takes a path, a DataSource or an ImageSet, not {type(images).__name__}")
 
 
+def check_options(**given) -> None:
+    """Options of the Python functions (embed, similar, ...) against their declarations as `train` takes them:
+    embed(image_size=5) or precision="fp8" are refused by name, as --image-size 5 is (options.check_values)."""
+    from ..config import RunConfig, option_fields
+    from ..options import apply_overrides, check_values
+
+    names = set(given)
+    check_values([f for f in option_fields() if f.name in names], apply_overrides(RunConfig(), given))
+
+
 def embed(
     images,
     backbone: str = DEFAULT_BACKBONE,
@@ -81,6 +91,9 @@ def embed(
     from ..progress import QuietReporter
 
     check_backbone_name(backbone)
+    check_options(
+        image_size=image_size, features=features, feature_precision=precision, batch_size=batch_size, device=device
+    )
     reporter = reporter or QuietReporter()
     imgs = as_image_set(images)
     cfg = RunConfig()

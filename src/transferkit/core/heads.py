@@ -218,7 +218,7 @@ def fit_head(
     lr, ... module: a head to fit in place (a run's own); by default one is built from settings.head.
     """
     from ..backbones.heads import build_head
-    from ..errors import unknown_choice
+    from ..errors import DataError, unknown_choice
     from ..tasks import get_task
 
     s = settings or HeadSettings()
@@ -228,6 +228,17 @@ def fit_head(
         s = dataclasses.replace(s, **options)
     if s.solver not in SOLVER_CHOICES:
         raise unknown_choice("--head-solver", s.solver, SOLVER_CHOICES)
+    for what, (fx, fy) in (("features", (features, labels)), ("val", val or (None, None))):
+        if fx is not None and (np.ndim(fx) != 2 or len(fx) != len(fy)):
+            raise DataError(
+                f"fit_head: {what} {np.shape(fx)} and their labels ({len(fy)}) do not match: give one row of "
+                "features (N, F) per label (class indices 0..K-1, values, or 0/1 rows)."
+            )
+    if np.asarray(labels).dtype.kind not in "biuf":
+        raise DataError(
+            f"fit_head: labels of dtype {np.asarray(labels).dtype} ({labels[0]!r}, ...): give class indices 0..K-1 "
+            "(e.g. np.unique(names, return_inverse=True)[1]), values, or 0/1 rows."
+        )
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(labels))
     # the head's width from every label given (one image of a class may be all held out for val)

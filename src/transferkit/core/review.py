@@ -83,6 +83,9 @@ class ReviewResult:
     seconds: float = 0.0
     loader: object = field(default=None, repr=False, compare=False)  # the ImageSet that loads any key (pages)
     embedding: object = field(default=None, repr=False, compare=False)  # core.embed.Embedding: the page's neighbours
+    # the splits the data itself has (a pre-split's train/val/test folders or lists): the fix list keeps them, so
+    # that `train` on it keeps the user's val and test; [] when `train` splits the data (one pool)
+    data_splits: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """kind -> number of images flagged with it (every kind, zeros included)."""
@@ -156,6 +159,7 @@ def review(
 
         read_meta(model)
     src, imgs, rows, notes = _open(data, cfg)  # rows: [(key, label or None, split or None)] in imgs.keys order
+    data_splits = [] if src is None or "all" in src.splits else [s for s in src.splits if s in ("train", "val", "test")]
     if model is not None and features != "auto":
         notes.append(f"--features {features} is not used with --model: the label check reads the model's scores.")
     emb = embed(
@@ -212,6 +216,7 @@ def review(
         time.perf_counter() - start,
         imgs,
         emb,
+        data_splits,
     )
 
 
@@ -560,17 +565,59 @@ def _outlier_items(rows, given, idx, classes, z_cut: float, near) -> list[Issue]
     return out
 
 
-def save_review(result: ReviewResult, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """review.json and issues.csv in `out_dir` (made if missing). A file there that a review did not write is never
-    overwritten: DataError names it."""
-    from ..errors import DataError
-    from ..faults import atomic_path
+def check_out_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """`path` as a folder that is there or can be made, creating nothing: a file at it or above it, or a folder that
+    is not writable, is refused naming `flag`. Called before any image is read: a wrong --out fails in a second."""
+    from ..errors import ConfigError
 
-    out = Path(out_dir)
+    path = Path(path).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))  # "a/b" under a file "a": "a"
+    if not existing.is_dir():
+        if existing == path:
+            raise ConfigError(f"{flag} '{path}' is a file, not a folder: give a folder (it is made if missing).")
+        raise ConfigError(f"{flag} '{path}' cannot be made: '{existing}' is a file, not a folder. Give another {flag}.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} '{path}': '{existing}' is not writable to you. Give a folder you can write to.")
+    return path
+
+
+def check_review_out(out_dir: str | os.PathLike, flag: str = "--out") -> dict[str, Path]:
+    """The paths save_review writes in `out_dir`, checked before the review runs: the folder can be made, and no
+    file there is someone else's (a file a review did not write is never overwritten)."""
+    from ..errors import DataError
+
+    out = check_out_folder(out_dir, flag)
     paths = {"json": out / "review.json", "csv": out / "issues.csv"}
     for p in paths.values():
         if p.exists() and not _made_by_review(p):
-            raise DataError(f"'{p}' exists and was not written by transferkit review: choose another --out.")
+            raise DataError(f"'{p}' exists and was not written by transferkit review: choose another {flag}.")
+    return paths
+
+
+def check_fix_list_path(path: str | os.PathLike, flag: str = "--fix-out") -> Path:
+    """Where a fix list may go: a file a review wrote, or none yet, in a folder that can be made."""
+    from ..errors import ConfigError, DataError
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{flag} '{path}' is a folder: give the list file's name, e.g. {path / 'cleaned.csv'}.")
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ConfigError(
+            f"{flag} '{path}' cannot be written: '{parent}' is a file, not a folder. Give another {flag}."
+        )
+    if path.exists() and not _made_by_review(path):
+        raise DataError(f"'{path}' exists and was not written by transferkit review: choose another {flag}.")
+    return path
+
+
+def save_review(result: ReviewResult, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """review.json and issues.csv in `out_dir` (made if missing). A file there that a review did not write is never
+    overwritten: DataError names it; a file as `out_dir`: ConfigError (check_review_out, also before the review)."""
+    from ..faults import atomic_path
+
+    paths = check_review_out(out_dir)
+    out = paths["json"].parent
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(paths["json"]) as tmp:
         tmp.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
@@ -600,8 +647,11 @@ DECISIONS = ("keep", "relabel", "exclude")
 
 def write_fix_list(result: ReviewResult, decisions: dict, path: str | os.PathLike) -> dict[str, int]:
     """A `path,label` list file of every reviewed image with the decisions applied: key -> ("keep"|"relabel"|
-    "exclude", new label or None), or key -> "keep" | "exclude" | the new label (the page's form). Excluded images are left out, relabelled ones carry the new label; `train` reads
-    the file as a list layout (a pre-split's splits are not kept: train splits the list anew). Returns the counts.
+    "exclude", new label or None), or key -> "keep" | "exclude" | the new label (the page's form). Excluded images
+    are left out, relabelled ones carry the new label; `train` reads the file as a list layout. A pre-split data
+    set's splits are kept: a third column, `split` (train / val / test, data/lists.py), so that `train` on the list
+    trains on the user's train images and never on their val or test ones; a val the review carved from train (data
+    with train and test only) is written as train, where `train` carves its own. Returns the counts.
     Paths are written relative to the list's folder, as list files are read (a review of `data/` run from elsewhere
     lists `../data/ants/1.jpg` beside `out/cleaned.csv`). Refuses array keys (HDF5 rows have no path to list) and
     an existing file a review did not write (its first line, FIX_LIST_MARK, says one did)."""
@@ -611,9 +661,8 @@ def write_fix_list(result: ReviewResult, decisions: dict, path: str | os.PathLik
 
     if not result.labelled:
         raise DataError("The images have no labels: a fix list needs labels (give DATA with class folders or a list).")
-    path = Path(path)
-    if path.exists() and not _made_by_review(path):
-        raise DataError(f"'{path}' exists and was not written by transferkit review: choose another --fix-out.")
+    path = check_fix_list_path(path)
+    own = list(getattr(result, "data_splits", None) or [])  # the data's own splits, to keep
     valid = set(result.classes) if _label_kind(result.task) == "class" else None
     counts = dict.fromkeys(DECISIONS, 0)
     lines = []
@@ -630,14 +679,14 @@ def write_fix_list(result: ReviewResult, decisions: dict, path: str | os.PathLik
         label = img["given"] if action == "keep" else new
         if action == "relabel" and valid is not None and label not in valid:
             raise DataError(f"Relabel {key} as {label!r}: not a class. Classes: {', '.join(result.classes)}.")
-        lines.append((key, label))
+        lines.append((key, label) + ((img.get("split") if img.get("split") in own else "train",) if own else ()))
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent
-    lines = [(os.path.relpath(Path(key).resolve(), base), label) for key, label in lines]
+    lines = [(os.path.relpath(Path(key).resolve(), base), *rest) for key, *rest in lines]
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         f.write(FIX_LIST_MARK + "\n")
         w = csv.writer(f)
-        w.writerow(["path", "label"])
+        w.writerow(["path", "label"] + (["split"] if own else []))
         w.writerows(lines)
     counts["written"] = len(lines)
     return counts

@@ -15,6 +15,7 @@ build and query times in BENCHMARKS.md. Either way the answer is cosine similari
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ def block_rows(n: int) -> int:
     return max(16, min(BLOCK, BLOCK_CELLS // max(n, 1)))
 
 
+BACKENDS = ("auto", "exact", "faiss")  # faiss: the optional faiss-cpu; auto: faiss past FAISS_ABOVE rows
 FAISS_ABOVE = 20_000  # exact NumPy search costs ~N*F flops per query: at 20k x 1280 about 10 ms, HNSW pays from here
 # Near-duplicates: cosine of efficientnet_lite0's pooled features at or above this. Calibrated in
 # benchmarks/review.py (`duplicates`) on 60 photos each of ants/bees and houses, 5 copies of each (JPEG quality 50 and
@@ -89,8 +91,8 @@ class SimilarityIndex:
         self.keys = list(keys) if keys is not None else [str(i) for i in range(len(self.x))]
         if len(self.keys) != len(self.x):
             raise ValueError(f"{len(self.keys)} keys for {len(self.x)} feature rows")
-        if backend not in ("auto", "exact", "faiss"):
-            raise ValueError(f"Unknown backend {backend!r}: one of auto, exact, faiss.")
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown backend {backend!r}: one of {', '.join(BACKENDS)}.")
         faiss = _faiss() if backend != "exact" else None
         if backend == "faiss" and faiss is None:
             raise ImportError("The faiss backend needs faiss-cpu: pip install 'transferkit[similar]'.")
@@ -205,17 +207,21 @@ def similar(
 ) -> list[Neighbour]:
     """The k images of `data` (a folder, a list file, HDF5, an ImageSet) most similar to `image` (a file path, or a
     key of `data`), by the cosine of `backbone`'s features (any backbone: `bundle:PATH` for a trained model's). The
-    data's features come from the store (computed once); the query image is the first hit when it is in `data`."""
-    import os
-
+    data's features come from the store (computed once); the query image is the first hit when it is in `data`.
+    A query outside `data` must be one image file: a list file or an HDF5 is refused (DataError), not read as data."""
     from ..data.sources import open_images
-    from ..errors import DataError
-    from .embed import as_image_set, embed
+    from ..errors import ConfigError, DataError, unknown_choice
+    from .embed import as_image_set, check_options, embed
 
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ConfigError(f"similar(k={k!r}): give how many neighbours to list, 1 or more (--top).")
+    if backend not in BACKENDS:
+        raise unknown_choice("backend", backend, BACKENDS)
+    check_options(image_size=image_size)
     imgs = as_image_set(data)
     key = str(image)
-    if key not in imgs.keys and not os.path.isfile(key):  # before minutes of extraction
-        raise DataError(f"Query image '{image}' is not a file (give an image file, or a key of the data).")
+    if key not in imgs.keys:  # checked before minutes of extraction
+        _check_query_file(image)
     emb = embed(imgs, backbone, image_size=image_size, cache_dir=cache_dir, reporter=reporter)
     if not len(emb.keys):
         raise DataError(f"No image of '{data}' could be read: nothing to search.")
@@ -229,6 +235,23 @@ def similar(
     labels = _labels_by_key(data)
     hits = SimilarityIndex(emb.features, emb.keys, backend).query(vector, k)
     return [Neighbour(kk, s, labels.get(kk)) for kk, s in hits]
+
+
+def _check_query_file(image) -> None:
+    """A query that is not a key of the data must be one image file. A list file or an HDF5 holds many images:
+    opened as data, its first image would be searched with, unsaid."""
+    import os
+
+    from ..data.base import H5_SUFFIXES, LIST_SUFFIXES
+    from ..errors import DataError
+
+    fix = "give one image file (or a key of the data)"
+    if not os.path.isfile(image):
+        raise DataError(f"Query image '{image}' is not a file: {fix}.")
+    suffix = os.path.splitext(str(image))[1].lower()
+    if suffix in LIST_SUFFIXES or suffix in H5_SUFFIXES:
+        what = "a list file" if suffix in LIST_SUFFIXES else "an HDF5 file"
+        raise DataError(f"Query image '{image}' is {what}, not an image: {fix}.")
 
 
 def _labels_by_key(data) -> dict[str, str]:

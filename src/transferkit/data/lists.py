@@ -5,6 +5,8 @@
 Accepted: tab-, comma-, semicolon- or space-separated; a header row with known names (path/filename/file/image...,
 label/class/category/target...) or any names chosen with --path-column / --label-column (a name, or a 0-based
 index when there is no header). Paths are relative to the list file. Lines starting with '#' are comments.
+A list with a header may carry its own split: a `split` column of train / val / test per line (what `review`'s fix
+list writes for a pre-split data set), kept by `train` as a pre-split folder's are; without it, `train` splits.
 
 By task: regression reads the label column as numbers (`--target-column log_price`); multi-label reads `a|b` in one
 column, or one 0/1 column per label (`--label-column cat,dog`, or every column but the path when none is named).
@@ -37,6 +39,8 @@ LABEL_COLUMNS = (
     "tags",
     "value",
 )
+SPLIT_COLUMN = "split"  # a header's optional column: the line's split, one of SPLIT_NAMES
+SPLIT_NAMES = {"train": "train", "test": "test", **dict.fromkeys(VAL_NAMES, "val")}  # as written (any case) -> split
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Row:
     line: int  # 1-based line number in the list file, for messages
     path: str  # as written (relative to the list file, or absolute)
     label: str  # class name as written (surrounding spaces removed)
+    split: str = ""  # the `split` column's cell as written; "" without the column
 
 
 def _delimiter(first: str) -> str:
@@ -112,7 +117,7 @@ def _multi_hot(
         ]
     if label_column is not None or pcol is None or any(c in lower for c in LABEL_COLUMNS):
         return None
-    return pcol, [j for j in range(len(header)) if j != pcol]
+    return pcol, [j for j in range(len(header)) if j != pcol and lower[j] != SPLIT_COLUMN]
 
 
 def _hot_label(row: list[str], cols: list[int], header: list[str], n: int, where: Path) -> str:
@@ -160,8 +165,9 @@ def read_list(
             raise _header_only(
                 path, header, f"the image's path in column '{header[pcol]}' and 0 or 1 in each label column"
             )
+        scol = _split_column(header, (pcol, *cols))
         out = [
-            Row(n, row[pcol].strip(), _hot_label(row, cols, header, n, path))
+            Row(n, row[pcol].strip(), _hot_label(row, cols, header, n, path), _cell(row, scol))
             for (n, _), row in zip(lines[1:], rows[1:])
         ]
         return [r for r in out if r.path]
@@ -179,6 +185,7 @@ def read_list(
         )
     pcol = 0 if pcol is None else pcol
     lcol = 1 if lcol is None else lcol
+    scol = _split_column(header, (pcol, lcol)) if has_header else None
     if has_header and len(rows) == 1:
         raise _header_only(
             path,
@@ -205,15 +212,15 @@ def read_list(
                 f"by '{delim}', the list's own separator? Separate the labels of one image with "
                 f"'{MULTI_SEPARATOR}' (e.g. cat{MULTI_SEPARATOR}dog)."
             )
-        if delim == " " and len(row) > 2 and max(pcol, lcol) <= 1:  # a space in the path: the label is the last field
-            row = [" ".join(row[:-1]), row[-1]]
+        if delim == " " and len(row) > 2 and max(pcol, lcol) <= 1 and scol is None:  # a space in the path: the
+            row = [" ".join(row[:-1]), row[-1]]  # label is the last field
         p = row[pcol].strip() if len(row) > pcol else ""
         lab = row[lcol].strip() if len(row) > lcol else ""
         if not p or (not lab and not kind.several):  # multi-label: an empty cell is an image with no label
             bad.append((n, raw))
             unlabelled += bool(p)  # a path without its label yet: a list to fill in
             continue
-        out.append(Row(n, p, lab))
+        out.append(Row(n, p, lab, _cell(row, scol)))
     if has_header and bad and len(bad) > len(out) and unlabelled == len(bad):  # a list to fill in (`suggest`)
         raise DataError(
             f"{path}: {len(bad)} of {len(bad) + len(out)} images have no label yet (first on line {bad[0][0]}). Fill "
@@ -237,6 +244,46 @@ def read_list(
             )
         )
     return out
+
+
+def _split_column(header: list[str], taken: tuple[int, ...]) -> int | None:
+    """The header's `split` column, unless it is the path or a label column chosen by name."""
+    lower = [h.lower() for h in header]
+    j = lower.index(SPLIT_COLUMN) if SPLIT_COLUMN in lower else None
+    return None if j in taken else j
+
+
+def _cell(row: list[str], j: int | None) -> str:
+    return row[j].strip() if j is not None and len(row) > j else ""
+
+
+def by_split_column(path: Path, rows: list[Row]) -> tuple[dict[str, Path], dict[str, list[Row]]]:
+    """(split -> file, split -> rows) of one list file: {"all": ...} when no line has a split (no `split` column,
+    or an empty one), else train / val / test as the column says, every line in one."""
+    if not any(r.split for r in rows):
+        return {"all": path}, {"all": rows}
+    valid = "train, val or test"
+    for r in rows:
+        if not r.split:
+            raise DataError(
+                f"{path}: line {r.line} has no split, but other lines do. Give every line {valid} in the "
+                f"'{SPLIT_COLUMN}' column, or remove the column to let train split the list."
+            )
+        if r.split.lower() not in SPLIT_NAMES:
+            raise DataError(
+                f"{path}: line {r.line}: split {r.split!r} is not {valid}. Fix the '{SPLIT_COLUMN}' column, or "
+                "rename it if it holds something else."
+            )
+    out: dict[str, list[Row]] = {}
+    for r in rows:
+        out.setdefault(SPLIT_NAMES[r.split.lower()], []).append(r)
+    if "train" not in out:
+        raise DataError(
+            f"{path}: no line is in the train split (the '{SPLIT_COLUMN}' column has {', '.join(sorted(out))} only): "
+            "give the images to train on the split train."
+        )
+    out = {s: out[s] for s in ("train", "val", "test") if s in out}
+    return dict.fromkeys(out, path), out
 
 
 def find_lists(root: Path) -> dict[str, Path]:
@@ -276,6 +323,8 @@ def read_lists(
     files = find_lists(root)
     problems: list[Problem] = []
     rows = {split: read_list(p, path_column, label_column, problems, kind) for split, p in files.items()}
+    if "all" in rows:  # one file: its `split` column, if any, says the splits (a folder's lists are named by theirs)
+        files, rows = by_split_column(files["all"], rows["all"])
     # The target's name (a regression's one class) is read only when the kind asks: other lists may name columns by
     # index.
     target = partial(_target_name, next(iter(files.values())), label_column)

@@ -259,10 +259,22 @@ class Trainer:
         ):
             from ..errors import ConfigError
 
+            if all(p.cached for p in self.phases):  # a head fitted on cached features in one pass: no epochs to add
+                raise ConfigError(
+                    f"--resume {self.run_dir}: the run already finished: its head is fitted on cached features in one "
+                    "pass, which more --epochs do not continue. To train further, start a new run (e.g. --strategy "
+                    "two-phase, which fine-tunes after the head)."
+                )
             raise ConfigError(
                 f"--resume {self.run_dir}: the run already finished (epoch {self.global_epoch} of "
                 f"{self.cfg.train.epochs}, patience {self.cfg.train.patience}). Give a larger --epochs "
                 "(or --patience, if it stopped early) to train longer."
+            )
+        if state and all(self._phase_finished(pi, phase, state) for pi, phase in enumerate(self.phases)):
+            # killed after its last checkpoint, or resumed with an --epochs its phases had already reached
+            self.reporter.message(
+                f"--resume: nothing left to train at --epochs {self.cfg.train.epochs} (epoch {self.global_epoch} "
+                "reached); the checkpoint's best model is evaluated as it is."
             )
         for pi, phase in enumerate(self.phases):
             if state and self._phase_finished(pi, phase, state):

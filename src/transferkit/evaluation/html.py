@@ -72,10 +72,13 @@ def num(value: Any, key: str, digits: int = 4) -> str:
 
 
 def read_json(path: Path) -> dict | None:
+    """A run's JSON file as a dict; None when it is missing, not JSON or not an object (edited or damaged): the
+    page then says what it lacks rather than failing on it."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -446,6 +446,12 @@ def build_report(run_dir: str | Path, redraw: bool = True) -> Path:
         raise TransferkitError(
             f"'{run_dir}' is not a run directory (it has no config.json). Give the folder that `train` printed last."
         )
+    saved = read_json(run_dir / "config.json")
+    if saved is None or not all(isinstance(saved.get(k) or {}, dict) for k in ("config", "resolved", "advice")):
+        raise TransferkitError(
+            f"'{run_dir / 'config.json'}' is damaged (not the JSON object `train` writes, or one of its sections is "
+            "not an object): put back the run's own copy (it is rewritten only by `train --resume`)."
+        )
     if redraw:
         redraw_plots(run_dir)
     path = run_dir / "report.html"

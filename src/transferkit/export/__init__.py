@@ -49,6 +49,33 @@ def default_out(bundle_dir: Path, format: str, int8: bool) -> Path:
     return bundle_dir / SUFFIX[(format, int8)]
 
 
+def check_out(out: Path, format: str, int8: bool) -> None:
+    """Refuse an --out that names another format or holds a file this command did not write (a list, a photo): an
+    export replaces only an earlier export, known by its parity report beside it. Nothing is written before."""
+    suffix = SUFFIX[(format, int8)].rsplit(".", 1)[1]
+    if out.suffix.lower() != "." + suffix:
+        raise ConfigError(
+            f"--out '{out}' for --format {format}: name it *.{suffix} (e.g. '{out.with_suffix('.' + suffix)}'), or give "
+            "a folder; the file's suffix is what `predict` and `serve` read its format from."
+        )
+    written = report_path(out)
+    for path in (out, written):
+        if path.exists() and not (path.is_file() and _our_report(written)):
+            raise ConfigError(
+                f"--out '{out}': '{path}' already exists and is not an export transferkit wrote (no parity report of "
+                "one beside it), so it is not replaced. Give another --out, or move that file first."
+            )
+
+
+def _our_report(path: Path) -> bool:
+    """Whether `path` is a parity report export wrote (a JSON object naming its bundle and format)."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and {"bundle", "format"} <= report.keys()
+
+
 def report_path(out: Path) -> Path:
     """model.onnx -> model.parity.json, model.int8.onnx -> model.int8.parity.json: beside the export."""
     return out.with_name(out.name.rsplit(".", 1)[0] + ".parity.json")
@@ -85,6 +112,7 @@ def export(
     out = Path(out) if out else default_out(bundle_dir, format, int8)
     if out.is_dir():
         out = out / SUFFIX[(format, int8)]
+    check_out(out, format, int8)
     out.parent.mkdir(parents=True, exist_ok=True)
     images = check_images(meta, check, limit, int8=int8)
     say(

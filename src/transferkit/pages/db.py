@@ -45,8 +45,11 @@ class Journal:
     """The answers of one page, append-only but for `undo`."""
 
     def __init__(self, path: str | Path):
+        from ..core.review import check_out_folder
+
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # the page's --out: a file there is a message naming it, not FileExistsError from mkdir
+        check_out_folder(self.path.parent).mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as con, con:
             con.execute("PRAGMA journal_mode=WAL")  # persistent: set once for the file
             con.executescript(SCHEMA)

@@ -96,6 +96,7 @@ class LabelSession:
         from ..data.sources import open_images
 
         embed_fn = embed_fn or embed
+        check_label_paths(out_dir, labelled)  # before the pool is embedded (minutes on a CPU)
         images = open_images(pool)
         if len(images) == 0:
             raise DataError(f"The pool '{pool}' holds no images: give a folder or a list of images to label.")
@@ -353,11 +354,32 @@ class LabelSession:
             self.training = {"state": "failed", "message": f"{type(e).__name__}: {e}"}
 
 
+def check_label_paths(out_dir, labelled=None) -> None:
+    """--out can hold label.sqlite (a folder, or none yet, under no file) and --labelled is a list file: both
+    checked before the pool is embedded, creating nothing."""
+    from ..core.review import check_out_folder
+
+    check_out_folder(out_dir, "--out")
+    if labelled is not None:
+        _labelled_file(labelled)
+
+
+def _labelled_file(path: str | os.PathLike) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"--labelled '{path}' does not exist: give the list file (path,label) labelled so far.")
+    if path.is_dir():
+        raise DataError(
+            f"--labelled '{path}' is a folder: give a list file (path,label) of the images labelled so far."
+        )
+    return path
+
+
 def read_labelled(path: str | os.PathLike) -> dict[str, str]:
     """{absolute path: label} of a list file (paths relative to the list, as `train` reads them)."""
     from ..data.lists import read_list
 
-    path = Path(path)
+    path = _labelled_file(path)
     rows = read_list(path, None, None, [])
     return {str((path.parent / r.path).resolve()): r.label for r in rows}
 
@@ -381,6 +403,8 @@ def label_app(session: LabelSession) -> FastAPI:
     return app
 
 
-def serve_label(session: LabelSession, host: str = "127.0.0.1", port: int = 0, open_browser: bool = False) -> None:
-    """Serve the labelling page until Ctrl-C."""
-    run(label_app(session), host, port, open_browser, what="labelling page")
+def serve_label(
+    session: LabelSession, host: str = "127.0.0.1", port: int = 0, open_browser: bool = False, sock=None
+) -> None:
+    """Serve the labelling page until Ctrl-C. sock: one server.bind gave already (else host and port are bound)."""
+    run(label_app(session), host, port, open_browser, what="labelling page", sock=sock)

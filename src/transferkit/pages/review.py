@@ -8,7 +8,8 @@ Keys on the page: 1-9 and 0 relabel to the class of that number (the given label
 u undo, arrows move, e export, n (or a click on an image) the image's nearest neighbours, Esc closes them.
 Decisions go to out_dir/review.sqlite (one row per click, the last one per image counts); export writes
 out_dir/cleaned.csv (path,label: every labelled image, relabelled ones with their new label, excluded ones left out;
-core.review.write_fix_list writes it), which `transferkit train out_dir/cleaned.csv` reads.
+a pre-split data set's images with their split in a third column; core.review.write_fix_list writes it), which
+`transferkit train out_dir/cleaned.csv` reads, keeping those splits.
 
 Neighbours (GET /api/neighbours?key=...&k=8): the k images of the whole data set most similar to one, by the cosine
 of the features the review computed (result.embedding: nothing is extracted again), each with its label and split.
@@ -212,7 +213,13 @@ def review_app(result, out_dir: str | os.PathLike, images=None, embedding=None) 
 
 
 def serve_review(
-    result, out_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, open_browser: bool = False, images=None
+    result,
+    out_dir: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    open_browser: bool = False,
+    images=None,
+    sock=None,
 ) -> None:
-    """Serve the review page until Ctrl-C."""
-    run(review_app(result, out_dir, images), host, port, open_browser, what="review page")
+    """Serve the review page until Ctrl-C. sock: one server.bind gave already (else host and port are bound)."""
+    run(review_app(result, out_dir, images), host, port, open_browser, what="review page", sock=sock)

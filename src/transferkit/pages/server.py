@@ -144,12 +144,21 @@ def start(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Running:
     return Running(server, thread, f"http://{host}:{sock.getsockname()[1]}")
 
 
-def run(app: FastAPI, host: str = "127.0.0.1", port: int = 0, open_browser: bool = False, what: str = "page") -> None:
-    """Serve until Ctrl-C (or SIGTERM); prints the URL first. A stop asked for is a normal exit (status 0)."""
+def run(
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    open_browser: bool = False,
+    what: str = "page",
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve until Ctrl-C (or SIGTERM); prints the URL first. A stop asked for is a normal exit (status 0).
+    sock: a socket `bind` gave before the page's work began (the commands bind first, so that a port in use fails
+    before minutes of embedding, with nothing written); None: host and port are bound here."""
     import signal
     import sys
 
-    sock = bind(host, port)
+    sock = bind(host, port) if sock is None else sock
     url = f"http://{host}:{sock.getsockname()[1]}/"
     print(f"The {what} is at {url} (Ctrl-C stops it; every answer is already saved).", flush=True)
     if open_browser:
