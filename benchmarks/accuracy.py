@@ -89,7 +89,7 @@ ROWS = {
     "probe": Row("scikit-learn LogisticRegression on frozen features", "probe"),
     "fastai": Row("fastai fine_tune (1 frozen + 3 epochs)", "fastai"),
     "tune": Row("transferkit tune, 20 trials, then linear --features stages with the best", "tune"),
-    "fastai-best": Row("fastai at its best: lr_find's LR, transferkit's input size and epochs", "fastai-best"),
+    "fastai-best": Row("fastai at its best: lr_find's LR, transferkit's backbone, size, epochs", "fastai-best"),
     "seedloop": Row("tutorial loop (batch 4, frozen backbone re-run, SGD, 5 epochs)", "seedloop"),
     # The fine-tuning recipe, one ingredient at a time against `two-phase` with the defaults (RECIPE below)
     "tp-loss": Row(
@@ -332,9 +332,10 @@ def image_files(fixed, work: Path) -> dict[str, str]:
     return out
 
 
-def fastai_on(fixed, seed: int, work: Path, upscale: float = 1.0, flip: bool = True):
+def fastai_on(fixed, seed: int, work: Path, upscale: float = 1.0, flip: bool = True, chose=None):
     """(fastai Learner on transferkit's backbone and weights, the input size, the evaluated split's test loader):
-    the input size follows the data's median side x `upscale` as transferkit's does, the same train/val."""
+    the input size follows the data's median side x `upscale` as transferkit's does, the same train/val. chose:
+    (backbone, input size) to train instead of BACKBONE at that size."""
     import pandas as pd
     import torch
     from fastai.vision.all import ImageDataLoaders, Normalize, Resize, aug_transforms
@@ -344,8 +345,9 @@ def fastai_on(fixed, seed: int, work: Path, upscale: float = 1.0, flip: bool = T
     from transferkit.data.sizes import choose_image_size, resize_size, survey_sides
 
     torch.manual_seed(seed)
-    net, cfg = create_backbone(BACKBONE)
-    size = choose_image_size(upscale * survey_sides(fixed, fixed.splits["train"])[0], cfg.input_size)
+    net, cfg = create_backbone(chose[0] if chose else BACKBONE)
+    side = survey_sides(fixed, fixed.splits["train"])[0]
+    size = chose[1] if chose else choose_image_size(upscale * side, cfg.input_size)
     files, classes = image_files(fixed, work), fixed.classes
 
     def frame(split, valid):
@@ -381,23 +383,28 @@ def run_fastai(fixed, seed: int, row: Row, work: Path, tag: str) -> dict:
 
 
 def run_fastai_best(fixed, seed: int, row: Row, work: Path, tag: str) -> dict:
-    """fastai at its best on the same weights (issue 24's peer): the input size transferkit's defaults train at (3x a
-    small image's side, up to the backbone's 224: what `auto` reads features from every depth at), the learning rate
-    fastai's own `lr_find` suggests (its `valley`), as many epochs as transferkit's `--epochs` (1 frozen + 9 of
-    `fine_tune`), and no flips on the digits (a mirrored 2 is not a 2; transferkit's demo turns them off too)."""
-    from transferkit.backbones.depth import STAGES_UPSCALE
+    """fastai at its best on the same weights (issue 24's peer): the backbone and input size transferkit's defaults
+    train at on this split (`advise`, as `auto` decides them: ants/bees' photos lite1 or lite2 at 288-320 px,
+    EuroSAT's tiles 192 px, not measured into the seconds), the learning rate fastai's own `lr_find` suggests (its
+    `valley`), as many epochs as transferkit's `--epochs` (1 frozen + 9 of `fine_tune`), and no flips on the digits
+    (a mirrored 2 is not a 2; transferkit's demo turns them off too)."""
+    import transferkit
     from transferkit.config import RunConfig
 
+    cache = cold_cache(work, tag)
+    advice = transferkit.advise(fixed, seed=seed, cache_dir=str(cache), quiet=True)
+    shutil.rmtree(cache, ignore_errors=True)
     start = time.perf_counter()
     flip = "digits" not in tag
-    learn, size, test = fastai_on(fixed, seed, work, upscale=STAGES_UPSCALE, flip=flip)
+    learn, size, test = fastai_on(fixed, seed, work, flip=flip, chose=(advice.backbone, advice.image_size))
     epochs = RunConfig().train.epochs
     with learn.no_bar(), learn.no_logging():
         learn.freeze()  # lr_find as fine_tune's first phase sees the model: the head alone
         lr = float(learn.lr_find(num_it=50, show_plot=False).valley)
         learn.fine_tune(epochs - 1, base_lr=lr, freeze_epochs=1)
         acc = fastai_score(learn, test)
-    shown = f"{size} px, lr {lr:.1e}, {epochs} epochs" + ("" if flip else ", no flips")
+    short = advice.backbone.replace("efficientnet_", "")
+    shown = f"{short} {size} px, lr {lr:.1e}, {epochs} epochs" + ("" if flip else ", no flips")
     return {"accuracy": acc, "seconds": time.perf_counter() - start, "resolved": shown}
 
 
