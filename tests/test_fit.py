@@ -190,3 +190,23 @@ def test_images_decoded_to_disk_train_the_same_model(tiny_folder, tmp_path, monk
     assert disk.test_metrics["confusion_matrix"] == mem.test_metrics["confusion_matrix"]
     with pytest.raises(ConfigError, match="--decode-store"):
         transferkit.fit(tiny_folder, decode_store="tape", out=str(tmp_path), **FAST)
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_kept(tiny_folder, tmp_path):
+    """The run folder was removed (right) with nothing said: the process just ended with status 130."""
+    from transferkit.progress import QuietReporter
+
+    said = []
+
+    class Interrupt(QuietReporter):
+        def message(self, text):
+            said.append(text)
+
+        def end_epoch(self, row):
+            raise KeyboardInterrupt  # epoch 1 recorded, no checkpoint yet
+
+    with pytest.raises(KeyboardInterrupt):
+        transferkit.fit(tiny_folder, strategy="finetune", epochs=2, name="cut", out=str(tmp_path), reporter=Interrupt(),
+                        **FAST)  # fmt: skip
+    assert not (tmp_path / "cut").exists()
+    assert any("Interrupted before the first epoch finished: nothing was kept" in s for s in said)

@@ -113,6 +113,8 @@ def fit(
             raise
         if new and not (run / RunDir.LAST).is_file():
             run.discard()  # nothing worth keeping: no half-made run directory is left behind
+            if isinstance(e, KeyboardInterrupt):
+                reporter.message(f"Interrupted before the first epoch finished: nothing was kept ({run.path} removed).")
         elif kept and isinstance(e, TransferkitError) and _stamp(run / RunDir.LAST) == ckpt:
             for name, content in kept.items():  # refused before it trained: the run's files as they were
                 if content is not None:
