@@ -167,7 +167,8 @@ def fit_step(name: str, data: Path, work: Path, device: str, precision: str, arg
 
     options = dict(
         strategy=name,
-        epochs=args.epochs,
+        # two-phase takes an epoch at least for each phase: --tiny's 1 epoch is its head's and one fine-tuning's
+        epochs=max(args.epochs, 2) if name == "two-phase" else args.epochs,
         head_epochs=1,
         out=str(work / "runs"),
         name=name,
