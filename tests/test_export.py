@@ -432,3 +432,14 @@ def test_export_replaces_only_an_earlier_export_and_names_its_format(tmp_path):
     (tmp_path / "n.parity.json").write_text("notes")  # a file of the user's where the report would go
     with pytest.raises(ConfigError, match="n.parity.json' already exists"):
         check_out(tmp_path / "n.onnx", "onnx", False)
+
+
+def test_a_list_file_as_check_says_it_is_not_read_not_that_check_was_missing(bundle, tmp_path):
+    """It said "No images to check the export against: ... Give some with --check", with --check given."""
+    from transferkit.errors import ConfigError
+    from transferkit.export.parity import check_images
+    from transferkit.predict import Predictor
+
+    (tmp_path / "labels.csv").write_text("path,label\nants/a.jpg,ants\n")
+    with pytest.raises(ConfigError, match="none of its 1 file.*list files are not read here"):
+        check_images(Predictor(bundle).meta, [tmp_path / "labels.csv"])

@@ -286,3 +286,13 @@ def test_fit_refuses_a_dict_as_config_and_resume_refuses_a_config_file(tmp_path,
         main()
     assert stop.value.code == 2
     assert "--config c.json with --resume" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_options_given_as_paths_or_lists_of_names_still_pass(tmp_path):
+    """out=tmp_path and backbones=[...] are how Python callers give them; the type check must not refuse them."""
+    from transferkit.config import RunConfig
+    from transferkit.options import apply_overrides, validate
+
+    validate(
+        apply_overrides(RunConfig(), {"out": tmp_path, "cache_dir": tmp_path, "backbones": ["efficientnet_lite0"]})
+    )

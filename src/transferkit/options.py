@@ -80,11 +80,16 @@ def type_mismatch(kind: Any, value: Any) -> str | None:
         bool: (isinstance(value, bool), "true or false"),
         int: (number and isinstance(value, numbers.Integral), "a whole number"),
         float: (number, "a number"),
-        str: (isinstance(value, str), "text"),
+        # text: also a path (out=tmp_path) or a list of names (backbones=["a", "b"], as comma_names reads them)
+        str: (isinstance(value, (str, os.PathLike)) or _names(value), "text"),
         Path: (isinstance(value, (str, os.PathLike)), "a path"),
     }
     ok, what = checks.get(kind, (True, ""))
     return None if ok else what
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
 
 
 def validate(cfg: RunConfig) -> None:

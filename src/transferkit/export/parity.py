@@ -157,6 +157,12 @@ def check_images(
     """--check IMAGES when given, else the run's own held-out split (int8: val, test and a train sample); with
     neither, a ConfigError saying what to give."""
     found = given_images(meta, check, limit) if check else run_images(meta, limit, calibration_limit, int8)
+    if check and not found.arrays:  # a list file or a text file given as --check: it is not read as a list
+        raise ConfigError(
+            f"--check {' '.join(map(str, check))}: none of its {len(found.skipped)} file(s) could be read as an image "
+            f"({found.skipped[0][0]}: {found.skipped[0][1]}). Give image files or folders of images; list files are "
+            "not read here."
+        )
     if found is None or not found.arrays:
         raise ConfigError(
             f"No images to check the export against: '{meta['_path']}' has no run folder with split.csv "
