@@ -119,7 +119,6 @@ def test_a_list_with_a_split_column_keeps_its_splits(tmp_path):
     "text, message",
     [
         ("a.png,x,train\nb.png,y,\n", "line 3 has no split, but other lines do. Give every line train, val or test"),
-        ("a.png,x,train\nb.png,y,fold1\n", "line 3: split 'fold1' is not train, val or test"),
         ("a.png,x,val\nb.png,y,test\n", "no line is in the train split (the 'split' column has test, val only)"),
     ],
 )
@@ -128,6 +127,18 @@ def test_a_split_column_that_cannot_be_read_says_which_line(tmp_path, text, mess
     (tmp_path / "l.csv").write_text("path,label,split\n" + text)
     with pytest.raises(DataError, match=re.escape(message)):
         open_source(tmp_path / "l.csv")
+
+
+def test_a_split_column_of_other_values_stays_the_users(tmp_path):
+    """Lists that trained before the split column was read: a 'split' of A/B groups, a regression's fold number, and
+    a one-hot multi-label list with a label named 'split' read as they did."""
+    _images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "g.csv").write_text("path,label,split\na.png,x,A\nb.png,y,train\n")
+    assert list(open_source(tmp_path / "g.csv").splits) == ["all"]
+    (tmp_path / "r.csv").write_text("path,value,split\na.png,1.5,0\nb.png,2.5,1\n")
+    assert list(open_source(tmp_path / "r.csv", task="regression").splits) == ["all"]
+    (tmp_path / "m.csv").write_text("path,cat,split\na.png,1,0\nb.png,0,1\n")
+    assert open_source(tmp_path / "m.csv", task="multilabel").classes == ["cat", "split"]
 
 
 def test_csv_header_names_found_and_chosen(tmp_path):

@@ -420,7 +420,7 @@ def test_export_replaces_only_an_earlier_export_and_names_its_format(tmp_path):
     (tmp_path / "labels.csv").write_text("path,label\n")
     with pytest.raises(ConfigError, match=r"name it \*.onnx"):
         check_out(tmp_path / "labels.csv", "onnx", False)
-    with pytest.raises(ConfigError, match=r"--format torchscript: name it \*.pt"):
+    with pytest.raises(ConfigError, match=r"--format torchscript: name it \*.pt or \*.pth or \*.ts"):
         check_out(tmp_path / "m.onnx", "torchscript", False)
     (tmp_path / "m.onnx").write_bytes(b"someone's file")
     with pytest.raises(ConfigError, match="already exists and is not an export transferkit wrote"):

@@ -269,9 +269,13 @@ def test_options_of_the_right_type_pass_numpy_numbers_and_ints_for_floats_includ
     from transferkit.config import RunConfig
     from transferkit.options import apply_overrides, validate
 
-    cfg = apply_overrides(RunConfig(), {"epochs": np.int64(3), "lr": 1, "crop_scale": [0.5, 1], "split": [0.8, 0.2]})
+    given = {"epochs": np.int64(3), "lr": 1, "crop_scale": [0.5, 1], "split": [0.8, 0.2], "path_column": 0}
+    cfg = apply_overrides(RunConfig(), {**given, "label_column": 2})  # 0-based column indices, as open_source takes
     validate(cfg)
     assert cfg.data.crop_scale == (0.5, 1) and cfg.data.split == (0.8, 0.2, 0.0)
+    assert type(cfg.train.epochs) is int  # not np.int64: config.json saved it as "3", which --resume then refused
+    with pytest.raises(ConfigError, match="--epochs 0: give at least 1"):
+        validate(apply_overrides(RunConfig(), {"epochs": np.int64(0)}))  # NumPy numbers are bounded too
 
 
 def test_fit_refuses_a_dict_as_config_and_resume_refuses_a_config_file(tmp_path, monkeypatch, capsys):

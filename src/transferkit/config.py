@@ -469,6 +469,8 @@ class OptionField:
         return getattr(getattr(cfg, self.part) if self.part else cfg, self.name)
 
     def set(self, cfg: RunConfig, value: Any) -> None:
+        if type(value).__module__ == "numpy" and hasattr(value, "item"):  # np.int64(3) -> 3: config.json saves 3,
+            value = value.item()  # not "3" (json's default=str), which --resume and --config would then refuse
         setattr(
             getattr(cfg, self.part) if self.part else cfg, self.name, tuple(value) if isinstance(value, list) else value
         )

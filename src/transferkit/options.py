@@ -21,6 +21,8 @@ from .errors import ConfigError, unknown_choice
 RESUMABLE = ("epochs", "patience", "quiet")
 # Options read by their own parser, which names what is wrong in any form given ('0.7,0.15,0.15' or a list)
 PARSED = ("split",)
+# Columns of a list file, named or given as a 0-based index (an int from Python, text from the CLI)
+INDEXED = ("path_column", "label_column", "target_column")
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
@@ -40,12 +42,13 @@ def check_values(fields: list[OptionField], obj: Any) -> None:
     RunConfig or a command's options (config.py); a ConfigError names the flag, the value and what is allowed."""
     for f in fields:
         value = f.get(obj)
-        wrong = None if f.name in PARSED else type_mismatch(f.type, value)
+        index = f.name in INDEXED and isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        wrong = None if f.name in PARSED or index else type_mismatch(f.type, value)
         if wrong:  # a --config file or fit(epochs="1") reaches here unparsed: refused before any work, not mid-run
             raise ConfigError(f"{f.flag} {value!r} ({type(value).__name__}): give {wrong}. ({f.opt.help})")
         if f.choices is not None and value not in f.choices and value is not None:
             raise unknown_choice(f.flag, value, f.choices)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
             lo, hi = f.opt.min, f.opt.max
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 bounds = (

@@ -91,9 +91,8 @@ def embed(
     from ..progress import QuietReporter
 
     check_backbone_name(backbone)
-    check_options(
-        image_size=image_size, features=features, feature_precision=precision, batch_size=batch_size, device=device
-    )
+    # device is left to resolve_device: "cuda:1" or "mps" from Python, beyond the CLI's choices
+    check_options(image_size=image_size, features=features, feature_precision=precision, batch_size=batch_size)
     reporter = reporter or QuietReporter()
     imgs = as_image_set(images)
     cfg = RunConfig()

@@ -5,8 +5,9 @@
 Accepted: tab-, comma-, semicolon- or space-separated; a header row with known names (path/filename/file/image...,
 label/class/category/target...) or any names chosen with --path-column / --label-column (a name, or a 0-based
 index when there is no header). Paths are relative to the list file. Lines starting with '#' are comments.
-A list with a header may carry its own split: a `split` column of train / val / test per line (what `review`'s fix
-list writes for a pre-split data set), kept by `train` as a pre-split folder's are; without it, `train` splits.
+A list with a header may carry its own split: a `split` column of train / val / test on every line (what `review`'s
+fix list writes for a pre-split data set), kept by `train` as a pre-split folder's are; without it (or with a `split`
+column of other values, which stays the user's), `train` splits.
 
 By task: regression reads the label column as numbers (`--target-column log_price`); multi-label reads `a|b` in one
 column, or one 0/1 column per label (`--label-column cat,dog`, or every column but the path when none is named).
@@ -117,7 +118,8 @@ def _multi_hot(
         ]
     if label_column is not None or pcol is None or any(c in lower for c in LABEL_COLUMNS):
         return None
-    return pcol, [j for j in range(len(header)) if j != pcol and lower[j] != SPLIT_COLUMN]
+    split = _split_index(header, rows)
+    return pcol, [j for j in range(len(header)) if j != pcol and j != split]
 
 
 def _hot_label(row: list[str], cols: list[int], header: list[str], n: int, where: Path) -> str:
@@ -165,7 +167,7 @@ def read_list(
             raise _header_only(
                 path, header, f"the image's path in column '{header[pcol]}' and 0 or 1 in each label column"
             )
-        scol = _split_column(header, (pcol, *cols))
+        scol = _split_column(header, rows, (pcol, *cols))
         out = [
             Row(n, row[pcol].strip(), _hot_label(row, cols, header, n, path), _cell(row, scol))
             for (n, _), row in zip(lines[1:], rows[1:])
@@ -185,7 +187,7 @@ def read_list(
         )
     pcol = 0 if pcol is None else pcol
     lcol = 1 if lcol is None else lcol
-    scol = _split_column(header, (pcol, lcol)) if has_header else None
+    scol = _split_column(header, rows, (pcol, lcol)) if has_header else None
     if has_header and len(rows) == 1:
         raise _header_only(
             path,
@@ -246,10 +248,22 @@ def read_list(
     return out
 
 
-def _split_column(header: list[str], taken: tuple[int, ...]) -> int | None:
-    """The header's `split` column, unless it is the path or a label column chosen by name."""
+def _split_index(header: list[str], rows: list[list[str]]) -> int | None:
+    """The header's `split` column when it holds splits: every filled cell one of SPLIT_NAMES (train, val, test, any
+    case; an empty one is then an error that names its line). A `split` column of anything else (a user's A/B, a fold
+    number) is the user's, read as before."""
     lower = [h.lower() for h in header]
-    j = lower.index(SPLIT_COLUMN) if SPLIT_COLUMN in lower else None
+    if SPLIT_COLUMN not in lower:
+        return None
+    j = lower.index(SPLIT_COLUMN)
+    cells = [r[j].strip().lower() if len(r) > j else "" for r in rows[1:]]
+    filled = [c for c in cells if c]
+    return j if filled and all(c in SPLIT_NAMES for c in filled) else None
+
+
+def _split_column(header: list[str], rows: list[list[str]], taken: tuple[int, ...]) -> int | None:
+    """The header's `split` column (_split_index), unless it is the path or a label column chosen by name."""
+    j = _split_index(header, rows)
     return None if j in taken else j
 
 

@@ -45,6 +45,9 @@ SUFFIX = {
 }
 
 
+FILE_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}  # what serve/app.load_served reads
+
+
 def default_out(bundle_dir: Path, format: str, int8: bool) -> Path:
     return bundle_dir / SUFFIX[(format, int8)]
 
@@ -52,11 +55,12 @@ def default_out(bundle_dir: Path, format: str, int8: bool) -> Path:
 def check_out(out: Path, format: str, int8: bool) -> None:
     """Refuse an --out that names another format or holds a file this command did not write (a list, a photo): an
     export replaces only an earlier export, known by its parity report beside it. Nothing is written before."""
-    suffix = SUFFIX[(format, int8)].rsplit(".", 1)[1]
-    if out.suffix.lower() != "." + suffix:
+    suffixes = FILE_SUFFIXES[format]
+    if out.suffix not in suffixes:
         raise ConfigError(
-            f"--out '{out}' for --format {format}: name it *.{suffix} (e.g. '{out.with_suffix('.' + suffix)}'), or give "
-            "a folder; the file's suffix is what `predict` and `serve` read its format from."
+            f"--out '{out}' for --format {format}: name it *{' or *'.join(suffixes)} (e.g. "
+            f"'{out.with_suffix(suffixes[0])}'), or give a folder; the file's suffix is what `predict` and `serve` read "
+            "its format from."
         )
     written = report_path(out)
     for path in (out, written):
@@ -110,7 +114,7 @@ def export(
     meta, task = reference.meta, reference.task
     bundle_dir = Path(meta["_path"])
     out = Path(out) if out else default_out(bundle_dir, format, int8)
-    if out.is_dir():
+    if out.is_dir() or not out.suffix:  # a folder, made if missing ("-o exports/")
         out = out / SUFFIX[(format, int8)]
     check_out(out, format, int8)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -159,9 +159,9 @@ def check_images(
     found = given_images(meta, check, limit) if check else run_images(meta, limit, calibration_limit, int8)
     if check and not found.arrays:  # a list file or a text file given as --check: it is not read as a list
         raise ConfigError(
-            f"--check {' '.join(map(str, check))}: none of its {len(found.skipped)} file(s) could be read as an image "
-            f"({found.skipped[0][0]}: {found.skipped[0][1]}). Give image files or folders of images; list files are "
-            "not read here."
+            f"--check {' '.join(map(str, check))}: none of its {len(found.skipped)} file(s) could be read as an image"
+            + (f" ({found.skipped[0][0]}: {found.skipped[0][1]})" if found.skipped else "")
+            + ". Give image files or folders of images; list files are not read here."
         )
     if found is None or not found.arrays:
         raise ConfigError(
