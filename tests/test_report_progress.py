@@ -96,3 +96,9 @@ def test_a_failed_train_with_log_json_ends_its_stream_with_an_error_event(tmp_pa
     assert stop.value.code == 2
     last = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert last["event"] == "error" and last["kind"] == "DataError" and "does not exist" in last["text"]
+    (tmp_path / "c.json").write_text("{not json")  # refused before any run starts: said on the stream too
+    monkeypatch.setattr(sys, "argv", ["transferkit", "train", str(tmp_path), "--config", "c.json", "--log-json"])
+    with pytest.raises(SystemExit):
+        main()
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert last["event"] == "error" and "c.json" in last["text"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from ..config import TrainCommandOptions
-from ..errors import ConfigError
+from ..errors import ConfigError, TransferkitError
 from .options import command
 
 
@@ -31,31 +31,25 @@ def train(
 ) -> None:
     """Train a classifier on DATA and save the run (config, metrics, best model) in OUT/NAME."""
     from ..api import fit
-    from ..progress import make_reporter
+    from ..progress import JsonReporter, make_reporter
     from ..tasks import get_task
 
     resume, log_json = options.resume, options.log_json
     if data is None and resume is None:
         raise typer.BadParameter("give DATA (an image folder), or --resume RUN_DIR", param_hint="DATA")
-    if options.config is not None and resume is not None:  # a resumed run keeps the settings it started with
-        raise ConfigError(
-            f"--config {options.config} with --resume: a resumed run continues with its own config.json; give the "
-            "options --resume may change (--epochs, --patience, --quiet) as flags, or start a new run with --config."
-        )
-    if options.config is not None:  # the file's options (tune's best.json, a run's config.json); typed ones win
-        from ..config import read_config_file
-
-        typed_values = {k: v for k, v in overrides.items() if k in typed}
-        overrides = {**overrides, **read_config_file(options.config), **typed_values}
-    if resume is not None:  # only what was typed: fit refuses, by name, what --resume cannot change
-        overrides = {k: v for k, v in overrides.items() if k in typed}
+    try:
+        overrides = _with_config_file(options, overrides, typed)
+    except TransferkitError as e:  # --log-json: the stream says why it ends, as for a failing run
+        if log_json:
+            JsonReporter().emit("error", kind=type(e).__name__, text=str(e))
+        raise
     quiet = bool(overrides.get("quiet"))
     reporter = make_reporter(quiet, log_json)
-    if options.review and data is not None:  # counts only: labels are the user's to change (transferkit review)
-        from ..core.review import review_counts
-
-        reporter.message(review_counts(data, reporter=reporter, **overrides))
     try:
+        if options.review and data is not None:  # counts only: labels are the user's to change (transferkit review)
+            from ..core.review import review_counts
+
+            reporter.message(review_counts(data, reporter=reporter, **overrides))
         with sigterm_as_interrupt():
             run = fit(data, resume=resume, reporter=reporter, **overrides)
     except BaseException as e:  # a tool reading --log-json sees why the stream ends without "done"
@@ -132,6 +126,23 @@ def summary_lines(run) -> str:
     if run.cv:
         lines.append(cv_text(run.cv) + f"; the folds are in {run.path / 'cv'}.")
     return "\n".join(lines)
+
+
+def _with_config_file(options: TrainCommandOptions, overrides: dict, typed: set) -> dict:
+    """The options fit gets: --config FILE's under the typed flags; with --resume, only what was typed."""
+    if options.config is not None and options.resume is not None:  # a resumed run keeps the settings it started with
+        raise ConfigError(
+            f"--config {options.config} with --resume: a resumed run continues with its own config.json; give the "
+            "options --resume may change (--epochs, --patience, --quiet) as flags, or start a new run with --config."
+        )
+    if options.config is not None:  # the file's options (tune's best.json, a run's config.json); typed ones win
+        from ..config import read_config_file
+
+        typed_values = {k: v for k, v in overrides.items() if k in typed}
+        overrides = {**overrides, **read_config_file(options.config), **typed_values}
+    if options.resume is not None:  # only what was typed: fit refuses, by name, what --resume cannot change
+        overrides = {k: v for k, v in overrides.items() if k in typed}
+    return overrides
 
 
 def register(app: typer.Typer) -> None:
