@@ -498,3 +498,18 @@ def test_review_refuses_a_file_as_out_or_fix_out_before_the_review(tmp_path, mon
     assert mine.read_text() == "path,price\n"
     with pytest.raises(TransferkitError, match="is a file, not a folder"):  # the Python API says it too
         save_review(None, mine)
+
+
+def test_a_small_set_is_crowded_by_a_tenth_of_its_images_not_by_ten():
+    """30 upscaled digits, 15 a class: each has 3-9 others within 0.85, not 10, so the features were trusted and
+    single-linkage chained each class into one 'leak' group (27 of 30 images). A set of 400 keeps the 10."""
+    from transferkit.core.review import _crowded, crowd_size
+
+    assert [crowd_size(n) for n in (5, 30, 99, 100, 400)] == [2, 3, 9, 10, 10]
+
+    def near(n):  # every row: 4 others at 0.95, the rest at 0.5 (most similar first)
+        sims = np.full((n, 10), 0.5, np.float32)
+        sims[:, :4] = 0.95
+        return sims, np.zeros((n, 10), np.int64)
+
+    assert _crowded(near(30), 0.85) and not _crowded(near(400), 0.85)
