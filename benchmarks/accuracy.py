@@ -523,6 +523,34 @@ def plot(results: dict, path: Path) -> Path:
     return path
 
 
+def read_tables(markdown: str, heading: str) -> dict:
+    """{set: {"split", "repeats", "rows": {row: [{"accuracy", "seconds"}]}}} read back from the tables of the section
+    `## heading` of BENCHMARKS.md (as `section` writes them), so its plot can be redrawn from what the tables say
+    where the --json files of the runs are gone. Rows are known by their ROWS label; a row of another label (an
+    earlier measurement kept in a table for the record) is not read."""
+    import re
+
+    body = markdown.split(f"\n## {heading}\n", 1)
+    if len(body) < 2:
+        sys.exit(f"no section '## {heading}' in the file")
+    body = body[1].split("\n## ", 1)[0]
+    by_title, by_label = {s.title: k for k, s in SETS.items()}, {r.label: k for k, r in ROWS.items()}
+    results, current = {}, None
+    for line in body.splitlines():
+        head = re.match(r"### (.+?): (\w+) accuracy, (\d+) (?:splits|seeds)", line)
+        if line.startswith("### "):
+            current = by_title.get(head.group(1)) if head else None
+            if current:
+                results[current] = {"split": head.group(2), "repeats": int(head.group(3)), "rows": {}}
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if current is None or cells[0] not in by_label or len(cells) < 5:
+            continue  # the header, its rule, prose, a row kept for the record
+        each = [float(x) / 100 for x in cells[3].split()]
+        results[current]["rows"][by_label[cells[0]]] = [{"accuracy": a, "seconds": float(cells[4])} for a in each]
+    return results
+
+
 def section(results: dict, command: str, notes: list[str], plot_path: Path, out: Path, marker: str) -> str:
     lines = [
         f"<!-- {marker}:begin -->",
@@ -656,6 +684,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding the suite's sets")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument(
+        "--replot",
+        default=None,
+        metavar="HEADING",
+        help="measure nothing: redraw the plot of the section '## HEADING' of --out from its tables (the per-repeat "
+        "accuracies), e.g. after rows were re-run one by one and their --json files are gone",
+    )
     ap.add_argument("--plot", default=None, help="the plot's PNG (default: accuracy.png beside --out)")
     ap.add_argument("--sets", default=None, help=f"comma-separated, of: {', '.join(SETS)} (default: all)")
     ap.add_argument("--rows", default=None, help=f"comma-separated, of: {', '.join(ROWS)} (default: {FULL_ROWS})")
@@ -676,6 +711,10 @@ def main() -> None:
         "rows together, measuring nothing (e.g. the defaults' run and a slow peer's run of the same repeats)",
     )
     args = ap.parse_args()
+    if args.replot:
+        results = summarise(read_tables(Path(args.out).read_text(), args.replot))
+        print(f"wrote {plot(results, Path(args.plot or 'benchmarks/accuracy.png'))}", file=sys.stderr)
+        return
     preset = QUICK if args.quick else RECIPE_RUN if args.recipe else {}
     # --sets / --rows given win over a preset's (e.g. `--recipe --sets eurosat`)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else preset.get("sets", list(SETS))
