@@ -159,7 +159,7 @@ def test_out_that_is_a_file_or_under_a_file(tiny_folder, tmp_path):
     with pytest.raises(TransferkitError, match="is a file, not a folder"):
         transferkit.fit(tiny_folder, strategy="linear", out=str(f), **FAST)
     assert time.perf_counter() - t0 < 5  # checked before the data is read or a model built
-    with pytest.raises(TransferkitError, match="cannot be created"):
+    with pytest.raises(TransferkitError, match="cannot be made"):
         transferkit.fit(tiny_folder, strategy="linear", out=str(f / "runs"), **FAST)
     assert f.read_text() == "keep me"
 

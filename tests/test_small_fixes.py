@@ -186,7 +186,7 @@ def test_a_cache_dir_that_is_a_file_is_refused_by_validate(tmp_path, monkeypatch
         validate(cfg)
     assert str(e.value) == "--cache-dir 'afile' is a file, not a folder: give a folder (it is created if missing)."
     cfg.runtime.cache_dir = "afile/features"
-    with pytest.raises(ConfigError, match="--cache-dir 'afile/features' cannot be created: 'afile' is a file"):
+    with pytest.raises(ConfigError, match="--cache-dir 'afile/features' cannot be made: 'afile' is a file"):
         validate(cfg)
     for folder in ("cache", "missing/deeper"):  # an existing folder, or one to be made: fine, and nothing is made
         cfg.runtime.cache_dir = folder

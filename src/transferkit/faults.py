@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import TransferkitError
+from .errors import ConfigError, TransferkitError
 
 ENV = "TRANSFERKIT_FAULT"
 _hits: dict[str, int] = {}
@@ -155,3 +155,33 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, fault: str | None =
 def is_temporary(path: Path) -> bool:
     """Whether `path` is a temporary file of `atomic_path` (left behind by a killed process)."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def check_folder(folder: str | os.PathLike, named: str, fix: str, *, writable: bool = False) -> Path:
+    """`folder` as a folder that is there or can be made, creating nothing (the one check of --out, --cache-dir and
+    the pages' folders, before any work: a wrong folder fails in a second, not after decoding). named: how the
+    message names it ("--out 'runs'"); fix: what to do, as a clause ("give a folder (it is made if missing)").
+    Refused with ConfigError: a file at `folder`, a file above it ("a/b" under a file "a"), and with `writable` an
+    existing folder above it that this user cannot write to."""
+    path = Path(folder).expanduser()
+    existing = nearest_existing(path)
+    if not os.path.isdir(existing):
+        if existing == path:
+            raise ConfigError(f"{named} is a file, not a folder: {fix}.")
+        raise ConfigError(f"{named} cannot be made: '{existing}' is a file, not a folder. {fix[0].upper()}{fix[1:]}.")
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{named}: '{existing}' is not writable to you. Give a folder you can write to.")
+    return path
+
+
+def check_out_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """`check_folder` for a folder given as `flag` that files will be written in (review's and the pages' --out)."""
+    return check_folder(
+        path, f"{flag} '{Path(path).expanduser()}'", "give a folder (it is made if missing)", writable=True
+    )
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` when it exists, else its nearest ancestor that does ("." for a relative path with none). os.path, not
+    Path.exists: an unreadable folder on the way is passed over, not raised."""
+    return next((p for p in (path, *path.parents) if os.path.exists(p)), Path("."))

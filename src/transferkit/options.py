@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from .config import OptionField, RunConfig, cache_home, comma_names, option_fields
 from .errors import ConfigError, unknown_choice
+from .faults import check_folder
 
 # Options `--resume` may change: they lengthen or shorten what is left, never what was already trained.
 RESUMABLE = ("epochs", "patience", "quiet")
@@ -173,10 +174,4 @@ def check_cache_dir(cache_dir: str | None) -> None:
         )
     else:
         given, fix = f"The cache folder '{path}'", "give --cache-dir FOLDER or set $TRANSFERKIT_CACHE"
-    # The nearest that exists: "a/b" under a file "a" is "a". os.path: an unreadable folder is passed, not raised.
-    existing = next((p for p in (path, *path.parents) if os.path.exists(p)), Path("."))
-    if os.path.isdir(existing):
-        return
-    if existing == path:
-        raise ConfigError(f"{given} is a file, not a folder: {fix}.")
-    raise ConfigError(f"{given} cannot be created: '{existing}' is a file, not a folder. {fix[0].upper()}{fix[1:]}.")
+    check_folder(path, given, fix)

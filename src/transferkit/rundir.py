@@ -47,24 +47,12 @@ class RunDir:
     def check_out(out: str | os.PathLike) -> None:
         """Whether runs can be made in `out`, creating nothing: checked before any work, so that a wrong --out
         fails in a second, not after decoding."""
+        from .faults import check_folder
+
         base = Path(out).expanduser()
-        ancestor = base
-        while not ancestor.exists() and ancestor != ancestor.parent:
-            ancestor = ancestor.parent
-        if ancestor == base and not base.is_dir():
-            raise TransferkitError(
-                f"--out '{base}' is a file, not a folder: give a folder for the run directories "
-                "(it is created when missing)."
-            )
-        if not ancestor.is_dir():
-            raise TransferkitError(
-                f"--out '{base}' cannot be created ('{ancestor}' is a file): give a folder you can write to."
-            )
-        if not os.access(ancestor, os.W_OK | os.X_OK):
-            raise TransferkitError(
-                f"--out '{base}' is not writable ('{ancestor}' is read-only to you): give a "
-                "folder you can write to, e.g. --out ./runs."
-            )
+        check_folder(
+            base, f"--out '{base}'", "give a folder for the run directories (it is made if missing)", writable=True
+        )
 
     @staticmethod
     def prepare_out(out: str | os.PathLike) -> Path:

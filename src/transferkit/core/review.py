@@ -575,26 +575,11 @@ def _outlier_items(rows, given, idx, classes, z_cut: float, near) -> list[Issue]
     return out
 
 
-def check_out_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """`path` as a folder that is there or can be made, creating nothing: a file at it or above it, or a folder that
-    is not writable, is refused naming `flag`. Called before any image is read: a wrong --out fails in a second."""
-    from ..errors import ConfigError
-
-    path = Path(path).expanduser()
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))  # "a/b" under a file "a": "a"
-    if not existing.is_dir():
-        if existing == path:
-            raise ConfigError(f"{flag} '{path}' is a file, not a folder: give a folder (it is made if missing).")
-        raise ConfigError(f"{flag} '{path}' cannot be made: '{existing}' is a file, not a folder. Give another {flag}.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} '{path}': '{existing}' is not writable to you. Give a folder you can write to.")
-    return path
-
-
 def check_review_out(out_dir: str | os.PathLike, flag: str = "--out") -> dict[str, Path]:
     """The paths save_review writes in `out_dir`, checked before the review runs: the folder can be made, and no
     file there is someone else's (a file a review did not write is never overwritten)."""
     from ..errors import DataError
+    from ..faults import check_out_folder
 
     out = check_out_folder(out_dir, flag)
     paths = {"json": out / "review.json", "csv": out / "issues.csv"}
@@ -607,11 +592,12 @@ def check_review_out(out_dir: str | os.PathLike, flag: str = "--out") -> dict[st
 def check_fix_list_path(path: str | os.PathLike, flag: str = "--fix-out") -> Path:
     """Where a fix list may go: a file a review wrote, or none yet, in a folder that can be made."""
     from ..errors import ConfigError, DataError
+    from ..faults import nearest_existing
 
     path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"{flag} '{path}' is a folder: give the list file's name, e.g. {path / 'cleaned.csv'}.")
-    parent = next((p for p in path.parents if p.exists()), Path("."))
+    parent = nearest_existing(path.parent)
     if not parent.is_dir():
         raise ConfigError(
             f"{flag} '{path}' cannot be written: '{parent}' is a file, not a folder. Give another {flag}."

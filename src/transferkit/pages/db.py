@@ -45,7 +45,7 @@ class Journal:
     """The answers of one page, append-only but for `undo`."""
 
     def __init__(self, path: str | Path):
-        from ..core.review import check_out_folder
+        from ..faults import check_out_folder
 
         self.path = Path(path)
         # the page's --out: a file there is a message naming it, not FileExistsError from mkdir

@@ -357,7 +357,7 @@ class LabelSession:
 def check_label_paths(out_dir, labelled=None) -> None:
     """--out can hold label.sqlite (a folder, or none yet, under no file) and --labelled is a list file: both
     checked before the pool is embedded, creating nothing."""
-    from ..core.review import check_out_folder
+    from ..faults import check_out_folder
 
     check_out_folder(out_dir, "--out")
     if labelled is not None:
