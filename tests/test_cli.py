@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -43,6 +44,17 @@ def test_train_evaluate_predict(tmp_path):
     assert len(pr) == 10 and set(pr[0]) == {"path", "label", "probability", "top_k"} and len(pr[0]["top_k"]) == 2
     table = cli("evaluate", run_dir / "best", data).stdout
     assert "Confusion matrix" in table and "precision" in table
+    # file names are text, not rich markup: "[b]" and "[bold]" were eaten (and styled) in the table and the errors
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "a[b].png").write_bytes(next((data / "red").iterdir()).read_bytes())
+    env = {**os.environ, "COLUMNS": "400"}
+    run = [sys.executable, "-m", "transferkit"]
+    shown = subprocess.run([*run, "predict", run_dir / "best", odd], capture_output=True, text=True, env=env)
+    assert "a[b].png" in shown.stdout, shown.stdout
+    (odd / "x[bold]").mkdir()
+    said = subprocess.run([*run, "train", odd / "x[bold]"], capture_output=True, text=True, env=env)
+    assert said.returncode == 2 and "x[bold]' has no class sub-folders" in said.stderr, said.stderr
 
 
 @pytest.mark.parametrize(

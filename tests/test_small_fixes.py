@@ -300,3 +300,29 @@ def test_options_given_as_paths_or_lists_of_names_still_pass(tmp_path):
     validate(
         apply_overrides(RunConfig(), {"out": tmp_path, "cache_dir": tmp_path, "backbones": ["efficientnet_lite0"]})
     )
+
+
+# --- the web stack missing: one message for every command that needs it ------------------------------------------
+@pytest.mark.parametrize(
+    "command, named",
+    [
+        (["serve", "BUNDLE"], "`transferkit serve`"),
+        (["label", "DATA", "--classes", "a,b", "--out", "OUT"], "`transferkit label`"),
+        (["review", "DATA", "--serve", "-o", "OUT"], "`review --serve`"),
+    ],
+)
+def test_a_command_whose_web_stack_is_missing_says_which_extra_to_install(tmp_path, command, named):
+    """uvicorn made unimportable in a fresh interpreter: exit 2, the command named, the pip line, nothing written."""
+    data = write_folder(tmp_path / "d", per_class=2)
+    args = [
+        {"DATA": str(data), "OUT": str(tmp_path / "o"), "BUNDLE": str(tmp_path / "none")}.get(a, a) for a in command
+    ]
+    code = (
+        "import sys; sys.modules['uvicorn'] = None; sys.argv = ['transferkit', *sys.argv[1:]]\n"
+        "from transferkit.cli.app import main; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    said = out.stderr.replace("\n", " ")
+    assert out.returncode == 2, said
+    assert f"{named} needs FastAPI and uvicorn (uvicorn is missing): pip install 'transferkit[serve]'" in said
+    assert "Traceback" not in said and not (tmp_path / "o").exists()

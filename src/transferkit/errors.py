@@ -37,3 +37,10 @@ def unknown_choice(what: str, value: str, choices: Iterable[str], hint: str = ""
     if hint:
         msg += " " + hint
     return ConfigError(msg)
+
+
+def needs_serve_extra(command: str, error: ImportError) -> ConfigError:
+    """The error of a command whose web stack is not installed (`serve`, `label`, `review --serve`)."""
+    return ConfigError(
+        f"`{command}` needs FastAPI and uvicorn ({error.name} is missing): pip install 'transferkit[serve]'."
+    )

@@ -95,8 +95,10 @@ def main() -> None:
         app()
     except TransferkitError as e:
         from rich.console import Console
+        from rich.markup import escape
 
+        # escaped: a message's own brackets ('transferkit[serve]', a file named img[1].jpg) are text, not markup
         Console(stderr=True, soft_wrap=True).print(
-            f"[bold red]Error:[/bold red] {e}", highlight=False
+            f"[bold red]Error:[/bold red] {escape(str(e))}", highlight=False
         )  # no hard breaks inside paths
         sys.exit(2)

@@ -28,7 +28,7 @@ def label(
 ) -> None:
     """Label images on a local page that asks for the most useful ones next and retrains after each answer."""
     from ..core.suggest import STRATEGIES
-    from ..errors import ConfigError, unknown_choice
+    from ..errors import ConfigError, needs_serve_extra, unknown_choice
 
     if options.strategy not in STRATEGIES:  # before the pool is embedded (minutes on a CPU)
         raise unknown_choice("--strategy", options.strategy, STRATEGIES)
@@ -43,9 +43,7 @@ def label(
         from ..pages.label import LabelSession, check_label_paths, serve_label
         from ..pages.server import bind
     except ImportError as e:
-        raise ConfigError(
-            f"`transferkit label` needs FastAPI and uvicorn ({e.name} is missing): pip install 'transferkit[serve]'."
-        ) from e
+        raise needs_serve_extra("transferkit label", e) from e
     from functools import partial
 
     from ..backbones.depth import standardises

@@ -44,25 +44,27 @@ def predict(
         _fail_if_none_read(results)
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     columns = task.answer_columns(top_k)  # classification: label, probability, top k; regression: the value; ...
     t = Table("image", *columns, *(["without TTA"] if tta else []))
     for r in results:
         if "error" in r:
-            t.add_row(r["path"], "[red]unreadable[/red]", *[""] * (len(columns) - 2), r["error"])
+            t.add_row(escape(r["path"]), "[red]unreadable[/red]", *[""] * (len(columns) - 2), escape(r["error"]))
             continue
-        cells = [r["path"], *task.answer_cells(r)]
+        cells = [escape(c) for c in (r["path"], *task.answer_cells(r))]  # file and class names are text
         if tta:  # the plain answer (label, value or labels), highlighted where TTA changed it
             plain = r["without_tta"]
             changed = task.answer_key(plain) != task.answer_key(r)
-            cells.append(f"[yellow]{task.answer_text(plain)}[/yellow]" if changed else task.answer_text(plain))
+            text = escape(task.answer_text(plain))
+            cells.append(f"[yellow]{text}[/yellow]" if changed else text)
         t.add_row(*cells)
     console = Console()
     console.print(t)
     for r in results:  # per image, under the table: the answer above is still given, with this caveat
         if r.get("warning"):
-            console.print(f"[yellow]warning[/yellow] {r['path']}: {r['warning']}.", highlight=False)
+            console.print(f"[yellow]warning[/yellow] {escape(r['path'])}: {escape(r['warning'])}.", highlight=False)
     done = [r for r in results if "error" not in r]
     if tta and done and task.answer_key(done[0]) is not None:  # a value has no answer to change, only to move
         changed = sum(task.answer_key(r["without_tta"]) != task.answer_key(r) for r in done)

@@ -73,14 +73,12 @@ def review(
 def _page_socket(options):
     """The page's listening socket, bound before the review: a port in use or a --host that is not this machine's
     is a ConfigError in a second, not after the whole review ran and wrote its files."""
-    from ..errors import ConfigError
+    from ..errors import needs_serve_extra
 
     try:
         from ..pages.server import bind  # the page's web stack loads only with --serve
     except ImportError as e:
-        raise ConfigError(
-            f"`review --serve` needs FastAPI and uvicorn ({e.name} is missing): pip install 'transferkit[serve]'."
-        ) from e
+        raise needs_serve_extra("review --serve", e) from e
     return bind(options.host, options.port)
 
 

@@ -30,11 +30,9 @@ def serve(
         from ..serve.app import Limits, create_app, run_server
         from ..serve.listen import listen
     except ImportError as e:
-        from ..errors import TransferkitError
+        from ..errors import needs_serve_extra
 
-        raise TransferkitError(
-            f"`transferkit serve` needs FastAPI and uvicorn ({e.name} is missing): pip install 'transferkit[serve]'."
-        ) from e
+        raise needs_serve_extra("transferkit serve", e) from e
     o = options  # every limit was checked against its bounds (config.py) before this ran
     limits = Limits(
         max_bytes=int(o.max_upload_mb * 2**20),

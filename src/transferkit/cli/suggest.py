@@ -31,6 +31,7 @@ def suggest(
 ) -> None:
     """Rank unlabelled images for labelling and write the list to fill in."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..core.suggest import suggest_images
     from ..faults import atomic_path
@@ -62,11 +63,11 @@ def suggest(
     if picks.left_out:
         console.print(f"{picks.left_out} of {picks.pool} pool images are labelled already (in --labelled): left out.")
     for key, why in picks.skipped[:5]:
-        console.print(f"[yellow]unreadable, left out:[/yellow] {key} ({why})")
+        console.print(f"[yellow]unreadable, left out:[/yellow] {escape(key)} ({escape(why)})")
     console.print(f"features {picks.features} at {picks.image_size} px (--features {options.features})")
     console.print(f"strategy {picks.strategy}" + (f" ({picks.note})" if picks.note else ""))
     for key, score, why in zip(picks.keys[:10], picks.scores, picks.why):
-        console.print(f"  {score:7.3f}  {Path(key).name}  {why}")
+        console.print(f"  {score:7.3f}  {escape(Path(key).name)}  {escape(why)}")
     classes = f" ({', '.join(picks.classes[:10])})" if picks.classes else ""
     print(f"Wrote {len(picks.keys)} images to label to {out}: fill in the label column{classes}, then `transferkit "
           f"train {out}` (or add the rows to your labelled list).")  # fmt: skip

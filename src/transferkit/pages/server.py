@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
+import uvicorn  # here, not where the server starts: a missing uvicorn is said before any work (cli/review.py)
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
@@ -125,8 +126,6 @@ class Running:
 
 
 def _server(app: FastAPI):
-    import uvicorn
-
     # lifespan off: the pages have no startup or shutdown work, and uvicorn would log Ctrl-C as a lifespan error
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5))
 
