@@ -27,3 +27,20 @@ def test_metrics_match_sklearn(n_classes, n, seed):
         assert c["f1"] == pytest.approx(f1[i]) and c["support"] == s[i]
     assert m["macro_f1"] == pytest.approx(f1.mean())
     assert m["accuracy"] == pytest.approx((pred == labels).mean())
+
+
+def test_printed_tables_show_class_names_as_written():
+    """A class folder named like rich markup ("[red]", "x[bold]") is shown as text in the per-class table and the
+    confusion matrix (it styled the rest of the row and vanished)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from transferkit.evaluation.metrics import print_metrics
+
+    classes = ["[red]", "x[bold]"]
+    m = classification_metrics(np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]), np.array([0, 1, 1]), classes)
+    out = StringIO()
+    print_metrics(m, classes, console=Console(file=out, width=200, color_system=None))
+    text = out.getvalue()
+    assert text.count("[red]") == 3 and text.count("x[bold]") == 3  # the per-class row, the matrix's row and column

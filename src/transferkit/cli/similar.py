@@ -44,7 +44,7 @@ def similar(
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Most similar to {image}", title_justify="left")
+    table = Table(title=f"Most similar to {escape(str(image))}", title_justify="left")
     for col in ("#", "similarity", "label", "image"):
         table.add_column(col)
     for n, h in enumerate(hits, 1):

@@ -51,6 +51,7 @@ def classification_metrics(logits, labels, classes: list[str]) -> dict[str, Any]
 
 def print_metrics(metrics: dict[str, Any], classes: list[str], title: str = "Evaluation", console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -61,9 +62,9 @@ def print_metrics(metrics: dict[str, Any], classes: list[str], title: str = "Eva
     t = Table("class", "precision", "recall", "f1", "support")
     for c in classes:
         m = metrics["per_class"][c]
-        t.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+        t.add_row(escape(c), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     console.print(t)
-    cm = Table("true \\ predicted", *classes, title="Confusion matrix")
+    cm = Table("true \\ predicted", *map(escape, classes), title="Confusion matrix")  # class names are text
     for c, row in zip(classes, metrics["confusion_matrix"]):
-        cm.add_row(c, *[str(v) for v in row])
+        cm.add_row(escape(c), *[str(v) for v in row])
     console.print(cm)

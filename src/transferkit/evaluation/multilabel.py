@@ -152,6 +152,7 @@ def summary_line(m: dict, split: str) -> str:
 
 def print_metrics(metrics: dict, classes: list[str], title: str = "Evaluation", console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -160,7 +161,7 @@ def print_metrics(metrics: dict, classes: list[str], title: str = "Evaluation", 
     for c in classes:
         v = metrics["per_label"][c]
         t.add_row(
-            c,
+            escape(c),
             f"{v['threshold']:.3f}",
             f"{v['precision']:.3f}",
             f"{v['recall']:.3f}",
