@@ -111,7 +111,12 @@ def test_check_by_kind():
         ("regression", {"balance": "sampler"}, "--balance sampler cannot be used with --task regression"),
         ("multilabel", {"balance": "sampler"}, "--balance sampler cannot be used with --task multilabel"),
         ("multilabel", {"drop_empty_classes": True}, "--drop-empty-classes True cannot be used with --task multilabel"),
-        ("regression", {"target_column": "price", "loss": "huber"}, None),
+        ("regression", {"head": "prototypes"}, "--head prototypes cannot be used with --task regression: the proto"),
+        ("multilabel", {"head": "prototypes"}, "--head prototypes cannot be used with --task multilabel: the proto"),
+        ("regression", {"label_smoothing": 0.1}, "--label-smoothing 0.1 cannot be used with --task regression: label"),
+        ("multilabel", {"balance": "sampler"}, "multilabel: the sampler draws by class; --balance weights weighs"),
+        ("regression", {"target_column": "price", "loss": "huber", "head": "mlp:64"}, None),
+        ("multilabel", {"label_smoothing": 0.1, "head": "mlp:64"}, None),
         ("multilabel", {"balance": "weights"}, None),
     ],
 )
@@ -125,8 +130,12 @@ def test_each_kind_of_label_says_which_options_it_takes(task, overrides, refused
     cfg = RunConfig()
     data = {k: v for k, v in overrides.items() if hasattr(cfg.data, k)}
     train = {k: v for k, v in overrides.items() if hasattr(cfg.train, k)}
+    model = {k: v for k, v in overrides.items() if hasattr(cfg.model, k)}
     cfg = dataclasses.replace(
-        cfg, data=dataclasses.replace(cfg.data, **data), train=dataclasses.replace(cfg.train, task=task, **train)
+        cfg,
+        data=dataclasses.replace(cfg.data, **data),
+        train=dataclasses.replace(cfg.train, task=task, **train),
+        model=dataclasses.replace(cfg.model, **model),
     )
     if refused is None:
         check_task_options(cfg)

@@ -155,10 +155,10 @@ def check_task_options(cfg: RunConfig) -> None:
     if cfg.train.loss != "mse" and not kind.picks_loss:
         raise ConfigError(f"--loss {cfg.train.loss} is for --task regression; {task} trains with its own loss.")
     for option, (allowed, why) in kind.option_limits.items():
-        value = getattr(cfg.data, option)
-        if value not in allowed:
+        value = next(getattr(part, option) for part in (cfg.data, cfg.model, cfg.train) if hasattr(part, option))
+        if not (allowed(value) if callable(allowed) else value in allowed):
             flag = "--" + option.replace("_", "-")
-            raise ConfigError(f"{flag} {value} cannot be used with --task {task}: it {why}.")
+            raise ConfigError(f"{flag} {value} cannot be used with --task {task}: {why}.")
 
 
 def check_cache_dir(cache_dir: str | None) -> None:

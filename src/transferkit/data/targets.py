@@ -61,6 +61,11 @@ def case_hint(unknown: list[str], known: list[str], where: str = "") -> str:
 Labelled = tuple[list[str], dict[str, list[tuple[str, object]]]]
 
 
+def _not_prototypes(head: str) -> bool:
+    """--head is anything but `prototypes` (nearest class mean: a head of single-label classes only)."""
+    return head.split(":")[0] != "prototypes"
+
+
 class Classes:
     """One class index per image; classes are the names the training part uses."""
 
@@ -75,7 +80,8 @@ class Classes:
     # Options that mean something for some kinds of label only (options.check_task_options refuses the rest by name):
     reads_target_column: ClassVar[bool] = False  # --target-column: the column of a number
     picks_loss: ClassVar[bool] = False  # --loss chooses among losses of a number; other kinds train with their own
-    option_limits: ClassVar[dict[str, tuple[tuple, str]]] = {}  # option -> (the values it may take, why)
+    # option -> (the values it may take, or a test of the value; why not, as a clause): a field of any config section
+    option_limits: ClassVar[dict[str, tuple]] = {}
 
     def from_rows(
         self, files: dict[str, Path], rows: dict, lenient: bool, problems: list, target: Callable[[], str]
@@ -198,9 +204,14 @@ class Values(Classes):
     by_image: ClassVar[bool] = True
     reads_target_column: ClassVar[bool] = True
     picks_loss: ClassVar[bool] = True
-    option_limits: ClassVar[dict[str, tuple[tuple, str]]] = {
-        "balance": (("none",), "balances classes; a regression target has none"),
-        "drop_empty_classes": ((False,), "drops classes; a regression target has none"),
+    option_limits: ClassVar[dict[str, tuple]] = {
+        "balance": (("none",), "a regression target has no classes to balance"),
+        "drop_empty_classes": ((False,), "a regression target has no classes to drop"),
+        "head": (
+            _not_prototypes,
+            "the prototypes head answers with the nearest class mean; give --head linear or mlp:N",
+        ),
+        "label_smoothing": ((0.0,), "label smoothing softens class targets, and a regression target is a number"),
     }
 
     def number(self, row, where: Path) -> float:
@@ -273,9 +284,10 @@ class Sets(Classes):
     task: ClassVar[str] = "multilabel"
     several: ClassVar[bool] = True
     by_image: ClassVar[bool] = True
-    option_limits: ClassVar[dict[str, tuple[tuple, str]]] = {
-        "balance": (("none", "weights"), "sampler draws by class; weights weighs each label's positives"),
-        "drop_empty_classes": ((False,), "drops classes of single-label data"),
+    option_limits: ClassVar[dict[str, tuple]] = {
+        "balance": (("none", "weights"), "the sampler draws by class; --balance weights weighs each label's positives"),
+        "drop_empty_classes": ((False,), "only single-label data has classes to drop"),
+        "head": (_not_prototypes, "the prototypes head picks one class an image; give --head linear or mlp:N"),
     }
 
     def label_set(self, row, where: Path) -> list[str]:
