@@ -44,3 +44,20 @@ def test_printed_tables_show_class_names_as_written():
     print_metrics(m, classes, console=Console(file=out, width=200, color_system=None))
     text = out.getvalue()
     assert text.count("[red]") == 3 and text.count("x[bold]") == 3  # the per-class row, the matrix's row and column
+
+
+def test_macro_means_leave_out_a_class_with_no_image_and_no_answer():
+    """scikit-learn's macro F1 (its labels: the truth's and the predictions'); a class absent from the split and
+    never predicted is not an F1 of 0, while a class only predicted (a false alarm) still counts as one."""
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    y = np.array([0, 0, 1, 1, 1, 0, 1, 1])
+    pred = np.array([0, 1, 1, 1, 0, 0, 1, 1])
+    m = classification_metrics(np.eye(3)[pred] * 5, y, ["ants", "bees", "wasps"])  # wasps: no image, no answer
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["macro_precision"] == pytest.approx(precision_score(y, pred, average="macro"))
+    assert m["macro_recall"] == pytest.approx(recall_score(y, pred, average="macro"))
+    assert m["per_class"]["wasps"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    alarm = np.array([0, 2, 1, 1, 0, 0, 1, 1])  # one bee answered as a wasp: the wasp's F1 of 0 counts now
+    m = classification_metrics(np.eye(3)[alarm] * 5, y, ["ants", "bees", "wasps"])
+    assert m["macro_f1"] == pytest.approx(f1_score(y, alarm, average="macro", zero_division=0))

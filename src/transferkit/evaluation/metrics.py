@@ -34,13 +34,17 @@ def classification_metrics(logits, labels, classes: list[str]) -> dict[str, Any]
     tp, support, predicted = np.diag(cm).astype(float), cm.sum(1), cm.sum(0)
     p, r = _ratio(tp, predicted), _ratio(tp, support)
     f1 = _ratio(2 * p * r, p + r)
+    # Macro means over the classes the split has or the model answered (scikit-learn's labels by default): a class
+    # with no image here and never predicted has no F1 to measure, not an F1 of 0 (a 1-image class whose image went
+    # to train made 0.75 + 0.75 read 0.50). The multi-label metrics leave such labels out alike.
+    seen = (support > 0) | (predicted > 0)
     return {
         "n": int(len(y)),
         "accuracy": float((pred == y).mean()),
         "loss": float(F.cross_entropy(logits, labels).item()),
-        "macro_precision": float(np.mean(p)),
-        "macro_recall": float(np.mean(r)),
-        "macro_f1": float(np.mean(f1)),
+        "macro_precision": float(np.mean(p[seen])),
+        "macro_recall": float(np.mean(r[seen])),
+        "macro_f1": float(np.mean(f1[seen])),
         "per_class": {
             c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f1[i]), "support": int(support[i])}
             for i, c in enumerate(classes)
