@@ -289,3 +289,28 @@ def test_report_of_a_damaged_config_json_says_so(tmp_path, content):
     with pytest.raises(TransferkitError, match="config.json' is damaged"):
         build_report(tmp_path, redraw=False)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_the_data_sections_split_table_counts_each_kind_of_label():
+    """split.csv's JSON labels: a class index, a label set (each label counted, the total in images), a value (no
+    classes). The table read the `class` text against the class names: a regression run showed 0 images everywhere
+    and a multi-label one counted only the images with exactly one label."""
+    import re
+
+    from transferkit.evaluation.report import split_table
+
+    def cells(html):
+        return [[c for c in re.findall(r"<t[dh][^>]*>([^<]*)</t[dh]>", row)] for row in html.split("<tr>")[1:]]
+
+    rows = [{"split": "train", "label": "0"}, {"split": "train", "label": "1"}, {"split": "val", "label": "1"}]
+    assert cells(split_table(rows, ["ants", "bees"], "classification"))[1:] == [
+        ["ants", "1", "0"], ["bees", "1", "1"], ["total images", "2", "1"]
+    ]  # fmt: skip
+    sets = [{"split": "train", "label": "[0, 1]"}, {"split": "train", "label": "[]"}, {"split": "test", "label": "[1]"}]
+    table = split_table(sets, ["green", "water"], "multilabel")
+    assert "Images per label and split" in table
+    assert cells(table)[1:] == [["green", "1", "0"], ["water", "1", "1"], ["total images", "2", "1"]]
+    values = [{"split": "train", "label": "12.5"}, {"split": "train", "label": "3"}, {"split": "val", "label": "1.0"}]
+    assert cells(split_table(values, ["log_price"], "regression")) == [
+        ["images", "train", "val"], ["total images", "2", "1"]
+    ]  # fmt: skip

@@ -18,6 +18,7 @@ mistakes, in sections.py); the blocks they are made of are in html.py.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -124,6 +125,30 @@ def section_config(config: dict) -> str:
     )
 
 
+def split_table(split_rows: list[dict], classes: list[str], task: str) -> str:
+    """Images per class and split from split.csv's `label` (JSON: a class index, a list of them, or a value): a
+    multi-label image counts once under each of its labels (the total is images, not labels), a regression target
+    has no classes (the images per split alone)."""
+    splits = list(dict.fromkeys(r["split"] for r in split_rows))
+    totals, counts = Counter(r["split"] for r in split_rows), Counter()
+    for r in split_rows:
+        label = json.loads(r["label"])
+        for i in (label if isinstance(label, list) else [label]) if task != "regression" else []:
+            counts[(r["split"], i)] += 1
+    head = "".join(f"<th>{esc(s)}</th>" for s in splits)
+    rows = "".join(
+        f"<tr><td>{esc(c)}</td>" + "".join(f'<td class="n">{counts[(s, i)]}</td>' for s in splits) + "</tr>"
+        for i, c in enumerate(classes)
+        if task != "regression"
+    )
+    total = "".join(f'<td class="n">{totals[s]}</td>' for s in splits)
+    title, first = {
+        "regression": ("Images per split", "images"),
+        "multilabel": ("Images per label and split (an image counts under each of its labels)", "label"),
+    }.get(task, ("Images per class and split", "class"))
+    return f"<h3>{title}</h3><table><tr><th>{first}</th>{head}</tr>{rows}<tr><th>total images</th>{total}</tr></table>"
+
+
 def section_data(run_dir: Path, config: dict, report: dict) -> str:
     resolved = config.get("resolved", {})
     classes = config.get("classes", [])
@@ -141,20 +166,7 @@ def section_data(run_dir: Path, config: dict, report: dict) -> str:
     ]
     split_rows = read_csv(run_dir / "split.csv")
     if split_rows:
-        splits = list(dict.fromkeys(r["split"] for r in split_rows))
-        counts = {(r["split"], r["class"]): 0 for r in split_rows}
-        for r in split_rows:
-            counts[(r["split"], r["class"])] += 1
-        head = "".join(f"<th>{esc(s)}</th>" for s in splits)
-        rows = "".join(
-            f"<tr><td>{esc(c)}</td>" + "".join(f'<td class="n">{counts.get((s, c), 0)}</td>' for s in splits) + "</tr>"
-            for c in classes
-        )
-        totals = "".join(f'<td class="n">{sum(counts.get((s, c), 0) for c in classes)}</td>' for s in splits)
-        parts.append(
-            f"<h3>Images per class and split</h3><table><tr><th>class</th>{head}</tr>{rows}"
-            f"<tr><th>total</th>{totals}</tr></table>"
-        )
+        parts.append(split_table(split_rows, classes, config.get("config", {}).get("train", {}).get("task", "")))
     skipped = read_csv(run_dir / "skipped.csv")
     if skipped:
         rows = "".join(
