@@ -165,3 +165,23 @@ def test_metrics_csv_names_map_and_tta_averages_the_views_sigmoids():
     assert code == 0 and "TTA (10 views): map " in stdout and "answer(s) changed" in stdout
     code, stdout, _ = run_cli("predict", bundle, *images, "--tta")
     assert code == 0 and "without TTA" in stdout and "TTA changed the answer of" in stdout
+
+
+def test_doctor_counts_labels_not_label_sets(tmp_path):
+    """doctor (and train's check before it) count a multi-label image under each of its labels: 'blue' only ever
+    beside another label was "missing" from every split, and imbalance was measured over label sets."""
+    from transferkit.data.doctor import doctor
+    from transferkit.data.split import make_splits, parse_split
+
+    path, y = write_csv(tmp_path / "d", n=45)
+    src = open_source(path, task="multilabel")
+    splits = make_splits(src, parse_split("0.6,0.2,0.2"), 0)
+    report = doctor(src, splits=splits)
+    index = {c: i for i, c in enumerate(src.classes)}
+    for split, samples in splits.items():
+        assert report.images[split] == len(samples)
+        for name in NAMES:
+            assert report.counts[split][name] == sum(index[name] in s.label for s in samples)
+    assert set(report.classes) == set(NAMES)  # the labels, not sets such as 'green|red'
+    missing = [p.message for p in report.problems if p.code == "class-missing-from-split"]
+    assert not missing, missing

@@ -307,10 +307,9 @@ def _open_data(data, cfg: RunConfig, run, reporter) -> _Opened:
         splits = make_splits(src, cfg.data.split, cfg.train.seed)
     if not splits.get("val"):
         raise TransferkitError("The validation split is empty: add images, or give --split a larger val fraction.")
-    viewed, viewed_splits = src.class_view(splits)  # doctor's checks think in classes (see DataSource.class_view)
     checked = preflight(
-        viewed,
-        viewed_splits,
+        src,
+        splits,
         reporter,
         strict=cfg.train.strict,
         force=cfg.train.force,

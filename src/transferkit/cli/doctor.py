@@ -71,7 +71,10 @@ def print_report(report, out: Path | None) -> None:
             table.add_column(split, justify="right")
         for name in report.classes:
             table.add_row(escape(name), *(str(c.get(name, 0)) for c in report.counts.values()))
-        table.add_row("[bold]total", *(f"[bold]{sum(c.values())}" for c in report.counts.values()))
+        # images, not labels: a multi-label image counts under each of its labels above, once here
+        table.add_row(
+            "[bold]images", *(f"[bold]{report.images.get(s, sum(c.values()))}" for s, c in report.counts.items())
+        )
         console.print(table)
     if report.sizes:
         w, h = report.sizes["width"], report.sizes["height"]

@@ -48,6 +48,7 @@ class DoctorReport:
     layout: str  # the layout it was read as ("" when it could not be read)
     classes: list[str] = field(default_factory=list)  # class names, index = label
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> listed images
+    images: dict[str, int] = field(default_factory=dict)  # split -> listed images (a multi-label image: once)
     imbalance: float | None = None  # largest / smallest class in the training part; None with < 2 non-empty classes
     sizes: dict[str, dict[str, float]] = field(
         default_factory=dict
@@ -180,15 +181,19 @@ def doctor(
         from .split import make_splits, parse_split
 
         splits = make_splits(src, parse_split(split), seed)
-    # The checks think in classes: a regression value is one "class", a label set one each (classes: as they are).
+    # Counts by label: a multi-label image counts under each of its labels ("test has no images of water" when 3
+    # test images are labelled water|green was the label sets' count), a regression target is one column.
+    classes, splits = list(src.classes), src.splits if splits is None else splits
+    counts = DataSource(src.root, src.layout, classes, splits).counts()
+    # The checks on images think in classes: a regression value is one "class", a label set one each (so identical
+    # photos with different sets conflict); classes: as they are.
     src, splits = src.class_view(splits)
     root = os.path.abspath(src.root if src.root.is_dir() else src.root.parent)  # messages name files relative to it
     infos = inspect_samples(src, sample_splits(splits, limit), deep=deep, workers=workers, progress=progress)
-    counts = DataSource(src.root, src.layout, src.classes, splits).counts()
     found = list(src.problems)
     found += checks.file_errors(infos, root)
-    found += checks.class_checks(src.classes, counts)
-    found += checks.numeric_labels(src.classes, src.layout)
+    found += checks.class_checks(classes, counts)
+    found += checks.numeric_labels(classes, src.layout)
     found += checks.image_checks(infos, src.classes, root, image_size)
     found += checks.duplicates(infos, src.classes, root)
     ok = [i for i in infos if not i.error and i.width]
@@ -197,8 +202,9 @@ def doctor(
     return DoctorReport(
         root=str(src.root),
         layout=src.layout,
-        classes=list(src.classes),
+        classes=classes,
         counts=counts,
+        images={split: len(samples) for split, samples in splits.items()},
         imbalance=round(max(nonzero) / min(nonzero), 2) if len(nonzero) >= 2 else None,
         sizes={dim: _stats([getattr(i, dim) for i in ok]) for dim in ("width", "height")} if ok else {},
         modes=dict(Counter(i.mode for i in ok)),
