@@ -296,3 +296,22 @@ def test_compare_linear_row_is_trains_linear_without_the_run(tmp_path):
     assert ours == theirs and 0 < sum(c == "1" for _, c in ours.values()) < len(ours)
     assert row.score == pytest.approx(run.test_metrics["accuracy"]) and row.n == run.test_metrics["n"]
     assert not (Path(row.path) / "best").exists() and (Path(row.path) / "split.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "task, shown, named", [("classification", "91.3%", "val accuracy"), ("regression", "0.029", "val R²")]
+)
+def test_rank_table_shows_the_probe_in_the_tasks_score(task, shown, named):
+    """A regression probe's R² of 0.029 read "2.9%" under "val accuracy of a linear classifier"."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from transferkit.selection.rank import RankRow, ranking_table
+
+    score = 0.913 if task == "classification" else 0.029
+    row = RankRow("efficientnet_lite0", -1.4, None, None, None, score, 1280, 3.4, 9.0, 75.1, 64, 1.0, True, "", 1.0)
+    out = StringIO()
+    Console(file=out, width=300, color_system=None).print(ranking_table([row], task=task))
+    text = out.getvalue()
+    assert shown in text and f"probe: {named} of a ridge probe" in text.replace("\n", " ")

@@ -31,7 +31,7 @@ def rank(
     if options.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
         return
-    print_ranking(rows, title=f"Backbones for {data}")
+    print_ranking(rows, title=f"Backbones for {data}", task=overrides.get("task", "classification"))
 
 
 def register(app: typer.Typer) -> None:

@@ -35,7 +35,9 @@ class RankRow:
     leep: float | None  # LEEP (Nguyen et al. 2020) from the ImageNet head's predictions; None without a head
     nce: float | None  # NCE (Tran et al. 2019): -H(label | ImageNet's top-1 class); 0 is the maximum
     hscore: float | None  # H-score (Bao et al. 2019), shrinkage-regularised: between-class / total feature variance
-    probe_acc: float | None  # val accuracy of LogME's ridge classifier on the frozen features (a free linear probe)
+    probe_acc: (
+        float | None
+    )  # val score of LogME's ridge probe on the frozen features (a free linear probe): accuracy, R² or mAP as the task scores
     feature_dim: int  # width of the pooled features the new head sees
     params_m: float  # millions of backbone parameters (without the ImageNet classifier)
     ms_per_image: float  # measured forward time per image here, at the run's batch size and feature precision
@@ -222,15 +224,20 @@ def _vote(rows: list[RankRow]) -> list[RankRow]:
     return ok + [r for r in rows if r.error is not None]
 
 
-def ranking_table(rows: list[RankRow], title: str = "Backbones for this data"):
+def ranking_table(rows: list[RankRow], title: str = "Backbones for this data", task: str = "classification"):
+    """The ranking as a table; the probe column in the task's score (accuracy as a share, R² and mAP as numbers)."""
     from rich.table import Table
+
+    from ..tasks import get_task
+
+    scored = get_task(task)
 
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
 
     t = Table(
         title=title,
-        caption="probe: val accuracy of a linear classifier on frozen features. score: mean rank score "
+        caption=f"probe: val {scored.score_label} of a ridge probe on frozen features. score: mean rank score "
         "over LogME, LEEP, probe and ImageNet prior (1 = first on all). GFLOP: counted forward work per image "
         "(ties go to less); ms/img: measured here, shown only.",
     )
@@ -260,7 +267,7 @@ def ranking_table(rows: list[RankRow], title: str = "Backbones for this data"):
             num(r.leep, ".3f"),
             num(r.nce, ".3f"),
             num(r.hscore, ".2f"),
-            num(r.probe_acc, ".1%"),
+            "-" if r.probe_acc is None else scored.format_score(r.probe_acc),
             str(r.feature_dim),
             f"{r.params_m:.1f}M",
             num(r.gflops, ".3g"),
@@ -272,13 +279,15 @@ def ranking_table(rows: list[RankRow], title: str = "Backbones for this data"):
     return t
 
 
-def print_ranking(rows: list[RankRow], console=None, title: str = "Backbones for this data") -> None:
+def print_ranking(
+    rows: list[RankRow], console=None, title: str = "Backbones for this data", task: str = "classification"
+) -> None:
     import sys
 
     from rich.console import Console
 
     console = console or Console(width=None if sys.stdout.isatty() else 150)  # 13 columns: 80 would squash them in logs
-    console.print(ranking_table(rows, title))
+    console.print(ranking_table(rows, title, task))
     for r in rows:
         if r.recommended:
             console.print(f"[bold]Recommended: {r.backbone}[/bold] - {r.reason}.", highlight=False)
