@@ -185,3 +185,17 @@ def test_doctor_counts_labels_not_label_sets(tmp_path):
     assert set(report.classes) == set(NAMES)  # the labels, not sets such as 'green|red'
     missing = [p.message for p in report.problems if p.code == "class-missing-from-split"]
     assert not missing, missing
+
+
+def test_a_multilabel_list_read_as_classes_says_so(tmp_path):
+    """'red|blue' cells without --task multilabel train a class per combination: a warning names them and says
+    which task reads them as labels; the same list as multi-label, or a list of single names, says nothing."""
+    from transferkit.data.doctor import doctor
+
+    path, _ = write_csv(tmp_path / "d", n=45)
+    found = [p for p in doctor(path).problems if p.code == "labels-look-multilabel"]
+    assert len(found) == 1 and "joined by '|'" in found[0].message and "--task multilabel" in found[0].action
+    assert not [p for p in doctor(path, task="multilabel").problems if p.code == "labels-look-multilabel"]
+    single = tmp_path / "s.csv"
+    single.write_text("path,label\n" + "".join(f"d/img{i:02d}.png,{NAMES[i % 3]}\n" for i in range(45)))
+    assert not [p for p in doctor(single).problems if p.code == "labels-look-multilabel"]

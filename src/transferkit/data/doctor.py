@@ -248,6 +248,9 @@ def preflight(
     empty = [p for p in report.problems if p.code == "empty-class"]
     if empty:  # a class left out is named here, not only by doctor: "1 warning (empty-class)" hides which
         line += " Left out: " + " ".join(p.message for p in empty[:3]) + (" ..." if len(empty) > 3 else "")
+    for p in report.problems:  # said in full on train's line, not only counted: the run trains another task
+        if p.code == "labels-look-multilabel":
+            line += f" {p.message} {p.action}"
     if balance == "none" and "imbalance" in report.codes():
         line += f" Classes are {report.imbalance:.1f}:1 imbalanced: consider --balance weights."
     if not deep:

@@ -65,6 +65,11 @@ CODES: dict[str, tuple[str, str]] = {
         "error",
         "A classifier needs at least two classes: put each class's images in its own sub-folder.",
     ),
+    "labels-look-multilabel": (
+        "warning",
+        "If an image may have several labels, give --task multilabel (one output per label); as it is, each "
+        "combination of labels is a class of its own.",
+    ),
     "conflicting-labels": ("error", "The same picture is labelled as two classes: keep it in the right class only."),
     "empty-class": ("warning", "The class has no images and is left out: add images, or remove the empty folder."),
     "class-missing-from-split": (

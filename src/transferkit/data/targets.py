@@ -91,6 +91,17 @@ class Classes:
         base = rows.get("train") or rows.get("all") or []
         classes = sorted({r.label for r in base}, key=label_order)
         index = {n: i for i, n in enumerate(classes)}
+        joined = [c for c in classes if MULTI_SEPARATOR in c]
+        if self.task == "classification" and joined:
+            # 'crop|green' read as one class: a multi-label list trained without --task multilabel; said, not
+            # refused, since a class name may hold '|' (rarely: the README's multi-label lists are written so)
+            problems.append(
+                problem(
+                    "labels-look-multilabel",
+                    f"{files.get('train', files.get('all'))}: {len(joined)} of the {len(classes)} classes are labels "
+                    f"joined by '{MULTI_SEPARATOR}' ({', '.join(joined[:3])}): each is trained as a class of its own.",
+                )
+            )
         splits = {}
         for split, split_rows in rows.items():
             parent = files[split].parent
