@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -378,3 +379,21 @@ def test_from_dataset_reads_a_torch_dataset_of_any_image_kind():
     pixels = [np.asarray(src.load(s.key))[0, 0] for s in src.splits["all"]]
     assert [int(p[0]) for p in pixels] == [20, 200, 20, 200, 20, 200] and all(p[0] == p[1] == p[2] for p in pixels)
     assert src.image_size(src.splits["all"][0].key) == (10, 10)  # sizes differed: squares at the median side
+
+
+def test_a_list_none_of_whose_files_exist_says_where_paths_are_read_from(tmp_path, monkeypatch):
+    """Paths written relative to the current folder instead of the list's: one message saying so, not "every class
+    has no readable training image ... --drop-empty-classes" after decoding."""
+    from transferkit.errors import DataError
+
+    write_folder(tmp_path / "imgs", per_class=3)
+    (tmp_path / "lists").mkdir()
+    rows = [f"imgs/{c}/{f.name},{c}" for c in ("red", "green") for f in sorted((tmp_path / "imgs" / c).iterdir())]
+    (tmp_path / "lists" / "l.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"None of the 6 image paths .* relative to its own folder \('lists'\)\. They "
+                       r"are there relative to the current folder"):  # fmt: skip
+        open_source(Path("lists/l.csv"))
+    assert open_source(Path("lists/l.csv"), lenient=True).layout == "list"  # doctor still reads it, file by file
+    (tmp_path / "lists" / "l.csv").write_text("path,label\n" + "\n".join("../" + r for r in rows) + "\n")
+    assert len(open_source(Path("lists/l.csv")).splits["all"]) == 6

@@ -16,6 +16,7 @@ column, or one 0/1 column per label (`--label-column cat,dog`, or every column b
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -344,7 +345,31 @@ def read_lists(
     target = partial(_target_name, next(iter(files.values())), label_column)
     classes, labelled = kind.from_rows(files, rows, lenient, problems, target)
     splits = {split: [Sample(path, label) for path, label in pairs] for split, pairs in labelled.items()}
+    if not lenient:
+        check_some_exist(files, rows, splits)
     return DataSource(root, "list", classes, splits, problems=problems, task=kind.task)
+
+
+def check_some_exist(files: dict[str, Path], rows: dict, splits: dict[str, list[Sample]]) -> None:
+    """Refuse lists none of whose files exist, saying where their paths were looked for: a list written with paths
+    relative to the current folder failed with every class "without a readable training image" and the advice to
+    drop the classes. One that exists is enough to go on (the missing ones are skipped and listed, as before)."""
+    paths = [s.key for samples in splits.values() for s in samples]
+    if not paths or any(os.path.exists(k) for k in paths):
+        return
+    folders = ", ".join(sorted({f"'{f.parent}'" for f in files.values()}))
+    written = [r.path for split_rows in rows.values() for r in split_rows]
+    here = sum(os.path.exists(w) for w in written[:100])
+    hint = (
+        f" They are there relative to the current folder ('{os.getcwd()}'): write them relative to the list file's "
+        "folder, or as absolute paths."
+        if here
+        else " Check the path column (--path-column) and where the images are."
+    )
+    raise DataError(
+        f"None of the {len(paths)} image paths of {', '.join(str(f) for f in files.values())} exist (the first: "
+        f"'{paths[0]}'). A list file's paths are read relative to its own folder ({folders}).{hint}"
+    )
 
 
 def read_paths(path: Path, path_column: str | None = None) -> list[str]:
