@@ -77,6 +77,9 @@ class Classes:
     # HDF5: the label is read image by image (a number, a 0/1 row); classes map names or indices over the
     # training part instead (hdf5.read_hdf5 itself, which also checks the split arrays).
     by_image: ClassVar[bool] = False
+    # report.html's table of the split: its title and first column; counted: each class's images are counted
+    split_table: ClassVar[tuple[str, str]] = ("Images per class and split", "class")
+    counted: ClassVar[bool] = True
     # Options that mean something for some kinds of label only (options.check_task_options refuses the rest by name):
     reads_target_column: ClassVar[bool] = False  # --target-column: the column of a number
     picks_loss: ClassVar[bool] = False  # --loss chooses among losses of a number; other kinds train with their own
@@ -92,7 +95,7 @@ class Classes:
         classes = sorted({r.label for r in base}, key=label_order)
         index = {n: i for i, n in enumerate(classes)}
         joined = [c for c in classes if MULTI_SEPARATOR in c]
-        if self.task == "classification" and joined:
+        if joined:  # (Values and Sets read their rows themselves: here the labels are classes)
             # 'crop|green' read as one class: a multi-label list trained without --task multilabel; said, not
             # refused, since a class name may hold '|' (rarely: the README's multi-label lists are written so)
             problems.append(
@@ -210,6 +213,8 @@ class Values(Classes):
     """One finite number per image (regression); `classes` is [the target's name]."""
 
     task: ClassVar[str] = "regression"
+    split_table: ClassVar[tuple[str, str]] = ("Images per split", "images")
+    counted: ClassVar[bool] = False  # a target has no classes to count images under
     column_flag: ClassVar[str] = "--target-column"
     column_word: ClassVar[str] = "target"
     by_image: ClassVar[bool] = True
@@ -294,6 +299,10 @@ class Sets(Classes):
 
     task: ClassVar[str] = "multilabel"
     several: ClassVar[bool] = True
+    split_table: ClassVar[tuple[str, str]] = (
+        "Images per label and split (an image counts under each of its labels)",
+        "label",
+    )
     by_image: ClassVar[bool] = True
     option_limits: ClassVar[dict[str, tuple]] = {
         "balance": (("none", "weights"), "the sampler draws by class; --balance weights weighs each label's positives"),

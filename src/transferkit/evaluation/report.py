@@ -126,26 +126,25 @@ def section_config(config: dict) -> str:
 
 
 def split_table(split_rows: list[dict], classes: list[str], task: str) -> str:
-    """Images per class and split from split.csv's `label` (JSON: a class index, a list of them, or a value): a
-    multi-label image counts once under each of its labels (the total is images, not labels), a regression target
-    has no classes (the images per split alone)."""
+    """Images per class and split from split.csv's `label` (JSON: a class index, a list of them, or a value), as the
+    task's kind of label counts them (data/targets.py): a multi-label image once under each of its labels (the
+    total is images, not labels), a regression target under none (the images per split alone)."""
+    from ..data.targets import CLASSES, KINDS
+
+    kind = KINDS.get(task, CLASSES)
     splits = list(dict.fromkeys(r["split"] for r in split_rows))
     totals, counts = Counter(r["split"] for r in split_rows), Counter()
-    for r in split_rows:
+    for r in split_rows if kind.counted else []:
         label = json.loads(r["label"])
-        for i in (label if isinstance(label, list) else [label]) if task != "regression" else []:
+        for i in label if isinstance(label, list) else [label]:
             counts[(r["split"], i)] += 1
     head = "".join(f"<th>{esc(s)}</th>" for s in splits)
     rows = "".join(
         f"<tr><td>{esc(c)}</td>" + "".join(f'<td class="n">{counts[(s, i)]}</td>' for s in splits) + "</tr>"
-        for i, c in enumerate(classes)
-        if task != "regression"
+        for i, c in enumerate(classes if kind.counted else [])
     )
     total = "".join(f'<td class="n">{totals[s]}</td>' for s in splits)
-    title, first = {
-        "regression": ("Images per split", "images"),
-        "multilabel": ("Images per label and split (an image counts under each of its labels)", "label"),
-    }.get(task, ("Images per class and split", "class"))
+    title, first = kind.split_table
     return f"<h3>{title}</h3><table><tr><th>{first}</th>{head}</tr>{rows}<tr><th>total images</th>{total}</tr></table>"
 
 
