@@ -821,7 +821,8 @@ class TuneOptions:
     )
     space: str = opt(
         "lr,weight_decay,label_smoothing,head",
-        "Comma-separated options to search (each must have a range; the error lists those that do).",
+        "Comma-separated options to search (each must have a range; the error lists those that do); not given: "
+        "this, less label_smoothing for --task regression.",
         "Options",
     )
     # 5 folds over train+val score every image once; on cached features a fold costs a second

@@ -10,8 +10,10 @@ among the options that carry a range. The objective is a trial's mean val score:
   extracted once into the feature store: a trial costs seconds, a new --image-size one more extraction;
 - any other strategy: `repeats` real trainings (api.fit, quiet), each on its own seeded split; the first one's
   epochs are reported to the pruner.
-The study is Optuna's (TPE sampler seeded by --seed, a median pruner on the folds' or epochs' running score) in
-`<out>/<name>/study.db` (SQLite): a killed study resumes where it stopped, and one made on other data is refused.
+The study is Optuna's (TPE sampler seeded by --seed and the trials already made, a median pruner on the folds' or
+epochs' running score) in `<out>/<name>/study.db` (SQLite): a killed study resumes where it stopped (the trial it
+left running marked failed), and one made on other data or with other fixed settings (--image-size, --space, ...)
+is refused. With no --space, the task's default (default_space: no label_smoothing for regression).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ CACHED_STRATEGIES = ("linear", "auto")  # objectives on stored features; `auto` 
 # multiply-add x rows x features x outputs, for each of the 2 solvers `auto` fits. 850 x 1,280 x 10: 0.2 s nominal.
 HEAD_PASSES = 100
 STUDY_NAME = "tune"
+DEFAULT_SPACE = "lr,weight_decay,label_smoothing,head"
+# Options that say how a trial runs, not what it measures: a study may resume with other values of these
+NOT_SETTINGS = {"path", "workers", "decode_store", "device", "threads", "cache_dir", "channels_last", "compile"}
+NOT_SETTINGS |= {"strict", "force", "budget", "cv"}
 
 
 @dataclass
@@ -70,6 +76,28 @@ def parse_space(space: str | list[str] | None) -> list[OptionField]:
     return [fields[n.replace("-", "_").lstrip("_")] for n in names]
 
 
+def default_space(task: str) -> str:
+    """The options searched when --space is not given: the common ones less those `task` ignores."""
+    return ",".join(n for n in DEFAULT_SPACE.split(",") if n not in _ignored(task))
+
+
+def _ignored(task: str) -> set[str]:
+    """Options `task` ignores, each a dimension searched for nothing: label smoothing needs class labels to smooth
+    (regression's MSE and Huber take a number)."""
+    from .tasks import get_task
+
+    return set() if get_task(task).labels_are_classes else {"label_smoothing"}
+
+
+def _check_space_fits_task(fields: list[OptionField], task: str) -> None:
+    ignored = [f.name for f in fields if f.name in _ignored(task)]
+    if ignored:
+        raise ConfigError(
+            f"--space: {', '.join(ignored)} does nothing for --task {task} (its loss ignores it): every trial would "
+            f"differ by a value with no effect. Leave it out of --space (default there: {default_space(task)})."
+        )
+
+
 def is_range(values: tuple) -> bool:
     """(low, high) or (low, high, "log") of numbers; anything else is a tuple of choices."""
     nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -99,7 +127,7 @@ def tune(
     *,
     trials: int = 20,
     budget: float = 10.0,
-    space: str | list[str] | None = "lr,weight_decay,label_smoothing,head",
+    space: str | list[str] | None = None,  # None: default_space(task)
     folds: int = 5,
     repeats: int = 2,
     out: str | os.PathLike = "runs",
@@ -110,20 +138,23 @@ def tune(
     """Run (or resume) the study on `data` (a path); `overrides` are the run's options (fit's) that stay fixed."""
     import optuna
 
+    from .api import _data_name
     from .progress import QuietReporter
     from .selection.frozen import open_data
 
     reporter = reporter or QuietReporter()
-    fields = parse_space(space)
     cfg = apply_overrides(RunConfig(), {**overrides, "quiet": True})
     cfg.data.path = str(data)
     validate(cfg)
+    fields = parse_space(default_space(cfg.train.task) if space is None else space)
+    _check_space_fits_task(fields, cfg.train.task)
     cached = uses_cached_features(cfg, fields)
     if cached and cfg.train.strategy == "auto":
         cfg.train.strategy = "linear"  # `auto` measures the data in each trial: on stored features it is linear
     opened = open_data(data, cfg)
     identity = opened.fingerprint
-    folder = Path(out) / (name or f"tune-{Path(str(data)).resolve().name}")
+    # named as train names runs: houses/labels.csv -> tune-labels (a folder keeps its name)
+    folder = Path(out) / (name or f"tune-{_data_name(str(Path(str(data)).resolve()))}")
     estimate, what = _estimate(opened, cfg, fields, cached, folds, repeats)
     if estimate > budget * 60:
         raise ConfigError(
@@ -134,22 +165,15 @@ def tune(
         )
     folder.mkdir(parents=True, exist_ok=True)  # after the refusals: a study refused leaves no folder behind
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{(folder / 'study.db').resolve()}"
-    study = optuna.create_study(
-        study_name=STUDY_NAME,
-        storage=storage,
-        direction="maximize",  # every task's score is higher-better (accuracy, R², mAP)
-        sampler=optuna.samplers.TPESampler(seed=cfg.train.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-        load_if_exists=True,
-    )
-    _check_same_data(study, identity, data, folder)
+    settings = _settings(cfg, fields, cached, folds, repeats)
+    study = _open_study(folder, identity, settings, data, reporter)
     objective, objective_text = (
         _cached_objective(opened, cfg, fields, folds, reporter)
         if cached
         else _training_objective(data, cfg, overrides, fields, repeats, folder, reporter)
     )
-    done = [t for t in study.trials if t.state.is_finished()]
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = [t for t in study.trials if t.state in finished]  # a failed (killed) trial is made again
     left = max(0, trials - len(done))
     if done:
         reporter.message(f"Resuming the study in {folder}: {len(done)} trials done, {left} to go.")
@@ -171,6 +195,77 @@ def tune(
     )
     result.files.update(_write(result, study, cfg, fields))
     return result
+
+
+def _open_study(folder: Path, identity: str, settings: dict, data, reporter):
+    """The study in `folder` (made, or loaded after checking its data and settings), with a sampler that goes on
+    from the trials it has."""
+    import optuna
+
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=f"sqlite:///{(folder / 'study.db').resolve()}",
+        direction="maximize",  # every task's score is higher-better (accuracy, R², mAP)
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        load_if_exists=True,
+    )
+    _check_same_data(study, identity, data, folder)
+    _check_same_settings(study, settings, folder, reporter)
+    _fail_left_running(study, reporter)
+    # A sampler seeded by --seed alone restarts its sequence on resume and proposes trials 0, 1, ... again;
+    # seeded by (--seed, trials so far) a resumed study explores on, and the same commands give the same study.
+    seed = int(np.random.SeedSequence([settings["seed"], len(study.trials)]).generate_state(1)[0])
+    study.sampler = optuna.samplers.TPESampler(seed=seed)
+    return study
+
+
+def _fail_left_running(study, reporter) -> None:
+    """A trial still `running` when the study is opened was left by a process that stopped (killed): it will never
+    end, so it is marked failed (one process per study; a failed trial is not counted as done)."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # Optuna has no public call for this
+        reporter.message(f"Trial {t.number} was left running by a process that stopped: marked failed, made again.")
+
+
+def _settings(cfg: RunConfig, fields, cached: bool, folds: int, repeats: int) -> dict[str, Any]:
+    """What a trial's score depends on besides the searched options: the fixed options, --space, and the
+    objective's --folds or --repeats, as JSON values (as the study stores them)."""
+    searched = {f.name for f in fields}
+    fixed = {
+        f.name: f.get(cfg) for f in option_fields() if f.part and f.name not in NOT_SETTINGS and f.name not in searched
+    }
+    own = {"space": sorted(searched), **({"folds": folds} if cached else {"repeats": repeats})}
+    return json.loads(json.dumps({**own, **fixed}, default=str))
+
+
+def _check_same_settings(study, settings: dict, folder: Path, reporter) -> None:
+    """A study remembers the settings its trials were measured with: trials measured under others (another
+    --image-size, --space, ...) would be ranked with them, and best.json would give settings the best never had."""
+    saved = study.user_attrs.get("settings")
+    if saved is None:  # a new study (or one made before studies kept them): these are its settings
+        if study.trials:
+            reporter.message(f"The study in {folder} predates stored settings: this command's are taken as its own.")
+        study.set_user_attr("settings", settings)
+        return
+    # A name in one --space only is searched there: --space says it, its fixed value is not compared
+    names = ["space", *(k for k in settings if k in saved and k != "space")]
+    differ = [k for k in names if saved[k] != settings[k]]
+    if differ:
+        said = "; ".join(
+            f"--{k.replace('_', '-')} {_shown(saved[k])} there, {_shown(settings[k])} here" for k in differ
+        )
+        raise ConfigError(
+            f"The study in {folder} was made with other settings ({said}): its trials' scores would be ranked with "
+            "scores measured otherwise. Give --name for a new study, or the study's options to resume it."
+        )
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "unset"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _check_same_data(study, identity: str, data, folder: Path) -> None:
@@ -326,7 +421,8 @@ def _rows(study) -> list[dict]:
                 "value": t.value,
                 "params": dict(t.params),
                 "steps": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
-                "seconds": t.duration.total_seconds() if t.duration else None,
+                # a trial marked failed on resume "lasted" until then: its time says nothing
+                "seconds": t.duration.total_seconds() if t.duration and t.state.name != "FAIL" else None,
             }
         )
     return rows

@@ -2,6 +2,7 @@
 best.json, which `train --config` reads.
 
     transferkit tune data/eurosat --trials 20 --budget 10                 # lr, weight decay, smoothing, head
+    transferkit tune houses/labels.csv --task regression --target-column log_price   # no smoothing: nothing to smooth
     transferkit tune data/eurosat --space lr,weight_decay,image_size --trials 30
     transferkit train data/eurosat --config runs/tune-eurosat/best.json
 """
@@ -22,6 +23,7 @@ def tune(
     *,
     options: TuneOptions,
     overrides: dict,
+    typed: set,
 ) -> None:
     """Tune the run's options on DATA: a resumable Optuna study, its trials as a table, the best settings saved."""
     import time
@@ -37,7 +39,7 @@ def tune(
         data,
         trials=options.trials,
         budget=options.budget,
-        space=options.space,
+        space=options.space if "space" in typed else None,  # not given: the task's default (tune.default_space)
         folds=options.folds,
         repeats=options.repeats,
         out=options.out,
