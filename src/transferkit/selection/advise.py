@@ -420,11 +420,13 @@ def print_advice(advice: Advice, console=None) -> None:
     )
     if a.gain:
         g = a.gain
-        before = g.get("linear")  # the linear head on the chosen features; older advice: the two-phase's frozen head
+        # what the fine-tune epochs were scored against (gain.GainResult.reference): the better frozen head, the
+        # linear head on the chosen features or the two-phase's own head epoch (older advice: no linear)
+        linear = g.get("linear")
+        before, name = (g["frozen"], "frozen head") if linear is None or g["frozen"] > linear else (linear, "linear")
         t.add_row(
             "fine-tuning gain (measured)",
-            f"{task.format_score(g['frozen'] if before is None else before)} "
-            f"{'frozen' if before is None else 'linear'} -> {task.format_score(g['finetuned'])} after a short "
+            f"{task.format_score(before)} {name} -> {task.format_score(g['finetuned'])} after a short "
             f"two-phase ({points(task, g['gain'])}, {g['n_train']} train / {g['n_val']} val images)",
         )
     if a.train_estimate_seconds:
