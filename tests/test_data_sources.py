@@ -397,3 +397,21 @@ def test_a_list_none_of_whose_files_exist_says_where_paths_are_read_from(tmp_pat
     assert open_source(Path("lists/l.csv"), lenient=True).layout == "list"  # doctor still reads it, file by file
     (tmp_path / "lists" / "l.csv").write_text("path,label\n" + "\n".join("../" + r for r in rows) + "\n")
     assert len(open_source(Path("lists/l.csv")).splits["all"]) == 6
+
+
+def test_a_training_part_alone_is_split_three_ways_by_split(tmp_path):
+    """An HDF5 file of train_set_* only: --split's test share was dropped (val carved alone) and the score printed
+    was val's, the images that chose the model. Alone, a training part is split as unsplit data."""
+    from transferkit.data.split import make_splits
+
+    x = np.random.default_rng(0).integers(0, 255, (40, 8, 8, 3), dtype=np.uint8)
+    with h5py.File(tmp_path / "train_only.h5", "w") as f:
+        f["train_set_x"], f["train_set_y"] = x, np.arange(40) % 2
+    src = open_source(tmp_path / "train_only.h5")
+    assert set(src.splits) == {"train"}
+    sizes = {k: len(v) for k, v in make_splits(src, (0.6, 0.2, 0.2), 0).items()}
+    assert sizes == {"train": 24, "val": 8, "test": 8}
+    with h5py.File(tmp_path / "train_only.h5", "a") as f:  # a test part beside it stays the test
+        f["test_set_x"], f["test_set_y"] = x[:6], np.arange(6) % 2
+    sizes = {k: len(v) for k, v in make_splits(open_source(tmp_path / "train_only.h5"), (0.6, 0.2, 0.2), 0).items()}
+    assert sizes == {"train": 30, "val": 10, "test": 6}

@@ -135,9 +135,14 @@ def _strata(samples: list[Sample], n_taken: int) -> list:
 
 
 def make_splits(src: DataSource, fractions: tuple[float, float, float], seed: int) -> dict[str, list[Sample]]:
-    """train/val/test from whatever the source has: pre-split parts are kept, missing ones carved from train."""
+    """train/val/test from whatever the source has: pre-split parts are kept, missing ones carved from train (a
+    training part alone is split as unsplit data is)."""
     tr, va, te = fractions
     splits = dict(src.splits)
+    if set(splits) == {"train"}:
+        # a training part alone (an HDF5 file of train_set_* only, a folder with train/ alone) is split as unsplit
+        # data: carving val alone dropped --split's test share, and the score printed was val's, which chose the model
+        splits = {"all": splits["train"]}
     if "all" in splits:
         pool = splits.pop("all")
         rest, test = _stratified(pool, te, seed)
