@@ -103,6 +103,13 @@ def test_train_evaluate_predict_report_through_the_api(tmp_path):
     assert len(answer["top_k"]) == 3 and said <= set(NAMES)
     ev = transferkit.evaluate(run.best, src)
     assert ev["map"] == pytest.approx(m["map"]) and ev["split"] == "test"
+    # Data that names 2 of the model's 3 labels is scored on those 2: green's answers are not false alarms there
+    x2, y2 = striped_images(30, seed=1)
+    full = transferkit.evaluate(run.best, from_arrays(x2, y2, list(NAMES), task="multilabel"))
+    part = transferkit.evaluate(run.best, from_arrays(x2, y2[:, [0, 2]], ["red", "blue"], task="multilabel"))
+    assert set(part["per_label"]) == {"red", "blue"} and part["per_label"]["blue"] == full["per_label"]["blue"]
+    assert part["map"] == pytest.approx((full["per_label"]["red"]["ap"] + full["per_label"]["blue"]["ap"]) / 2)
+    assert any("no labels green of the model's" in w for w in part["warnings"]) and not full["warnings"]
     # The stored thresholds are the ones predict uses: above every probability, nothing is said.
     meta["thresholds"] = [1.5, 1.5, 1.5]
     (run.best / "transferkit.json").write_text(json.dumps(meta))

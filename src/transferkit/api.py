@@ -782,7 +782,18 @@ def evaluate(
     labels = task.targets([task.relabel(s.label, remap) for s in kept], predictor.classes)
     if tta:  # scored as logits whose outputs are the views' mean output (Task.tta_logits)
         logits, summary = task.tta_logits(logits), task.tta_summary(logits, labels)
-    metrics = task.metrics(logits, labels, predictor.classes)
+    classes, unnamed = predictor.classes, [c for c in predictor.classes if c not in src.classes]
+    if unnamed and task.labels.several:
+        # A label the data does not name is unknown there, not absent from every image: scored on the data's labels
+        # (`--label-column water,green` of a 5-label model counted every crop, road and urban answer as wrong)
+        keep = [i for i, c in enumerate(classes) if c in src.classes]
+        task, logits, labels, classes = (
+            task.restricted(keep),
+            logits[:, keep],
+            labels[:, keep],
+            [classes[i] for i in keep],
+        )
+    metrics = task.metrics(logits, labels, classes)
     if tta:
         metrics["tta"] = summary
     metrics["split"] = split
@@ -791,6 +802,11 @@ def evaluate(
     metrics["precision"] = predictor.precision
     metrics["skipped"] = [{"key": k, "reason": why} for k, why in skipped]
     metrics["warnings"] = task.target_warnings(labels, src.classes[0] if src.classes else "", predictor.classes[0])
+    if unnamed and task.labels.several:
+        metrics["warnings"].append(
+            f"The data has no labels {', '.join(unnamed)} of the model's: scored on {', '.join(classes)} alone (a "
+            "label the data does not name is unknown there, not absent)."
+        )
     return metrics
 
 

@@ -158,7 +158,7 @@ def print_metrics(metrics: dict, classes: list[str], title: str = "Evaluation", 
     console = console or Console()
     console.print(f"[bold]{title}[/bold]: {summary_line(metrics, metrics.get('split', ''))}", highlight=False)
     t = Table("label", "threshold", "precision", "recall", "f1", "AP", "support")
-    for c in classes:
+    for c in [c for c in classes if c in metrics["per_label"]]:  # the labels scored (evaluate: those the data names)
         v = metrics["per_label"][c]
         t.add_row(
             escape(c),

@@ -153,6 +153,10 @@ class Task:
             f"{fix}. Nothing was written."
         )
 
+    def restricted(self, keep: list[int]):
+        """The task scoring the model's outputs `keep` alone (its per-label state cut to them); as it is here."""
+        return self
+
     def target_warnings(self, targets, column: str, trained_on: str) -> list[str]:
         """What `evaluate` should say about the targets it scores against (regression: on another scale than the
         model learned); none for classes and label sets, which are matched by name."""

@@ -50,6 +50,12 @@ class Multilabel(Task):
 
         return np.asarray(self.thresholds if len(self.thresholds) == k else [0.5] * k, dtype=np.float64)
 
+    def restricted(self, keep: list[int]):
+        """Scoring labels `keep` of the model's alone: each keeps its own threshold."""
+        return (
+            dataclasses.replace(self, thresholds=tuple(self.thresholds[i] for i in keep)) if self.thresholds else self
+        )
+
     def tune(self, val_logits, val_targets):
         from ..evaluation.multilabel import tune_thresholds
 
