@@ -301,3 +301,14 @@ def test_evaluate_warns_when_the_targets_are_not_what_the_model_learned_and_asks
     assert "--task" not in str(e.value)
     with pytest.raises(DataError, match="Give --task classification"):  # train's wording stays
         model.check_data(folders)
+
+
+def test_printed_metrics_name_the_column_scored_against(capsys):
+    """`evaluate --target-column price` of a log_price model said 'log_price:' on its first line."""
+    from transferkit.tasks import get_task
+
+    m = {"n": 3, "r2": 0.5, "rmse": 1.0, "mae": 1.0, "split": "test"}
+    for metrics, said in (({**m, "target": "price"}, "price: test R²"), (m, "log_price: test R²")):
+        get_task("regression").print_metrics(metrics, ["log_price"], title="houses")
+        first = capsys.readouterr().out.replace("\n", " ")
+        assert f"houses: {said}" in first, first

@@ -61,7 +61,8 @@ class Run:
 def fit(
     data=None, config: RunConfig | None = None, resume: str | os.PathLike | None = None, reporter=None, **overrides
 ) -> Run:
-    """Train a classifier on `data` (a path or a DataSource) and return the `Run`.
+    """Train a model (a classifier, a multi-label tagger or a regressor: --task) on `data` (a path or a DataSource)
+    and return the `Run`.
 
     Keyword arguments set config fields by name: backbone, strategy, epochs, head, split, seed, lr, out, name, ...
     `resume=RUN_DIR` continues an interrupted run from its last.ckpt with its saved config and split; only
@@ -801,6 +802,8 @@ def evaluate(
     metrics["scored"] = _scored_words(split, whose, len(kept), unmatched)
     metrics["precision"] = predictor.precision
     metrics["skipped"] = [{"key": k, "reason": why} for k, why in skipped]
+    if not task.labels_are_classes and src.classes:  # the column scored against (another name than the model's)
+        metrics["target"] = src.classes[0]
     metrics["warnings"] = task.target_warnings(labels, src.classes[0] if src.classes else "", predictor.classes[0])
     if unnamed and task.labels.several:
         metrics["warnings"].append(

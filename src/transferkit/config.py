@@ -563,8 +563,18 @@ class TrainCommandOptions:
 
 @dataclass
 class PredictOptions(InferenceOptions):
-    top_k: int = opt(TOP_K, "How many classes to show per image.", "Options", min=1, flag="--top-k -k")
-    json: bool = opt(False, "One JSON list: path, label, probability, top_k per image.", "Options")
+    top_k: int = opt(
+        TOP_K,
+        "How many classes (or labels) to show per image, most probable first; a regression answers one value.",
+        "Options",
+        min=1,
+        flag="--top-k -k",
+    )
+    json: bool = opt(
+        False,
+        "One JSON list, an object per image: path and the answer (classes: label, probability, top_k; labels: labels, top_k; regression: value).",
+        "Options",
+    )
     runtime: Literal["torch", "onnx"] = opt(
         "torch", "torch: the bundle; onnx: its ONNX export, on ONNX Runtime (see `transferkit export`).", "Inference"
     )

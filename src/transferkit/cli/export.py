@@ -22,7 +22,8 @@ def export(
     *,
     options: ExportOptions,
 ) -> None:
-    """Export a model (ONNX or TorchScript) that takes uint8 images and returns the bundle's probabilities."""
+    """Export a model (ONNX or TorchScript) that takes uint8 images and answers as the bundle does (class or label
+    probabilities, or values)."""
     from ..export import export as run_export
 
     report = run_export(

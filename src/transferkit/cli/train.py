@@ -29,7 +29,8 @@ def train(
     overrides: dict,
     typed: set,
 ) -> None:
-    """Train a classifier on DATA and save the run (config, metrics, best model) in OUT/NAME."""
+    """Train a model on DATA (classes, several labels or a number: --task) and save the run (config, metrics, best
+    model) in OUT/NAME."""
     from ..api import fit
     from ..progress import JsonReporter, make_reporter
     from ..tasks import get_task

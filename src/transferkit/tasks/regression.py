@@ -159,7 +159,8 @@ class Regression(Task):
     def print_metrics(self, metrics: dict, classes: list[str], title: str) -> None:
         from ..evaluation.regression import print_metrics
 
-        print_metrics(metrics, classes[0] if classes else "target", title=title)
+        # the data's column (evaluate --target-column price), else the one the model learnt
+        print_metrics(metrics, metrics.get("target") or (classes[0] if classes else "target"), title=title)
 
     def write_outputs(self, run_dir, keys, images, logits, labels, classes, temperature: float = 1.0) -> None:
         from ..evaluation.regression import write_outputs
