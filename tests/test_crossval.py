@@ -74,3 +74,16 @@ def test_cv_refusals_before_training(tiny_folder, tmp_path):
     folds = make_folds(src, splits, 4, (0.7, 0.15, 0.15), 0)
     assert len(folds) == 4 and all(f["val"] and f["train"] and f["test"] for f in folds)
     assert not (tmp_path / "r").exists()
+
+
+def test_cv_text_says_the_tasks_score():
+    """--cv on a regression printed only "see report.json": it says the R² (a multi-label run its mAP)."""
+    from transferkit.crossval import cv_text, summarise
+    from transferkit.tasks import get_task
+
+    done = [{"fold": i, "strategy": "linear", "n": 10, "r2": r} for i, r in enumerate((0.5, 0.6, 0.7), 1)]
+    cv = summarise(done, 3, "train+val")
+    said = cv_text(cv, get_task("regression"))
+    assert said.startswith("3-fold CV on train+val: R² 0.6000 ± ") and "on 30 held-out images" in said
+    acc = [{"fold": i, "strategy": "linear", "n": 10, "accuracy": a} for i, a in enumerate((0.8, 0.9, 1.0), 1)]
+    assert "accuracy 0.9000" in cv_text(summarise(acc, 3, "train+val"))  # the default: accuracy, pooled

@@ -59,6 +59,14 @@ def test_typical_cold_start_covers_every_cluster_once():
         assert np.linalg.norm(x[i] - c.mean(0)) <= np.median(d)
 
 
+def test_typical_says_how_many_are_labelled_apart_from_its_own_earlier_picks():
+    """With no labels at all, the second pick of a region read "with 1 labelled" (the first pick of the batch)."""
+    x = np.repeat(np.eye(2, 16, dtype=np.float32) * 5, 4, axis=0)  # 2 regions of 4 copies: 5 picks share them
+    s = rank(x, strategy="typical", n=5, seed=0)
+    assert all(" with 0 labelled" in w for w in s.why), s.why
+    assert sum("picked before it" in w for w in s.why) == 3
+
+
 def test_diversity_picks_outside_the_labelled_clusters():
     x, y = blobs(k=4, per=40)
     lab = np.flatnonzero(y < 2)[::4]  # clusters 0 and 1 labelled

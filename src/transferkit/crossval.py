@@ -66,6 +66,7 @@ def cross_validate(run_path: Path, src, folds: list[dict], cfg, reporter, fit, f
     """Train one run per fold in RUN/cv/ with `fit` (api.fit, handed in: the api calls this module, not the other
     way round); `folded` says what was pooled, for people. Returns what report.json keeps under "cv": each fold, and
     the mean with its 95% interval for every number the folds' metrics share."""
+    from .tasks import get_task
 
     k = len(folds)
     out = Path(run_path) / CV_DIR
@@ -79,7 +80,10 @@ def cross_validate(run_path: Path, src, folds: list[dict], cfg, reporter, fit, f
         m = run.test_metrics
         numbers = {key: v for key, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         done.append({"fold": i, "strategy": run.strategy, "path": f"{CV_DIR}/{run.path.name}", **numbers})
-        shown = f"accuracy {m['accuracy']:.4f}" if "accuracy" in m else f"{len(fold['test'])} images"
+        task = get_task(cfg.train.task)
+        shown = (
+            f"{task.score_label} {m[task.score_name]:.4f}" if task.score_name in m else f"{len(fold['test'])} images"
+        )
         reporter.message(f"Cross-validation fold {i}/{k}: {shown} on {m.get('n', 0)} held-out images ({run.strategy})")
     return summarise(done, k, folded)
 
@@ -143,16 +147,19 @@ def cross_validate_heads(run_path: Path, folds: list[dict], trainer, prepared, c
         RunDir(folder).write_json(RunDir.REPORT, {"task": trainer.task.name, "split": "test", "metrics": m})
         numbers = {key: v for key, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         done.append({"fold": i, "strategy": "linear", "solver": fitted.solver, "path": f"{CV_DIR}/fold-{i}", **numbers})
-        shown = f"accuracy {m['accuracy']:.4f}" if "accuracy" in m else f"{len(te)} images"
+        task = trainer.task
+        shown = f"{task.score_label} {m[task.score_name]:.4f}" if task.score_name in m else f"{len(te)} images"
         reporter.message(f"Cross-validation fold {i}/{len(folds)}: {shown} on {m.get('n', len(te))} held-out images")
     return summarise(done, len(folds), folded)
 
 
-def cv_text(cv: dict) -> str:
+def cv_text(cv: dict, task=None) -> str:
     """'5-fold CV on train+val: accuracy 0.9120 ± 0.023 (95% interval over folds); pooled over 850 held-out images
     0.9118 (95% CI 0.891-0.929)'. The pooled interval counts every held-out image once; folds that all score 100%
-    have no spread, the pooled interval still says how sure 100% on that many images is."""
-    acc = cv["metrics"].get("accuracy")
+    have no spread, the pooled interval still says how sure 100% on that many images is. `task` (tasks/): whose
+    score to say (R², mAP; default accuracy)."""
+    name, label = (task.score_name, task.score_label) if task is not None else ("accuracy", "accuracy")
+    acc = cv["metrics"].get(name)
     if acc is None:
         return f"{cv['k']}-fold CV on {cv['folded']}: see report.json"
     half = (acc["high"] - acc["low"]) / 2
@@ -164,4 +171,4 @@ def cv_text(cv: dict) -> str:
         if pooled
         else f" on {cv['n']} held-out images"
     )
-    return f"{cv['k']}-fold CV on {cv['folded']}: accuracy {acc['mean']:.4f}{spread}{tail}"
+    return f"{cv['k']}-fold CV on {cv['folded']}: {label} {acc['mean']:.4f}{spread}{tail}"

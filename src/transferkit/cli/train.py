@@ -125,7 +125,7 @@ def summary_lines(run) -> str:
     if iv and not iv["separates"]:
         lines.append(iv["note"] + ".")
     if run.cv:
-        lines.append(cv_text(run.cv) + f"; the folds are in {run.path / 'cv'}.")
+        lines.append(cv_text(run.cv, get_task(run.config.train.task)) + f"; the folds are in {run.path / 'cv'}.")
     return "\n".join(lines)
 
 

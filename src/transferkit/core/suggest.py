@@ -413,7 +413,8 @@ def typical_pick(ctx: Context):
     k = max(1, min(len(ctx.labelled) + ctx.n, MAX_CLUSTERS, len(both)))
     cluster = kmeans(both, k, ctx.seed)
     size = np.bincount(cluster, minlength=k)
-    covered = np.bincount(cluster[len(x) :], minlength=k)  # labelled images per cluster
+    labelled = np.bincount(cluster[len(x) :], minlength=k)  # labelled images per cluster
+    covered = labelled.copy()  # and those picked in this batch: the next pick goes where the fewest are
     rng = np.random.default_rng(ctx.seed)
     members = [np.flatnonzero(cluster[: len(x)] == j) for j in range(k)]
     taken = np.zeros(len(x), bool)
@@ -432,7 +433,11 @@ def typical_pick(ctx: Context):
         covered[j] += 1
         idx.append(best), scores.append(float(t.max()))
         n = int(size[j])  # "a region of 1 image", "of 12 images"
-        why.append(f"typical of a region of {n} image{'s' * (n != 1)} with {covered[j] - 1} labelled")
+        before = int(covered[j] - 1 - labelled[j])  # picked earlier in this batch: not labelled yet
+        why.append(
+            f"typical of a region of {n} image{'s' * (n != 1)} with {labelled[j]} labelled"
+            + (f" and {before} picked before it" if before else "")
+        )
     return np.array(idx), np.array(scores, np.float32), why
 
 
