@@ -59,7 +59,8 @@ def test_builtin_sizes_and_stages():
 def test_torchvision_zoo_takes_a_new_head(name):
     net, cfg = create_backbone(f"torchvision:{name}", pretrained=False)
     model = TransferModel(net, cfg, num_outputs=3).eval()
-    size = 80 if name == "inception_v3" else 64  # inception's stem needs >= 75 px
+    size = max(64, cfg.min_input)  # inception's stem needs >= 75 px: its cfg says so
+    assert (cfg.min_input == 75) == (name == "inception_v3") and cfg.min_input < 224
     with torch.no_grad():
         feats = model.forward_features(torch.randn(2, 3, size, size))
         out = model(torch.randn(2, 3, size, size))
@@ -73,11 +74,30 @@ def test_torchvision_zoo_takes_a_new_head(name):
 def test_timm_models_take_a_new_head(name):
     net, cfg = create_backbone(f"timm:{name}", pretrained=False)
     model = TransferModel(net, cfg, num_outputs=4, head="mlp:16").eval()
-    size = cfg.input_size if "vit" in name else 64
+    size = max(64, cfg.min_input)  # a ViT takes its own size alone: its cfg says so
+    assert (cfg.min_input == cfg.input_size) == ("vit" in name)
     with torch.no_grad():
         assert model(torch.randn(2, 3, size, size)).shape == (2, 4)
     assert model.head[0].in_features == cfg.num_features
     assert len(cfg.stages) >= 3
+
+
+def test_the_input_size_that_follows_the_data_is_one_the_network_takes():
+    """A ViT at EuroSAT's 64 px (and inception_v3 under 75 px) failed inside the training loop with a traceback."""
+    from transferkit.backbones.cfg import check_input_size
+    from transferkit.data.sizes import choose_image_size
+
+    _, vit = create_backbone("timm:vit_tiny_patch16_224", pretrained=False)
+    assert choose_image_size(64, vit.input_size, vit.min_input) == 224 and choose_image_size(64, 224) == 64
+    check_input_size(None, vit, "timm:vit_tiny_patch16_224")  # not given: follows the data, raised as above
+    check_input_size(224, vit, "timm:vit_tiny_patch16_224")
+    for size in (64, 288):
+        with pytest.raises(ConfigError, match="takes only 224 px inputs: give --image-size 224"):
+            check_input_size(size, vit, "timm:vit_tiny_patch16_224")
+    _, inception = create_backbone("torchvision:inception_v3", pretrained=False)
+    check_input_size(96, inception, "torchvision:inception_v3")
+    with pytest.raises(ConfigError, match="takes inputs of 75 px or more: give --image-size 75"):
+        check_input_size(64, inception, "torchvision:inception_v3")
 
 
 def test_unknown_backbone_lists_close_names():

@@ -425,6 +425,7 @@ def _backbone(cfg: RunConfig, strategy, opened: _Opened):
     from accelerate.utils import set_seed
 
     from .backbones import create_backbone
+    from .backbones.cfg import check_input_size
     from .backbones.depth import frozen_input_size
     from .data.transforms import choose_image_size
 
@@ -435,7 +436,12 @@ def _backbone(cfg: RunConfig, strategy, opened: _Opened):
     # a frozen head on --features stages follows a larger side than the data's (backbones/depth.py: STAGES_UPSCALE;
     # measured for `linear` only: a fine-tune at 3x the side costs ~9x)
     frozen = strategy.name == "linear"
-    size = frozen_input_size(opened.side, bcfg) if frozen else choose_image_size(opened.side, bcfg.input_size)
+    size = (
+        frozen_input_size(opened.side, bcfg)
+        if frozen
+        else choose_image_size(opened.side, bcfg.input_size, bcfg.min_input)
+    )
+    check_input_size(cfg.data.image_size, bcfg, cfg.model.backbone)
     return net, bcfg, cfg.data.image_size or size
 
 

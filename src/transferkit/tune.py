@@ -386,7 +386,7 @@ def _estimate(opened, cfg: RunConfig, fields, cached: bool, folds: int, repeats:
     net, bcfg, _, _ = frozen_backbone(cfg.model.backbone, cfg)
     from .data.transforms import choose_image_size
 
-    sizes = [cfg.data.image_size or choose_image_size(opened.median_side, bcfg.input_size)]
+    sizes = [cfg.data.image_size or choose_image_size(opened.median_side, bcfg.input_size, bcfg.min_input)]
     sizes += [v for f in fields if f.name == "image_size" for v in f.opt.tune[:1]]  # a trial may need a size more
     gflops = max(forward_gflops(net, s) for s in sizes)
     n_train, n_val = len(opened.splits["train"]), len(opened.splits["val"])

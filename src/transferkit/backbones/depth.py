@@ -134,7 +134,7 @@ def frozen_input_size(median_side: float, cfg: BackboneCfg) -> int:
     suggest and label all read their features at this size)."""
     from ..data.sizes import choose_image_size
 
-    return choose_image_size(input_side(median_side, cfg), cfg.input_size)
+    return choose_image_size(input_side(median_side, cfg), cfg.input_size, cfg.min_input)
 
 
 def with_depth(net: nn.Module, cfg: BackboneCfg, features: str) -> BackboneCfg:

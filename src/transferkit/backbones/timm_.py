@@ -70,6 +70,10 @@ def build_timm(model_name: str, pretrained: bool, arch: str | None = None) -> tu
         stages=_stages(net),
         imagenet_top1=None,
         offline=False,
+        # a fixed input size (ViTs' position embeddings) is the only one; else timm's stated minimum, if any
+        min_input=int(pc.get("input_size", (3, 224, 224))[-1])
+        if pc.get("fixed_input_size")
+        else int((pc.get("min_input_size") or (3, 0, 0))[-1]),
         extra={"timm_reset": True},
     )
     return net, cfg

@@ -87,5 +87,6 @@ def build_torchvision(model_name: str, pretrained: bool, arch: str | None = None
         stages=stages,
         imagenet_top1=weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"),
         offline=False,
+        min_input=int(max(weights.meta.get("min_size", (0, 0)))),  # inception_v3: 75 px
     )
     return net, cfg

@@ -9,14 +9,15 @@ def resize_size(size: int, crop_pct: float) -> int:
     return int(math.floor(size / crop_pct))  # 224 / 0.875 = 256, as timm and torchvision do
 
 
-def choose_image_size(median_short_side: float, backbone_size: int) -> int:
-    """Follow the data: the median short side rounded up to a multiple of 32, at least 64, at most the backbone's size.
+def choose_image_size(median_short_side: float, backbone_size: int, smallest: int = 0) -> int:
+    """Follow the data: the median short side rounded up to a multiple of 32, at least 64, at most the backbone's size,
+    and never under `smallest`, what the network takes at least (BackboneCfg.min_input: a ViT its own size).
 
     8x8 digits -> 64 px (12x fewer pixels than 224: fine-tuning runs ~10x faster at the same accuracy);
     64x64 photos -> 64 px; ordinary photos -> the backbone's own size.
     """
     side = 32 * math.ceil(max(1.0, median_short_side) / 32)
-    return int(min(backbone_size, max(64, side)))
+    return int(max(smallest, min(backbone_size, max(64, side))))
 
 
 def survey_sides(src, samples, limit: int = 200) -> tuple[float, float]:

@@ -99,7 +99,9 @@ def backbone_names(cfg: RunConfig) -> list[str]:
     return list_backbones("builtin") if cfg.model.backbone == DEFAULT_BACKBONE else [cfg.model.backbone]
 
 
-def input_sizes(cfg: RunConfig, median_side: float, native: int, crop_pct: float = 0.875) -> list[int]:
+def input_sizes(
+    cfg: RunConfig, median_side: float, native: int, crop_pct: float = 0.875, smallest: int = 0
+) -> list[int]:
     """--image-size; else the size that follows the data and a larger one: for images smaller than the backbone's
     input twice that; for photos at least that large FIXRES x the backbone's input, where the photos hold the pixels
     (its resize, size / crop_pct, at most their median short side). See the top."""
@@ -107,7 +109,9 @@ def input_sizes(cfg: RunConfig, median_side: float, native: int, crop_pct: float
 
     if cfg.data.image_size:
         return [cfg.data.image_size]
-    own = choose_image_size(median_side, native)
+    own = choose_image_size(median_side, native, smallest)
+    if smallest >= native:  # a network of one input size (a ViT): no other to measure
+        return [own]
     if own < native:
         up = min(native, 2 * own, 32 * math.floor(MAX_UPSCALE * median_side / 32))
     else:
@@ -120,7 +124,7 @@ def candidate_grid(cfg: RunConfig, median_side: float, built: dict) -> list[Cand
     return [
         Candidate(name, size, forward_gflops(b[0], size))
         for name, b in built.items()
-        for size in input_sizes(cfg, median_side, b[1].input_size, b[1].crop_pct)
+        for size in input_sizes(cfg, median_side, b[1].input_size, b[1].crop_pct, b[1].min_input)
     ]
 
 

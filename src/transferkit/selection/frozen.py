@@ -140,6 +140,7 @@ def frozen_features(
 
     import torch
 
+    from ..backbones.cfg import check_input_size
     from ..data.dataset import DecodedImages
     from ..data.transforms import choose_image_size, eval_transform, resize_size
     from ..engine import features as feats
@@ -154,7 +155,8 @@ def frozen_features(
         cfg, model=dataclasses.replace(cfg.model, backbone=backbone)
     )  # the key names the backbone
     net, bcfg, classifier, params = built or frozen_backbone(backbone, cfg)
-    size = cfg.data.image_size or choose_image_size(data.median_side, bcfg.input_size)
+    check_input_size(cfg.data.image_size, bcfg, backbone)
+    size = cfg.data.image_size or choose_image_size(data.median_side, bcfg.input_size, bcfg.min_input)
     decoded = _decoded(data, resize_size(size, bcfg.crop_pct), bcfg.interpolation, cfg)
     if not decoded["train"][0] or not decoded["val"][0]:
         raise TransferkitError("No readable images in the train or val split.")
@@ -226,13 +228,15 @@ def domain_shift(data: Data, backbone: str, cfg: RunConfig, n: int = 32) -> tupl
     where the chart's line was drawn (a photo's FixRes input, choose.FIXRES, would cost 1.5x as much)."""
     import torch
 
+    from ..backbones.cfg import check_input_size
     from ..data.dataset import DecodedImages
     from ..data.decode import decode_samples
     from ..data.transforms import choose_image_size, eval_transform, resize_size
     from ..engine.runtime import memory_format, resolve_device
 
     net, bcfg, _, _ = frozen_backbone(backbone, cfg, data.nets)
-    size = cfg.data.image_size or choose_image_size(data.median_side, bcfg.input_size)
+    check_input_size(cfg.data.image_size, bcfg, backbone)
+    size = cfg.data.image_size or choose_image_size(data.median_side, bcfg.input_size, bcfg.min_input)
     at = min(size, bcfg.input_size)
     short = resize_size(at, bcfg.crop_pct)
     pick = torch.Generator().manual_seed(cfg.train.seed)
