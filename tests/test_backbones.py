@@ -180,3 +180,23 @@ def test_heads():
     for bad in ("mlp", "mlp:x", "mlp:-3", "conv", "linear:3"):
         with pytest.raises(ConfigError, match="--head"):
             parse_head(bad)
+
+
+def test_a_weights_file_under_a_wrapper_prefix_loads_and_a_bundles_file_points_to_bundle(tmp_path):
+    """A transferkit model's model.safetensors keeps its backbone under 'net.' (Lightning's under 'model.'): 0% of
+    the names matched and the message said to check --arch, which was right."""
+    from safetensors.torch import save_file
+
+    from transferkit.backbones.files import build_from_file
+
+    net, _ = create_backbone("efficientnet_lite0", pretrained=False)
+    state = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
+    save_file({**state, "head.0.weight": torch.zeros(3, 1280)}, tmp_path / "model.safetensors")
+    built, cfg = build_from_file(str(tmp_path / "model.safetensors"), True, arch="efficientnet_lite0")
+    assert cfg.extra["load_report"]["matched_fraction"] == 1.0
+    key = "conv_stem.weight"
+    assert torch.equal(built.state_dict()[key], net.state_dict()[key])
+    save_file({"something.else": torch.zeros(2)}, tmp_path / "model.safetensors")
+    (tmp_path / "transferkit.json").write_text("{}")
+    with pytest.raises(ConfigError, match=f"a transferkit model's: give --backbone bundle:{tmp_path}"):
+        build_from_file(str(tmp_path / "model.safetensors"), True, arch="efficientnet_lite0")

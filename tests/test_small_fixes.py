@@ -326,3 +326,25 @@ def test_a_command_whose_web_stack_is_missing_says_which_extra_to_install(tmp_pa
     assert out.returncode == 2, said
     assert f"{named} needs FastAPI and uvicorn (uvicorn is missing): pip install 'transferkit[serve]'" in said
     assert "Traceback" not in said and not (tmp_path / "o").exists()
+
+
+def test_arch_without_a_weights_file_is_refused_and_the_offline_message_names_scratch():
+    """--arch beside a backbone that names its own architecture was ignored and still recorded as the run's arch;
+    the offline message for a hub name left out the one offline way to train it."""
+    from transferkit.backbones.hub import offline_error
+    from transferkit.config import RunConfig
+    from transferkit.options import validate
+
+    cfg = RunConfig()
+    cfg.model.arch = "torchvision:resnet18"
+    with pytest.raises(ConfigError, match="--arch torchvision:resnet18 says which architecture a weights file is"):
+        validate(cfg)
+    cfg.model.backbone = "file:w.pth"
+    validate(cfg)
+    cfg.model.backbone, cfg.model.backbones = "efficientnet_lite0", "efficientnet_lite0,file:w.pth"
+    validate(cfg)  # auto's candidates may hold the file
+    said = str(offline_error("timm:resnet18", OSError("huggingface.co cannot be reached")))
+    assert (
+        "--backbone file:PATH --arch timm:resnet18, or this architecture from random weights with --strategy scratch"
+        in said
+    )

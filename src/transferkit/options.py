@@ -125,6 +125,12 @@ def validate(cfg: RunConfig) -> None:
                 check_backbone_name(name)  # a typo fails here, before `auto` reads the data
             except ConfigError as e:
                 raise ConfigError(f"--backbones: {e}") from None
+    named = [cfg.model.backbone, *comma_names(cfg.model.backbones or "")]
+    if cfg.model.arch and not any(n.startswith("file:") for n in named):
+        raise ConfigError(
+            f"--arch {cfg.model.arch} says which architecture a weights file is (--backbone file:PATH); --backbone "
+            f"{cfg.model.backbone} names its own. Leave --arch out, or give --backbone file:PATH --arch {cfg.model.arch}."
+        )
     if cfg.train.head_solver == "lbfgs" and parse_head(cfg.model.head)[0] != "linear":
         raise ConfigError(
             f"--head-solver lbfgs fits a logistic regression, so it needs --head linear (not "

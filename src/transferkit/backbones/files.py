@@ -47,6 +47,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items() if torch.is_tensor(v)}
 
 
+def unprefixed(state: dict[str, torch.Tensor], own: dict) -> dict[str, torch.Tensor]:
+    """`state` without the leading name its keys share under a wrapper ('net.' in a transferkit model's
+    model.safetensors, 'model.' or 'backbone.' in Lightning's and others' checkpoints), when dropping it matches more
+    of the network's own names (`own`); else as it is."""
+    best, hits = state, sum(k in own for k in state)
+    for prefix in {k.split(".", 1)[0] + "." for k in state if "." in k}:
+        cut = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        found = sum(k in own for k in cut)
+        if found > hits:
+            best, hits = cut, found
+    return best
+
+
 def match_state_dict(net: nn.Module, state: dict[str, torch.Tensor], classifier: str) -> dict[str, object]:
     """Load what matches into `net`, except the classifier. Returns the report."""
     own = {k: v for k, v in net.state_dict().items() if not k.startswith(classifier + ".")}
@@ -86,12 +99,17 @@ def build_from_file(path_str: str, pretrained: bool, arch: str | None = None) ->
         from .lite import lukemelas_to_timm  # EfficientNet-PyTorch naming, as in the offline lite wheels
 
         state = lukemelas_to_timm({k: v for k, v in state.items() if not k.startswith("_fc.")}, net)
-    report = match_state_dict(net, state, base.classifier)
+    report = match_state_dict(net, unprefixed(state, net.state_dict()), base.classifier)
     if report["matched_fraction"] < MIN_MATCHED:
+        bundle = (path.parent / "transferkit.json").is_file()  # a transferkit model's own weights file
         raise ConfigError(
             f"'{path}' does not look like weights for '{arch}': only {report['loaded']} of the backbone's tensors matched "
-            f"by name and shape ({report['matched_fraction']:.0%}). Check --arch; e.g. unmatched keys: "
-            f"{', '.join(report['unexpected'][:3]) or 'none'}."
+            f"by name and shape ({report['matched_fraction']:.0%}). "
+            + (
+                f"It is a transferkit model's: give --backbone bundle:{path.parent}, which knows its architecture."
+                if bundle
+                else f"Check --arch; e.g. unmatched keys: {', '.join(report['unexpected'][:3]) or 'none'}."
+            )
         )
     log.info(
         "loaded %d tensors from %s; skipped %d (shape mismatch), missing %d",
