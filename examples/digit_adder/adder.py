@@ -304,9 +304,15 @@ def main(argv: list[str] | None = None) -> dict:
     # One thread: batches of 64 images of 32 px are too small to split across cores, and on a busy machine torch's
     # extra threads spin waiting for each other (here: 0.7 ms of CPU per image on one thread, 13 ms on two).
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=HERE, help="where results.json and adder.png go")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"where results.json and adder.png go (default: {HERE}; with --quick a temporary folder)",
+    )
     p.add_argument("--quick", action="store_true", help="one seed, 100 pairs, 100 steps, 5 recogniser epochs")
     a = p.parse_args(argv)
+    # --quick's one-seed numbers never replace the published results.json and plot beside this script
+    a.out = a.out or (Path(tempfile.mkdtemp(prefix="transferkit-quick-")) if a.quick else HERE)
     steps = (MIN_STEPS, MAX_STEPS)
     if a.quick:
         a.seeds, a.sizes, a.recogniser_epochs, steps = 1, "100", 5, (100, 100)

@@ -260,10 +260,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--proxy-epochs", type=int, default=PROXY["epochs"])
     p.add_argument("--image-size", type=int, default=IMAGE_SIZE)
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine)")
-    p.add_argument("--out", type=Path, default=HERE, help="where results.json and chain.png go")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"where results.json and chain.png go (default: {HERE}; with --quick a temporary folder)",
+    )
     p.add_argument("--work", type=Path, help="keep the list files and runs here (default: a temporary folder)")
     p.add_argument("--quick", action="store_true", help="houses 1-200, one split, 50 target houses, 1 epoch at 64 px")
     a = p.parse_args(argv)
+    # --quick's one-seed numbers never replace the published results.json and plot beside this script
+    a.out = a.out or (Path(tempfile.mkdtemp(prefix="transferkit-quick-")) if a.quick else HERE)
     houses, sizes, parts_sizes = read_houses(a.data), SIZES, (TEST, VAL)
     if a.quick:  # 200 houses to decode instead of 535: 50 test, 25 val, 125 for the proxy
         a.seeds, a.proxy_epochs, a.image_size = 1, 1, 64
