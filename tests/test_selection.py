@@ -315,3 +315,23 @@ def test_rank_table_shows_the_probe_in_the_tasks_score(task, shown, named):
     Console(file=out, width=300, color_system=None).print(ranking_table([row], task=task))
     text = out.getvalue()
     assert shown in text and f"probe: {named} of a ridge probe" in text.replace("\n", " ")
+
+
+def test_compare_rows_of_a_weights_file_take_arch_and_the_others_do_not(tmp_path):
+    """--backbones efficientnet_lite0,file:W --arch A trained the first row, then stopped: the file's head row was
+    built without --arch (and a fitted row of another backbone was refused for carrying it)."""
+    import torch
+
+    from transferkit import compare
+    from transferkit.backbones import create_backbone
+
+    data = write_folder(tmp_path / "d", per_class=8)
+    torch.save(create_backbone("efficientnet_lite0", pretrained=False)[0].state_dict(), tmp_path / "w.pth")
+    weights = f"file:{tmp_path / 'w.pth'}"
+    result = compare(
+        data, strategies="linear,two-phase", backbones=f"efficientnet_lite0,{weights}", seeds=1,
+        out=str(tmp_path / "runs"), arch="efficientnet_lite0", epochs=2, image_size=32, quiet=True,
+    )  # fmt: skip
+    assert sorted({(r.strategy, r.backbone) for r in result.runs}) == sorted(
+        (s, b) for s in ("linear", "two-phase") for b in ("efficientnet_lite0", weights)
+    )

@@ -124,7 +124,12 @@ def compare(
 
     refuse_multiprocess("compare", "many short runs, one after another; launch `transferkit train` for one long run")
     cfg = apply_overrides(config or RunConfig(), dict(overrides))
-    validate(cfg)
+    files = [b for b in comma_names(backbones) if b.startswith("file:")]
+
+    def checked(c: RunConfig) -> None:  # --arch is the file: rows' (each row is given it alone): checked as theirs
+        validate(dataclasses.replace(c, model=dataclasses.replace(c.model, backbones=",".join(files))) if files else c)
+
+    checked(cfg)
     task = get_task(cfg.train.task)  # rows are of its score: accuracy, R², mAP
     strategies = comma_names(strategies)
     # Backbones given: each row keeps its own (`auto` chooses the strategy and input size only); not given: an
@@ -142,7 +147,7 @@ def compare(
             raise ConfigError(f"{what} names {', '.join(twice)} more than once: give each once.")
     for s in strategies:
         parse_strategy(s)  # typos fail before the first of many runs
-        validate(apply_overrides(copy.deepcopy(cfg), {"strategy": s}))  # and each row's options (two-phase --epochs 1)
+        checked(apply_overrides(copy.deepcopy(cfg), {"strategy": s}))  # and each row's options (two-phase --epochs 1)
     for b in backbones:
         check_backbone_name(b)
     reporter = reporter or make_reporter(cfg.quiet)
@@ -175,9 +180,11 @@ def compare(
                         f"{task.score_label} {runs[-1].score:.4f} in {runs[-1].seconds:.1f} s (a head on stored features)"
                     )
                     continue
+                row = copy.deepcopy(cfg)  # fit sets fields in place: each run gets a copy
+                row.model.arch = cfg.model.arch if backbone.startswith("file:") else None  # a file: row's alone
                 run = fit(
                     fixed,
-                    config=copy.deepcopy(cfg),  # fit sets fields in place: each run gets a copy
+                    config=row,
                     strategy=strategy,
                     backbone=backbone,
                     backbones=backbone if pinned else None,
@@ -260,7 +267,9 @@ def _head_row(
     key = (backbone, cfg.data.image_size)
     if cfg.data.image_size is None:  # `train`'s choice for `linear`: from this split's training images' median side
         if backbone not in embedded:
-            embedded[backbone] = create_backbone(backbone, pretrained=False, features=cfg.model.features)[1]
+            embedded[backbone] = create_backbone(
+                backbone, pretrained=False, arch=cfg.model.arch, features=cfg.model.features
+            )[1]
         bcfg = embedded[backbone]
         key = (backbone, frozen_input_size(survey_sides(src, splits["train"])[0], bcfg))
     if key not in embedded:
@@ -274,6 +283,7 @@ def _head_row(
             device=cfg.runtime.device,
             cache_dir=cfg.runtime.cache_dir,
             reporter=reporter,  # decoding and extraction show their progress, as a run's do
+            arch=cfg.model.arch,  # a file: row's architecture (--arch)
         )
         embedded[key] = (emb.features, {k: i for i, k in enumerate(emb.keys)})
     x, row = embedded[key]

@@ -66,6 +66,7 @@ def embed(
     device: str = "auto",
     cache_dir: str | None = None,
     reporter=None,
+    arch: str | None = None,
 ) -> Embedding:
     """Pooled backbone features of every image in `images` (a folder, a list file, a DataSource or an ImageSet).
 
@@ -73,7 +74,7 @@ def embed(
     that side for features from several depths, depth.input_side), as `train` chooses it; features: the backbone's
     pooled last layer, or `stages` / `stages+last` as `--features` pools them; precision auto is the run's feature
     precision (fp32 on CPUs). The result's rows are what `train --strategy linear` would compute for the same images
-    at the same settings, and are shared with it.
+    at the same settings, and are shared with it. arch: the architecture of a `file:` backbone's weights (--arch).
     """
     import torch
 
@@ -96,7 +97,7 @@ def embed(
     reporter = reporter or QuietReporter()
     imgs = as_image_set(images)
     cfg = RunConfig()
-    cfg.model.backbone = backbone
+    cfg.model.backbone, cfg.model.arch = backbone, arch
     cfg.model.features = features
     cfg.runtime.cache_dir = cache_dir
     cfg.runtime.device = device
@@ -104,7 +105,7 @@ def embed(
         cfg.runtime.feature_precision = precision
     dev = torch.device(resolve_device(device))
     prec = feature_precision(cfg.runtime, dev.type)
-    net, bcfg = create_backbone(backbone, pretrained=True, features=features)
+    net, bcfg = create_backbone(backbone, pretrained=True, arch=arch, features=features)
     samples = [Sample(k, 0) for k in imgs.keys]  # decoding takes samples; the 0 is no label, nothing reads it
     size = image_size or frozen_input_size(survey_sides(imgs, samples)[0], bcfg)
     config = store_config(cfg, bcfg, size)
