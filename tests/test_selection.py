@@ -335,3 +335,16 @@ def test_compare_rows_of_a_weights_file_take_arch_and_the_others_do_not(tmp_path
     assert sorted({(r.strategy, r.backbone) for r in result.runs}) == sorted(
         (s, b) for s in ("linear", "two-phase") for b in ("efficientnet_lite0", weights)
     )
+
+
+def test_rank_measures_a_weights_file_with_arch(tmp_path):
+    """`rank --candidates ...,file:W --arch A`: rank had no --arch, and its row said to give one."""
+    import torch
+
+    from transferkit.backbones import create_backbone
+    from transferkit.selection.rank import rank
+
+    data = write_folder(tmp_path / "d", per_class=6)
+    torch.save(create_backbone("efficientnet_lite0", pretrained=False)[0].state_dict(), tmp_path / "w.pth")
+    rows = rank(data, f"file:{tmp_path / 'w.pth'}", arch="efficientnet_lite0", image_size=32, quiet=True)
+    assert rows[0].error is None and rows[0].feature_dim == 1280

@@ -51,6 +51,7 @@ def embed(
         device=overrides.get("device") or "auto",
         cache_dir=overrides.get("cache_dir"),
         reporter=make_reporter(options.json),
+        arch=overrides.get("arch"),
     )
     labels = _labels_by_key(data)
     out.mkdir(parents=True, exist_ok=True)

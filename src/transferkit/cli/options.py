@@ -64,6 +64,7 @@ def data_source(f: OptionField) -> bool:
 
 
 MEASURING = (
+    "arch",  # a file: candidate's architecture
     "task",
     "split",
     "seed",
@@ -101,7 +102,7 @@ COMMANDS: dict[str, tuple[type, Select | None]] = {
     # compare varies the strategy, the backbone and the seed itself, and names its own folder
     "compare": (CompareOptions, all_but("strategy", "backbone", "backbones", "seed", "out", "name", "quiet")),
     "review": (ReviewOptions, lambda f: measuring(f) or f.name == "backbone"),
-    "embed": (EmbedOptions, lambda f: f.name in ("backbone", "image_size", "device", "cache_dir")),
+    "embed": (EmbedOptions, lambda f: f.name in ("backbone", "arch", "image_size", "device", "cache_dir")),
     "similar": (SimilarOptions, lambda f: f.name in ("backbone", "image_size", "device", "cache_dir")),
     "label": (LabelOptions, lambda f: f.name in ("backbone", "device", "cache_dir")),  # how the pool is embedded
     # suggest embeds the pool (and --labelled) as rank does: the backbone and how its features are computed

@@ -17,6 +17,7 @@ not counted: NCE is LEEP with hard labels, and H-score would give the features a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -67,9 +68,10 @@ def rank(
 
     refuse_multiprocess("rank", "a forward pass per backbone: more processes would each measure and print the same")
     cfg = apply_overrides(config or RunConfig(), dict(overrides))
-    validate(cfg)
     names = candidates.split(",") if isinstance(candidates, str) else list(candidates or list_backbones())
     names = list(dict.fromkeys(n.strip() for n in names if n.strip()))  # in order, each once
+    # checked with the candidates as the run's: --arch is a file: candidate's (frozen_backbone hands it to each)
+    validate(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbones=",".join(names))))
     if not names:
         raise TransferkitError("rank needs at least one candidate backbone, e.g. --candidates efficientnet_lite0.")
     for name in names:
