@@ -210,3 +210,27 @@ def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_kept(tiny_folder, t
                         **FAST)  # fmt: skip
     assert not (tmp_path / "cut").exists()
     assert any("Interrupted before the first epoch finished: nothing was kept" in s for s in said)
+
+
+def test_a_run_given_relative_data_resumes_from_another_folder(tiny_folder, tmp_path, monkeypatch):
+    """DATA typed relative to where the run started: --resume from elsewhere said "Data path 'colours' does not
+    exist". config.json keeps the folder the run started in, and the resume reads DATA from there."""
+    from transferkit.progress import QuietReporter
+
+    class Interrupt(QuietReporter):
+        def end_epoch(self, row):
+            if row["epoch"] == 2:
+                raise KeyboardInterrupt  # after epoch 1's checkpoint
+
+    monkeypatch.chdir(tiny_folder.parent)
+    with pytest.raises(KeyboardInterrupt):
+        transferkit.fit(
+            tiny_folder.name, strategy="finetune", epochs=3, patience=0, out=str(tmp_path / "runs"), name="cut",
+            reporter=Interrupt(), **FAST,
+        )  # fmt: skip
+    assert json.loads((tmp_path / "runs" / "cut" / "config.json").read_text())["cwd"] == str(tiny_folder.parent)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    resumed = transferkit.fit(resume=tmp_path / "runs" / "cut", quiet=True)
+    assert len(rows(resumed.path)) == 3 and resumed.test_metrics["accuracy"] >= 0

@@ -9,6 +9,7 @@ model.predict("bee.jpg")                                          # [{'label': '
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -195,6 +196,9 @@ def _settings(data, config, resume, overrides) -> tuple[RunConfig, RunDir | None
     run = RunDir.for_resume(resume)
     saved = run.read_json(RunDir.CONFIG)
     cfg = RunConfig.from_dict(_complete_saved_config(run, saved))
+    started = saved.get("cwd")  # DATA as typed, relative to where the run started, not to where it resumes
+    if cfg.data.path and started and not Path(cfg.data.path).is_absolute() and not Path(cfg.data.path).exists():
+        cfg.data.path = str(Path(started) / cfg.data.path)
     refused = sorted(k for k in given if k not in RESUMABLE) + (["config"] if config is not None else [])
     if refused:
         raise ConfigError(
@@ -350,6 +354,11 @@ def _saved_splits(run: RunDir, src, classes: list[str]) -> dict:
     from .data.base import label_classes
 
     known = {s.key for v in src.splits.values() for s in v}
+    started = run.read_json(RunDir.CONFIG).get("cwd")  # keys of DATA given relative: relative to where it started
+    if started:
+        moved = {s.key: os.path.join(started, s.key) for v in splits.values() for s in v if not os.path.isabs(s.key)}
+        if moved and not any(k in known for k in moved) and all(m in known for m in moved.values()):
+            splits = {k: [dataclasses.replace(s, key=moved.get(s.key, s.key)) for s in v] for k, v in splits.items()}
     kind = type(next((s.label for v in src.splits.values() for s in v), 0))  # int, float or tuple, by the task
     bad = [
         s
@@ -609,6 +618,7 @@ def _write_start(
             "classes": opened.classes,
             "versions": versions(),
             "platform": platform.platform(),
+            "cwd": os.getcwd(),  # where relative paths (DATA, --out) were given from: --resume finds them from anywhere
         },
     )
     run.write_json(RunDir.DOCTOR, opened.checked.to_dict())
