@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -314,3 +315,20 @@ def test_the_data_sections_split_table_counts_each_kind_of_label():
     assert cells(split_table(values, ["log_price"], "regression")) == [
         ["images", "train", "val"], ["total images", "2", "1"]
     ]  # fmt: skip
+
+
+def test_an_unfinished_runs_report_says_why_how_far_and_how_to_continue(tmp_path):
+    """Ctrl-C at epoch 2 of 6: the report said only "the run did not finish", with failed.json, metrics.csv and
+    last.ckpt beside it."""
+    from transferkit.evaluation.report import render_html
+
+    run = tmp_path / "cut"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"train": {"epochs": 6}}, "resolved": {}, "advice": {}}))
+    (run / "failed.json").write_text(json.dumps({"error": "KeyboardInterrupt", "message": ""}))
+    (run / "metrics.csv").write_text("epoch,phase,val_loss,val_acc\n1,finetune,0.8,0.7273\n2,finetune,0.6,0.9091\n")
+    (run / "last.ckpt").write_bytes(b"x")
+    text = " ".join(re.sub(r"<[^>]+>", " ", render_html(run)).split())
+    assert "stopped KeyboardInterrupt" in text and "epochs recorded 2 of 6" in text
+    assert "best val_acc so far 0.9091 (epoch 2)" in text
+    assert f"transferkit train --resume {run}" in text

@@ -258,10 +258,33 @@ def cv_summary(report: dict) -> str:
     )
 
 
+def unfinished_result(run_dir: Path, config: dict) -> str:
+    """A run that stopped (Ctrl-C, a kill, an error): why, where it got to, and how to continue it."""
+    failed = read_json(run_dir / "failed.json") or {}
+    epochs = read_csv(run_dir / "metrics.csv")
+    planned = config.get("config", {}).get("train", {}).get("epochs")
+    why = failed.get("error") or "killed, or still running (no failed.json)"
+    said = f"{why}: {failed['message']}" if failed.get("message") else why
+    rows = [("stopped", said), ("epochs recorded", f"{len(epochs)}" + (f" of {planned}" if planned else ""))]
+    score = next((k for k in (epochs[0] if epochs else {}) if k.startswith("val_") and k != "val_loss"), None)
+    scored = [r for r in epochs if score and r.get(score) not in ("", None)]
+    if scored:
+        best = max(scored, key=lambda r: float(r[score]))
+        rows.append(
+            (
+                f"best {score} so far",
+                f"{float(best[score]):.4f} (epoch {best.get('epoch', '?')})",
+            )
+        )
+    if (run_dir / "last.ckpt").is_file():
+        rows.append(("continue it with", f"transferkit train --resume {run_dir}"))
+    return '<p class="muted">The run did not finish (no report.json): no test metrics.</p>' + kv_table(rows)
+
+
 def section_result(run_dir: Path, config: dict, report: dict) -> str:
     """What a person looks for first: the headline metric with its interval, then what was decided and why."""
     if not report.get("metrics"):
-        return '<p class="muted">No metrics: the run did not finish (no report.json).</p>'
+        return unfinished_result(run_dir, config)
     resolved = config.get("resolved", {})
     parts = task_parts(report)
     decided = kv_table(
