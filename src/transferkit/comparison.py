@@ -124,12 +124,7 @@ def compare(
 
     refuse_multiprocess("compare", "many short runs, one after another; launch `transferkit train` for one long run")
     cfg = apply_overrides(config or RunConfig(), dict(overrides))
-    files = [b for b in comma_names(backbones) if b.startswith("file:")]
-
-    def checked(c: RunConfig) -> None:  # --arch is the file: rows' (each row is given it alone): checked as theirs
-        validate(dataclasses.replace(c, model=dataclasses.replace(c.model, backbones=",".join(files))) if files else c)
-
-    checked(cfg)
+    validate(cfg, comma_names(backbones))  # --arch may be a file: row's (each such row alone is given it)
     task = get_task(cfg.train.task)  # rows are of its score: accuracy, R², mAP
     strategies = comma_names(strategies)
     # Backbones given: each row keeps its own (`auto` chooses the strategy and input size only); not given: an
@@ -147,7 +142,8 @@ def compare(
             raise ConfigError(f"{what} names {', '.join(twice)} more than once: give each once.")
     for s in strategies:
         parse_strategy(s)  # typos fail before the first of many runs
-        checked(apply_overrides(copy.deepcopy(cfg), {"strategy": s}))  # and each row's options (two-phase --epochs 1)
+        # and each row's options (two-phase --epochs 1)
+        validate(apply_overrides(copy.deepcopy(cfg), {"strategy": s}), comma_names(backbones))
     for b in backbones:
         check_backbone_name(b)
     reporter = reporter or make_reporter(cfg.quiet)

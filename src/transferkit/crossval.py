@@ -68,6 +68,7 @@ def cross_validate(run_path: Path, src, folds: list[dict], cfg, reporter, fit, f
     the mean with its 95% interval for every number the folds' metrics share."""
     from .tasks import get_task
 
+    task = get_task(cfg.train.task)
     k = len(folds)
     out = Path(run_path) / CV_DIR
     done = []
@@ -80,10 +81,7 @@ def cross_validate(run_path: Path, src, folds: list[dict], cfg, reporter, fit, f
         m = run.test_metrics
         numbers = {key: v for key, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         done.append({"fold": i, "strategy": run.strategy, "path": f"{CV_DIR}/{run.path.name}", **numbers})
-        task = get_task(cfg.train.task)
-        shown = (
-            f"{task.score_label} {m[task.score_name]:.4f}" if task.score_name in m else f"{len(fold['test'])} images"
-        )
+        shown = fold_score(task, m, len(fold["test"]))
         reporter.message(f"Cross-validation fold {i}/{k}: {shown} on {m.get('n', 0)} held-out images ({run.strategy})")
     return summarise(done, k, folded)
 
@@ -147,10 +145,14 @@ def cross_validate_heads(run_path: Path, folds: list[dict], trainer, prepared, c
         RunDir(folder).write_json(RunDir.REPORT, {"task": trainer.task.name, "split": "test", "metrics": m})
         numbers = {key: v for key, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         done.append({"fold": i, "strategy": "linear", "solver": fitted.solver, "path": f"{CV_DIR}/fold-{i}", **numbers})
-        task = trainer.task
-        shown = f"{task.score_label} {m[task.score_name]:.4f}" if task.score_name in m else f"{len(te)} images"
+        shown = fold_score(trainer.task, m, len(te))
         reporter.message(f"Cross-validation fold {i}/{len(folds)}: {shown} on {m.get('n', len(te))} held-out images")
     return summarise(done, len(folds), folded)
+
+
+def fold_score(task, m: dict, n: int) -> str:
+    """A fold's line: 'accuracy 0.9120' (R², mAP: the task's score), or its image count where the metrics lack it."""
+    return f"{task.score_label} {m[task.score_name]:.4f}" if task.score_name in m else f"{n} images"
 
 
 def cv_text(cv: dict, task=None) -> str:

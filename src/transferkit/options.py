@@ -96,9 +96,10 @@ def _names(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
 
 
-def validate(cfg: RunConfig) -> None:
+def validate(cfg: RunConfig, backbones: list[str] = ()) -> None:
     """Every option checked before any data is read or any model is built: choices and bounds from the fields'
-    declarations (config.py), then the options whose values are names or patterns."""
+    declarations (config.py), then the options whose values are names or patterns. backbones: the ones a command
+    builds beside the run's own (compare's rows, rank's candidates), which --arch may belong to."""
     from .backbones import check_backbone_name
     from .backbones.heads import parse_head
     from .data.split import parse_split
@@ -125,7 +126,7 @@ def validate(cfg: RunConfig) -> None:
                 check_backbone_name(name)  # a typo fails here, before `auto` reads the data
             except ConfigError as e:
                 raise ConfigError(f"--backbones: {e}") from None
-    named = [cfg.model.backbone, *comma_names(cfg.model.backbones or "")]
+    named = [cfg.model.backbone, *comma_names(cfg.model.backbones or ""), *backbones]
     if cfg.model.arch and not any(n.startswith("file:") for n in named):
         raise ConfigError(
             f"--arch {cfg.model.arch} says which architecture a weights file is (--backbone file:PATH); --backbone "

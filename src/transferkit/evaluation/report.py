@@ -67,14 +67,18 @@ p.headline{font-size:1.35em;margin:.4em 0} details>summary{cursor:pointer;color:
 def score_rows(rows: list[dict]) -> list[dict]:
     """metrics.csv's rows with the score's columns as train_acc / val_acc, whatever the file names them after the
     task's score (val_r2, val_map; val_acc for accuracy, and in files from before the columns were named)."""
-    names = {k[4:] for r in rows[:1] for k in r if k.startswith("val_") and k != "val_loss"}
-    column = next(iter(names), "acc")
+    column = score_column(rows)
     if column == "acc":
         return rows
     return [
         {("train_acc" if k == f"train_{column}" else "val_acc" if k == f"val_{column}" else k): v for k, v in r.items()}
         for r in rows
     ]
+
+
+def score_column(rows: list[dict]) -> str:
+    """The score's name in metrics.csv's val_<name> column ("acc", "r2", "map"); "acc" when there is none."""
+    return next((k[4:] for r in rows[:1] for k in r if k.startswith("val_") and k != "val_loss"), "acc")
 
 
 # ---- plots drawn from the run's files (the image plots need the decoded images; `finish_run` draws those) -------
@@ -266,16 +270,11 @@ def unfinished_result(run_dir: Path, config: dict) -> str:
     why = failed.get("error") or "killed, or still running (no failed.json)"
     said = f"{why}: {failed['message']}" if failed.get("message") else why
     rows = [("stopped", said), ("epochs recorded", f"{len(epochs)}" + (f" of {planned}" if planned else ""))]
-    score = next((k for k in (epochs[0] if epochs else {}) if k.startswith("val_") and k != "val_loss"), None)
-    scored = [r for r in epochs if score and r.get(score) not in ("", None)]
+    score = f"val_{score_column(epochs)}"
+    scored = [r for r in epochs if r.get(score) not in ("", None)]
     if scored:
         best = max(scored, key=lambda r: float(r[score]))
-        rows.append(
-            (
-                f"best {score} so far",
-                f"{float(best[score]):.4f} (epoch {best.get('epoch', '?')})",
-            )
-        )
+        rows.append((f"best {score} so far", f"{float(best[score]):.4f} (epoch {best.get('epoch', '?')})"))
     if (run_dir / "last.ckpt").is_file():
         rows.append(("continue it with", f"transferkit train --resume {run_dir}"))
     return '<p class="muted">The run did not finish (no report.json): no test metrics.</p>' + kv_table(rows)

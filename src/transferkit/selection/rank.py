@@ -17,7 +17,6 @@ not counted: NCE is LEEP with hard labels, and H-score would give the features a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -36,9 +35,7 @@ class RankRow:
     leep: float | None  # LEEP (Nguyen et al. 2020) from the ImageNet head's predictions; None without a head
     nce: float | None  # NCE (Tran et al. 2019): -H(label | ImageNet's top-1 class); 0 is the maximum
     hscore: float | None  # H-score (Bao et al. 2019), shrinkage-regularised: between-class / total feature variance
-    probe_acc: (
-        float | None
-    )  # val score of LogME's ridge probe on the frozen features (a free linear probe): accuracy, R² or mAP as the task scores
+    probe_acc: float | None  # val score of LogME's ridge probe (a free linear probe): accuracy, R² or mAP
     feature_dim: int  # width of the pooled features the new head sees
     params_m: float  # millions of backbone parameters (without the ImageNet classifier)
     ms_per_image: float  # measured forward time per image here, at the run's batch size and feature precision
@@ -70,8 +67,7 @@ def rank(
     cfg = apply_overrides(config or RunConfig(), dict(overrides))
     names = candidates.split(",") if isinstance(candidates, str) else list(candidates or list_backbones())
     names = list(dict.fromkeys(n.strip() for n in names if n.strip()))  # in order, each once
-    # checked with the candidates as the run's: --arch is a file: candidate's (frozen_backbone hands it to each)
-    validate(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbones=",".join(names))))
+    validate(cfg, names)  # --arch may be a file: candidate's (frozen_backbone hands it to each)
     if not names:
         raise TransferkitError("rank needs at least one candidate backbone, e.g. --candidates efficientnet_lite0.")
     for name in names:
